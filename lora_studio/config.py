@@ -1,0 +1,102 @@
+"""Settings: one typed object built from CLI flags and environment variables.
+
+Everything the app needs to know about the machine lives here, so the UI, services and
+engines never read `os.environ` themselves.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+
+ENGINES = ("tiny", "local", "replicate")
+MEMORY_MODES = ("auto", "full", "checkpointing", "offload", "8bit", "fp8", "nf4")
+
+
+@dataclass(frozen=True)
+class ReplicateSettings:
+    """Model ids on Replicate. The token is read from the environment only when used, never stored."""
+
+    kontext_model: str = "black-forest-labs/flux-kontext-dev"
+    trainer: str = "replicate/fast-flux-trainer"
+    trainer_version: str = ""
+    lora_model: str = "black-forest-labs/flux-dev-lora"
+    destination: str = ""  # owner/model that receives trained versions
+    base_url: str = ""  # empty = the client's default (https://api.replicate.com)
+
+
+@dataclass(frozen=True)
+class Settings:
+    engine: str = "tiny"
+    model: str | None = None  # FLUX.1-dev (text-to-image + training) path or hub id
+    kontext_model: str | None = None  # FLUX.1-Kontext-dev; None = derive from `model`
+    workspace: Path = Path("workspace")
+    device: str = "auto"  # auto | cpu | cuda | mps
+    memory_mode: str = "auto"
+    host: str = "127.0.0.1"
+    port: int = 7860
+    share: bool = False
+    auth: tuple[str, str] | None = None
+    tasks_file: Path | None = None  # task table for Studio.generate(task=...)
+    sheet_size: int = 64  # tiny engine image side; real engines use 1024
+    replicate: ReplicateSettings = field(default_factory=ReplicateSettings)
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"Unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}.")
+        if self.memory_mode not in MEMORY_MODES:
+            raise ValueError(
+                f"Unknown memory mode {self.memory_mode!r}; choose one of {', '.join(MEMORY_MODES)}."
+            )
+        if self.engine == "local" and not self.model:
+            raise ValueError("The local engine needs --model (a FLUX.1 folder or hub id).")
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.engine == "tiny"
+
+    @property
+    def image_size(self) -> int:
+        return self.sheet_size if self.is_tiny else 1024
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        """Read LORA_STUDIO_* variables, then apply explicit overrides (CLI flags win)."""
+        env = os.environ if env is None else env
+        values: dict = {}
+        if env.get("LORA_STUDIO_MODEL"):
+            values["model"] = env["LORA_STUDIO_MODEL"]
+        if env.get("LORA_STUDIO_KONTEXT_MODEL"):
+            values["kontext_model"] = env["LORA_STUDIO_KONTEXT_MODEL"]
+        engine = env.get("LORA_STUDIO_ENGINE") or ("local" if values.get("model") else "tiny")
+        values["engine"] = engine
+        if env.get("LORA_STUDIO_WORKSPACE"):
+            values["workspace"] = Path(env["LORA_STUDIO_WORKSPACE"])
+        for key, name in (("device", "DEVICE"), ("memory_mode", "MEMORY_MODE"), ("host", "HOST")):
+            if env.get(f"LORA_STUDIO_{name}"):
+                values[key] = env[f"LORA_STUDIO_{name}"]
+        if env.get("LORA_STUDIO_PORT"):
+            values["port"] = int(env["LORA_STUDIO_PORT"])
+        if env.get("LORA_STUDIO_SHARE"):
+            values["share"] = env["LORA_STUDIO_SHARE"].lower() in ("1", "true", "yes")
+        if env.get("LORA_STUDIO_AUTH"):
+            values["auth"] = parse_auth(env["LORA_STUDIO_AUTH"])
+        if env.get("LORA_STUDIO_TASKS"):
+            values["tasks_file"] = Path(env["LORA_STUDIO_TASKS"])
+        if env.get("REPLICATE_BASE_URL"):
+            values["replicate"] = replace(ReplicateSettings(), base_url=env["REPLICATE_BASE_URL"])
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        if "model" in clean and "engine" not in clean and engine == "tiny":
+            clean["engine"] = "local"
+        values.update(clean)
+        if isinstance(values.get("workspace"), str):
+            values["workspace"] = Path(values["workspace"])
+        return cls(**values)
+
+
+def parse_auth(text: str) -> tuple[str, str]:
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        raise ValueError("--auth must look like USER:PASS")
+    return user, password

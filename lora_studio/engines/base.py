@@ -1,0 +1,107 @@
+"""What every engine offers the services, as typed requests and results.
+
+Services speak only these dataclasses; the local (torch) and Replicate engines translate them.
+No torch import here, so the UI and services can import the types cheaply.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from PIL import Image
+
+from ..progress import Reporter
+
+
+class EngineError(Exception):
+    """A failure with a message fit for the user (bad LoRA, out of memory, missing token...)."""
+
+
+class OutOfMemory(EngineError):
+    pass
+
+
+@dataclass(frozen=True)
+class LoraWeight:
+    """A LoRA to apply at a strength. `path` is a local .safetensors; `remote` a URL for Replicate."""
+
+    name: str
+    weight: float
+    path: Path | None = None
+    remote: str | None = None
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    prompt: str
+    seed: int = 0
+    width: int = 1024
+    height: int = 1024
+    steps: int = 28
+    guidance: float = 3.5
+    loras: tuple[LoraWeight, ...] = ()
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """A Kontext edit of `image` following `prompt` (one character-sheet variation)."""
+
+    image: Image.Image
+    prompt: str
+    seed: int = 0
+    width: int = 1024
+    height: int = 1024
+    steps: int = 28
+    guidance: float = 2.5
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    dataset_dir: Path  # images + same-named .txt captions
+    output_dir: Path  # where the LoRA files go
+    work_dir: Path  # checkpoints, caches, samples
+    trigger: str
+    steps: int = 1000
+    rank: int = 16
+    alpha: float | None = None
+    learning_rate: float = 1e-4
+    resolution: int = 512
+    batch_size: int = 1
+    seed: int = 0
+    train_mlp: bool = True
+    memory_mode: str = "auto"
+    checkpoint_every: int = 250
+    sample_every: int = 250
+    sample_prompt: str = ""
+    reference_image: Path | None = None
+    resume: bool = True
+    zip_path: Path | None = None  # the dataset as one zip, for remote trainers
+
+
+@dataclass
+class TrainResult:
+    lora_path: Path  # diffusers-format .safetensors
+    steps: int
+    final_loss: float | None = None
+    best_checkpoint: str | None = None
+    remote: str | None = None  # weights URL / version for remote engines
+    extra_files: dict[str, Path] = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    name: str
+    makes_noise: bool  # True for the tiny engine: images carry no faces
+
+    def describe(self) -> str: ...
+
+    def edit(self, request: EditRequest) -> Image.Image: ...
+
+    def generate(self, request: GenerateRequest) -> Image.Image: ...
+
+    def train(self, request: TrainRequest, reporter: Reporter) -> TrainResult: ...
+
+    def check_lora(self, path: Path) -> dict: ...
+
+    def unload(self) -> None: ...
