@@ -1,0 +1,203 @@
+"""One Flux pipeline in memory, shared by text-to-image, Kontext and training.
+
+FLUX.1 is 24 GB of transformer and 9.5 GB of T5 in bf16: a second copy does not fit. So the manager
+loads one base, derives the Kontext pipeline from it with `from_pipe` (same module objects), keeps
+LoRAs as named peft adapters on that transformer, and weights them per call with `set_adapters`.
+A strength sweep therefore never reloads anything. Adapters are evicted least-recently-used when
+their total size passes a budget.
+"""
+from __future__ import annotations
+
+import gc
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from diffusers import FluxKontextPipeline, FluxPipeline
+
+from diffusers.utils import logging as diffusers_logging
+from transformers.utils import logging as transformers_logging
+
+from .base import EngineError, LoraWeight
+from .lora_formats import inspect_lora
+
+TINY_ID = "tiny-flux"
+
+# Prompt-truncation notices and dtype hints flood the job logs; real errors still raise.
+diffusers_logging.set_verbosity_error()
+transformers_logging.set_verbosity_error()
+
+
+@dataclass(frozen=True)
+class LoadedAdapter:
+    name: str
+    path: Path
+    nbytes: int
+    mtime: float
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested != "auto":
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(device: torch.device) -> torch.dtype:
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.bfloat16
+    return torch.float32
+
+
+class ModelManager:
+    def __init__(
+        self,
+        model: str | None = None,
+        kontext_model: str | None = None,
+        device: str = "auto",
+        offload: bool = False,
+        adapter_budget_bytes: int = 2 * 1024**3,
+        loader: Callable[[str, torch.dtype], FluxPipeline] | None = None,
+    ) -> None:
+        self.model_id = model or TINY_ID
+        self.kontext_id = kontext_model or self.model_id
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(self.device)
+        self.offload = offload and self.device.type == "cuda"
+        self.adapter_budget_bytes = adapter_budget_bytes
+        self._loader = loader or self._load_pipeline
+        self._lock = threading.RLock()
+        self._pipe: FluxPipeline | None = None
+        self._loaded_id: str | None = None
+        self._kontext: FluxKontextPipeline | None = None
+        self._adapters: "OrderedDict[str, LoadedAdapter]" = OrderedDict()
+        self.load_count = 0  # how many times a base was loaded (benchmarks and tests read it)
+
+    # ---- base pipelines ---------------------------------------------------------------------
+    @property
+    def lock(self) -> threading.RLock:
+        return self._lock
+
+    def text_to_image(self) -> FluxPipeline:
+        with self._lock:
+            return self._ensure(self.model_id)
+
+    def kontext(self) -> FluxKontextPipeline:
+        with self._lock:
+            base = self._ensure(self.kontext_id)
+            if self._kontext is None:
+                # dtype= is required: from_pipe would otherwise cast the shared modules to fp32.
+                self._kontext = FluxKontextPipeline.from_pipe(base, dtype=self.dtype)
+                self._kontext.set_progress_bar_config(disable=True)
+            return self._kontext
+
+    def loaded(self) -> bool:
+        return self._pipe is not None
+
+    def _ensure(self, model_id: str) -> FluxPipeline:
+        if self._pipe is not None and self._loaded_id == model_id:
+            return self._pipe
+        self.unload()  # free the old base before the new one arrives
+        pipe = self._loader(model_id, self.dtype)
+        if self.offload:
+            pipe.enable_model_cpu_offload(device=self.device)
+        else:
+            pipe.to(self.device)
+        pipe.set_progress_bar_config(disable=True)
+        self._pipe, self._loaded_id = pipe, model_id
+        self.load_count += 1
+        return pipe
+
+    @staticmethod
+    def _load_pipeline(model_id: str, dtype: torch.dtype) -> FluxPipeline:
+        if model_id == TINY_ID:
+            from .tiny import build_tiny_flux
+
+            return build_tiny_flux()
+        try:
+            return FluxPipeline.from_pretrained(model_id, torch_dtype=dtype)
+        except OSError as exc:
+            raise EngineError(
+                f"Could not load the Flux model {model_id!r}: {exc}. Give a local folder with the "
+                "FLUX.1 weights in diffusers layout, or a hub id already in your Hugging Face cache."
+            ) from None
+
+    def unload(self) -> None:
+        with self._lock:
+            self._pipe = None
+            self._kontext = None
+            self._loaded_id = None
+            self._adapters.clear()
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    # ---- LoRA adapters ----------------------------------------------------------------------
+    def adapter_names(self) -> list[str]:
+        return list(self._adapters)
+
+    def apply_loras(self, loras: tuple[LoraWeight, ...] | list[LoraWeight]) -> None:
+        """Make exactly these LoRAs active at these weights; load any that are missing."""
+        with self._lock:
+            pipe = self.text_to_image()
+            active = [lora for lora in loras if lora.path is not None]
+            if not active:
+                if self._adapters:
+                    pipe.disable_lora()
+                return
+            names = [self._ensure_adapter(pipe, lora) for lora in active]
+            pipe.enable_lora()
+            pipe.set_adapters(names, adapter_weights=[float(l.weight) for l in active])
+
+    def _ensure_adapter(self, pipe: FluxPipeline, lora: LoraWeight) -> str:
+        path = Path(lora.path)
+        if not path.is_file():
+            raise EngineError(f"The LoRA file for {lora.name!r} is missing: {path.name}.")
+        stat = path.stat()
+        adapter = _adapter_name(lora.name)
+        loaded = self._adapters.get(adapter)
+        if loaded and loaded.path == path and loaded.mtime == stat.st_mtime:
+            self._adapters.move_to_end(adapter)
+            return adapter
+        if loaded:
+            self._delete_adapter(pipe, adapter)
+        inspect_lora(path, pipe.transformer)  # refuses SDXL/SD1.5 and shape mismatches in words
+        self._evict_for(pipe, stat.st_size)
+        try:
+            # From the file, not the converted dict: the file's metadata carries lora_alpha.
+            pipe.load_lora_weights(str(path), adapter_name=adapter)
+        except (ValueError, RuntimeError, KeyError) as exc:
+            raise EngineError(f"The LoRA {lora.name!r} does not fit this Flux model: {exc}") from None
+        self._adapters[adapter] = LoadedAdapter(adapter, path, stat.st_size, stat.st_mtime)
+        return adapter
+
+    def _evict_for(self, pipe: FluxPipeline, incoming: int) -> None:
+        used = sum(a.nbytes for a in self._adapters.values())
+        while self._adapters and used + incoming > self.adapter_budget_bytes:
+            oldest = next(iter(self._adapters))
+            used -= self._adapters[oldest].nbytes
+            self._delete_adapter(pipe, oldest)
+
+    def _delete_adapter(self, pipe: FluxPipeline, adapter: str) -> None:
+        pipe.delete_adapters(adapter)
+        self._adapters.pop(adapter, None)
+
+    def drop_lora(self, name: str) -> None:
+        with self._lock:
+            adapter = _adapter_name(name)
+            if self._pipe is not None and adapter in self._adapters:
+                self._delete_adapter(self._pipe, adapter)
+
+
+def _adapter_name(name: str) -> str:
+    # peft adapter names become module attribute keys: keep them to [a-z0-9_].
+    cleaned = "".join(ch if ch.isalnum() else "_" for ch in name.lower())
+    return f"lora_{cleaned}"[:64]

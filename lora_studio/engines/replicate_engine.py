@@ -1,0 +1,468 @@
+"""The Replicate engine: the same Engine interface, run on Replicate's hosted models.
+
+Kontext edits and text-to-image are predictions; LoRA training is a Replicate training whose logs
+we poll and translate into the app's Reporter. The API token comes from the caller or from
+REPLICATE_API_TOKEN and lives only inside the `replicate.Client`: this object never keeps, logs
+or repeats it, so errors and reprs are safe to show in the UI.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import struct
+import tarfile
+import time
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+from PIL import Image
+
+from ..config import ReplicateSettings
+from ..progress import Canceled, Reporter
+from .base import EditRequest, EngineError, GenerateRequest, TrainRequest, TrainResult
+
+DEFAULT_BASE_URL = "https://api.replicate.com"
+PLAIN_MODEL = "black-forest-labs/flux-dev"  # text-to-image when no LoRA is applied
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+# Aspect ratios the FLUX.1 models on Replicate accept; we pick the nearest to width/height.
+ASPECT_RATIOS = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
+TERMINAL = ("succeeded", "failed", "canceled")
+
+_STEP = re.compile(r"\bstep\s*[:=]?\s*(\d+)\s*/\s*(\d+)", re.IGNORECASE)
+_TQDM = re.compile(r"(\d{1,3})%\|[^|]*\|\s*(?:(\d+)\s*/\s*(\d+))?")
+_LOSS = re.compile(r"\bloss\s*[:=]\s*([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)", re.IGNORECASE)
+
+
+class ReplicateEngine:
+    """Engine backed by the Replicate HTTP API (through the official `replicate` client)."""
+
+    name = "replicate"
+    makes_noise = False
+
+    def __init__(
+        self,
+        settings: ReplicateSettings,
+        token: str | None = None,
+        client: Any = None,
+        work_dir: Path | None = None,
+        *,
+        prediction_timeout: float = 600.0,
+        training_timeout: float = 4 * 3600.0,
+        poll_interval: float | None = None,
+    ) -> None:
+        self.settings = settings
+        self.work_dir = Path(work_dir) if work_dir else None
+        self.prediction_timeout = prediction_timeout
+        self.training_timeout = training_timeout
+        self._poll_interval = poll_interval
+        self._client = client
+        if client is None and token:
+            # Built now so the token goes straight into the client and is not kept here.
+            self._client = self._build_client(token)
+
+    def __repr__(self) -> str:
+        return f"ReplicateEngine(base_url={self.base_url!r})"
+
+    # ----------------------------------------------------------------- client and errors
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.base_url or os.environ.get("REPLICATE_BASE_URL") or DEFAULT_BASE_URL
+
+    def _build_client(self, token: str):
+        import replicate  # imported lazily: the app starts without it unless this engine is used
+
+        return replicate.Client(
+            api_token=token,
+            base_url=self.base_url,
+            timeout=httpx.Timeout(10.0, read=60.0, write=120.0, pool=10.0),
+        )
+
+    def _api(self):
+        """The client, built on first use from REPLICATE_API_TOKEN so a missing token only fails work."""
+        if self._client is None:
+            token = os.environ.get("REPLICATE_API_TOKEN", "").strip()
+            if not token:
+                raise EngineError(
+                    "Replicate needs an API token: set REPLICATE_API_TOKEN in the environment "
+                    "(create one at https://replicate.com/account/api-tokens) and restart the app."
+                )
+            self._client = self._build_client(token)
+        return self._client
+
+    @property
+    def poll_interval(self) -> float:
+        if self._poll_interval is not None:
+            return self._poll_interval
+        return float(getattr(self._client, "poll_interval", 0.5) or 0.5)
+
+    @contextmanager
+    def _calling(self, action: str) -> Iterator[None]:
+        """Turn client and HTTP failures into EngineErrors a user can act on."""
+        from replicate.exceptions import ReplicateError
+
+        try:
+            yield
+        except ReplicateError as exc:
+            raise EngineError(_explain(exc, action)) from None
+        except httpx.TimeoutException:
+            raise EngineError(f"Timed out talking to Replicate at {self.base_url} while {action}.") from None
+        except httpx.TransportError as exc:
+            raise EngineError(
+                f"Could not reach Replicate at {self.base_url} while {action} ({type(exc).__name__})."
+            ) from None
+
+    def describe(self) -> str:
+        s = self.settings
+        text = (
+            f"Replicate at {self.base_url}: edits with {s.kontext_model}, trains with {s.trainer}, "
+            f"generates with {s.lora_model}."
+        )
+        if self._client is None and not os.environ.get("REPLICATE_API_TOKEN", "").strip():
+            text += " No API token yet: set REPLICATE_API_TOKEN."
+        return text
+
+    # ----------------------------------------------------------------- predictions
+
+    def edit(self, request: EditRequest) -> Image.Image:
+        client = self._api()
+        buf = io.BytesIO()
+        request.image.convert("RGB").save(buf, format="PNG")
+        with self._calling("uploading the reference image"):
+            upload = client.files.create(buf, filename="reference.png", content_type="image/png")
+        inputs = {
+            "prompt": request.prompt,
+            "input_image": upload.urls["get"],
+            "seed": int(request.seed),
+            "aspect_ratio": "match_input_image",
+            "num_inference_steps": int(request.steps),
+            "guidance": float(request.guidance),
+            "output_format": "png",
+        }
+        return self._predict(self.settings.kontext_model, inputs, "editing the image")
+
+    def generate(self, request: GenerateRequest) -> Image.Image:
+        inputs: dict[str, Any] = {
+            "prompt": request.prompt,
+            "seed": int(request.seed),
+            "aspect_ratio": nearest_aspect_ratio(request.width, request.height),
+            # Replicate's flux-dev models reject more than 50 steps.
+            "num_inference_steps": max(1, min(int(request.steps), 50)),
+            "guidance": float(request.guidance),
+            "output_format": "png",
+        }
+        loras = request.loras
+        if len(loras) > 2:
+            raise EngineError("Replicate's FLUX LoRA model applies at most two LoRAs at once.")
+        for lora in loras:
+            if not lora.remote:
+                raise EngineError(
+                    f"LoRA {lora.name!r} exists only on this machine; Replicate needs a LoRA trained "
+                    "there or uploaded somewhere it can download (a URL or owner/model:version)."
+                )
+        if loras:
+            inputs["lora_weights"], inputs["lora_scale"] = loras[0].remote, float(loras[0].weight)
+        if len(loras) == 2:
+            inputs["extra_lora"], inputs["extra_lora_scale"] = loras[1].remote, float(loras[1].weight)
+        model = self.settings.lora_model if loras else PLAIN_MODEL
+        return self._predict(model, inputs, "generating the image")
+
+    def _predict(self, model: str, inputs: dict, action: str) -> Image.Image:
+        client = self._api()
+        with self._calling(action):
+            if ":" in model:  # owner/name:version → the versioned endpoint
+                prediction = client.predictions.create(version=model.split(":", 1)[1], input=inputs)
+            else:  # official models have their own endpoint
+                prediction = client.models.predictions.create(model=model, input=inputs)
+            deadline = time.monotonic() + self.prediction_timeout
+            while prediction.status not in TERMINAL:
+                if time.monotonic() > deadline:
+                    _cancel_quietly(prediction)
+                    raise EngineError(
+                        f"Replicate took longer than {self.prediction_timeout:.0f} s {action} "
+                        f"with {model}; the prediction was canceled."
+                    )
+                time.sleep(self.poll_interval)
+                prediction.reload()
+        if prediction.status != "succeeded":
+            reason = prediction.error or prediction.status
+            raise EngineError(f"Replicate {prediction.status} while {action} with {model}: {reason}")
+        url = _first_url(prediction.output)
+        if not url:
+            raise EngineError(f"Replicate returned no image while {action} with {model}.")
+        data = self._download_bytes(url)
+        try:
+            image = Image.open(io.BytesIO(data))
+            image.load()
+        except Exception:
+            raise EngineError(f"Replicate's output for {model} is not an image.") from None
+        return image.convert("RGB")
+
+    # ----------------------------------------------------------------- training
+
+    def train(self, request: TrainRequest, reporter: Reporter) -> TrainResult:
+        s = self.settings
+        if not s.destination:
+            raise EngineError(
+                "Replicate training needs a destination model (owner/name) to receive the trained "
+                "version: create one on replicate.com and set it in the Replicate settings."
+            )
+        client = self._api()
+        zip_path = Path(request.zip_path) if request.zip_path else self._zip_dataset(request)
+        with self._calling("starting the training"):
+            version = s.trainer_version or self._latest_version(s.trainer)
+            reporter.log(f"Uploading {zip_path.name} ({zip_path.stat().st_size // 1024} KiB) to Replicate.")
+            upload = client.files.create(zip_path, content_type="application/zip")
+            training = client.trainings.create(
+                model=s.trainer,
+                version=version,
+                input={
+                    "input_images": upload.urls["get"],
+                    "trigger_word": request.trigger,
+                    "steps": int(request.steps),
+                    "lora_rank": int(request.rank),
+                    "learning_rate": float(request.learning_rate),
+                    "resolution": str(request.resolution),  # the FLUX trainers take "512,768,1024"-style text
+                    "autocaption": False,
+                },
+                destination=s.destination,
+            )
+        reporter.output("replicate_training_id", training.id)
+        reporter.log(f"Replicate training {training.id} started on {s.trainer}.")
+        parser = _LogParser(reporter, request.steps)
+        deadline = time.monotonic() + self.training_timeout
+        with self._calling("following the training"):
+            while True:
+                parser.feed(training.logs or "", final=training.status in TERMINAL)
+                if training.status in TERMINAL:
+                    break
+                if reporter.cancel_requested:
+                    _cancel_quietly(training)
+                    reporter.log(f"Canceled Replicate training {training.id}.")
+                    raise Canceled("Canceled by the user; the Replicate training was stopped.")
+                if time.monotonic() > deadline:
+                    _cancel_quietly(training)
+                    raise EngineError(
+                        f"The Replicate training ran past {self.training_timeout / 3600:.1f} h and was canceled."
+                    )
+                time.sleep(self.poll_interval)
+                training.reload()
+        if training.status != "succeeded":
+            raise EngineError(f"Replicate training {training.status}: {training.error or 'no reason given'}")
+        output = training.output if isinstance(training.output, dict) else {}
+        weights, trained_version = output.get("weights"), output.get("version")
+        if not weights:
+            raise EngineError("The Replicate training succeeded but returned no weights URL.")
+        lora_path = Path(request.output_dir) / "lora.safetensors"
+        reporter.log("Downloading the trained LoRA weights.")
+        self._download_weights(str(weights), lora_path)
+        reporter.progress(1.0, "Training finished on Replicate.")
+        return TrainResult(
+            lora_path=lora_path,
+            steps=request.steps,
+            final_loss=parser.last_loss,
+            remote=str(weights),
+            metadata={"replicate_training_id": training.id, "version": trained_version, "weights_url": str(weights)},
+        )
+
+    def _latest_version(self, model: str) -> str:
+        found = self._api().models.get(model)
+        if not found.latest_version:
+            raise EngineError(f"Replicate model {model} has no version to train from.")
+        return found.latest_version.id
+
+    def _zip_dataset(self, request: TrainRequest) -> Path:
+        """Images with their same-named .txt captions, flat, as the Replicate FLUX trainers expect."""
+        if not Path(request.dataset_dir).is_dir():
+            raise EngineError(f"Dataset folder not found: {request.dataset_dir}")
+        files = sorted(p for p in Path(request.dataset_dir).iterdir() if p.is_file())
+        images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+        if not images:
+            raise EngineError(f"No training images found in {request.dataset_dir}.")
+        folder = Path(request.work_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / "replicate_dataset.zip"
+        tmp = target.with_suffix(".zip.tmp")
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+            for image in images:
+                archive.write(image, image.name)
+                caption = image.with_suffix(".txt")
+                if caption.exists():
+                    archive.write(caption, caption.name)
+        os.replace(tmp, target)
+        return target
+
+    # ----------------------------------------------------------------- files
+
+    def _download_bytes(self, url: str) -> bytes:
+        if url.startswith("data:"):
+            return base64.b64decode(url.split(",", 1)[1])
+        with self._downloading(url):
+            response = httpx.get(url, follow_redirects=True, timeout=120.0)
+            response.raise_for_status()
+            return response.content
+
+    def _download_weights(self, url: str, target: Path) -> None:
+        """Stream to a temp file and rename, so a crash never leaves a half-written LoRA.
+
+        Replicate's FLUX trainers publish a .tar holding the .safetensors; plain files pass through.
+        """
+        target.parent.mkdir(parents=True, exist_ok=True)
+        download = target.with_name(target.name + ".download")
+        extracted = target.with_name(target.name + ".tmp")
+        try:
+            with self._downloading(url), httpx.stream("GET", url, follow_redirects=True, timeout=120.0) as response:
+                response.raise_for_status()
+                with open(download, "wb") as out:
+                    for chunk in response.iter_bytes(1 << 20):
+                        out.write(chunk)
+            source = download
+            if tarfile.is_tarfile(download):
+                _extract_safetensors(download, extracted)
+                source = extracted
+            _safetensors_header(source)  # refuse to install something that is not a LoRA file
+            os.replace(source, target)
+        finally:
+            download.unlink(missing_ok=True)
+            extracted.unlink(missing_ok=True)
+
+    @contextmanager
+    def _downloading(self, url: str) -> Iterator[None]:
+        where = url.split("?", 1)[0]
+        try:
+            yield
+        except httpx.HTTPStatusError as exc:
+            raise EngineError(f"Downloading {where} failed with HTTP {exc.response.status_code}.") from None
+        except httpx.HTTPError as exc:
+            raise EngineError(f"Could not download {where} ({type(exc).__name__}).") from None
+
+    def check_lora(self, path: Path) -> dict:
+        path = Path(path)
+        if not path.is_file():
+            raise EngineError(f"LoRA file not found: {path}")
+        header = _safetensors_header(path)
+        return {"format": "unknown-remote", "tensors": len([k for k in header if k != "__metadata__"])}
+
+    def unload(self) -> None:
+        """Nothing is held in memory: the models live on Replicate."""
+
+
+# --------------------------------------------------------------------- helpers
+
+
+class _LogParser:
+    """Forwards only new log lines and reads step, progress and loss out of them."""
+
+    def __init__(self, reporter: Reporter, total_steps: int) -> None:
+        self.reporter = reporter
+        self.total = max(int(total_steps), 1)
+        self.seen = 0  # characters of the (growing) logs already consumed
+        self.step: int | None = None
+        self.last_loss: float | None = None
+        self.loss_step: int | None = -1  # a step's loss often shows on two lines; record it once
+        self.best_fraction = 0.0
+
+    def feed(self, logs: str, final: bool = False) -> None:
+        if len(logs) < self.seen:  # logs were truncated or restarted: start over
+            self.seen = 0
+        fresh = logs[self.seen :]
+        # Keep an unfinished last line for the next poll unless the run is over.
+        end = len(fresh) if final else max(fresh.rfind("\n"), fresh.rfind("\r")) + 1
+        self.seen += end
+        for line in re.split(r"[\r\n]+", fresh[:end]):
+            if line.strip():
+                self._line(line.rstrip())
+
+    def _line(self, line: str) -> None:
+        self.reporter.log(line)
+        fraction = None
+        if m := _STEP.search(line):
+            self.step, total = int(m.group(1)), int(m.group(2))
+            fraction = self.step / max(total, 1)
+        elif m := _TQDM.search(line):
+            if m.group(2):
+                self.step = int(m.group(2))
+                fraction = self.step / max(int(m.group(3)), 1)
+            else:
+                fraction = int(m.group(1)) / 100
+        if fraction is not None and fraction > self.best_fraction:
+            self.best_fraction = min(fraction, 1.0)
+            self.reporter.progress(self.best_fraction, f"step {self.step}" if self.step is not None else "")
+        if (m := _LOSS.search(line)) and (self.step is None or self.step != self.loss_step):
+            self.last_loss, self.loss_step = float(m.group(1)), self.step
+            self.reporter.metric("loss", self.last_loss, self.step)
+
+
+def _explain(exc: Any, action: str) -> str:
+    status = getattr(exc, "status", None)
+    detail = getattr(exc, "detail", None) or getattr(exc, "title", None) or ""
+    if status == 401:
+        return "Replicate rejected the API token (401): check REPLICATE_API_TOKEN."
+    if status == 402:
+        return "Replicate needs billing set up or more credit on the account (402 Payment Required)."
+    if status == 429:
+        return "Replicate is rate-limiting this account (429 Too Many Requests): wait a minute and retry."
+    if status == 404:
+        return f"Replicate could not find what was asked for while {action} (404): {detail}"
+    if status == 422:
+        return f"Replicate refused the input while {action} (422): {detail}"
+    return f"Replicate error while {action} (HTTP {status}): {detail}"
+
+
+def _cancel_quietly(job: Any) -> None:
+    """Best-effort cancel: the error the user needs is the one that made us cancel."""
+    try:
+        job.cancel()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _first_url(output: Any) -> str | None:
+    if isinstance(output, (list, tuple)):
+        output = output[0] if output else None
+    if isinstance(output, dict):
+        output = output.get("image") or output.get("url")
+    return str(output) if output else None
+
+
+def nearest_aspect_ratio(width: int, height: int) -> str:
+    target = width / max(height, 1)
+
+    def distance(ratio: str) -> float:
+        w, h = (int(x) for x in ratio.split(":"))
+        return abs(w / h - target)
+
+    return min(ASPECT_RATIOS, key=distance)
+
+
+def _safetensors_header(path: Path) -> dict:
+    """Parse the JSON header: cheap proof that a file really is safetensors."""
+    try:
+        with open(path, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            if size > 100 * 1024 * 1024:
+                raise ValueError("header too large")
+            header = json.loads(f.read(size))
+        if not isinstance(header, dict):
+            raise ValueError("header is not an object")
+        return header
+    except (OSError, ValueError, struct.error) as exc:
+        raise EngineError(f"{Path(path).name} is not a valid .safetensors file ({exc}).") from None
+
+
+def _extract_safetensors(archive: Path, target: Path) -> None:
+    with tarfile.open(archive) as tar:
+        members = [m for m in tar.getmembers() if m.isfile() and m.name.endswith(".safetensors")]
+        if not members:
+            raise EngineError("The trained weights archive holds no .safetensors file.")
+        member = max(members, key=lambda m: m.size)
+        source = tar.extractfile(member)
+        with open(target, "wb") as out:
+            while chunk := source.read(1 << 20):
+                out.write(chunk)

@@ -1,0 +1,95 @@
+"""Opening untrusted images safely and saving ours atomically.
+
+Uploads come from anyone holding a shared link, so every image is checked before it is decoded:
+known format, sane dimensions (a 20000x20000 PNG is a few KB on disk and 1.2 GB in memory),
+and a full decode that catches truncated files.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .store import atomic_write_bytes
+
+ALLOWED_FORMATS = {"PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"}
+MAX_SIDE = 8192
+MAX_PIXELS = 40_000_000
+MIN_SIDE = 16
+MAX_FILE_BYTES = 50 * 1024 * 1024
+
+
+class ImageError(ValueError):
+    """An image the app refuses, with a message for the user."""
+
+
+def open_image(source: str | Path | bytes | Image.Image, label: str = "The image") -> Image.Image:
+    """Return a fully decoded RGB image, or raise ImageError saying what is wrong with it."""
+    if isinstance(source, Image.Image):
+        image = source
+        _check_size(image.size, label)
+        return _to_rgb(image)
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError(f"{label} was not found.")
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise ImageError(f"{label} is larger than {MAX_FILE_BYTES // 2**20} MB.")
+        data = path.read_bytes()
+    else:
+        data = bytes(source)
+        if len(data) > MAX_FILE_BYTES:
+            raise ImageError(f"{label} is larger than {MAX_FILE_BYTES // 2**20} MB.")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageError(f"{label} is not an image (or its format is not supported).") from None
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for broken headers
+        raise ImageError(f"{label} could not be read: {exc}") from None
+    if image.format not in ALLOWED_FORMATS:
+        raise ImageError(
+            f"{label} is a {image.format} file; use PNG, JPEG or WebP."
+        )
+    _check_size(image.size, label)
+    try:
+        image.load()
+    except Exception:  # noqa: BLE001
+        raise ImageError(f"{label} is corrupt or truncated.") from None
+    image = ImageOps.exif_transpose(image)
+    return _to_rgb(image)
+
+
+def _check_size(size: tuple[int, int], label: str) -> None:
+    width, height = size
+    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
+        raise ImageError(
+            f"{label} is {width}x{height} pixels; the limit is {MAX_SIDE} px a side "
+            f"and {MAX_PIXELS // 1_000_000} megapixels. Resize it first."
+        )
+    if width < MIN_SIDE or height < MIN_SIDE:
+        raise ImageError(f"{label} is only {width}x{height} pixels.")
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "P"):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+        canvas.paste(rgba, mask=rgba.split()[-1])
+        return canvas
+    return image.convert("RGB")
+
+
+def save_png(image: Image.Image, path: Path) -> Path:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def thumbnail(image: Image.Image, side: int = 256) -> Image.Image:
+    copy = image.copy()
+    copy.thumbnail((side, side))
+    return copy

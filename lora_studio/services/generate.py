@@ -1,0 +1,120 @@
+"""Generation with LoRAs, and the task table a content pipeline calls by name.
+
+A task (`"mila"`) maps to LoRAs, strengths and a prompt prefix in a JSON settings file, so a script
+asks for `generate(task="mila", prompt="at the beach")` and the tuning lives in one place.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..engines.base import Engine, GenerateRequest
+from ..images import save_png
+from ..jobs import JobQueue, JobReporter, JobView, UserError
+from ..store import Store, atomic_write_json
+from .library import LibraryService
+from .strength_analysis import parse_strengths
+
+JOB_KIND = "generate"
+MAX_SIDE = 2048
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    loras: dict[str, float]
+    prompt_prefix: str = ""
+    prompt_suffix: str = ""
+    seed: int | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    prompt: str
+    loras: dict[str, float] = field(default_factory=dict)
+    seed: int = 0
+    width: int | None = None
+    height: int | None = None
+    steps: int = 28
+    guidance: float = 3.5
+    task: str | None = None
+
+
+def load_tasks(path: Path | None) -> dict[str, Task]:
+    if path is None or not Path(path).exists():
+        return {}
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"The task file {Path(path).name} is not valid JSON: {exc}") from None
+    tasks = {}
+    for name, spec in raw.get("tasks", raw).items():
+        loras = spec.get("loras") or ({spec["lora"]: spec.get("strength", 1.0)} if spec.get("lora") else {})
+        tasks[name] = Task(name=name, loras={k: float(v) for k, v in loras.items()},
+                           prompt_prefix=spec.get("prompt_prefix", ""), prompt_suffix=spec.get("prompt_suffix", ""),
+                           seed=spec.get("seed"), width=spec.get("width"), height=spec.get("height"))
+    return tasks
+
+
+class GenerateService:
+    def __init__(self, store: Store, jobs: JobQueue, library: LibraryService, engine: Callable[[], Engine],
+                 image_size: int, tasks_file: Path | None) -> None:
+        self.store, self.jobs, self.library = store, jobs, library
+        self._engine = engine
+        self.image_size = image_size
+        self.tasks_file = tasks_file or store.root / "tasks.json"
+        jobs.register(JOB_KIND, self._run)
+
+    def tasks(self) -> dict[str, Task]:
+        return load_tasks(self.tasks_file)
+
+    def save_task(self, task: Task) -> None:
+        raw = {"tasks": {}}
+        if self.tasks_file.exists():
+            raw = json.loads(self.tasks_file.read_text(encoding="utf-8"))
+            raw.setdefault("tasks", {})
+        raw["tasks"][task.name] = {k: v for k, v in task.__dict__.items() if k != "name" and v not in (None, "")}
+        atomic_write_json(self.tasks_file, raw)
+
+    def resolve(self, options: GenerateOptions) -> dict:
+        prompt, loras = (options.prompt or "").strip(), dict(options.loras)
+        seed, width, height = options.seed, options.width, options.height
+        if options.task:
+            task = self.tasks().get(options.task)
+            if task is None:
+                raise UserError(f"No task named {options.task!r} in {self.tasks_file.name}.")
+            prompt = " ".join(p for p in (task.prompt_prefix, prompt, task.prompt_suffix) if p).strip()
+            loras = {**task.loras, **loras}
+            seed = task.seed if task.seed is not None and not options.seed else seed
+            width, height = width or task.width, height or task.height
+        if not prompt:
+            raise UserError("Write a prompt.")
+        width, height = int(width or self.image_size), int(height or self.image_size)
+        if not (16 <= width <= MAX_SIDE and 16 <= height <= MAX_SIDE) or width % 16 or height % 16:
+            raise UserError(f"Width and height must be multiples of 16 between 16 and {MAX_SIDE}.")
+        weights = []
+        for name, weight in loras.items():
+            try:
+                weight = parse_strengths([weight])[0]
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
+            record = self.library.resolve(name)
+            weights.append((record["id"], weight))
+        return dict(prompt=prompt, loras=weights, seed=int(seed), width=width, height=height,
+                    steps=int(options.steps), guidance=float(options.guidance))
+
+    def start(self, options: GenerateOptions) -> JobView:
+        return self.jobs.submit(JOB_KIND, self.resolve(options), title="Generate")
+
+    def _run(self, params: dict, reporter: JobReporter) -> dict:
+        engine = self._engine()
+        loras = tuple(self.library.weight(lid, w) for lid, w in params["loras"])
+        image = engine.generate(GenerateRequest(
+            prompt=params["prompt"], seed=params["seed"], width=params["width"], height=params["height"],
+            steps=params["steps"], guidance=params["guidance"], loras=loras))
+        path = save_png(image, self.store.job_dir(reporter.job_id) / "image.png")
+        return {"image": str(path)}

@@ -1,0 +1,227 @@
+"""Choosing the 20-30 sheet images a LoRA trains on, with the face measured, and exporting them.
+
+The user's clicks are authoritative: quick-select keeps every manual pick, never re-adds an image
+the user removed, and fills the rest with the set that is most consistent with the reference.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import zipfile
+from dataclasses import dataclass, field
+
+from ..images import open_image
+from ..jobs import UserError
+from ..store import Store, atomic_write_bytes, atomic_write_text, new_id
+from .characters import Characters, ImageItem
+from .sheet_prompts import SHEET_PROMPTS
+
+MIN_IMAGES, MAX_IMAGES, SUGGESTED = 20, 30, 25
+TRIGGER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{2,31}$")
+COMMON_WORDS = {"woman", "man", "person", "girl", "boy", "photo", "face", "portrait", "style"}
+
+
+@dataclass
+class SelectionState:
+    items: list[ImageItem]
+    selected: list[str]
+    set_score: dict | None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.selected)
+
+    def summary(self) -> str:
+        text = f"{self.count} selected (choose {MIN_IMAGES}–{MAX_IMAGES}, {SUGGESTED} suggested)"
+        if self.set_score and self.set_score.get("mean_pairwise") is not None:
+            text += (f" · face consistency: mean distance {self.set_score['mean_pairwise']:.2f}, "
+                     f"{100 * self.set_score['share_under_threshold']:.0f}% of pairs under 0.6")
+        return text
+
+
+def validate_trigger(trigger: str) -> str:
+    trigger = (trigger or "").strip()
+    if not TRIGGER_RE.match(trigger):
+        raise UserError("The trigger word must be 3–32 letters, digits, '_' or '-', starting with a "
+                        "letter (e.g. 'mila_v1').")
+    if trigger.lower() in COMMON_WORDS:
+        raise UserError(f"'{trigger}' is an everyday word; pick a rare token such as '{trigger}_xyz'.")
+    return trigger
+
+
+class SelectionService:
+    def __init__(self, store: Store, characters: Characters) -> None:
+        self.store, self.characters = store, characters
+
+    # ---- state ------------------------------------------------------------------------------
+    def state(self, character_id: str) -> SelectionState:
+        character = self.characters.get(character_id)
+        items = self.characters.images(character_id, "sheet")
+        ids = {i.id for i in items}
+        selected = [i for i in character.get("selected", []) if i in ids]
+        set_score, warnings = None, []
+        scored = [i for i in items if i.score]
+        if scored:
+            set_score, warnings = self._set_measures(character_id, items, selected)
+        elif items and selected:
+            warnings = self._count_warnings(len(selected))
+        return SelectionState(items, selected, set_score, warnings)
+
+    def toggle(self, character_id: str, image_id: str) -> SelectionState:
+        character = self.characters.get(character_id)
+        image = self.store.get("images", image_id)
+        if not image or image["character_id"] != character_id or image["kind"] != "sheet":
+            raise UserError("That image is not part of this character's sheet.")
+        selected = list(character.get("selected", []))
+        excluded = set(character.get("excluded", []))
+        if image_id in selected:
+            selected.remove(image_id)
+            excluded.add(image_id)
+        else:
+            if len(selected) >= MAX_IMAGES:
+                raise UserError(f"At most {MAX_IMAGES} images can be selected; deselect one first.")
+            selected.append(image_id)
+            excluded.discard(image_id)
+        self.store.update("characters", character_id, selected=selected, excluded=sorted(excluded))
+        return self.state(character_id)
+
+    def set_selection(self, character_id: str, image_ids: list[str]) -> SelectionState:
+        sheet = {i.id for i in self.characters.images(character_id, "sheet")}
+        unknown = [i for i in image_ids if i not in sheet]
+        if unknown:
+            raise UserError(f"{len(unknown)} of those images are not in this character's sheet.")
+        if len(image_ids) > MAX_IMAGES:
+            raise UserError(f"At most {MAX_IMAGES} images can be selected.")
+        self.store.update("characters", character_id, selected=list(dict.fromkeys(image_ids)))
+        return self.state(character_id)
+
+    def quick_select(self, character_id: str, n: int = SUGGESTED) -> SelectionState:
+        from .. import identity
+
+        if not MIN_IMAGES <= int(n) <= MAX_IMAGES:
+            raise UserError(f"Quick-select picks between {MIN_IMAGES} and {MAX_IMAGES} images.")
+        character = self.characters.get(character_id)
+        items = self.characters.images(character_id, "sheet")
+        if not items:
+            raise UserError("Generate the character sheet first.")
+        scores = self._scores(character_id, items)
+        keys = identity.auto_select(
+            scores, n=int(n), categories=[i.category for i in items],
+            locked=character.get("selected", []), excluded=character.get("excluded", []))
+        self.store.update("characters", character_id, selected=list(keys))
+        return self.state(character_id)
+
+    def score(self, character_id: str) -> SelectionState:
+        items = self.characters.images(character_id, "sheet")
+        self._scores(character_id, items, refresh=True)
+        return self.state(character_id)
+
+    # ---- identity ---------------------------------------------------------------------------
+    def _scores(self, character_id: str, items: list[ImageItem], refresh: bool = False) -> list:
+        """Identity scores for the sheet, computed once and kept on the image records."""
+        from .. import identity
+
+        reference = self._reference_descriptor(character_id)
+        loaded = [(i.id, open_image(i.path)) for i in items]
+        scores = identity.score_images(loaded, reference)
+        for item, score in zip(items, scores):
+            record = score_record(score)
+            if refresh or item.score != record:
+                self.store.update("images", item.id, score=record)
+                item.score = record
+        return scores
+
+    def _reference_descriptor(self, character_id: str):
+        from .. import identity
+
+        try:
+            return identity.reference_descriptor(open_image(self.characters.reference_path(character_id)))
+        except identity.NoFaceError:
+            return None
+
+    def _set_measures(self, character_id, items, selected) -> tuple[dict | None, list[str]]:
+        from .. import identity
+
+        scores = [score_from_record(i.id, i.score) for i in items if i.score]
+        by_key = {s.key: s for s in scores}
+        chosen = [by_key[k] for k in selected if k in by_key]
+        descriptors = [s.descriptor for s in chosen if s.descriptor is not None]
+        set_score = identity.set_consistency(descriptors).to_dict() if descriptors else None
+        categories = {i.id: i.category for i in items}
+        warnings = identity.dataset_warnings(scores, selected, categories)
+        return set_score, warnings
+
+    @staticmethod
+    def _count_warnings(n: int) -> list[str]:
+        if n < MIN_IMAGES:
+            return [f"Only {n} images selected: a character LoRA needs at least {MIN_IMAGES}."]
+        return []
+
+    # ---- export -----------------------------------------------------------------------------
+    def export_dataset(self, character_id: str, trigger: str) -> dict:
+        """Images + captions + one zip, each written atomically; the record is the last write."""
+        trigger = validate_trigger(trigger)
+        state = self.state(character_id)
+        if len(state.selected) < MIN_IMAGES:
+            raise UserError(f"Select at least {MIN_IMAGES} images to train on ({len(state.selected)} "
+                            "selected). Use Quick-select to pick the most consistent set.")
+        if len(state.selected) > MAX_IMAGES:
+            raise UserError(f"Select at most {MAX_IMAGES} images ({len(state.selected)} selected).")
+        dataset_id = new_id("ds_")
+        folder = self.store.dataset_dir(dataset_id)
+        items = {i.id: i for i in state.items}
+        prompts = {p.slot: p for p in SHEET_PROMPTS}
+        digest = hashlib.sha256()
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for index, image_id in enumerate(state.selected):
+                item = items[image_id]
+                record = self.store.require("images", image_id)
+                caption = caption_for(trigger, prompts.get(record.get("slot")))
+                data = item.path.read_bytes()
+                digest.update(data)
+                digest.update(caption.encode())
+                stem = f"{index:03d}_{image_id}"
+                atomic_write_bytes(folder / f"{stem}.png", data)
+                atomic_write_text(folder / f"{stem}.txt", caption)
+                archive.writestr(f"{stem}.png", data)
+                archive.writestr(f"{stem}.txt", caption)
+        zip_path = self.store.folder("datasets") / f"{dataset_id}.zip"
+        atomic_write_bytes(zip_path, buffer.getvalue())
+        return self.store.insert("datasets", dict(
+            id=dataset_id, character_id=character_id, trigger=trigger, image_ids=state.selected,
+            dir=self.characters.rel(folder), zip=self.characters.rel(zip_path),
+            hash=digest.hexdigest()[:16], count=len(state.selected)))
+
+
+def caption_for(trigger: str, prompt) -> str:
+    if prompt is None:
+        return f"photo of {trigger}"
+    text = prompt.prompt.split(". Keep")[0].rstrip(".")
+    return f"photo of {trigger}, {text[0].lower()}{text[1:]}"
+
+
+def score_record(score) -> dict:
+    """An ImageScore as JSON, descriptor included, so set measures need no re-detection."""
+    record = score.to_dict()
+    record["descriptor"] = None if score.descriptor is None else [float(v) for v in score.descriptor]
+    return record
+
+
+def score_from_record(key: str, record: dict):
+    import numpy as np
+
+    from .. import identity
+
+    fields = dict(record)
+    descriptor = fields.pop("descriptor", None)
+    flags = [identity.Flag(**f) for f in fields.pop("flags", [])]
+    known = {"face_found", "n_faces", "distance", "same_person", "face_box", "blur", "width", "height",
+             "phash"}
+    kwargs = {k: v for k, v in fields.items() if k in known}
+    if kwargs.get("face_box") is not None:
+        kwargs["face_box"] = tuple(kwargs["face_box"])
+    return identity.ImageScore(key=key, descriptor=None if descriptor is None else np.array(descriptor),
+                               flags=flags, **kwargs)

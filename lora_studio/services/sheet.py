@@ -1,0 +1,143 @@
+"""The character sheet: 30 Kontext variations of the reference, resumable, identity-gated.
+
+Each finished variation is saved and recorded the moment it exists, so a stopped or crashed job
+resumes where it left off. With a real model, a variation whose face is missing or drifts from the
+reference is generated again with a new seed (up to `max_tries`); on the tiny engine the images are
+noise, so the gate is off and the job says so.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..engines.base import EditRequest, Engine
+from ..images import open_image, save_png
+from ..jobs import JobQueue, JobReporter, JobView, UserError
+from ..store import Store, new_id
+from .characters import Characters
+from .sheet_prompts import SHEET_PROMPTS
+
+JOB_KIND = "sheet"
+
+
+@dataclass(frozen=True)
+class SheetOptions:
+    gate: bool = True  # regenerate variations whose face drifts from the reference
+    max_tries: int = 3
+    max_distance: float = 0.6
+    steps: int = 28
+    slots: tuple[int, ...] | None = None  # None = all 30
+
+
+class SheetService:
+    def __init__(self, store: Store, jobs: JobQueue, characters: Characters,
+                 engine: Callable[[], Engine], image_size: int) -> None:
+        self.store, self.jobs, self.characters = store, jobs, characters
+        self._engine = engine
+        self.image_size = image_size
+        jobs.register(JOB_KIND, self._run)
+
+    def start(self, character_id: str, options: SheetOptions = SheetOptions()) -> JobView:
+        character = self.characters.get(character_id)
+        self.characters.reference_path(character_id)  # fails early with a message if missing
+        if not 1 <= options.max_tries <= 10:
+            raise UserError("Tries per variation must be between 1 and 10.")
+        running = [j for j in self.jobs.list(JOB_KIND) if j.params.get("character_id") == character_id
+                   and not j.done]
+        if running:
+            return running[0]
+        params = dict(character_id=character_id, gate=options.gate, max_tries=options.max_tries,
+                      max_distance=options.max_distance, steps=options.steps,
+                      slots=list(options.slots) if options.slots else None)
+        job = self.jobs.submit(JOB_KIND, params, title=f"Character sheet · {character['name']}")
+        self.store.update("characters", character_id, sheet_job_id=job.id)
+        return job
+
+    def missing_slots(self, character_id: str) -> list[int]:
+        done = {r.get("slot") for r in self.store.find("images", character_id=character_id, kind="sheet")}
+        return [p.slot for p in SHEET_PROMPTS if p.slot not in done]
+
+    # ---- the job --------------------------------------------------------------------------
+    def _run(self, params: dict, reporter: JobReporter) -> dict:
+        character_id = params["character_id"]
+        engine = self._engine()
+        reference = open_image(self.characters.reference_path(character_id), "The reference image")
+        reference = reference.resize((self.image_size, self.image_size)) if engine.makes_noise else reference
+        wanted = set(params.get("slots") or [p.slot for p in SHEET_PROMPTS])
+        todo = [p for p in SHEET_PROMPTS if p.slot in wanted and p.slot in self.missing_slots(character_id)]
+        gate = params.get("gate", True) and not engine.makes_noise
+        scorer = _IdentityGate(reference, params["max_distance"]) if gate else None
+        if params.get("gate", True) and engine.makes_noise:
+            reporter.log("Identity gate is off: the tiny engine draws noise, there is no face to check.")
+        elif scorer and scorer.reference is None:
+            reporter.log("Identity gate is off: no face was found in the reference image.")
+            scorer = None
+        kept = len(wanted) - len(todo)
+        if kept:
+            reporter.log(f"Resuming: {kept} variations already exist and are kept.")
+        retried: dict[str, int] = {}
+        for index, prompt in enumerate(todo):
+            reporter.check_cancel()
+            reporter.progress(index / max(1, len(todo)),
+                              f"Variation {index + 1}/{len(todo)}: {prompt.category} · {prompt.label}")
+            seed = 1000 + prompt.slot
+            best = None
+            for attempt in range(params["max_tries"] if scorer else 1):
+                reporter.check_cancel()
+                image = engine.edit(EditRequest(image=reference, prompt=prompt.prompt, seed=seed + 7919 * attempt,
+                                                width=self.image_size, height=self.image_size,
+                                                steps=params["steps"]))
+                score = scorer.score(image) if scorer else None
+                verdict = scorer.verdict(score) if scorer else None
+                if best is None or (score and _better(score, best[1])):
+                    best = (image, score, seed + 7919 * attempt, attempt + 1)
+                if verdict is None:
+                    break
+                retried[verdict] = retried.get(verdict, 0) + 1
+                reporter.log(f"{prompt.label}: {verdict}; trying again with a new seed.")
+            image, score, used_seed, tries = best
+            self._save(character_id, prompt, image, used_seed, tries, score)
+        reporter.progress(1.0, "Character sheet complete")
+        summary = {"generated": len(todo), "kept": kept, "retried": retried, "gate": bool(scorer)}
+        if retried:
+            reporter.log("Regenerated: " + ", ".join(f"{n}× {why}" for why, n in retried.items()))
+        return summary
+
+    def _save(self, character_id, prompt, image, seed, tries, score) -> None:
+        image_id = new_id("img_")
+        path = save_png(image, self.store.character_dir(character_id, "sheet") / f"{image_id}.png")
+        self.store.insert("images", dict(
+            id=image_id, character_id=character_id, kind="sheet", path=self.characters.rel(path),
+            slot=prompt.slot, category=prompt.category, label=prompt.label, prompt=prompt.prompt,
+            seed=seed, tries=tries, width=image.width, height=image.height,
+            score=score.to_dict() if score else None))
+
+
+def _better(a, b) -> bool:
+    if b is None or b.distance is None:
+        return a.distance is not None
+    return a.distance is not None and a.distance < b.distance
+
+
+class _IdentityGate:
+    """Scores a variation against the reference face; says why it should be regenerated."""
+
+    def __init__(self, reference_image, max_distance: float) -> None:
+        from .. import identity
+
+        self._identity = identity
+        self.max_distance = max_distance
+        try:
+            self.reference = identity.reference_descriptor(reference_image)
+        except identity.NoFaceError:
+            self.reference = None
+
+    def score(self, image):
+        return self._identity.score_image(image, self.reference)
+
+    def verdict(self, score) -> str | None:
+        if not score.face_found:
+            return "no face"
+        if score.distance is not None and score.distance > self.max_distance:
+            return "face drifted from the reference"
+        return None

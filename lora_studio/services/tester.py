@@ -1,0 +1,179 @@
+"""Strength tester: one prompt, S seeds × K strengths, on the one loaded base, measured.
+
+The first LoRA is swept; any further LoRAs stay at their own weight (a character swept under a
+fixed style). A "no LoRA" row of the same seeds is the baseline for "does the LoRA do anything"
+and for how varied the base model's outputs are.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from PIL import Image, ImageDraw
+
+from ..engines.base import Engine, GenerateRequest, LoraWeight
+from ..images import open_image, save_png
+from ..jobs import JobQueue, JobReporter, JobView, UserError
+from ..store import Store
+from .characters import Characters
+from .library import LibraryService
+from .strength_analysis import Cell, analyse, parse_strengths, summarise
+
+JOB_KIND = "sweep"
+DEFAULT_STRENGTHS = (0.0, 0.6, 0.8, 1.0, 1.2)
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    lora: str  # name or id of the LoRA to sweep
+    prompt: str
+    strengths: tuple[float, ...] = DEFAULT_STRENGTHS
+    seeds: tuple[int, ...] = (1, 2, 3)
+    extra: tuple[tuple[str, float], ...] = ()  # other LoRAs at a fixed weight
+    include_base: bool = True
+    steps: int = 28
+
+
+class TesterService:
+    def __init__(self, store: Store, jobs: JobQueue, characters: Characters, library: LibraryService,
+                 engine: Callable[[], Engine], image_size: int) -> None:
+        self.store, self.jobs, self.characters, self.library = store, jobs, characters, library
+        self._engine = engine
+        self.image_size = image_size
+        jobs.register(JOB_KIND, self._run)
+
+    def start(self, request: SweepRequest) -> JobView:
+        lora = self.library.resolve(request.lora)
+        prompt = (request.prompt or "").strip()
+        if not prompt:
+            raise UserError("Write a prompt to test, e.g. 'photo of <trigger> in a café'.")
+        try:
+            strengths = parse_strengths(list(request.strengths))
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        seeds = [int(s) for s in request.seeds][:6]
+        if not seeds:
+            raise UserError("Give at least one seed.")
+        extra = []
+        for name, weight in request.extra:
+            try:
+                weight = parse_strengths([weight])[0]
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
+            extra.append((self.library.resolve(name)["id"], weight))
+        params = dict(lora_id=lora["id"], prompt=prompt, strengths=strengths, seeds=seeds, extra=extra,
+                      include_base=request.include_base, steps=int(request.steps))
+        return self.jobs.submit(JOB_KIND, params, title=f"Strength test · {lora['name']}")
+
+    def _run(self, params: dict, reporter: JobReporter) -> dict:
+        engine = self._engine()
+        lora = self.library.get(params["lora_id"])
+        extra = [self.library.weight(lid, w) for lid, w in params["extra"]]
+        rows: list[float | None] = ([None] if params["include_base"] else []) + params["strengths"]
+        out_dir = self.store.job_dir(reporter.job_id) / "grid"
+        measure = _Measure(self._reference(lora), enabled=not engine.makes_noise)
+        cells: list[Cell] = []
+        base_images: dict[int, Image.Image] = {}
+        total = len(rows) * len(params["seeds"])
+        for r, strength in enumerate(rows):
+            for s, seed in enumerate(params["seeds"]):
+                reporter.check_cancel()
+                done = r * len(params["seeds"]) + s
+                label = "no LoRA" if strength is None else f"{strength:g}"
+                reporter.progress(done / total, f"Strength {label}, seed {seed}")
+                loras = tuple(extra) if strength is None else (
+                    self.library.weight(lora["id"], strength), *extra)
+                image = engine.generate(GenerateRequest(
+                    prompt=params["prompt"], seed=seed, width=self.image_size, height=self.image_size,
+                    steps=params["steps"], loras=loras))
+                path = save_png(image, out_dir / f"{'base' if strength is None else f's{strength:g}'}_seed{seed}.png")
+                if strength is None:
+                    base_images[seed] = image
+                cell = Cell(strength, seed, str(path), identity=measure.identity(image))
+                if seed in base_images and strength is not None:
+                    cell.change = measure.pixel(image, base_images[seed])
+                cells.append(cell)
+        reporter.progress(1.0, "Measuring")
+        row_stats, base_div = summarise(cells, measure.pixel_paths, measure.face_paths if measure.enabled else None)
+        analysis = analyse(row_stats, base_div, has_faces=measure.has_reference)
+        grid = save_png(_grid(cells, rows, params["seeds"]), out_dir / "grid.png")
+        reporter.log(analysis.reason)
+        result = {"grid": str(grid), "cells": [c.__dict__ for c in cells], "analysis": analysis.to_dict()}
+        self.library.set_scores(lora["id"], {"recommended_strength": analysis.recommended,
+                                             "verdict": analysis.verdict, "reason": analysis.reason})
+        return result
+
+    def _reference(self, lora: dict):
+        if not lora.get("character_id"):
+            return None
+        try:
+            return self.characters.reference_path(lora["character_id"])
+        except UserError:
+            return None
+
+
+class _Measure:
+    """Face distance to the reference where faces exist; a pixel distance always."""
+
+    def __init__(self, reference_path, enabled: bool) -> None:
+        from .. import identity
+
+        self.identity_module = identity
+        self.reference = None
+        self.enabled = enabled
+        if enabled and reference_path is not None:
+            try:
+                self.reference = identity.reference_descriptor(open_image(reference_path))
+            except identity.NoFaceError:
+                self.reference = None
+        self._faces: dict[str, object] = {}
+
+    @property
+    def has_reference(self) -> bool:
+        return self.reference is not None
+
+    def identity(self, image) -> float | None:
+        if self.reference is None:
+            return None
+        return self.identity_module.score_image(image, self.reference).distance
+
+    def pixel(self, a: Image.Image, b: Image.Image) -> float:
+        return float(self.identity_module.image_similarity(a, b))
+
+    def pixel_paths(self, a: str, b: str) -> float:
+        return self.pixel(Image.open(a), Image.open(b))
+
+    def face_paths(self, a: str, b: str) -> float | None:
+        da, db = self._face(a), self._face(b)
+        if da is None or db is None:
+            return None
+        return float(((da - db) ** 2).sum() ** 0.5)
+
+    def _face(self, path: str):
+        if path not in self._faces:
+            faces = self.identity_module.detect_faces(open_image(path))
+            self._faces[path] = faces[0].descriptor if faces else None
+        return self._faces[path]
+
+
+def _grid(cells: list[Cell], rows: list, seeds: list[int]) -> Image.Image:
+    """A labelled contact sheet: one row per strength, one column per seed."""
+    first = Image.open(cells[0].path)
+    side = max(first.width, 96)
+    label_w, head = 90, 24
+    canvas = Image.new("RGB", (label_w + side * len(seeds), head + side * len(rows)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for s, seed in enumerate(seeds):
+        draw.text((label_w + s * side + 4, 6), f"seed {seed}", fill="black")
+    for r, strength in enumerate(rows):
+        label = "no LoRA" if strength is None else f"strength {strength:g}"
+        draw.text((4, head + r * side + side // 2 - 6), label, fill="black")
+    for cell in cells:
+        r = rows.index(cell.strength)
+        s = seeds.index(cell.seed)
+        tile = Image.open(cell.path).convert("RGB").resize((side, side))
+        canvas.paste(tile, (label_w + s * side, head + r * side))
+        if cell.identity is not None:
+            draw.text((label_w + s * side + 3, head + r * side + side - 14), f"d={cell.identity:.2f}",
+                      fill="yellow")
+    return canvas

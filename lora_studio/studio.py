@@ -1,0 +1,98 @@
+"""`Studio`: the one object the UI, the CLI and Python scripts talk to.
+
+It owns the store, the job queue and the engine (built on first use, so start-up loads no model)
+and exposes each workflow as a service. Scripts can call it directly:
+
+    studio = Studio(Settings.from_env(workspace="ws"))
+    image = studio.generate("at the beach", task="mila")
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from PIL import Image
+
+from .config import Settings
+from .engines.base import Engine
+from .jobs import JobQueue, JobView, UserError
+from .services.characters import Characters
+from .services.generate import GenerateOptions, GenerateService
+from .services.library import LibraryService
+from .services.selection import SelectionService
+from .services.sheet import SheetService
+from .services.tester import SweepRequest, TesterService
+from .services.training import TrainingService
+from .store import Store
+
+
+class Studio:
+    def __init__(self, settings: Settings | None = None, engine: Engine | None = None,
+                 start: bool = True) -> None:
+        self.settings = settings or Settings.from_env()
+        self.store = Store(self.settings.workspace)
+        self.jobs = JobQueue(self.store)
+        self._engine = engine
+        self._engine_lock = threading.Lock()
+        size = self.settings.image_size
+        self.characters = Characters(self.store)
+        self.library = LibraryService(self.store, self.engine)
+        self.sheet = SheetService(self.store, self.jobs, self.characters, self.engine, size)
+        self.selection = SelectionService(self.store, self.characters)
+        self.training = TrainingService(self.store, self.jobs, self.characters, self.library, self.engine,
+                                        tiny=self.settings.is_tiny, image_size=size)
+        self.tester = TesterService(self.store, self.jobs, self.characters, self.library, self.engine, size)
+        self.generator = GenerateService(self.store, self.jobs, self.library, self.engine, size,
+                                         self.settings.tasks_file)
+        if start:
+            self.jobs.start()
+
+    def engine(self) -> Engine:
+        """The configured engine, built the first time work needs it."""
+        with self._engine_lock:
+            if self._engine is None:
+                from .engines import make_engine
+
+                self._engine = make_engine(self.settings)
+            return self._engine
+
+    def engine_description(self) -> str:
+        if self._engine is not None:
+            return self._engine.describe()
+        if self.settings.is_tiny:
+            return ("Tiny built-in Flux (random weights): every step runs for real, but the images are "
+                    "noise. Start with --model PATH_OR_HUB_ID (FLUX.1-dev) for real pictures.")
+        if self.settings.engine == "replicate":
+            return "Replicate (remote GPUs); needs REPLICATE_API_TOKEN in the environment."
+        return f"Local FLUX.1 from {self.settings.model} (loaded by the first job)."
+
+    # ---- Python API ---------------------------------------------------------------------------
+    def generate(self, prompt: str = "", *, loras: dict[str, float] | None = None, seed: int = 0,
+                 width: int | None = None, height: int | None = None, steps: int = 28,
+                 guidance: float = 3.5, task: str | None = None, timeout: float = 3600) -> Image.Image:
+        job = self.generator.start(GenerateOptions(prompt=prompt, loras=loras or {}, seed=seed, width=width,
+                                                   height=height, steps=steps, guidance=guidance, task=task))
+        done = self.wait(job.id, timeout)
+        return Image.open(done.outputs["image"]).copy()
+
+    def sweep(self, lora: str, prompt: str, **kwargs) -> JobView:
+        return self.wait(self.tester.start(SweepRequest(lora=lora, prompt=prompt, **kwargs)).id)
+
+    def wait(self, job_id: str, timeout: float = 3600) -> JobView:
+        view = self.jobs.wait(job_id, timeout)
+        if view.status != "succeeded":
+            raise UserError(view.error or f"Job {view.title} ended {view.status}.")
+        return self.jobs.get(job_id, with_metrics=True)
+
+    def close(self) -> None:
+        self.jobs.stop()
+        self.store.close()
+
+    def __enter__(self) -> "Studio":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+__all__ = ["Studio", "Settings", "Path"]
