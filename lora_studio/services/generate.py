@@ -44,6 +44,22 @@ class GenerateOptions:
     task: str | None = None
 
 
+def parse_lora_weights(text: str) -> dict[str, float]:
+    """'mila:0.9, film-style:0.5' → {'mila': 0.9, 'film-style': 0.5}."""
+    weights: dict[str, float] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        name, sep, value = part.strip().rpartition(":")
+        if not sep or not name.strip():
+            raise UserError(f"Write LoRAs as name:weight, e.g. mila:0.9 (got {part.strip()!r}).")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise UserError(f"Weight {value!r} for {name.strip()!r} is not a number.") from None
+    return weights
+
+
 def load_tasks(path: Path | None) -> dict[str, Task]:
     if path is None or not Path(path).exists():
         return {}

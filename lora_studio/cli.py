@@ -1,0 +1,226 @@
+"""`python -m lora_studio …`: the same workflows, headless, with `--json` for scripts.
+
+Commands work on folders of images (score, select, train) or on the workspace library
+(strengths, generate, jobs), through the same services and job queue the app uses.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import ENGINES, MEMORY_MODES, Settings
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", choices=ENGINES, help="tiny (default, noise), local or replicate")
+    parser.add_argument("--model", help="FLUX.1-dev folder or hub id (implies --engine local)")
+    parser.add_argument("--kontext-model", help="FLUX.1-Kontext-dev folder or hub id, if not --model")
+    parser.add_argument("--workspace", help="folder for the database and files (default ./workspace)")
+    parser.add_argument("--device", help="auto, cpu, cuda or mps")
+    parser.add_argument("--memory-mode", choices=MEMORY_MODES)
+
+
+def settings_from(args: argparse.Namespace, **extra) -> Settings:
+    return Settings.from_env(engine=args.engine, model=args.model, kontext_model=args.kontext_model,
+                             workspace=args.workspace, device=args.device, memory_mode=args.memory_mode,
+                             **extra)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lora_studio", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name, help_text):
+        p = sub.add_parser(name, help=help_text)
+        add_engine_options(p)
+        p.add_argument("--json", action="store_true", help="print one JSON document")
+        return p
+
+    p = command("sheet", "generate the 30-image character sheet of a reference image")
+    p.add_argument("reference")
+    p.add_argument("--name", default="")
+    p.add_argument("--no-gate", action="store_true", help="keep every variation, even if the face drifts")
+    p = command("score", "identity distance and quality flags of each image in a folder")
+    p.add_argument("folder")
+    p.add_argument("--reference", required=True)
+    p = command("select", "pick the N most consistent images of a folder")
+    p.add_argument("folder")
+    p.add_argument("--reference", required=True)
+    p.add_argument("-n", type=int, default=25)
+    p = command("train", "train a LoRA on a folder of images (+ optional .txt captions)")
+    p.add_argument("folder")
+    p.add_argument("--trigger", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--preset", default="Standard")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--rank", type=int)
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--resolution", type=int)
+    p = command("strengths", "sweep a LoRA's strength for one prompt and seed(s)")
+    p.add_argument("--lora", required=True)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--strengths", default="0,0.6,0.8,1.0,1.2")
+    p.add_argument("--seed", type=int, action="append", dest="seeds")
+    p.add_argument("--with", dest="extra", action="append", default=[], metavar="NAME:WEIGHT")
+    p = command("generate", "generate an image, optionally with LoRAs or a task")
+    p.add_argument("--prompt", default="")
+    p.add_argument("--lora", action="append", default=[], metavar="NAME:WEIGHT")
+    p.add_argument("--task")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--width", type=int)
+    p.add_argument("--height", type=int)
+    p.add_argument("--out", default="", help="where to save the PNG (default: the job folder)")
+    command("jobs", "list jobs in the workspace")
+    return parser
+
+
+def folder_images(folder: str) -> list[Path]:
+    path = Path(folder)
+    if not path.is_dir():
+        raise SystemExit(f"error: {folder} is not a folder")
+    images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise SystemExit(f"error: no images in {folder}")
+    return images
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result, text = run(args)
+    except Exception as exc:  # noqa: BLE001 - a CLI prints one clear line, not a trace
+        from .jobs import describe_error
+
+        message = describe_error(exc)
+        if getattr(args, "json", False):
+            print(json.dumps({"error": message}))
+        else:
+            print(f"error: {message}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2, default=str) if args.json else text)
+    return 0
+
+
+def run(args) -> tuple[object, str]:
+    if args.command in ("score", "select"):
+        return _score_or_select(args)
+    from .studio import Studio
+
+    with Studio(settings_from(args)) as studio:
+        return COMMANDS[args.command](studio, args)
+
+
+def _score_or_select(args) -> tuple[object, str]:
+    from . import identity
+    from .images import open_image
+
+    images = folder_images(args.folder)
+    try:
+        reference = identity.reference_descriptor(open_image(args.reference, "The reference"))
+    except identity.NoFaceError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    scores = identity.score_images([(str(p), open_image(p, p.name)) for p in images], reference)
+    if args.command == "score":
+        rows = [s.to_dict() | {"path": s.key} for s in scores]
+        lines = [f"{Path(s.key).name}: " + (f"distance {s.distance:.3f}" if s.distance is not None else "no face")
+                 + "".join(f" [{f.code}]" for f in s.flags) for s in scores]
+        return rows, "\n".join(lines)
+    chosen = identity.auto_select(scores, n=args.n)
+    descriptors = [s.descriptor for s in scores if s.key in chosen and s.descriptor is not None]
+    set_score = identity.set_consistency(descriptors, reference).to_dict() if descriptors else None
+    return {"selected": chosen, "set_score": set_score}, "\n".join(chosen)
+
+
+def _sheet(studio, args):
+    character = studio.characters.create(args.name or Path(args.reference).stem)
+    studio.characters.add_images(character["id"], [args.reference])
+    from .services.sheet import SheetOptions
+
+    job = studio.sheet.start(character["id"], SheetOptions(gate=not args.no_gate))
+    done = _wait(studio, job.id, args)
+    paths = [str(i.path) for i in studio.characters.images(character["id"], "sheet")]
+    return {"character_id": character["id"], "job": done.id, "images": paths, **done.outputs}, "\n".join(paths)
+
+
+def _train(studio, args):
+    from .services.training import TrainOptions
+    from .store import atomic_write_bytes, new_id
+
+    images = folder_images(args.folder)
+    dataset_id = new_id("ds_")
+    folder = studio.store.dataset_dir(dataset_id)
+    for index, image in enumerate(images):
+        atomic_write_bytes(folder / f"{index:03d}{image.suffix.lower()}", image.read_bytes())
+        caption = image.with_suffix(".txt")
+        text = caption.read_text(encoding="utf-8") if caption.exists() else f"photo of {args.trigger}"
+        atomic_write_bytes(folder / f"{index:03d}.txt", text.encode())
+    studio.store.insert("datasets", dict(id=dataset_id, character_id=None, trigger=args.trigger,
+                                         dir=str(folder.relative_to(studio.store.root)), zip=None,
+                                         count=len(images), hash=dataset_id))
+    job = studio.training.start(dataset_id, TrainOptions(
+        name=args.name, trigger=args.trigger, preset=args.preset, steps=args.steps, rank=args.rank,
+        learning_rate=args.learning_rate, resolution=args.resolution))
+    done = _wait(studio, job.id, args)
+    lora = studio.library.get(done.outputs["lora_id"])
+    return {"job": done.id, "lora": lora}, f"LoRA {lora['name']} saved: {studio.library.path(lora)}"
+
+
+def _strengths(studio, args):
+    from .services.strength_analysis import parse_strengths
+    from .services.tester import SweepRequest
+    from .services.generate import parse_lora_weights as parse_weights
+
+    request = SweepRequest(lora=args.lora, prompt=args.prompt, strengths=tuple(parse_strengths(args.strengths)),
+                           seeds=tuple(args.seeds or [1, 2, 3]),
+                           extra=tuple(parse_weights(",".join(args.extra)).items()))
+    done = _wait(studio, studio.tester.start(request).id, args)
+    analysis = done.outputs["analysis"]
+    return done.outputs, f"grid: {done.outputs['grid']}\n{analysis['reason']}"
+
+
+def _generate(studio, args):
+    from .services.generate import GenerateOptions
+    from .services.generate import parse_lora_weights as parse_weights
+
+    job = studio.generator.start(GenerateOptions(prompt=args.prompt, loras=parse_weights(",".join(args.lora)),
+                                                 seed=args.seed, width=args.width, height=args.height,
+                                                 task=args.task))
+    done = _wait(studio, job.id, args)
+    path = done.outputs["image"]
+    if args.out:
+        from .store import atomic_write_bytes
+
+        atomic_write_bytes(Path(args.out), Path(path).read_bytes())
+        path = args.out
+    return {"image": path, "job": done.id}, path
+
+
+def _jobs(studio, args):
+    jobs = studio.jobs.list()
+    rows = [{"id": j.id, "kind": j.kind, "title": j.title, "status": j.status, "progress": j.progress,
+             "error": j.error} for j in jobs]
+    return rows, "\n".join(f"{j.id}  {j.status:<11} {100 * j.progress:5.1f}%  {j.title}" for j in jobs)
+
+
+def _wait(studio, job_id, args):
+    echo = not args.json
+    seen = 0
+    while True:
+        view = studio.jobs.get(job_id)
+        if echo:
+            for line in view.logs[seen:]:
+                print(line, file=sys.stderr)
+            seen = len(view.logs)
+        if view.done:
+            break
+        import time
+
+        time.sleep(0.2)
+    return studio.wait(job_id)
+
+
+COMMANDS = {"sheet": _sheet, "train": _train, "strengths": _strengths, "generate": _generate, "jobs": _jobs}

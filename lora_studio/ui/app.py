@@ -1,0 +1,64 @@
+"""The Gradio Blocks app: header, character picker, the five tabs, the library, and the API."""
+from __future__ import annotations
+
+import os
+
+import gradio as gr
+
+from ..studio import Studio
+from . import api, library_tab, reference_tab, selection_tab, sheet_tab, tester_tab, training_tab, wording
+from .common import UIContext, character_choices, friendly
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+CSS = ".ls-job{font-size:14px} #selection-gallery .thumbnail-item{cursor:pointer}"
+
+
+def build_app(studio: Studio) -> gr.Blocks:
+    with gr.Blocks(title=wording.TITLE, analytics_enabled=False) as demo:
+        gr.Markdown(f"# {wording.TITLE}\n{wording.TAGLINE}")
+        banner = wording.TINY_BANNER if studio.settings.is_tiny else studio.engine_description()
+        gr.Markdown(banner, elem_id="engine-banner")
+        with gr.Row():
+            choices = character_choices(studio)
+            character = gr.Dropdown(label="Character", choices=choices,
+                                    value=choices[-1][1] if choices else None, scale=3, elem_id="character")
+            new_name = gr.Textbox(label="New character name", placeholder="Mila", scale=2)
+            create = gr.Button("Create character", scale=1)
+        ctx = UIContext(studio=studio, character=character)
+        timer = gr.Timer(1.0)
+        refreshers = []
+        with gr.Tabs():
+            with gr.Tab("1 · Reference", id="reference"):
+                reference_tab.render(ctx)
+            with gr.Tab("2 · Character sheet", id="sheet"):
+                sheet_tab.render(ctx, timer)
+            with gr.Tab("3 · Selection", id="selection") as selection:
+                refreshers.append((selection, selection_tab.render(ctx)))
+            with gr.Tab("4 · Training", id="training") as training:
+                refreshers.append((training, training_tab.render(ctx, timer)))
+            with gr.Tab("5 · Strength tester", id="tester") as tester:
+                refreshers.append((tester, tester_tab.render(ctx, timer)))
+            with gr.Tab("Library & generate", id="library") as library:
+                refreshers.append((library, library_tab.render(ctx, timer)))
+        for tab, (fn, inputs, outputs) in refreshers:
+            tab.select(fn, inputs, outputs, api_visibility="private")
+
+        @friendly
+        def create_character(name):
+            record = studio.characters.create(name)
+            return gr.update(choices=character_choices(studio), value=record["id"]), ""
+
+        create.click(create_character, [new_name], [character, new_name], api_visibility="private")
+        demo.load(lambda: gr.update(choices=character_choices(studio)), None, [character],
+                  api_visibility="private")
+        api.register(studio)
+    return demo
+
+
+def launch_kwargs(studio: Studio) -> dict:
+    """Only the workspace and the shipped assets are served as files: nothing else on disk."""
+    from pathlib import Path
+
+    assets = Path(__file__).resolve().parents[2] / "assets"
+    return dict(allowed_paths=[str(studio.store.root), str(assets)], css=CSS)

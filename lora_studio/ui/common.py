@@ -1,0 +1,63 @@
+"""Small pieces every tab uses: the shared context, error translation and job rendering."""
+from __future__ import annotations
+
+import functools
+import html
+from dataclasses import dataclass
+from typing import Callable
+
+import gradio as gr
+
+from ..engines.base import EngineError
+from ..images import ImageError
+from ..jobs import JobView, UserError
+from ..services.generate import parse_lora_weights as parse_weights  # noqa: F401 (re-export)
+from ..studio import Studio
+
+USER_ERRORS = (UserError, ImageError, EngineError, ValueError, KeyError)
+
+
+@dataclass
+class UIContext:
+    """What every tab needs: the studio and the shared character picker."""
+
+    studio: Studio
+    character: gr.Dropdown
+
+
+def friendly(fn: Callable) -> Callable:
+    """Show our own errors as a plain message in the UI instead of a stack trace."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as exc:
+            message = str(exc).strip("'\"") or type(exc).__name__
+            raise gr.Error(message, print_exception=False) from None
+
+    return wrapper
+
+
+def progress_html(job: JobView | None) -> str:
+    if job is None:
+        return "<div class='ls-job'>No job yet.</div>"
+    pct = int(round(100 * job.progress))
+    colour = {"failed": "#c0392b", "canceled": "#7f8c8d", "interrupted": "#d35400"}.get(job.status, "#2e86de")
+    text = html.escape(job.error or job.message or job.status)
+    return (
+        f"<div class='ls-job' data-status='{job.status}'>"
+        f"<div style='display:flex;justify-content:space-between'><b>{html.escape(job.title)}</b>"
+        f"<span>{job.status} · {pct}%</span></div>"
+        f"<div style='background:#e5e7eb;border-radius:6px;height:12px;margin:4px 0'>"
+        f"<div style='background:{colour};width:{pct}%;height:12px;border-radius:6px'></div></div>"
+        f"<div>{text}</div></div>"
+    )
+
+
+def job_logs(job: JobView | None) -> str:
+    return "\n".join(job.logs) if job else ""
+
+
+def character_choices(studio: Studio) -> list[tuple[str, str]]:
+    return [(c["name"], c["id"]) for c in studio.characters.list()]

@@ -1,0 +1,97 @@
+"""Library & generate: every LoRA with its metadata and scores; import, rename, delete, export, use."""
+from __future__ import annotations
+
+import pandas as pd
+import gradio as gr
+
+from ..services.generate import GenerateOptions
+from . import wording
+from .common import UIContext, friendly, parse_weights, progress_html
+
+COLUMNS = ["name", "trigger", "source", "rank", "steps", "recommended strength", "id"]
+
+
+def table(studio) -> pd.DataFrame:
+    rows = []
+    for r in studio.library.list():
+        meta, scores = r.get("metadata", {}), r.get("scores", {})
+        rows.append([r["name"], r.get("trigger", ""), r.get("source", ""), meta.get("rank"), meta.get("steps"),
+                     scores.get("recommended_strength"), r["id"]])
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def render(ctx: UIContext, timer: gr.Timer):
+    studio = ctx.studio
+    gr.Markdown(wording.LIBRARY_HELP)
+    library = gr.Dataframe(table(studio), label="LoRAs", interactive=False)
+    with gr.Row():
+        with gr.Column():
+            upload = gr.File(label="Import a Flux LoRA (.safetensors)", file_types=[".safetensors"])
+            import_name = gr.Textbox(label="Name")
+            import_trigger = gr.Textbox(label="Trigger word (optional)")
+            do_import = gr.Button("Import")
+        with gr.Column():
+            pick = gr.Dropdown(label="LoRA", choices=[(r["name"], r["id"]) for r in studio.library.list()])
+            new_name = gr.Textbox(label="New name")
+            with gr.Row():
+                rename = gr.Button("Rename")
+                delete = gr.Button("Delete", variant="stop")
+                export = gr.Button("Export zip")
+            exported = gr.File(label="Export", interactive=False)
+    status = gr.Markdown()
+    gr.Markdown("### Generate")
+    with gr.Row():
+        with gr.Column(scale=2):
+            prompt = gr.Textbox(label="Prompt", value="photo of the character at the beach")
+            loras = gr.Textbox(label="LoRAs (name:weight, …)", placeholder="mila-v1:0.9")
+            task = gr.Dropdown(label="…or a task", choices=[""] + sorted(studio.generator.tasks()), value="")
+            seed = gr.Number(label="Seed", value=0, precision=0)
+            go = gr.Button("Generate", variant="primary")
+        with gr.Column(scale=2):
+            progress = gr.HTML(progress_html(None))
+            image = gr.Image(label="Result", type="filepath", interactive=False)
+    job_id = gr.State(None)
+
+    def refresh():
+        choices = [(r["name"], r["id"]) for r in studio.library.list()]
+        return table(studio), gr.update(choices=choices)
+
+    @friendly
+    def import_lora(file, name, trigger):
+        if file is None:
+            raise gr.Error("Choose a .safetensors file first.")
+        record = studio.library.import_file(file if isinstance(file, str) else file.name, name, trigger)
+        return (*refresh(), f"Imported **{record['name']}** ({record['metadata'].get('format')} format).")
+
+    @friendly
+    def rename_lora(lora_id, name):
+        studio.library.rename(lora_id, name)
+        return (*refresh(), "Renamed.")
+
+    @friendly
+    def delete_lora(lora_id):
+        studio.library.delete(lora_id)
+        return (*refresh(), "Deleted.")
+
+    @friendly
+    def export_lora(lora_id):
+        return str(studio.library.export(lora_id))
+
+    @friendly
+    def generate(text, lora_text, task_name, seed_value):
+        job = studio.generator.start(GenerateOptions(prompt=text, loras=parse_weights(lora_text),
+                                                     seed=int(seed_value or 0), task=task_name or None))
+        return job.id, *show(job.id)
+
+    def show(current):
+        job = studio.jobs.get(current) if current else None
+        return progress_html(job), (job.outputs.get("image") if job else None)
+
+    changed = [library, pick, status]
+    do_import.click(import_lora, [upload, import_name, import_trigger], changed, api_visibility="private")
+    rename.click(rename_lora, [pick, new_name], changed, api_visibility="private")
+    delete.click(delete_lora, [pick], changed, api_visibility="private")
+    export.click(export_lora, [pick], [exported], api_visibility="private")
+    go.click(generate, [prompt, loras, task, seed], [job_id, progress, image], api_visibility="private")
+    timer.tick(show, [job_id], [progress, image], api_visibility="private", show_progress="hidden")
+    return refresh, [], [library, pick]
