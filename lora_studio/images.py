@@ -45,6 +45,11 @@ def open_image(source: str | Path | bytes | Image.Image, label: str = "The image
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise ImageError(f"{label} is not an image (or its format is not supported).") from None
+    except Image.DecompressionBombError:
+        raise ImageError(
+            f"{label} is far too large (over {MAX_PIXELS // 1_000_000} megapixels); the limit is "
+            f"{MAX_SIDE} px a side. Resize it first."
+        ) from None
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for broken headers
         raise ImageError(f"{label} could not be read: {exc}") from None
     if image.format not in ALLOWED_FORMATS:

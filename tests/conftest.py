@@ -1,0 +1,48 @@
+"""Shared fixtures: a Studio on the tiny engine in a temporary workspace, and test images."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def noise_image(seed: int = 0, size: int = 96) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+
+
+@pytest.fixture
+def image_file(tmp_path) -> Path:
+    path = tmp_path / "reference.png"
+    noise_image(1).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def astronaut_path() -> Path:
+    return ROOT / "assets" / "samples" / "astronaut.png"
+
+
+@pytest.fixture
+def studio(tmp_path):
+    from lora_studio.config import Settings
+    from lora_studio.studio import Studio
+
+    with Studio(Settings(workspace=tmp_path / "ws")) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe():
+    from lora_studio.engines.tiny import build_tiny_flux
+
+    return build_tiny_flux()

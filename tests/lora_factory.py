@@ -1,0 +1,56 @@
+"""Build real LoRA files for the tiny Flux in tests (random but non-zero, so they change outputs)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import FluxPipeline
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict
+
+TARGETS = ["attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0"]
+
+
+def make_tiny_lora(path: Path, seed: int = 0, rank: int = 4, magnitude: float = 0.5) -> Path:
+    from lora_studio.engines.tiny import build_tiny_flux
+
+    pipe = build_tiny_flux()
+    transformer = pipe.transformer
+    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=TARGETS, init_lora_weights="gaussian")
+    transformer.add_adapter(config, adapter_name="make")
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in transformer.named_parameters():
+            if "lora_B" in name or "lora_A" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * magnitude)
+    state = get_peft_model_state_dict(transformer, adapter_name="make")
+    path = Path(path)
+    FluxPipeline.save_lora_weights(path.parent, transformer_lora_layers=state, weight_name=path.name,
+                                   transformer_lora_adapter_metadata=config.to_dict())
+    return path
+
+
+def make_sdxl_like_lora(path: Path) -> Path:
+    from safetensors.torch import save_file
+
+    save_file({
+        "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 320),
+        "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": torch.zeros(320, 4),
+        "lora_unet_down_blocks_0_attentions_0_proj_in.alpha": torch.tensor(4.0),
+    }, str(path))
+    return path
+
+
+def make_kohya_lora(path: Path, seed: int = 0, rank: int = 4, inner: int = 32) -> Path:
+    """A kohya/sd-scripts-named LoRA for the tiny transformer's double block 0 (fused qkv)."""
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for stream in ("img", "txt"):
+        prefix = f"lora_unet_double_blocks_0_{stream}_attn_qkv"
+        tensors[f"{prefix}.lora_down.weight"] = torch.randn(rank, inner, generator=g) * 0.5
+        tensors[f"{prefix}.lora_up.weight"] = torch.randn(3 * inner, rank, generator=g) * 0.5
+        tensors[f"{prefix}.alpha"] = torch.tensor(float(rank))
+    save_file(tensors, str(path))
+    return path

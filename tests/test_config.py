@@ -1,0 +1,25 @@
+import pytest
+
+from lora_studio.config import Settings, parse_auth
+
+
+def test_defaults_to_tiny():
+    settings = Settings.from_env({})
+    assert settings.engine == "tiny" and settings.is_tiny and settings.image_size == 64
+
+
+def test_model_implies_local_and_flags_win():
+    settings = Settings.from_env({"LORA_STUDIO_MODEL": "/models/flux", "LORA_STUDIO_PORT": "9000"})
+    assert settings.engine == "local" and settings.port == 9000
+    assert Settings.from_env({}, model="/m").engine == "local"
+    assert Settings.from_env({"LORA_STUDIO_PORT": "9000"}, port=7000).port == 7000
+
+
+def test_bad_values_are_explained():
+    with pytest.raises(ValueError, match="Unknown engine"):
+        Settings(engine="gpu")
+    with pytest.raises(ValueError, match="needs --model"):
+        Settings(engine="local")
+    with pytest.raises(ValueError, match="USER:PASS"):
+        parse_auth("nopass")
+    assert parse_auth("a:b:c") == ("a", "b:c")

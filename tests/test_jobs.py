@@ -1,0 +1,99 @@
+import time
+
+import pytest
+
+from lora_studio.jobs import JobQueue, UserError
+from lora_studio.progress import Canceled
+from lora_studio.store import Store
+
+
+def make_queue(tmp_path):
+    store = Store(tmp_path)
+    queue = JobQueue(store)
+    return store, queue
+
+
+def test_runs_in_order_and_persists_everything(tmp_path):
+    store, queue = make_queue(tmp_path)
+    order = []
+
+    def work(params, reporter):
+        order.append(params["n"])
+        reporter.log(f"working {params['n']}")
+        reporter.metric("loss", 1.0 / (params["n"] + 1), step=params["n"])
+        reporter.progress(0.5, "half")
+        return {"n": params["n"]}
+
+    queue.register("w", work)
+    queue.start()
+    jobs = [queue.submit("w", {"n": n}) for n in range(3)]
+    views = [queue.wait(j.id, 10) for j in jobs]
+    assert order == [0, 1, 2]
+    assert all(v.status == "succeeded" for v in views)
+    assert views[1].outputs == {"n": 1}
+    assert "working 1" in views[1].logs[-1]
+    assert queue.get(jobs[2].id, with_metrics=True).metrics["loss"] == [(2, 1 / 3)]
+    assert (store.job_dir(jobs[0].id) / "log.txt").read_text().count("working 0") == 1
+    queue.stop()
+
+
+def test_failure_is_recorded_with_reason(tmp_path):
+    _, queue = make_queue(tmp_path)
+    queue.register("bad", lambda p, r: (_ for _ in ()).throw(UserError("Too few images selected.")))
+    queue.register("crash", lambda p, r: 1 / 0)
+    queue.start()
+    bad = queue.wait(queue.submit("bad", {}).id, 10)
+    crash = queue.wait(queue.submit("crash", {}).id, 10)
+    assert bad.status == "failed" and bad.error == "Too few images selected."
+    assert crash.status == "failed" and "ZeroDivisionError" in crash.error
+    queue.stop()
+
+
+def test_cancel_running_and_queued(tmp_path):
+    _, queue = make_queue(tmp_path)
+
+    def slow(params, reporter):
+        for _ in range(200):
+            reporter.check_cancel()
+            time.sleep(0.01)
+        return {}
+
+    queue.register("slow", slow)
+    queue.start()
+    first = queue.submit("slow", {})
+    second = queue.submit("slow", {})
+    while queue.get(first.id).status != "running":
+        time.sleep(0.01)
+    queue.cancel(second.id)
+    queue.cancel(first.id)
+    assert queue.wait(first.id, 10).status == "canceled"
+    assert queue.get(second.id).status == "canceled"
+    queue.stop()
+
+
+def test_restart_marks_running_interrupted_and_resume_reruns(tmp_path):
+    store = Store(tmp_path)
+    job = store.insert("jobs", dict(kind="w", title="w", status="running", progress=0.4, params={"n": 1},
+                                    logs=[], outputs={}))
+    queued = store.insert("jobs", dict(kind="w", title="w", status="queued", progress=0.0, params={"n": 2},
+                                       logs=[], outputs={}))
+    queue = JobQueue(store)
+    seen = []
+    queue.register("w", lambda p, r: seen.append(p["n"]) or {})
+    queue.start()
+    assert queue.wait(queued["id"], 10).status == "succeeded"
+    assert queue.get(job["id"]).status == "interrupted"
+    queue.resume(job["id"])
+    assert queue.wait(job["id"], 10).status == "succeeded"
+    assert sorted(seen) == [1, 2]
+    with pytest.raises(UserError):
+        queue.resume(job["id"])  # succeeded jobs are not resumable
+    queue.stop()
+
+
+def test_canceled_exception_type(tmp_path):
+    _, queue = make_queue(tmp_path)
+    queue.register("c", lambda p, r: (_ for _ in ()).throw(Canceled("stop")))
+    queue.start()
+    assert queue.wait(queue.submit("c", {}).id, 10).status == "canceled"
+    queue.stop()
