@@ -18,6 +18,15 @@ from ..studio import Studio
 from .common import friendly, parse_weights
 
 
+def public(value):
+    """JSON for the client: a dict key named "path" would make gradio_client fetch it as a file."""
+    if isinstance(value, dict):
+        return {("relative_path" if k == "path" else k): public(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [public(v) for v in value]
+    return value
+
+
 def job_json(job: JobView) -> dict:
     data = job.to_dict()
     data["done"] = job.done
@@ -42,7 +51,7 @@ def register(studio: Studio) -> None:
 
     @friendly
     def character_images(character_id: str, kind: str = "sheet") -> list:
-        return [{"id": i.id, "path": str(i.path), "category": i.category, "label": i.caption, "score": i.score}
+        return [{"id": i.id, "image_path": str(i.path), "category": i.category, "label": i.caption, "score": i.score}
                 for i in studio.characters.images(character_id, kind)]
 
     @friendly
@@ -115,11 +124,11 @@ def register(studio: Studio) -> None:
 
     @friendly
     def list_loras() -> list:
-        return studio.library.list()
+        return public(studio.library.list())
 
     @friendly
     def rename_lora(lora_id: str, name: str) -> dict:
-        return studio.library.rename(lora_id, name)
+        return public(studio.library.rename(lora_id, name))
 
     @friendly
     def delete_lora(lora_id: str) -> dict:
@@ -151,7 +160,7 @@ def register(studio: Studio) -> None:
     def import_lora(file, name, trigger):
         if not file:
             raise gr.Error("Send a .safetensors file.")
-        return studio.library.import_file(file if isinstance(file, str) else file.name, name, trigger)
+        return public(studio.library.import_file(file if isinstance(file, str) else file.name, name, trigger))
 
     @friendly
     def export_lora(lora_id):

@@ -16,6 +16,7 @@ CSS = ".ls-job{font-size:14px} #selection-gallery .thumbnail-item{cursor:pointer
 
 def build_app(studio: Studio) -> gr.Blocks:
     with gr.Blocks(title=wording.TITLE, analytics_enabled=False) as demo:
+        api.register(studio)  # first, so the public endpoints get their plain names
         gr.Markdown(f"# {wording.TITLE}\n{wording.TAGLINE}")
         banner = wording.TINY_BANNER if studio.settings.is_tiny else studio.engine_description()
         gr.Markdown(banner, elem_id="engine-banner")
@@ -50,9 +51,12 @@ def build_app(studio: Studio) -> gr.Blocks:
             return gr.update(choices=character_choices(studio), value=record["id"]), ""
 
         create.click(create_character, [new_name], [character, new_name], api_visibility="private")
-        demo.load(lambda: gr.update(choices=character_choices(studio)), None, [character],
-                  api_visibility="private")
-        api.register(studio)
+        def on_load():
+            # A fresh page shows the latest character, so a returning user lands where they were.
+            latest = character_choices(studio)
+            return gr.update(choices=latest, value=latest[-1][1] if latest else None)
+
+        demo.load(on_load, None, [character], api_visibility="private")
     return demo
 
 

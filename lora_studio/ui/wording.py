@@ -15,5 +15,5 @@ TRAINING_HELP = "Training runs in the background: close the page and come back, 
 TESTER_HELP = "The same prompt and seeds at several strengths, with and without the LoRA, measured: does it keep the face, and does it freeze it?"
 LIBRARY_HELP = "Every trained or imported LoRA. Import Flux LoRAs in diffusers, kohya/ComfyUI or ai-toolkit format (.safetensors)."
 NOTHING_RUNNING = "No job yet."
-SELECTED_MARK = "✅"
-UNSELECTED_MARK = "⬜"
+SELECTED_MARK = "✓"
+UNSELECTED_MARK = "○"
