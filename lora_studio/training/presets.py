@@ -108,9 +108,7 @@ def preset_request(name: str, **overrides) -> dict:
     return fields
 
 
-def validate_hyperparameters(
-    steps: int, rank: int, learning_rate: float, resolution: int, *, tiny: bool = False
-) -> list[str]:
+def validate_hyperparameters(steps: int, rank: int, lr: float, resolution: int, *, tiny: bool = False) -> list[str]:
     """Plain-language problems with these settings; an empty list means they are fine.
 
     `tiny=True` (the tiny CPU engine) accepts any even resolution of 16 px or more.
@@ -126,7 +124,7 @@ def validate_hyperparameters(
     ):
         errors.append("Rank must be a power of two from 1 to 256 (1, 2, 4, ... 256).")
     try:
-        lr_ok = 0.0 < float(learning_rate) <= 1e-2
+        lr_ok = 0.0 < float(lr) <= 1e-2
     except (TypeError, ValueError):
         lr_ok = False
     if not lr_ok:
