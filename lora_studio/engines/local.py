@@ -42,8 +42,11 @@ class LocalEngine:
             self.manager.apply_loras(())
             pipe = self.manager.kontext()
             area = request.width * request.height
+            image = request.image
+            if self.tiny:  # no auto-resize on tiny sizes: give it the target size directly
+                image = image.resize((request.width, request.height))
             return pipe(
-                image=request.image, prompt=request.prompt, width=request.width,
+                image=image, prompt=request.prompt, width=request.width,
                 height=request.height, num_inference_steps=self._steps(request.steps),
                 guidance_scale=request.guidance, max_area=area, _auto_resize=not self.tiny,
                 generator=torch.Generator("cpu").manual_seed(request.seed), **self._kwargs(),

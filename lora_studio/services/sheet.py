@@ -62,7 +62,6 @@ class SheetService:
         character_id = params["character_id"]
         engine = self._engine()
         reference = open_image(self.characters.reference_path(character_id), "The reference image")
-        reference = reference.resize((self.image_size, self.image_size)) if engine.makes_noise else reference
         wanted = set(params.get("slots") or [p.slot for p in SHEET_PROMPTS])
         todo = [p for p in SHEET_PROMPTS if p.slot in wanted and p.slot in self.missing_slots(character_id)]
         gate = params.get("gate", True) and not engine.makes_noise
@@ -81,8 +80,9 @@ class SheetService:
             reporter.progress(index / max(1, len(todo)),
                               f"Variation {index + 1}/{len(todo)}: {prompt.category} · {prompt.label}")
             seed = 1000 + prompt.slot
-            best = None
+            best, tries = None, 0
             for attempt in range(params["max_tries"] if scorer else 1):
+                tries = attempt + 1
                 reporter.check_cancel()
                 image = engine.edit(EditRequest(image=reference, prompt=prompt.prompt, seed=seed + 7919 * attempt,
                                                 width=self.image_size, height=self.image_size,
@@ -90,12 +90,12 @@ class SheetService:
                 score = scorer.score(image) if scorer else None
                 verdict = scorer.verdict(score) if scorer else None
                 if best is None or (score and _better(score, best[1])):
-                    best = (image, score, seed + 7919 * attempt, attempt + 1)
+                    best = (image, score, seed + 7919 * attempt)
                 if verdict is None:
                     break
                 retried[verdict] = retried.get(verdict, 0) + 1
                 reporter.log(f"{prompt.label}: {verdict}; trying again with a new seed.")
-            image, score, used_seed, tries = best
+            image, score, used_seed = best
             self._save(character_id, prompt, image, used_seed, tries, score)
         reporter.progress(1.0, "Character sheet complete")
         summary = {"generated": len(todo), "kept": kept, "retried": retried, "gate": bool(scorer)}
