@@ -1,0 +1,467 @@
+"""A fake Replicate HTTP API on 127.0.0.1, for driving the real `replicate` client in tests.
+
+It answers the paths replicate 1.0.7 calls (files, models, versions, predictions, trainings) with
+the same JSON shapes, moves jobs through starting → processing → succeeded one poll at a time with
+growing logs, and serves outputs it makes on the fly: PNGs whose color encodes the inputs and a tiny
+real .safetensors LoRA (inside a .tar, as Replicate's FLUX trainers publish it). Every request is
+recorded so tests can assert what the client sent.
+
+    with FakeReplicate(token="r8_test") as fake:
+        client = replicate.Client(api_token="r8_test", base_url=fake.url)
+
+Failure hooks: a prompt or trigger word containing "FAIL" makes the job fail, "HANG" keeps it
+running forever, and `fake.inject(status, ...)` answers the next matching request with an error.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import struct
+import tarfile
+import threading
+import uuid
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.parser import BytesParser
+from email.policy import default as email_policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from PIL import Image
+
+MAX_BODY = 64 * 1024 * 1024
+ASPECTS = {"1:1": (1, 1), "16:9": (16, 9), "21:9": (21, 9), "3:2": (3, 2), "2:3": (2, 3), "4:5": (4, 5),
+           "5:4": (5, 4), "3:4": (3, 4), "4:3": (4, 3), "9:16": (9, 16), "9:21": (9, 21)}
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    body: Any  # parsed JSON, {"fields":..., "files":...} for multipart, or None
+    authorized: bool
+
+
+@dataclass
+class Job:
+    kind: str  # "prediction" | "training"
+    id: str
+    model: str
+    version: str
+    input: dict
+    destination: str | None = None
+    status: str = "starting"
+    polls: int = 0
+    logs: str = ""
+    output: Any = None
+    error: str | None = None
+    created_at: str = field(default_factory=lambda: _now())
+    started_at: str | None = None
+    completed_at: str | None = None
+
+
+@dataclass
+class Injected:
+    status: int
+    detail: str
+    method: str | None
+    path_prefix: str | None
+    times: int
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex[:24]
+
+
+class FakeReplicate:
+    """The fake server; use as a context manager. `url` is what to pass as the client's base_url."""
+
+    def __init__(self, token: str = "r8_test", *, prediction_polls: int = 2, training_polls: int = 4,
+                 weights_as_tar: bool = True, lifetime_s: float = 120.0) -> None:
+        self.token = token
+        self.prediction_polls = prediction_polls  # GETs before a prediction finishes
+        self.training_polls = training_polls  # GETs before a training finishes
+        self.weights_as_tar = weights_as_tar
+        self.lifetime_s = lifetime_s  # a forgotten fake still shuts itself down
+        self.requests: list[Recorded] = []
+        self.files: dict[str, dict] = {}  # id -> {"name", "content_type", "data"}
+        self.jobs: dict[str, Job] = {}
+        self.canceled: list[str] = []  # ids the client asked to cancel
+        self.outputs: dict[str, tuple[str, bytes]] = {}  # path -> (content type, data)
+        self._injected: list[Injected] = []
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._timer: threading.Timer | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "start the fake first"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> "FakeReplicate":
+        fake = self
+
+        class Handler(_Handler):
+            owner = fake
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="fake-replicate", daemon=True)
+        self._thread.start()
+        self._timer = threading.Timer(self.lifetime_s, self.close)
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def close(self) -> None:
+        server, self._server = self._server, None
+        if self._timer and self._timer is not threading.current_thread():
+            self._timer.cancel()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> "FakeReplicate":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- test helpers
+
+    def inject(self, status: int, detail: str = "injected error", *, method: str | None = None,
+               path_prefix: str | None = None, times: int = 1) -> None:
+        """Answer the next `times` matching requests with an HTTP error (402, 429, 500...)."""
+        with self._lock:
+            self._injected.append(Injected(status, detail, method, path_prefix, times))
+
+    def created(self, kind: str) -> list[Job]:
+        """Jobs of one kind ("prediction" / "training") in creation order."""
+        with self._lock:
+            return [j for j in self.jobs.values() if j.kind == kind]
+
+    def prediction_inputs(self) -> list[dict]:
+        return [j.input for j in self.created("prediction")]
+
+    def find(self, method: str, pattern: str) -> list[Recorded]:
+        """Recorded requests whose path matches the regex `pattern`."""
+        with self._lock:
+            return [r for r in self.requests if r.method == method and re.search(pattern, r.path)]
+
+    # ----------------------------------------------------------------- API behavior
+
+    def handle(self, method: str, path: str, headers, body: bytes) -> tuple[int, str, bytes]:
+        path = path.split("?", 1)[0]
+        parsed = _parse_body(headers.get("Content-Type", ""), body)
+        auth = headers.get("Authorization", "")
+        authorized = auth in (f"Bearer {self.token}", f"Token {self.token}")
+        with self._lock:
+            self.requests.append(Recorded(method, path, parsed, authorized))
+            if method == "GET" and path in self.outputs:  # output files are public, like replicate.delivery
+                content_type, data = self.outputs[path]
+                return 200, content_type, data
+            if not authorized:
+                return _problem(401, "Unauthenticated", "You did not pass a valid authentication token")
+            for rule in self._injected:
+                if (rule.method in (None, method)) and path.startswith(rule.path_prefix or ""):
+                    rule.times -= 1
+                    if rule.times <= 0:
+                        self._injected.remove(rule)
+                    return _problem(rule.status, "Injected", rule.detail)
+            return self._route(method, path, parsed)
+
+    def _route(self, method: str, path: str, body: Any) -> tuple[int, str, bytes]:
+        parts = [p for p in path.split("/") if p]
+        if parts[:1] != ["v1"]:
+            return _problem(404, "Not found", f"No route for {path}")
+        parts = parts[1:]
+        if method == "POST" and parts == ["files"]:
+            return self._upload(body)
+        if parts[:1] == ["files"] and len(parts) >= 2 and method == "GET":
+            entry = self.files.get(parts[1])
+            if entry is None:
+                return _problem(404, "Not found", "No such file")
+            if parts[2:] == ["download"]:
+                return 200, entry["content_type"], entry["data"]
+            return _json(200, self._file_json(parts[1]))
+        if parts[:1] == ["models"] and len(parts) >= 3:
+            owner, name, rest = parts[1], parts[2], parts[3:]
+            if method == "GET" and not rest:
+                return _json(200, self._model_json(owner, name))
+            if method == "GET" and len(rest) == 2 and rest[0] == "versions":
+                return _json(200, _version_json(rest[1]))
+            if method == "POST" and rest == ["predictions"]:
+                return self._create("prediction", f"{owner}/{name}", "", body)
+            if method == "POST" and len(rest) == 3 and rest[0] == "versions" and rest[2] == "trainings":
+                return self._create("training", f"{owner}/{name}", rest[1], body)
+        if parts[:1] in (["predictions"], ["trainings"]):
+            kind = parts[0][:-1]
+            if method == "POST" and parts == ["predictions"]:
+                version = (body or {}).get("version", "")
+                return self._create("prediction", "fake/versioned-model", version.split(":")[-1], body)
+            job = self.jobs.get(parts[1]) if len(parts) >= 2 else None
+            if job is None or job.kind != kind:
+                return _problem(404, "Not found", f"No such {kind}")
+            if method == "GET" and len(parts) == 2:
+                self._advance(job)
+                return _json(200, self._job_json(job))
+            if method == "POST" and parts[2:] == ["cancel"]:
+                self.canceled.append(job.id)
+                if job.status not in ("succeeded", "failed", "canceled"):
+                    job.status, job.completed_at = "canceled", _now()
+                return _json(200, self._job_json(job))
+        return _problem(404, "Not found", f"No route for {method} {path}")
+
+    def _upload(self, body: Any) -> tuple[int, str, bytes]:
+        if not isinstance(body, dict) or "content" not in body.get("files", {}):
+            return _problem(400, "Bad request", "expected a multipart upload with a 'content' part")
+        name, content_type, data = body["files"]["content"]
+        file_id = _new_id()
+        self.files[file_id] = {"name": name, "content_type": content_type, "data": data}
+        return _json(201, self._file_json(file_id))
+
+    def _create(self, kind: str, model: str, version: str, body: Any) -> tuple[int, str, bytes]:
+        body = body if isinstance(body, dict) else {}
+        inputs = body.get("input")
+        if not isinstance(inputs, dict):
+            return _problem(422, "Invalid input", "input is required")
+        if kind == "training" and not body.get("destination"):
+            return _problem(422, "Invalid input", "destination is required")
+        job = Job(kind, _new_id(), model, version or hashlib.sha256(model.encode()).hexdigest(), inputs,
+                  destination=body.get("destination"))
+        self.jobs[job.id] = job
+        return _json(201, self._job_json(job))
+
+    def _advance(self, job: Job) -> None:
+        """One poll moves a running job one stage on, appending to its logs."""
+        if job.status in ("succeeded", "failed", "canceled"):
+            return
+        job.polls += 1
+        job.status, job.started_at = "processing", job.started_at or _now()
+        text = " ".join(str(job.input.get(k, "")) for k in ("prompt", "trigger_word"))
+        if "HANG" in text:
+            job.logs += "waiting for a GPU...\n"
+            return
+        if job.kind == "prediction":
+            self._advance_prediction(job, "FAIL" in text)
+        else:
+            self._advance_training(job, "FAIL" in text)
+
+    def _advance_prediction(self, job: Job, fail: bool) -> None:
+        total = max(int(job.input.get("num_inference_steps", 28)), 1)
+        done = min(total, total * job.polls // self.prediction_polls)
+        job.logs += f"{done * 100 // total:3d}%|{'#' * (done * 10 // total):10}| {done}/{total} [00:01<00:01]\n"
+        if job.polls < self.prediction_polls:
+            return
+        job.completed_at = _now()
+        if fail:
+            job.status, job.error = "failed", "Prediction failed: the fake was asked to FAIL"
+            return
+        try:
+            image = self._render(job)
+        except ValueError as exc:
+            job.status, job.error = "failed", str(exc)
+            return
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        path = f"/outputs/{job.id}/out-0.png"
+        self.outputs[path] = ("image/png", buf.getvalue())
+        job.status, job.output = "succeeded", self.url + path
+
+    def _render(self, job: Job) -> Image.Image:
+        """A flat image whose color encodes seed, lora_scale and prompt, sized from the inputs."""
+        inp = job.input
+        if "input_image" in inp:
+            source = self._resolve_file(str(inp["input_image"]))
+            try:
+                size = Image.open(io.BytesIO(source["data"])).size
+            except Exception:
+                raise ValueError("input_image is not a readable image") from None
+        else:
+            w, h = ASPECTS.get(str(inp.get("aspect_ratio", "1:1")), (1, 1))
+            size = (64, max(1, round(64 * h / w)))
+        seed = int(inp.get("seed", 0))
+        scale = float(inp.get("lora_scale", 0.0))
+        digest = hashlib.sha256(str(inp.get("prompt", "")).encode()).digest()
+        color = ((seed * 37) % 256, int(round(scale * 100)) % 256, digest[0])
+        return Image.new("RGB", size, color)
+
+    def _advance_training(self, job: Job, fail: bool) -> None:
+        total = max(int(job.input.get("steps", 1000)), 1)
+        if job.polls == 1:
+            try:
+                count = self._check_dataset(str(job.input.get("input_images", "")))
+            except ValueError as exc:
+                job.status, job.error, job.completed_at = "failed", str(exc), _now()
+                return
+            job.logs += f"Extracted {count} images from the dataset zip\n"
+        done = min(total, total * job.polls // self.training_polls)
+        loss = 0.5 / (1 + job.polls)
+        job.logs += f"step {done}/{total}, loss: {loss:.4f}\n"
+        job.logs += f"flux_train: {done * 100 // total:3d}%|{'#' * (done * 10 // total):10}| {done}/{total} [00:0{job.polls}<00:10, 2.1it/s, loss={loss:.3f}]\n"
+        if fail and job.polls >= 2:
+            job.status, job.error, job.completed_at = "failed", "Training failed: CUDA out of memory (fake)", _now()
+            return
+        if job.polls < self.training_polls:
+            return
+        weights = _tiny_safetensors(job.input.get("lora_rank", 4))
+        if self.weights_as_tar:
+            path = f"/outputs/{job.id}/trained_model.tar"
+            self.outputs[path] = ("application/x-tar", _tar({"output/flux_train_replicate/lora.safetensors": weights,
+                                                            "output/flux_train_replicate/config.yaml": b"steps: 1\n"}))
+        else:
+            path = f"/outputs/{job.id}/lora.safetensors"
+            self.outputs[path] = ("application/octet-stream", weights)
+        version = hashlib.sha256(job.id.encode()).hexdigest()
+        job.status, job.completed_at = "succeeded", _now()
+        job.output = {"version": f"{job.destination}:{version}", "weights": self.url + path}
+
+    def _resolve_file(self, url: str) -> dict:
+        match = re.search(r"/v1/files/([0-9a-f]+)", url)
+        entry = self.files.get(match.group(1)) if match else None
+        if entry is None:
+            raise ValueError(f"could not download {url}")
+        return entry
+
+    def _check_dataset(self, url: str) -> int:
+        data = self._resolve_file(url)["data"]
+        try:
+            names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+        except zipfile.BadZipFile:
+            raise ValueError("input_images is not a zip file") from None
+        count = sum(n.lower().endswith((".png", ".jpg", ".jpeg", ".webp")) for n in names)
+        if not count:
+            raise ValueError("input_images holds no images")
+        return count
+
+    # ----------------------------------------------------------------- JSON shapes
+
+    def _file_json(self, file_id: str) -> dict:
+        entry = self.files[file_id]
+        return {
+            "id": file_id, "name": entry["name"], "content_type": entry["content_type"],
+            "size": len(entry["data"]), "etag": hashlib.md5(entry["data"]).hexdigest(),
+            "checksums": {"sha256": hashlib.sha256(entry["data"]).hexdigest()}, "metadata": {},
+            "created_at": _now(), "expires_at": None, "urls": {"get": f"{self.url}/v1/files/{file_id}"},
+        }
+
+    def _model_json(self, owner: str, name: str) -> dict:
+        return {
+            "url": f"https://replicate.com/{owner}/{name}", "owner": owner, "name": name,
+            "description": "fake model", "visibility": "public", "github_url": None, "paper_url": None,
+            "license_url": None, "run_count": 0, "cover_image_url": None, "default_example": None,
+            "latest_version": _version_json(hashlib.sha256(f"{owner}/{name}".encode()).hexdigest()),
+        }
+
+    def _job_json(self, job: Job) -> dict:
+        base = f"{self.url}/v1/{job.kind}s/{job.id}"
+        data = {
+            "id": job.id, "model": job.model, "version": job.version, "status": job.status,
+            "input": job.input, "output": job.output, "logs": job.logs, "error": job.error,
+            "created_at": job.created_at, "started_at": job.started_at, "completed_at": job.completed_at,
+            "urls": {"get": base, "cancel": f"{base}/cancel"},
+        }
+        if job.kind == "prediction":
+            data["metrics"] = {"predict_time": 0.1} if job.status == "succeeded" else {}
+        else:
+            data["destination"] = job.destination
+        return data
+
+
+def _version_json(version_id: str) -> dict:
+    return {"id": version_id, "created_at": "2025-01-01T00:00:00Z", "cog_version": "0.14.0",
+            "openapi_schema": {}}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: FakeReplicate
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            status, ctype, data = _problem(413, "Too large", "request body too large")
+        else:
+            body = self.rfile.read(length) if length else b""
+            status, ctype, data = self.owner.handle(self.command, self.path, self.headers, body)
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_DELETE = _serve
+
+    def log_message(self, format: str, *args) -> None:  # keep test output quiet
+        pass
+
+
+def _parse_body(content_type: str, body: bytes) -> Any:
+    if not body:
+        return None
+    if content_type.startswith("application/json"):
+        return json.loads(body)
+    if content_type.startswith("multipart/form-data"):
+        message = BytesParser(policy=email_policy).parsebytes(
+            b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+        fields, files = {}, {}
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            payload = part.get_payload(decode=True) or b""
+            if part.get_filename():
+                files[name] = (part.get_filename(), part.get_content_type(), payload)
+            else:
+                fields[name] = payload.decode()
+        return {"fields": fields, "files": files}
+    return body
+
+
+def _json(status: int, obj: Any) -> tuple[int, str, bytes]:
+    return status, "application/json", json.dumps(obj).encode()
+
+
+def _problem(status: int, title: str, detail: str) -> tuple[int, str, bytes]:
+    return status, "application/problem+json", json.dumps({"title": title, "detail": detail, "status": status}).encode()
+
+
+def _tiny_safetensors(rank: Any) -> bytes:
+    """A real, loadable safetensors file with one LoRA A/B pair (float32, little-endian)."""
+    rank = max(1, min(int(rank or 4), 16))
+    shapes = {
+        "transformer.single_transformer_blocks.0.attn.to_q.lora_A.weight": [rank, 8],
+        "transformer.single_transformer_blocks.0.attn.to_q.lora_B.weight": [8, rank],
+    }
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    blobs, offset = [], 0
+    for name, shape in shapes.items():
+        count = shape[0] * shape[1]
+        blob = struct.pack(f"<{count}f", *[(i % 7) / 70.0 for i in range(count)])
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    head = json.dumps(header).encode()
+    head += b" " * (-len(head) % 8)
+    return struct.pack("<Q", len(head)) + head + b"".join(blobs)
+
+
+def _tar(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
