@@ -36,7 +36,7 @@ def main(argv=None) -> None:
     try:
         settings = Settings.from_env(
             engine=args.engine, model=args.model, kontext_model=args.kontext_model, workspace=args.workspace,
-            device=args.device, memory_mode=args.memory_mode, host=args.host, port=args.port,
+            device=args.device, memory_mode=args.memory_mode, compile=args.compile, host=args.host, port=args.port,
             share=args.share, auth=parse_auth(args.auth) if args.auth else None)
     except ValueError as exc:
         sys.exit(f"error: {exc}")

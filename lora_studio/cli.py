@@ -22,12 +22,14 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workspace", help="folder for the database and files (default ./workspace)")
     parser.add_argument("--device", help="auto, cpu, cuda or mps")
     parser.add_argument("--memory-mode", choices=MEMORY_MODES)
+    parser.add_argument("--compile", action="store_true", default=None,
+                        help="torch.compile the transformer (CUDA); LoRAs switch by hot-swap")
 
 
 def settings_from(args: argparse.Namespace, **extra) -> Settings:
     return Settings.from_env(engine=args.engine, model=args.model, kontext_model=args.kontext_model,
                              workspace=args.workspace, device=args.device, memory_mode=args.memory_mode,
-                             **extra)
+                             compile=args.compile, **extra)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,6 +34,7 @@ class Settings:
     workspace: Path = Path("workspace")
     device: str = "auto"  # auto | cpu | cuda | mps
     memory_mode: str = "auto"
+    compile: bool = False  # torch.compile the transformer; LoRAs then switch by hot-swap (CUDA)
     host: str = "127.0.0.1"
     port: int = 7860
     share: bool = False
@@ -76,6 +77,8 @@ class Settings:
         for key, name in (("device", "DEVICE"), ("memory_mode", "MEMORY_MODE"), ("host", "HOST")):
             if env.get(f"LORA_STUDIO_{name}"):
                 values[key] = env[f"LORA_STUDIO_{name}"]
+        if env.get("LORA_STUDIO_COMPILE"):
+            values["compile"] = env["LORA_STUDIO_COMPILE"].lower() in ("1", "true", "yes")
         if env.get("LORA_STUDIO_PORT"):
             values["port"] = int(env["LORA_STUDIO_PORT"])
         if env.get("LORA_STUDIO_SHARE"):

@@ -94,3 +94,15 @@ def test_wrong_architecture_is_refused_in_words(engine, loras, tmp_path):
     junk.write_bytes(b"not a safetensors file")
     with pytest.raises(EngineError, match="not a readable"):
         engine.check_lora(junk)
+
+
+def test_hotswap_switches_loras_in_one_slot_with_the_same_outputs(loras):
+    plain = LocalEngine(ModelManager(), tiny=True)
+    hot = LocalEngine(ModelManager(hotswap=True, hotswap_rank=8), tiny=True)
+    for name in ("a", "b", "a"):
+        lora = LoraWeight(name, 0.8, loras[name])
+        assert np.array_equal(gen(hot, lora), gen(plain, lora))
+        assert hot.manager.hot_lora() == loras[name]
+    assert hot.manager.adapter_names() == []  # one slot, no adapter pile-up
+    assert hot.manager.load_count == 1
+    assert np.array_equal(gen(hot), gen(plain))  # no LoRA asked: slot disabled

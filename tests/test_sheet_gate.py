@@ -13,7 +13,7 @@ def test_gate_retries_faceless_variations_and_says_why(studio, astronaut_path):
     engine.makes_noise = False  # pretend the model draws faces, so the gate runs
     done = studio.wait(studio.sheet.start(character["id"], SheetOptions(max_tries=2, slots=(0, 1, 2))).id, 300)
     assert done.outputs["gate"] is True
-    assert done.outputs["retried"] == {"no face": 6}
+    assert done.outputs["retried"] == {"no face": 3}
     assert any("no face; trying again" in line for line in done.logs)
     rows = studio.store.find("images", kind="sheet")
     assert len(rows) == 3 and all(r["tries"] == 2 for r in rows)

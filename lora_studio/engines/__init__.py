@@ -17,4 +17,5 @@ def make_engine(settings: Settings) -> Engine:
     from .local import make_local_engine
 
     model = None if settings.engine == "tiny" else settings.model
-    return make_local_engine(model, settings.kontext_model, settings.device, settings.memory_mode)
+    return make_local_engine(model, settings.kontext_model, settings.device, settings.memory_mode,
+                             compile=settings.compile)

@@ -29,7 +29,8 @@ class LocalEngine:
         if self.tiny:
             return ("Tiny built-in Flux (random weights): every step runs for real, but the images are "
                     "noise. Start with --model PATH_OR_HUB_ID (FLUX.1-dev) for real pictures.")
-        return f"Local FLUX.1 from {self.manager.model_id} on {self.manager.device.type}."
+        note = f" {self.manager.memory_note}" if self.manager.memory_note else ""
+        return f"Local FLUX.1 from {self.manager.model_id} on {self.manager.device.type}.{note}"
 
     def _steps(self, steps: int) -> int:
         return min(steps, TINY_STEPS) if self.tiny else steps
@@ -98,9 +99,10 @@ class _oom_as_error:
         return False
 
 
-def make_local_engine(model: str | None, kontext_model: str | None, device: str, memory_mode: str) -> LocalEngine:
-    manager = ModelManager(model=model, kontext_model=kontext_model, device=device,
-                           offload=memory_mode == "offload")
+def make_local_engine(model: str | None, kontext_model: str | None, device: str, memory_mode: str,
+                      compile: bool = False) -> LocalEngine:
+    manager = ModelManager(model=model, kontext_model=kontext_model, device=device, memory_mode=memory_mode,
+                           compile=compile)
     return LocalEngine(manager, tiny=manager.model_id == TINY_ID)
 
 

@@ -25,6 +25,7 @@ from .base import EngineError, LoraWeight
 from .lora_formats import inspect_lora
 
 TINY_ID = "tiny-flux"
+HOT_SLOT = "hot"
 
 # Prompt-truncation notices and dtype hints flood the job logs; real errors still raise.
 diffusers_logging.set_verbosity_error()
@@ -64,6 +65,10 @@ class ModelManager:
         kontext_model: str | None = None,
         device: str = "auto",
         offload: bool = False,
+        memory_mode: str = "auto",
+        hotswap: bool = False,
+        compile: bool = False,
+        hotswap_rank: int = 64,
         adapter_budget_bytes: int = 2 * 1024**3,
         loader: Callable[[str, torch.dtype], FluxPipeline] | None = None,
     ) -> None:
@@ -71,7 +76,16 @@ class ModelManager:
         self.kontext_id = kontext_model or self.model_id
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device)
-        self.offload = offload and self.device.type == "cuda"
+        self.memory_mode = memory_mode
+        self.offload = (offload or memory_mode == "offload") and self.device.type == "cuda"
+        self.memory_note = ""  # which memory mode the base was loaded in, and why
+        # Hot-swap: one LoRA slot whose weights are replaced in place, so a compiled transformer is
+        # never recompiled when the user switches LoRAs (diffusers' enable_lora_hotswap).
+        self.compile = compile and self.device.type == "cuda"
+        self.hotswap = hotswap or self.compile
+        self.hotswap_rank = hotswap_rank
+        self._hot: LoadedAdapter | None = None
+        self._compiled = False
         self.adapter_budget_bytes = adapter_budget_bytes
         self._loader = loader or self._load_pipeline
         self._lock = threading.RLock()
@@ -112,17 +126,57 @@ class ModelManager:
         else:
             pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
+        if self.hotswap:
+            pipe.enable_lora_hotswap(target_rank=self.hotswap_rank)  # before the first LoRA load
         self._pipe, self._loaded_id = pipe, model_id
         self.load_count += 1
         return pipe
 
-    @staticmethod
-    def _load_pipeline(model_id: str, dtype: torch.dtype) -> FluxPipeline:
+    def _base_quantization(self) -> str | None:
+        """8bit / nf4 / fp8 for the frozen base: as set, or by free GPU memory when "auto".
+
+        Public FLUX.1-dev inference peaks: bf16 ~36 GB, 8-bit ~24 GB, NF4 ~17 GB. Training on top of
+        the loaded base adapts to it (checkpointing etc.), so the base is chosen for inference.
+        """
+        from ..training.memory import library_available
+
+        if self.device.type != "cuda":
+            return None
+        mode = self.memory_mode
+        if mode in ("8bit", "nf4", "fp8"):
+            self.memory_note = f"Base weights in {mode} (memory mode set)."
+            return mode
+        if mode != "auto":
+            self.memory_note = f"Base weights in bf16 (memory mode {mode})."
+            return None
+        free_gb = torch.cuda.mem_get_info(self.device)[0] / 1024**3
+        if free_gb >= 40:
+            choice = None
+        elif not library_available("bitsandbytes"):
+            self.offload, choice = True, None
+        else:
+            choice = "8bit" if free_gb >= 26 else "nf4"
+        label = choice or ("bf16 with CPU offload" if self.offload else "bf16")
+        self.memory_note = f"Base weights in {label}: auto-picked for {free_gb:.0f} GB of free GPU memory."
+        return choice
+
+    def _load_pipeline(self, model_id: str, dtype: torch.dtype) -> FluxPipeline:
         if model_id == TINY_ID:
             from .tiny import build_tiny_flux
 
+            self.memory_note = "Tiny model: full precision on the CPU."
             return build_tiny_flux()
         try:
+            quant = self._base_quantization()
+            if quant:
+                from diffusers import FluxTransformer2DModel
+
+                from ..training.memory import plan_for, quantization_config
+
+                config = quantization_config(plan_for(quant, None, 1024))  # a named mode ignores memory
+                transformer = FluxTransformer2DModel.from_pretrained(
+                    model_id, subfolder="transformer", quantization_config=config, torch_dtype=dtype)
+                return FluxPipeline.from_pretrained(model_id, transformer=transformer, torch_dtype=dtype)
             return FluxPipeline.from_pretrained(model_id, torch_dtype=dtype)
         except OSError as exc:
             raise EngineError(
@@ -136,6 +190,8 @@ class ModelManager:
             self._kontext = None
             self._loaded_id = None
             self._adapters.clear()
+            self._hot = None
+            self._compiled = False
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -150,10 +206,13 @@ class ModelManager:
             pipe = self.text_to_image()
             active = [lora for lora in loras if lora.path is not None]
             if not active:
-                if self._adapters:
+                if self._adapters or self._hot:
                     pipe.disable_lora()
                 return
-            names = [self._ensure_adapter(pipe, lora) for lora in active]
+            if self.hotswap and len(active) == 1:
+                names = [self._swap_in(pipe, active[0])]
+            else:
+                names = [self._ensure_adapter(pipe, lora) for lora in active]
             pipe.enable_lora()
             pipe.set_adapters(names, adapter_weights=[float(l.weight) for l in active])
 
@@ -178,6 +237,31 @@ class ModelManager:
             raise EngineError(f"The LoRA {lora.name!r} does not fit this Flux model: {exc}") from None
         self._adapters[adapter] = LoadedAdapter(adapter, path, stat.st_size, stat.st_mtime)
         return adapter
+
+    def _swap_in(self, pipe: FluxPipeline, lora: LoraWeight) -> str:
+        """Put this LoRA's weights into the one hot slot, replacing the previous ones in place."""
+        path = Path(lora.path)
+        if not path.is_file():
+            raise EngineError(f"The LoRA file for {lora.name!r} is missing: {path.name}.")
+        stat = path.stat()
+        if self._hot and self._hot.path == path and self._hot.mtime == stat.st_mtime:
+            return HOT_SLOT
+        inspection = inspect_lora(path, pipe.transformer)
+        if inspection.rank and inspection.rank > self.hotswap_rank:
+            raise EngineError(f"This LoRA has rank {inspection.rank}; hot-swap is set up for rank "
+                              f"{self.hotswap_rank} or less. Restart with a larger hot-swap rank.")
+        try:
+            pipe.load_lora_weights(str(path), adapter_name=HOT_SLOT, hotswap=self._hot is not None)
+        except (ValueError, RuntimeError, KeyError) as exc:
+            raise EngineError(f"The LoRA {lora.name!r} cannot be hot-swapped in: {exc}") from None
+        self._hot = LoadedAdapter(HOT_SLOT, path, stat.st_size, stat.st_mtime)
+        if self.compile and not self._compiled:
+            pipe.transformer.compile(fullgraph=True)  # after the first load, per diffusers' recipe
+            self._compiled = True
+        return HOT_SLOT
+
+    def hot_lora(self) -> Path | None:
+        return self._hot.path if self._hot else None
 
     def _evict_for(self, pipe: FluxPipeline, incoming: int) -> None:
         used = sum(a.nbytes for a in self._adapters.values())

@@ -111,7 +111,12 @@ class SelectionService:
             scores, n=int(n), categories=[i.category for i in items],
             locked=character.get("selected", []), excluded=character.get("excluded", []))
         self.store.update("characters", character_id, selected=list(keys))
-        return self.state(character_id)
+        state = self.state(character_id)
+        if len(keys) < int(n):
+            state.warnings.insert(0, f"Quick-select found only {len(keys)} usable images of the {int(n)} asked: "
+                                     "the others are near-duplicates or ones you removed. Generate more "
+                                     "variations or pick by hand.")
+        return state
 
     def score(self, character_id: str) -> SelectionState:
         items = self.characters.images(character_id, "sheet")

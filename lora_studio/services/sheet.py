@@ -93,8 +93,11 @@ class SheetService:
                     best = (image, score, seed + 7919 * attempt)
                 if verdict is None:
                     break
-                retried[verdict] = retried.get(verdict, 0) + 1
-                reporter.log(f"{prompt.label}: {verdict}; trying again with a new seed.")
+                if tries < params["max_tries"]:
+                    retried[verdict] = retried.get(verdict, 0) + 1
+                    reporter.log(f"{prompt.label}: {verdict}; trying again with a new seed.")
+                else:
+                    reporter.log(f"{prompt.label}: {verdict} after {tries} tries; keeping the closest.")
             image, score, used_seed = best
             self._save(character_id, prompt, image, used_seed, tries, score)
         reporter.progress(1.0, "Character sheet complete")
