@@ -97,6 +97,9 @@ def test_whole_journey(app, astronaut_path, tmp_path):
     loras = client.predict(api_name="/list_loras")
     assert [l["name"] for l in loras] == ["mila"]
     assert (root / loras[0]["relative_path"]).is_file()
+    files = loras[0]["files"]
+    assert {"lora", "kohya", "metadata", "card"} <= set(files) and files["samples"]
+    assert all((root / p).is_file() for p in files["samples"])
 
     # Strength tester: bad strengths refused; a sweep gives a grid and a recommendation.
     for bad in ("abc", "-5"):

@@ -106,3 +106,21 @@ def test_hotswap_switches_loras_in_one_slot_with_the_same_outputs(loras):
     assert hot.manager.adapter_names() == []  # one slot, no adapter pile-up
     assert hot.manager.load_count == 1
     assert np.array_equal(gen(hot), gen(plain))  # no LoRA asked: slot disabled
+
+
+def test_comfyui_and_ai_toolkit_namings_load(engine, loras, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    kohya = load_file(str(loras["kohya"]))
+    comfy = {k.replace("lora_unet_double_blocks_0_img_attn_qkv", "diffusion_model.double_blocks.0.img_attn.qkv")
+              .replace("lora_unet_double_blocks_0_txt_attn_qkv", "diffusion_model.double_blocks.0.txt_attn.qkv"): v
+             for k, v in kohya.items()}
+    save_file(comfy, str(tmp_path / "comfy.safetensors"))
+    assert engine.check_lora(tmp_path / "comfy.safetensors")["format"] == "comfyui"
+    kohya_out = gen(engine, LoraWeight("k", 1.0, loras["kohya"]))
+    comfy_out = gen(engine, LoraWeight("c", 1.0, tmp_path / "comfy.safetensors"))
+    assert np.array_equal(kohya_out, comfy_out)
+    # ai-toolkit files use diffusers names and carry no peft metadata
+    save_file(load_file(str(loras["a"])), str(tmp_path / "aitk.safetensors"))
+    assert engine.check_lora(tmp_path / "aitk.safetensors")["format"] == "diffusers"
+    assert not np.array_equal(gen(engine), gen(engine, LoraWeight("t", 1.0, tmp_path / "aitk.safetensors")))

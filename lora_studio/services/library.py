@@ -67,6 +67,12 @@ class LibraryService:
                 target = folder / (Path(source).name if key != "lora" else "lora.safetensors")
                 atomic_write_bytes(target, Path(source).read_bytes())
                 stored[key] = str(target.relative_to(self.store.root))
+        samples_dir = Path(result.lora_path).parents[1] / "samples"
+        sample_paths = sorted(samples_dir.glob("*.png"))[-4:] if samples_dir.is_dir() else []
+        for source in sample_paths:  # the last few training samples travel with the LoRA
+            target = folder / "samples" / source.name
+            atomic_write_bytes(target, source.read_bytes())
+        stored["samples"] = [str((folder / "samples" / p.name).relative_to(self.store.root)) for p in sample_paths]
         metadata = dict(result.metadata, trigger=trigger, steps=result.steps, rank=params.get("rank"),
                         learning_rate=params.get("learning_rate"), resolution=params.get("resolution"),
                         dataset_hash=dataset.get("hash"), final_loss=result.final_loss,
@@ -76,6 +82,10 @@ class LibraryService:
             id=lora_id, name=name, trigger=trigger, source="trained", path=stored["lora"],
             files=stored, job_id=job_id, character_id=character_id, dataset_id=dataset.get("id"),
             remote=result.remote, metadata=metadata, scores={}))
+
+    def samples(self, lora_id: str) -> list[Path]:
+        record = self.get(lora_id)
+        return [self.store.root / p for p in record.get("files", {}).get("samples", [])]
 
     def import_file(self, source: str | Path, name: str, trigger: str = "") -> dict:
         """Check a user's .safetensors against the loaded Flux, then copy it in under a new id."""

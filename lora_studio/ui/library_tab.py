@@ -38,6 +38,8 @@ def render(ctx: UIContext, timer: gr.Timer):
                 delete = gr.Button("Delete", variant="stop")
                 export = gr.Button("Export zip")
             exported = gr.File(label="Export", interactive=False)
+            details = gr.Markdown()
+            samples = gr.Gallery(label="Training samples", columns=4, height=160)
     status = gr.Markdown()
     gr.Markdown("### Generate")
     with gr.Row():
@@ -87,6 +89,21 @@ def render(ctx: UIContext, timer: gr.Timer):
         job = studio.jobs.get(current) if current else None
         return progress_html(job), (job.outputs.get("image") if job else None)
 
+    def describe(lora_id):
+        if not lora_id:
+            return "", []
+        record = studio.library.get(lora_id)
+        meta, scores = record.get("metadata", {}), record.get("scores", {})
+        lines = [f"**{record['name']}** · trigger `{record.get('trigger') or '—'}` · {record.get('source')}"]
+        facts = {k: meta.get(k) for k in ("base_model", "steps", "rank", "resolution", "final_loss",
+                                             "best_checkpoint", "format") if meta.get(k) is not None}
+        if facts:
+            lines.append(" · ".join(f"{k.replace('_', ' ')}: {v}" for k, v in facts.items()))
+        if scores.get("reason"):
+            lines.append(f"Strength test: {scores['reason']}")
+        return "\n\n".join(lines), [str(p) for p in studio.library.samples(lora_id)]
+
+    pick.change(describe, [pick], [details, samples], api_visibility="private")
     changed = [library, pick, status]
     do_import.click(import_lora, [upload, import_name, import_trigger], changed, api_visibility="private")
     rename.click(rename_lora, [pick, new_name], changed, api_visibility="private")
