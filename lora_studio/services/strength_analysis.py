@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+VERDICT_WORDS = {"ok": "keeps the face", "frozen": "face frozen", "no_effect": "does nothing",
+                 "weak": "face not kept", "unmeasured": "no face to measure"}
 SAME_PERSON = 0.6
 FROZEN_RATIO = 0.5  # diversity below half the base's = frozen
 NO_EFFECT = 0.01  # mean pixel change below 1% at the highest strength = LoRA does nothing

@@ -5,10 +5,11 @@ import pandas as pd
 import gradio as gr
 
 from ..services.generate import GenerateOptions
+from ..services.strength_analysis import VERDICT_WORDS
 from . import wording
 from .common import UIContext, friendly, parse_weights, progress_html
 
-COLUMNS = ["name", "trigger", "source", "rank", "steps", "recommended strength", "id"]
+COLUMNS = ["name", "trigger", "source", "rank", "steps", "recommended strength", "strength test", "id"]
 
 
 def table(studio) -> pd.DataFrame:
@@ -16,7 +17,7 @@ def table(studio) -> pd.DataFrame:
     for r in studio.library.list():
         meta, scores = r.get("metadata", {}), r.get("scores", {})
         rows.append([r["name"], r.get("trigger", ""), r.get("source", ""), meta.get("rank"), meta.get("steps"),
-                     scores.get("recommended_strength"), r["id"]])
+                     scores.get("recommended_strength"), VERDICT_WORDS.get(scores.get("verdict"), "not run"), r["id"]])
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -56,7 +57,7 @@ def render(ctx: UIContext, timer: gr.Timer):
 
     def refresh():
         choices = [(r["name"], r["id"]) for r in studio.library.list()]
-        return table(studio), gr.update(choices=choices)
+        return table(studio), gr.update(choices=choices, value=choices[-1][1] if choices else None)
 
     @friendly
     def import_lora(file, name, trigger):

@@ -46,17 +46,27 @@ def render(ctx: UIContext, timer: gr.Timer):
             progress = gr.HTML(progress_html(None))
             verdict = gr.Markdown()
             grid = gr.Image(label="Strength × seed grid", type="filepath", interactive=False)
-            plot = gr.LinePlot(measures_frame(None), x="strength", y="value", color="measure",
+            plot = gr.LinePlot(measures_frame(None), x="strength", y="value", color="measure", visible=False,
                                label="Identity (face distance), diversity between seeds, change vs. no LoRA",
                                height=220)
-    job_id = gr.State(None)
 
-    def show(current):
-        job = studio.jobs.get(current) if current else None
+    def latest_sweep(lora_id):
+        jobs = [j for j in studio.jobs.list("sweep") if j.params.get("lora_id") == lora_id]
+        return jobs[-1] if jobs else None
+
+    def show(lora_id):
+        job = latest_sweep(lora_id) if lora_id else None
         if job is None:
-            return progress_html(None), "", None, measures_frame(None)
+            return progress_html(None), "", None, gr.update(visible=False)
         analysis = job.outputs.get("analysis")
-        return progress_html(job), verdict_text(analysis), job.outputs.get("grid"), measures_frame(analysis)
+        return (progress_html(job), verdict_text(analysis), job.outputs.get("grid"),
+                gr.update(value=measures_frame(analysis), visible=bool(analysis)))
+
+    def picked(lora_id):
+        if not lora_id:
+            return gr.update(), *show(lora_id)
+        trigger = studio.library.get(lora_id).get("trigger") or "the character"
+        return f"photo of {trigger} in a café, natural light", *show(lora_id)
 
     @friendly
     def start(lora_id, text, strength_text, seed_text, extra_text):
@@ -65,12 +75,15 @@ def render(ctx: UIContext, timer: gr.Timer):
         job = studio.tester.start(SweepRequest(
             lora=lora_id or "", prompt=text, strengths=tuple(values), seeds=tuple(seed_values),
             extra=tuple(parse_weights(extra_text).items())))
-        return job.id, *show(job.id)
+        return show(job.params["lora_id"])
 
-    def refresh_choices():
-        return gr.update(choices=lora_choices(studio))
+    def refresh_choices(current):
+        choices = lora_choices(studio)
+        ids = [c[1] for c in choices]
+        return gr.update(choices=choices, value=current if current in ids else (ids[-1] if ids else None))
 
     outputs = [progress, verdict, grid, plot]
-    run.click(start, [lora, prompt, strengths, seeds, extra], [job_id, *outputs], api_visibility="private")
-    timer.tick(show, [job_id], outputs, api_visibility="private", show_progress="hidden")
-    return refresh_choices, [], [lora]
+    run.click(start, [lora, prompt, strengths, seeds, extra], outputs, api_visibility="private")
+    lora.change(picked, [lora], [prompt, *outputs], api_visibility="private")
+    timer.tick(show, [lora], outputs, api_visibility="private", show_progress="hidden")
+    return refresh_choices, [lora], [lora]

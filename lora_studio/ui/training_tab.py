@@ -30,6 +30,13 @@ def identity_frame(job: JobView | None) -> pd.DataFrame:
     return pd.DataFrame(rows or [{"step": 0, "distance": None}])
 
 
+def preset_values(studio, name: str) -> tuple[int, int, float, int]:
+    """The preset's numbers, shown in the fields so every value can be edited from there."""
+    preset = PRESETS[name]
+    resolution = studio.settings.image_size if studio.settings.is_tiny else preset.resolution
+    return preset.steps, preset.rank, preset.learning_rate, resolution
+
+
 def stats_text(job: JobView | None) -> str:
     if not job:
         return wording.NOTHING_RUNNING
@@ -60,12 +67,13 @@ def render(ctx: UIContext, timer: gr.Timer):
             trigger = gr.Textbox(label="Trigger word (blank = the dataset's)")
             preset = gr.Radio(list(PRESETS), value="Standard", label="Preset")
             preset_info = gr.Markdown(PRESETS["Standard"].description)
+            first = preset_values(studio, "Standard")
             with gr.Row():
-                steps = gr.Number(label="Steps (blank = preset)", precision=0)
-                rank = gr.Number(label="Rank", precision=0)
+                steps = gr.Number(first[0], label="Steps", precision=0)
+                rank = gr.Number(first[1], label="Rank", precision=0)
             with gr.Row():
-                lr = gr.Number(label="Learning rate")
-                resolution = gr.Number(label="Resolution", precision=0)
+                lr = gr.Number(first[2], label="Learning rate")
+                resolution = gr.Number(first[3], label="Resolution (px)", precision=0)
             memory = gr.Dropdown(MEMORY_MODES, value="auto", label="Memory mode")
             with gr.Row():
                 start = gr.Button("Start training", variant="primary")
@@ -77,7 +85,7 @@ def render(ctx: UIContext, timer: gr.Timer):
             stats = gr.Markdown(wording.NOTHING_RUNNING)
             loss = gr.LinePlot(loss_frame(None), x="step", y="value", color="series", label="Loss",
                                height=220)
-            identity = gr.LinePlot(identity_frame(None), x="step", y="distance",
+            identity = gr.LinePlot(identity_frame(None), x="step", y="distance", visible=False,
                                    label="Sample face distance to reference (lower is better)", height=180)
             samples = gr.Gallery(label="Samples", columns=4, height=200)
             logs = gr.Textbox(label="Log", lines=6, max_lines=12, autoscroll=True)
@@ -100,8 +108,9 @@ def render(ctx: UIContext, timer: gr.Timer):
     def show(job_id):
         job = studio.jobs.get(job_id, with_metrics=True) if job_id else None
         sample_paths = job.outputs.get("samples", []) if job else []
-        return (progress_html(job), stats_text(job), loss_frame(job), identity_frame(job),
-                sample_paths, job_logs(job))
+        has_identity = bool(job and job.metrics.get("identity"))
+        return (progress_html(job), stats_text(job), loss_frame(job),
+                gr.update(value=identity_frame(job), visible=has_identity), sample_paths, job_logs(job))
 
     @friendly
     def begin(dataset_id, lora_name, trigger_word, preset_name, n_steps, n_rank, rate, res, mode):
@@ -124,7 +133,8 @@ def render(ctx: UIContext, timer: gr.Timer):
         return show(job_id)
 
     live = [progress, stats, loss, identity, samples, logs]
-    preset.change(lambda p: PRESETS[p].description, [preset], [preset_info], api_visibility="private")
+    preset.change(lambda p: (PRESETS[p].description, *preset_values(studio, p)), [preset],
+                  [preset_info, steps, rank, lr, resolution], api_visibility="private")
     start.click(begin, [dataset, name, trigger, preset, steps, rank, lr, resolution, memory],
                 [job_pick, *live], api_visibility="private")
     cancel.click(stop, [job_pick], live, api_visibility="private")
