@@ -35,3 +35,14 @@ def test_source_imports_point_down():
 
 def text_imports(path: Path) -> str:
     return "\n".join(line for line in path.read_text().splitlines() if line.lstrip().startswith(("import", "from")))
+
+
+def test_startup_builds_the_app_without_loading_a_model(tmp_path):
+    from lora_studio.config import Settings
+    from lora_studio.studio import Studio
+    from lora_studio.ui.app import build_app
+
+    with Studio(Settings(workspace=tmp_path)) as studio:
+        build_app(studio)
+        assert studio._engine is None  # the first job builds the engine and loads the model
+        assert "noise" in studio.engine_description()
