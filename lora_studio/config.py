@@ -19,7 +19,7 @@ class ReplicateSettings:
     """Model ids on Replicate. The token is read from the environment only when used, never stored."""
 
     kontext_model: str = "black-forest-labs/flux-kontext-dev"
-    trainer: str = "replicate/fast-flux-trainer"
+    trainer: str = "ostris/flux-dev-lora-trainer"  # inputs: input_images, trigger_word, steps, lora_rank…
     trainer_version: str = ""
     lora_model: str = "black-forest-labs/flux-dev-lora"
     destination: str = ""  # owner/model that receives trained versions

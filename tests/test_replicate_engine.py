@@ -225,7 +225,7 @@ def test_train_uploads_zip_streams_progress_and_downloads_weights(fake, engine, 
     assert names == [f"img_{i:02d}.{ext}" for i in range(3) for ext in ("png", "txt")]
 
     [training] = fake.created("training")
-    assert fake.find("POST", r"^/v1/models/replicate/fast-flux-trainer/versions/abc123/trainings$")
+    assert fake.find("POST", r"^/v1/models/ostris/flux-dev-lora-trainer/versions/abc123/trainings$")
     assert training.destination == "me/my-character"
     assert training.input == {"input_images": f"{fake.url}/v1/files/{next(iter(fake.files))}",
                               "trigger_word": "TOK", "steps": 100, "lora_rank": 8, "learning_rate": 4e-4,
@@ -257,7 +257,7 @@ def test_train_looks_up_the_trainer_version_and_accepts_plain_weights(tmp_path):
             z.writestr("a.png", _png_bytes())
         request = train_request(tmp_path, zip_path=zip_path)
         result = engine.train(request, NullReporter())
-        assert fake.find("GET", r"^/v1/models/replicate/fast-flux-trainer$")
+        assert fake.find("GET", r"^/v1/models/ostris/flux-dev-lora-trainer$")
         [upload] = fake.find("POST", r"^/v1/files$")
         assert upload.body["files"]["content"][0] == "given.zip"
         header = _header(result.lora_path)
