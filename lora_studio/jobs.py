@@ -269,6 +269,7 @@ class JobQueue:
             for key, value in result.items():
                 reporter.output(key, value)
             reporter.progress(1.0)
+            message = result.get("summary") or message  # work may say what it did in one line
         except Canceled as exc:
             status, message = CANCELED, str(exc) or "Canceled."
             reporter.log(message)

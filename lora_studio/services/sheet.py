@@ -101,10 +101,11 @@ class SheetService:
             image, score, used_seed = best
             self._save(character_id, prompt, image, used_seed, tries, score)
         reporter.progress(1.0, "Character sheet complete")
-        summary = {"generated": len(todo), "kept": kept, "retried": retried, "gate": bool(scorer)}
+        text = f"Done: {len(todo)} generated, {kept} kept from before"
         if retried:
-            reporter.log("Regenerated: " + ", ".join(f"{n}× {why}" for why, n in retried.items()))
-        return summary
+            text += "; regenerated " + ", ".join(f"{n}× ({why})" for why, n in retried.items())
+        reporter.log(text)
+        return {"generated": len(todo), "kept": kept, "retried": retried, "gate": bool(scorer), "summary": text}
 
     def _save(self, character_id, prompt, image, seed, tries, score) -> None:
         image_id = new_id("img_")
