@@ -41,11 +41,26 @@ def main(argv=None) -> None:
     except ValueError as exc:
         sys.exit(f"error: {exc}")
     studio = Studio(settings)
+    # Loading dlib's face models takes about a second: do it now, off the request path.
+    import threading
+
+    from lora_studio import identity
+
+    threading.Thread(target=_quiet(identity.warm_up), name="identity-warm-up", daemon=True).start()
     print(f"LoRA Studio · engine: {studio.engine_description()}\nWorkspace: {studio.store.root}", flush=True)
     demo = build_app(studio)
     demo.queue(default_concurrency_limit=4).launch(
         server_name=settings.host, server_port=settings.port, share=settings.share,
         auth=settings.auth, **launch_kwargs(studio))
+
+
+def _quiet(fn):
+    def run():
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - scoring will report the same problem when used
+            print(f"note: face identity is unavailable ({exc})", flush=True)
+    return run
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ the user removed, and fills the rest with the set that is most consistent with t
 from __future__ import annotations
 
 import hashlib
+import json
 import io
 import re
 import zipfile
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ..images import open_image
 from ..jobs import UserError
-from ..store import Store, atomic_write_bytes, atomic_write_text, new_id
+from ..store import Store, atomic_write_bytes, atomic_write_json, atomic_write_text, new_id
 from .characters import Characters, ImageItem
 from .sheet_prompts import SHEET_PROMPTS
 
@@ -125,18 +126,24 @@ class SelectionService:
 
     # ---- identity ---------------------------------------------------------------------------
     def _scores(self, character_id: str, items: list[ImageItem], refresh: bool = False) -> list:
-        """Identity scores for the sheet, computed once and kept on the image records."""
+        """Identity scores for the sheet. Image records keep the light part (for captions); the
+        arrays the set measures need (descriptors, face chips) go to one sidecar file."""
         from .. import identity
 
         reference = self._reference_descriptor(character_id)
         loaded = [(i.id, open_image(i.path)) for i in items]
         scores = identity.score_images(loaded, reference)
         for item, score in zip(items, scores):
-            record = score_record(score)
-            if refresh or item.score != record:
-                self.store.update("images", item.id, score=record)
-                item.score = record
+            light = score.to_dict()
+            if refresh or item.score != light:
+                self.store.update("images", item.id, score=light)
+                item.score = light
+        atomic_write_json(self._sidecar(character_id),
+                          {s.key: s.to_dict(include_arrays=True) for s in scores})
         return scores
+
+    def _sidecar(self, character_id: str):
+        return self.store.character_dir(character_id, "sheet") / "scores.json"
 
     def _reference_descriptor(self, character_id: str):
         from .. import identity
@@ -149,14 +156,16 @@ class SelectionService:
     def _set_measures(self, character_id, items, selected) -> tuple[dict | None, list[str]]:
         from .. import identity
 
-        scores = [score_from_record(i.id, i.score) for i in items if i.score]
+        path = self._sidecar(character_id)
+        if not path.exists():
+            return None, self._count_warnings(len(selected))
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        scores = [identity.ImageScore.from_dict(stored[i.id]) for i in items if i.id in stored]
         by_key = {s.key: s for s in scores}
-        chosen = [by_key[k] for k in selected if k in by_key]
-        descriptors = [s.descriptor for s in chosen if s.descriptor is not None]
+        descriptors = [by_key[k].descriptor for k in selected if k in by_key and by_key[k].descriptor is not None]
         set_score = identity.set_consistency(descriptors).to_dict() if descriptors else None
         categories = {i.id: i.category for i in items}
-        warnings = identity.dataset_warnings(scores, selected, categories)
-        return set_score, warnings
+        return set_score, identity.dataset_warnings(scores, selected, categories)
 
     @staticmethod
     def _count_warnings(n: int) -> list[str]:
@@ -206,27 +215,3 @@ def caption_for(trigger: str, prompt) -> str:
         return f"photo of {trigger}"
     text = prompt.prompt.split(". Keep")[0].rstrip(".")
     return f"photo of {trigger}, {text[0].lower()}{text[1:]}"
-
-
-def score_record(score) -> dict:
-    """An ImageScore as JSON, descriptor included, so set measures need no re-detection."""
-    record = score.to_dict()
-    record["descriptor"] = None if score.descriptor is None else [float(v) for v in score.descriptor]
-    return record
-
-
-def score_from_record(key: str, record: dict):
-    import numpy as np
-
-    from .. import identity
-
-    fields = dict(record)
-    descriptor = fields.pop("descriptor", None)
-    flags = [identity.Flag(**f) for f in fields.pop("flags", [])]
-    known = {"face_found", "n_faces", "distance", "same_person", "face_box", "blur", "width", "height",
-             "phash"}
-    kwargs = {k: v for k, v in fields.items() if k in known}
-    if kwargs.get("face_box") is not None:
-        kwargs["face_box"] = tuple(kwargs["face_box"])
-    return identity.ImageScore(key=key, descriptor=None if descriptor is None else np.array(descriptor),
-                               flags=flags, **kwargs)
