@@ -54,3 +54,19 @@ def make_kohya_lora(path: Path, seed: int = 0, rank: int = 4, inner: int = 32) -
         tensors[f"{prefix}.alpha"] = torch.tensor(float(rank))
     save_file(tensors, str(path))
     return path
+
+
+def probe_transformer(transformer, side: int, tokens: int, timestep: float, seed: int) -> torch.Tensor:
+    """The transformer's raw output on fixed random inputs: a cheap fingerprint of its weights."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        return transformer(
+            hidden_states=torch.randn(1, side * side, 4, generator=g),
+            encoder_hidden_states=torch.randn(1, tokens, 32, generator=g),
+            pooled_projections=torch.randn(1, 32, generator=g),
+            timestep=torch.tensor([timestep]),
+            guidance=torch.tensor([3.5]),
+            img_ids=FluxPipeline._prepare_latent_image_ids(1, side, side, "cpu", torch.float32),
+            txt_ids=torch.zeros(tokens, 3),
+            return_dict=False,
+        )[0]

@@ -15,6 +15,7 @@ from lora_studio.engines.tiny import build_tiny_flux
 from lora_studio.progress import NullReporter
 from lora_studio.training.kohya_export import to_kohya
 from lora_studio.training.trainer import train_lora
+from tests.lora_factory import probe_transformer
 
 RANK, ALPHA = 4, 8.0
 
@@ -41,18 +42,7 @@ def trained(tmp_path_factory):
 
 
 def probe(transformer) -> torch.Tensor:
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        return transformer(
-            hidden_states=torch.randn(1, 64, 4, generator=g),
-            encoder_hidden_states=torch.randn(1, 6, 32, generator=g),
-            pooled_projections=torch.randn(1, 32, generator=g),
-            timestep=torch.tensor([0.3]),
-            guidance=torch.tensor([3.5]),
-            img_ids=FluxPipeline._prepare_latent_image_ids(1, 8, 8, "cpu", torch.float32),
-            txt_ids=torch.zeros(6, 3),
-            return_dict=False,
-        )[0]
+    return probe_transformer(transformer, side=8, tokens=6, timestep=0.3, seed=3)
 
 
 def test_double_blocks_round_trip_through_diffusers_kohya_loader(trained, tmp_path):

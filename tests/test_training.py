@@ -25,6 +25,7 @@ from lora_studio.training.dataset import (
     make_buckets,
 )
 from lora_studio.training.trainer import ADAPTER_NAME, train_lora
+from tests.lora_factory import probe_transformer
 
 TRIGGER = "ohwx"
 SIZES = [(64, 64), (64, 64), (96, 48), (48, 96)]
@@ -65,19 +66,7 @@ def request(tmp: Path, **overrides) -> TrainRequest:
 
 def transformer_probe(transformer) -> torch.Tensor:
     """The transformer's output on fixed inputs (32x32 px image, 8 text tokens)."""
-    g = torch.Generator().manual_seed(7)
-    img_ids = FluxPipeline._prepare_latent_image_ids(1, 16, 16, "cpu", torch.float32)
-    with torch.no_grad():
-        return transformer(
-            hidden_states=torch.randn(1, 256, 4, generator=g),
-            encoder_hidden_states=torch.randn(1, 8, 32, generator=g),
-            pooled_projections=torch.randn(1, 32, generator=g),
-            timestep=torch.tensor([0.5]),
-            guidance=torch.tensor([3.5]),
-            img_ids=img_ids,
-            txt_ids=torch.zeros(8, 3),
-            return_dict=False,
-        )[0]
+    return probe_transformer(transformer, side=16, tokens=8, timestep=0.5, seed=7)
 
 
 def assert_pipeline_clean(pipe, base_output: torch.Tensor) -> None:
