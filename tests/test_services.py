@@ -143,3 +143,30 @@ def test_strength_sweep_measures_and_recommends(studio, tmp_path):
     assert combo.outputs["cells"][1]["change"] != alone.outputs["cells"][1]["change"]
     with pytest.raises(UserError, match="not a number"):
         studio.sweep("mila", "p", strengths=("abc",))
+
+
+def test_reference_face_check_speaks_plainly(studio, image_file, astronaut_path):
+    noise = make_character(studio, image_file)
+    assert "No face found" in studio.characters.reference_face(noise)
+    face = make_character(studio, astronaut_path)
+    assert "One face found" in studio.characters.reference_face(face)
+
+
+def test_out_of_memory_fails_the_job_with_a_lighter_mode(studio):
+    import torch
+
+    from lora_studio.services.generate import GenerateOptions
+
+    pipe = studio.engine().manager.text_to_image()
+
+    def exhausted(*_):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    hook = pipe.transformer.register_forward_pre_hook(exhausted)
+    try:
+        job = studio.jobs.wait(studio.generator.start(GenerateOptions(prompt="x")).id, 60)
+    finally:
+        hook.remove()
+    assert job.status == "failed"
+    assert "ran out of memory" in job.error and "offload" in job.error
+    assert studio.jobs.wait(studio.generator.start(GenerateOptions(prompt="x")).id, 60).status == "succeeded"

@@ -84,6 +84,22 @@ class Characters:
             raise UserError("Pick one of this character's uploaded images as the reference.")
         return self.store.update("characters", character_id, reference_image_id=image_id)
 
+    def reference_face(self, character_id: str) -> str:
+        """One line on the reference's face: the identity checks depend on finding exactly one."""
+        from .. import identity
+
+        try:
+            image = open_image(self.reference_path(character_id), "The reference image")
+            faces = identity.detect_faces(image)
+        except identity.IdentityUnavailableError as exc:
+            return f"Face checks are unavailable: {exc}"
+        if not faces:
+            return ("⚠ No face found in the reference image: the sheet's identity gate and the face scores "
+                    "will be off. Pick an image where the face is clear and at least ~100 px wide.")
+        if len(faces) > 1:
+            return f"⚠ {len(faces)} faces in the reference: the largest one is used as the character."
+        return "✓ One face found in the reference: identity checks are on."
+
     def reference_path(self, character_id: str) -> Path:
         character = self.get(character_id)
         if not character.get("reference_image_id"):

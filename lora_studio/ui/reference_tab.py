@@ -47,9 +47,9 @@ def render(ctx: UIContext) -> None:
         paths = [f if isinstance(f, str) else f.name for f in (files or [])]
         report = studio.characters.add_images(character_id, paths, [Path(p).name for p in paths])
         gallery_items, image_ids, ref, _ = view(character_id)
-        message = f"Added {len(report.added)} image(s)."
+        message = f"Added {len(report.added)} image(s). {studio.characters.reference_face(character_id)}"
         if report.rejected:
-            message += " Not added: " + " ".join(report.rejected)
+            message += "\n\nNot added: " + " ".join(report.rejected)
         return gr.update(choices=_choices(studio), value=character_id), gallery_items, image_ids, ref, message
 
     @friendly
@@ -64,7 +64,7 @@ def render(ctx: UIContext) -> None:
     def choose(character_id, image_ids, evt: gr.SelectData):
         studio.characters.choose_reference(character_id, image_ids[evt.index])
         gallery_items, image_ids, ref, _ = view(character_id)
-        return gallery_items, ref, "Reference chosen."
+        return gallery_items, ref, "Reference chosen. " + studio.characters.reference_face(character_id)
 
     outputs = [ctx.character, gallery, ids, reference, status]
     add.click(add_images, [ctx.character, uploads], outputs, api_visibility="private")
