@@ -65,4 +65,5 @@ def launch_kwargs(studio: Studio) -> dict:
     from pathlib import Path
 
     assets = Path(__file__).resolve().parents[2] / "assets"
-    return dict(allowed_paths=[str(studio.store.root), str(assets)], css=CSS)
+    # Uploads above 2 GB are refused by the server itself (images are further limited to 50 MB).
+    return dict(allowed_paths=[str(studio.store.root), str(assets)], css=CSS, max_file_size="2gb")

@@ -21,6 +21,16 @@ def table(studio) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+def jobs_frame(studio) -> pd.DataFrame:
+    rows = [[j.title, j.status, f"{100 * j.progress:.0f}%", j.error or j.message, j.id]
+            for j in reversed(studio.jobs.list())]
+    return pd.DataFrame(rows, columns=["job", "status", "progress", "message", "id"])
+
+
+def job_choices(studio) -> list[tuple[str, str]]:
+    return [(f"{j.title} · {j.status}", j.id) for j in reversed(studio.jobs.list())]
+
+
 def render(ctx: UIContext, timer: gr.Timer):
     studio = ctx.studio
     gr.Markdown(wording.LIBRARY_HELP)
@@ -53,28 +63,47 @@ def render(ctx: UIContext, timer: gr.Timer):
         with gr.Column(scale=2):
             progress = gr.HTML(progress_html(None))
             image = gr.Image(label="Result", type="filepath", interactive=False)
+    with gr.Accordion("All jobs", open=False):
+        jobs_table = gr.Dataframe(jobs_frame(studio), interactive=False)
+        with gr.Row():
+            job_pick = gr.Dropdown(label="Job", choices=job_choices(studio))
+            cancel_job = gr.Button("Cancel job", variant="stop")
+            resume_job = gr.Button("Resume job")
     job_id = gr.State(None)
 
-    def refresh():
+    @friendly
+    def job_action(action, picked_job):
+        if not picked_job:
+            raise gr.Error("Pick a job first.")
+        getattr(studio.jobs, action)(picked_job)
+        return jobs_frame(studio), gr.update(choices=job_choices(studio))
+
+    cancel_job.click(lambda j: job_action("cancel", j), [job_pick], [jobs_table, job_pick], api_visibility="private")
+    resume_job.click(lambda j: job_action("resume", j), [job_pick], [jobs_table, job_pick], api_visibility="private")
+
+    def lora_views():
         choices = [(r["name"], r["id"]) for r in studio.library.list()]
         return table(studio), gr.update(choices=choices, value=choices[-1][1] if choices else None)
+
+    def refresh():
+        return (*lora_views(), jobs_frame(studio), gr.update(choices=job_choices(studio)))
 
     @friendly
     def import_lora(file, name, trigger):
         if file is None:
             raise gr.Error("Choose a .safetensors file first.")
         record = studio.library.import_file(file if isinstance(file, str) else file.name, name, trigger)
-        return (*refresh(), f"Imported **{record['name']}** ({record['metadata'].get('format')} format).")
+        return (*lora_views(), f"Imported **{record['name']}** ({record['metadata'].get('format')} format).")
 
     @friendly
     def rename_lora(lora_id, name):
         studio.library.rename(lora_id, name)
-        return (*refresh(), "Renamed.")
+        return (*lora_views(), "Renamed.")
 
     @friendly
     def delete_lora(lora_id):
         studio.library.delete(lora_id)
-        return (*refresh(), "Deleted.")
+        return (*lora_views(), "Deleted.")
 
     @friendly
     def export_lora(lora_id):
@@ -99,7 +128,8 @@ def render(ctx: UIContext, timer: gr.Timer):
         facts = {k: meta.get(k) for k in ("base_model", "steps", "rank", "resolution", "final_loss",
                                              "best_checkpoint", "format") if meta.get(k) is not None}
         if facts:
-            lines.append(" · ".join(f"{k.replace('_', ' ')}: {v}" for k, v in facts.items()))
+            lines.append(" · ".join(f"{k.replace('_', ' ')}: {v:.4g}" if isinstance(v, float)
+                                    else f"{k.replace('_', ' ')}: {v}" for k, v in facts.items()))
         if scores.get("reason"):
             lines.append(f"Strength test: {scores['reason']}")
         return "\n\n".join(lines), [str(p) for p in studio.library.samples(lora_id)]
@@ -112,4 +142,4 @@ def render(ctx: UIContext, timer: gr.Timer):
     export.click(export_lora, [pick], [exported], api_visibility="private")
     go.click(generate, [prompt, loras, task, seed], [job_id, progress, image], api_visibility="private")
     timer.tick(show, [job_id], [progress, image], api_visibility="private", show_progress="hidden")
-    return refresh, [], [library, pick]
+    return refresh, [], [library, pick, jobs_table, job_pick]
