@@ -124,3 +124,23 @@ def test_comfyui_and_ai_toolkit_namings_load(engine, loras, tmp_path):
     save_file(load_file(str(loras["a"])), str(tmp_path / "aitk.safetensors"))
     assert engine.check_lora(tmp_path / "aitk.safetensors")["format"] == "diffusers"
     assert not np.array_equal(gen(engine), gen(engine, LoraWeight("t", 1.0, tmp_path / "aitk.safetensors")))
+
+
+def test_switching_base_models_frees_the_old_one_first():
+    from lora_studio.engines.tiny import build_tiny_flux
+
+    alive = []
+
+    def loader(model_id, dtype):
+        assert not [p for p in alive if p() is not None], "old base still in memory while loading the new one"
+        import weakref
+
+        pipe = build_tiny_flux()
+        alive.append(weakref.ref(pipe.transformer))
+        return pipe
+
+    manager = ModelManager(model="flux-dev", kontext_model="flux-kontext", loader=loader)
+    manager.text_to_image()
+    manager.kontext()
+    manager.text_to_image()
+    assert manager.load_count == 3
