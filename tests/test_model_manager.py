@@ -144,3 +144,18 @@ def test_switching_base_models_frees_the_old_one_first():
     manager.kontext()
     manager.text_to_image()
     assert manager.load_count == 3
+
+
+def test_a_model_folder_loads_through_the_real_weights_path(tmp_path):
+    """The tiny model saved in diffusers layout loads like FLUX.1-dev would: same code, no tiny shortcuts."""
+    from lora_studio.engines.tiny import build_tiny_flux
+
+    build_tiny_flux().save_pretrained(tmp_path / "flux")
+    engine = LocalEngine(ModelManager(model=str(tmp_path / "flux")), tiny=False)
+    reference = LocalEngine(ModelManager(), tiny=True)
+    request = GenerateRequest(prompt="photo of mila", seed=2, width=64, height=64, steps=4)
+    loaded = np.asarray(engine.generate(request), dtype=np.int16)
+    built = np.asarray(reference.generate(request), dtype=np.int16)
+    assert np.abs(loaded - built).max() <= 2  # same weights; only the T5 padding length differs
+    with pytest.raises(EngineError, match="Could not load the Flux model"):
+        LocalEngine(ModelManager(model=str(tmp_path / "missing")), tiny=False).generate(request)

@@ -175,12 +175,12 @@ class ModelManager:
 
                 config = quantization_config(plan_for(quant, None, 1024))  # a named mode ignores memory
                 transformer = FluxTransformer2DModel.from_pretrained(
-                    model_id, subfolder="transformer", quantization_config=config, torch_dtype=dtype)
-                return FluxPipeline.from_pretrained(model_id, transformer=transformer, torch_dtype=dtype)
-            return FluxPipeline.from_pretrained(model_id, torch_dtype=dtype)
-        except OSError as exc:
+                    model_id, subfolder="transformer", quantization_config=config, dtype=dtype)
+                return FluxPipeline.from_pretrained(model_id, transformer=transformer, dtype=dtype)
+            return FluxPipeline.from_pretrained(model_id, dtype=dtype)
+        except (OSError, ValueError) as exc:
             raise EngineError(
-                f"Could not load the Flux model {model_id!r}: {exc}. Give a local folder with the "
+                f"Could not load the Flux model {model_id!r} ({str(exc).rstrip('.')}). Give a local folder with the "
                 "FLUX.1 weights in diffusers layout, or a hub id already in your Hugging Face cache."
             ) from None
 
