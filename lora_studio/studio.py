@@ -37,8 +37,9 @@ class Studio:
         size = self.settings.image_size
         self.characters = Characters(self.store)
         self.library = LibraryService(self.store, self.engine)
-        self.sheet = SheetService(self.store, self.jobs, self.characters, self.engine, size)
         self.selection = SelectionService(self.store, self.characters)
+        self.sheet = SheetService(self.store, self.jobs, self.characters, self.engine, size,
+                                  score_sheet=self.selection.score)
         self.training = TrainingService(self.store, self.jobs, self.characters, self.library, self.engine,
                                         tiny=self.settings.is_tiny, image_size=size)
         self.tester = TesterService(self.store, self.jobs, self.characters, self.library, self.engine, size)

@@ -78,3 +78,9 @@ def test_module_entry_point(tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == []
+
+
+def test_sheet_command(capsys, tmp_path, astronaut_path):
+    made = run(capsys, "sheet", str(astronaut_path), "--json", "--workspace", str(tmp_path / "ws"))
+    assert len(made["images"]) == 30 and all(Path(p).is_file() for p in made["images"])
+    assert made["generated"] == 30

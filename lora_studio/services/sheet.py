@@ -31,9 +31,11 @@ class SheetOptions:
 
 class SheetService:
     def __init__(self, store: Store, jobs: JobQueue, characters: Characters,
-                 engine: Callable[[], Engine], image_size: int) -> None:
+                 engine: Callable[[], Engine], image_size: int,
+                 score_sheet: Callable[[str], object] | None = None) -> None:
         self.store, self.jobs, self.characters = store, jobs, characters
         self._engine = engine
+        self._score_sheet = score_sheet  # so the Selection tab opens with faces already measured
         self.image_size = image_size
         jobs.register(JOB_KIND, self._run)
 
@@ -100,6 +102,9 @@ class SheetService:
                     reporter.log(f"{prompt.label}: {verdict} after {tries} tries; keeping the closest.")
             image, score, used_seed = best
             self._save(character_id, prompt, image, used_seed, tries, score)
+        if self._score_sheet is not None:
+            reporter.progress(0.99, "Measuring faces against the reference")
+            self._score_sheet(character_id)
         reporter.progress(1.0, "Character sheet complete")
         text = f"Done: {len(todo)} generated, {kept} kept from before"
         if retried:
