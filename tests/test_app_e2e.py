@@ -77,7 +77,6 @@ def test_whole_journey(app, astronaut_path, tmp_path):
     # Selection: faces were measured as the sheet finished; quick-select 25, toggle one off, export.
     state = client.predict(cid, api_name="/selection")
     assert all(image["score"] and image["score"]["face_found"] is False for image in state["images"])
-    assert any("no detectable face" in w for w in state["warnings"]) or state["count"] == 0
     state = client.predict(cid, 25, api_name="/quick_select")
     assert state["count"] == 25
     state = client.predict(cid, state["selected"][0], api_name="/toggle_image")
