@@ -11,6 +11,14 @@ from pathlib import Path
 from typing import Mapping
 
 ENGINES = ("tiny", "local", "replicate")
+REPLICATE_ENV = {  # ReplicateSettings field -> environment variable
+    "destination": "LORA_STUDIO_REPLICATE_DESTINATION",
+    "trainer": "LORA_STUDIO_REPLICATE_TRAINER",
+    "trainer_version": "LORA_STUDIO_REPLICATE_TRAINER_VERSION",
+    "kontext_model": "LORA_STUDIO_REPLICATE_KONTEXT_MODEL",
+    "lora_model": "LORA_STUDIO_REPLICATE_LORA_MODEL",
+    "base_url": "REPLICATE_BASE_URL",
+}
 MEMORY_MODES = ("auto", "full", "checkpointing", "offload", "8bit", "fp8", "nf4")
 
 
@@ -87,8 +95,9 @@ class Settings:
             values["auth"] = parse_auth(env["LORA_STUDIO_AUTH"])
         if env.get("LORA_STUDIO_TASKS"):
             values["tasks_file"] = Path(env["LORA_STUDIO_TASKS"])
-        if env.get("REPLICATE_BASE_URL"):
-            values["replicate"] = replace(ReplicateSettings(), base_url=env["REPLICATE_BASE_URL"])
+        replicate = {field: env[var] for field, var in REPLICATE_ENV.items() if env.get(var)}
+        if replicate:
+            values["replicate"] = replace(ReplicateSettings(), **replicate)
         clean = {k: v for k, v in overrides.items() if v is not None}
         if "model" in clean and "engine" not in clean and engine == "tiny":
             clean["engine"] = "local"

@@ -23,3 +23,11 @@ def test_bad_values_are_explained():
     with pytest.raises(ValueError, match="USER:PASS"):
         parse_auth("nopass")
     assert parse_auth("a:b:c") == ("a", "b:c")
+
+
+def test_replicate_settings_from_env():
+    settings = Settings.from_env({"LORA_STUDIO_ENGINE": "replicate", "LORA_STUDIO_REPLICATE_DESTINATION": "me/mila",
+                                  "REPLICATE_BASE_URL": "http://127.0.0.1:9"})
+    assert settings.engine == "replicate"
+    assert settings.replicate.destination == "me/mila" and settings.replicate.base_url == "http://127.0.0.1:9"
+    assert settings.replicate.trainer == "ostris/flux-dev-lora-trainer"
