@@ -165,7 +165,9 @@ class SelectionService:
         descriptors = [by_key[k].descriptor for k in selected if k in by_key and by_key[k].descriptor is not None]
         set_score = identity.set_consistency(descriptors).to_dict() if descriptors else None
         categories = {i.id: i.category for i in items}
-        return set_score, identity.dataset_warnings(scores, selected, categories)
+        warnings = identity.dataset_warnings(scores, selected, categories)
+        labels = {i.id: f"{i.category} · {i.caption}" for i in items}
+        return set_score, [_with_labels(w, labels) for w in warnings]
 
     @staticmethod
     def _count_warnings(n: int) -> list[str]:
@@ -215,3 +217,10 @@ def caption_for(trigger: str, prompt) -> str:
         return f"photo of {trigger}"
     text = prompt.prompt.split(". Keep")[0].rstrip(".")
     return f"photo of {trigger}, {text[0].lower()}{text[1:]}"
+
+
+def _with_labels(text: str, labels: dict[str, str]) -> str:
+    """Warnings name images by id; the user knows them by what they show."""
+    for image_id, label in labels.items():
+        text = text.replace(image_id, label)
+    return text
