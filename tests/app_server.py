@@ -13,7 +13,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(workspace: Path, **settings):
+def running_app(workspace: Path, auth: tuple[str, str] | None = None, **settings):
     from lora_studio.config import Settings
     from lora_studio.studio import Studio
     from lora_studio.ui.app import build_app, launch_kwargs
@@ -22,7 +22,7 @@ def running_app(workspace: Path, **settings):
     demo = build_app(studio)
     port = free_port()
     demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                        **launch_kwargs(studio))
+                        auth=auth, **launch_kwargs(studio))
     try:
         yield studio, f"http://127.0.0.1:{port}/"
     finally:

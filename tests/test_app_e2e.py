@@ -127,3 +127,11 @@ def test_only_workspace_files_are_served(app):
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(base + path, timeout=10)
         assert info.value.code in (403, 404)
+
+
+def test_auth_protects_the_app_and_its_api(tmp_path):
+    with running_app(tmp_path / "ws", auth=("mila", "s3cret")) as (_, url):
+        with pytest.raises(Exception):
+            Client(url, verbose=False).predict(api_name="/list_characters")
+        client = Client(url, auth=("mila", "s3cret"), verbose=False)
+        assert client.predict(api_name="/list_characters") == []
