@@ -65,7 +65,8 @@ class SheetService:
         engine = self._engine()
         reference = open_image(self.characters.reference_path(character_id), "The reference image")
         wanted = set(params.get("slots") or [p.slot for p in SHEET_PROMPTS])
-        todo = [p for p in SHEET_PROMPTS if p.slot in wanted and p.slot in self.missing_slots(character_id)]
+        missing = set(self.missing_slots(character_id))
+        todo = [p for p in SHEET_PROMPTS if p.slot in wanted and p.slot in missing]
         gate = params.get("gate", True) and not engine.makes_noise
         scorer = _IdentityGate(reference, params["max_distance"]) if gate else None
         if params.get("gate", True) and engine.makes_noise:
