@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 from PIL import Image
 
@@ -100,7 +100,8 @@ class Engine(Protocol):
 
     def generate(self, request: GenerateRequest) -> Image.Image: ...
 
-    def train(self, request: TrainRequest, reporter: Reporter) -> TrainResult: ...
+    def train(self, request: TrainRequest, reporter: Reporter,
+              sample_scorer: Callable[[Image.Image], float | None] | None = None) -> TrainResult: ...
 
     def check_lora(self, path: Path) -> dict: ...
 

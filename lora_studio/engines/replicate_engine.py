@@ -206,7 +206,8 @@ class ReplicateEngine:
 
     # ----------------------------------------------------------------- training
 
-    def train(self, request: TrainRequest, reporter: Reporter) -> TrainResult:
+    def train(self, request: TrainRequest, reporter: Reporter, sample_scorer=None) -> TrainResult:
+        # sample_scorer is unused: the remote trainer makes no sample images for us to score.
         s = self.settings
         if not s.destination:
             raise EngineError(

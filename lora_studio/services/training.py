@@ -111,10 +111,7 @@ class TrainingService:
         reporter.log(f"Training {params['name']!r} on {dataset['count']} images with {engine.describe()}")
         started = time.time()
         scorer = None if engine.makes_noise else _sample_scorer(reference)
-        if hasattr(engine, "manager"):
-            result = engine.train(request, reporter, sample_scorer=scorer)
-        else:
-            result = engine.train(request, reporter)
+        result = engine.train(request, reporter, sample_scorer=scorer)
         lora = self.library.register_trained(
             name=params["name"], trigger=params["trigger"], result=result, job_id=reporter.job_id,
             character_id=dataset.get("character_id"), dataset=dataset, params=params,
