@@ -135,3 +135,17 @@ def test_auth_protects_the_app_and_its_api(tmp_path):
             Client(url, verbose=False).predict(api_name="/list_characters")
         client = Client(url, auth=("mila", "s3cret"), verbose=False)
         assert client.predict(api_name="/list_characters") == []
+
+
+def test_import_and_export_a_lora_through_the_api(app, tmp_path):
+    import zipfile
+
+    from tests.lora_factory import make_tiny_lora
+
+    _, client = app
+    lora = make_tiny_lora(tmp_path / "style.safetensors", seed=3)
+    record = client.predict(handle_file(str(lora)), "film style", "", api_name="/import_lora")
+    assert record["metadata"]["format"] == "diffusers"
+    with zipfile.ZipFile(client.predict(record["id"], api_name="/export_lora")) as archive:
+        assert "lora.safetensors" in archive.namelist()
+    client.predict(record["id"], api_name="/delete_lora")

@@ -15,7 +15,7 @@ from ..services.strength_analysis import parse_strengths
 from ..services.tester import SweepRequest
 from ..services.training import TrainOptions
 from ..studio import Studio
-from .common import friendly, parse_weights
+from .common import friendly, parse_weights, upload_paths
 
 
 def public(value):
@@ -152,7 +152,7 @@ def register(studio: Studio) -> None:
 
     @friendly
     def add_reference(character_id, files):
-        paths = [f if isinstance(f, str) else f.name for f in (files or [])]
+        paths = upload_paths(files)
         report = studio.characters.add_images(character_id, paths, [Path(p).name for p in paths])
         return {"added": report.added, "rejected": report.rejected}
 
@@ -160,7 +160,7 @@ def register(studio: Studio) -> None:
     def import_lora(file, name, trigger):
         if not file:
             raise gr.Error("Send a .safetensors file.")
-        return public(studio.library.import_file(file if isinstance(file, str) else file.name, name, trigger))
+        return public(studio.library.import_file(upload_paths(file)[0], name, trigger))
 
     @friendly
     def export_lora(lora_id):

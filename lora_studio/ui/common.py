@@ -61,3 +61,19 @@ def job_logs(job: JobView | None) -> str:
 
 def character_choices(studio: Studio) -> list[tuple[str, str]]:
     return [(c["name"], c["id"]) for c in studio.characters.list()]
+
+
+def lora_choices(studio: Studio) -> list[tuple[str, str]]:
+    return [(r["name"], r["id"]) for r in studio.library.list()]
+
+
+def job_choices(jobs: list[JobView]) -> list[tuple[str, str]]:
+    return [(f"{j.title} · {j.status}", j.id) for j in jobs]
+
+
+def upload_paths(files) -> list[str]:
+    """Local paths of Gradio uploads (plain strings or tempfile wrappers, depending on the caller)."""
+    if files is None:
+        return []
+    items = files if isinstance(files, list) else [files]
+    return [f if isinstance(f, str) else f.name for f in items]

@@ -7,7 +7,7 @@ import gradio as gr
 from ..services.generate import GenerateOptions
 from ..services.strength_analysis import VERDICT_WORDS
 from . import wording
-from .common import UIContext, friendly, parse_weights, progress_html
+from .common import UIContext, friendly, job_choices, lora_choices, parse_weights, progress_html, upload_paths
 
 COLUMNS = ["name", "trigger", "source", "rank", "steps", "recommended strength", "strength test", "id"]
 
@@ -21,14 +21,14 @@ def table(studio) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+def recent_jobs(studio) -> list:
+    return list(reversed(studio.jobs.list()))
+
+
 def jobs_frame(studio) -> pd.DataFrame:
     rows = [[j.title, j.status, f"{100 * j.progress:.0f}%", j.error or j.message, j.id]
-            for j in reversed(studio.jobs.list())]
+            for j in recent_jobs(studio)]
     return pd.DataFrame(rows, columns=["job", "status", "progress", "message", "id"])
-
-
-def job_choices(studio) -> list[tuple[str, str]]:
-    return [(f"{j.title} · {j.status}", j.id) for j in reversed(studio.jobs.list())]
 
 
 def render(ctx: UIContext, timer: gr.Timer):
@@ -42,7 +42,7 @@ def render(ctx: UIContext, timer: gr.Timer):
             import_trigger = gr.Textbox(label="Trigger word (optional)")
             do_import = gr.Button("Import")
         with gr.Column():
-            pick = gr.Dropdown(label="LoRA", choices=[(r["name"], r["id"]) for r in studio.library.list()])
+            pick = gr.Dropdown(label="LoRA", choices=lora_choices(studio))
             new_name = gr.Textbox(label="New name")
             with gr.Row():
                 rename = gr.Button("Rename")
@@ -66,7 +66,7 @@ def render(ctx: UIContext, timer: gr.Timer):
     with gr.Accordion("All jobs", open=False):
         jobs_table = gr.Dataframe(jobs_frame(studio), interactive=False)
         with gr.Row():
-            job_pick = gr.Dropdown(label="Job", choices=job_choices(studio))
+            job_pick = gr.Dropdown(label="Job", choices=job_choices(recent_jobs(studio)))
             cancel_job = gr.Button("Cancel job", variant="stop")
             resume_job = gr.Button("Resume job")
     job_id = gr.State(None)
@@ -76,23 +76,23 @@ def render(ctx: UIContext, timer: gr.Timer):
         if not picked_job:
             raise gr.Error("Pick a job first.")
         getattr(studio.jobs, action)(picked_job)
-        return jobs_frame(studio), gr.update(choices=job_choices(studio))
+        return jobs_frame(studio), gr.update(choices=job_choices(recent_jobs(studio)))
 
     cancel_job.click(lambda j: job_action("cancel", j), [job_pick], [jobs_table, job_pick], api_visibility="private")
     resume_job.click(lambda j: job_action("resume", j), [job_pick], [jobs_table, job_pick], api_visibility="private")
 
     def lora_views():
-        choices = [(r["name"], r["id"]) for r in studio.library.list()]
+        choices = lora_choices(studio)
         return table(studio), gr.update(choices=choices, value=choices[-1][1] if choices else None)
 
     def refresh():
-        return (*lora_views(), jobs_frame(studio), gr.update(choices=job_choices(studio)))
+        return (*lora_views(), jobs_frame(studio), gr.update(choices=job_choices(recent_jobs(studio))))
 
     @friendly
     def import_lora(file, name, trigger):
         if file is None:
             raise gr.Error("Choose a .safetensors file first.")
-        record = studio.library.import_file(file if isinstance(file, str) else file.name, name, trigger)
+        record = studio.library.import_file(upload_paths(file)[0], name, trigger)
         return (*lora_views(), f"Imported **{record['name']}** ({record['metadata'].get('format')} format).")
 
     @friendly

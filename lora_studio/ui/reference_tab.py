@@ -6,7 +6,7 @@ from pathlib import Path
 import gradio as gr
 
 from . import wording
-from .common import UIContext, friendly
+from .common import UIContext, character_choices, friendly, upload_paths
 
 SAMPLES = Path(__file__).resolve().parents[2] / "assets" / "samples"
 
@@ -44,13 +44,13 @@ def render(ctx: UIContext) -> None:
     def add_images(character_id, files):
         if not character_id:
             character_id = studio.characters.create("My character")["id"]
-        paths = [f if isinstance(f, str) else f.name for f in (files or [])]
+        paths = upload_paths(files)
         report = studio.characters.add_images(character_id, paths, [Path(p).name for p in paths])
         gallery_items, image_ids, ref, _ = view(character_id)
         message = f"Added {len(report.added)} image(s). {studio.characters.reference_face(character_id)}"
         if report.rejected:
             message += "\n\nNot added: " + " ".join(report.rejected)
-        return gr.update(choices=_choices(studio), value=character_id), gallery_items, image_ids, ref, message
+        return gr.update(choices=character_choices(studio), value=character_id), gallery_items, image_ids, ref, message
 
     @friendly
     def use_sample(character_id):
@@ -72,8 +72,3 @@ def render(ctx: UIContext) -> None:
     gallery.select(choose, [ctx.character, ids], [gallery, reference, status], api_visibility="private")
     ctx.character.change(view, [ctx.character], [gallery, ids, reference, status], api_visibility="private")
 
-
-def _choices(studio):
-    from .common import character_choices
-
-    return character_choices(studio)

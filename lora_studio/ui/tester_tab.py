@@ -7,11 +7,7 @@ import gradio as gr
 from ..services.strength_analysis import parse_strengths
 from ..services.tester import SweepRequest
 from . import wording
-from .common import UIContext, friendly, parse_weights, progress_html
-
-
-def lora_choices(studio) -> list[tuple[str, str]]:
-    return [(r["name"], r["id"]) for r in studio.library.list()]
+from .common import UIContext, friendly, lora_choices, parse_weights, progress_html
 
 
 def measures_frame(analysis: dict | None) -> pd.DataFrame:

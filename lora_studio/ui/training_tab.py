@@ -8,7 +8,7 @@ from ..jobs import JobView
 from ..services.training import TrainOptions
 from ..training.presets import PRESETS
 from . import wording
-from .common import UIContext, friendly, job_logs, progress_html
+from .common import UIContext, friendly, job_choices, job_logs, progress_html
 
 MEMORY_MODES = ["auto", "full", "checkpointing", "offload", "8bit", "fp8", "nf4"]
 
@@ -100,10 +100,9 @@ def render(ctx: UIContext, timer: gr.Timer):
     def pickers(character_id):
         datasets = studio.store.find("datasets", character_id=character_id) if character_id else []
         ds_choices = [(f"{d['count']} images · {d['trigger']} · {d['id']}", d["id"]) for d in datasets]
-        jobs = jobs_for(character_id)
-        job_choices = [(f"{j.title} · {j.status}", j.id) for j in jobs]
+        jobs = job_choices(jobs_for(character_id))
         return (gr.update(choices=ds_choices, value=ds_choices[-1][1] if ds_choices else None),
-                gr.update(choices=job_choices, value=job_choices[-1][1] if job_choices else None))
+                gr.update(choices=jobs, value=jobs[-1][1] if jobs else None))
 
     def show(job_id):
         job = studio.jobs.get(job_id, with_metrics=True) if job_id else None
@@ -117,8 +116,7 @@ def render(ctx: UIContext, timer: gr.Timer):
         job = studio.training.start(dataset_id, TrainOptions(
             name=lora_name, trigger=trigger_word, preset=preset_name, steps=_number(n_steps),
             rank=_number(n_rank), learning_rate=_number(rate), resolution=_number(res), memory_mode=mode))
-        choices = [(f"{j.title} · {j.status}", j.id) for j in studio.jobs.list("train")]
-        return (gr.update(choices=choices, value=job.id), *show(job.id))
+        return (gr.update(choices=job_choices(studio.jobs.list("train")), value=job.id), *show(job.id))
 
     @friendly
     def stop(job_id):
