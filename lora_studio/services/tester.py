@@ -89,7 +89,7 @@ class TesterService:
                 path = save_png(image, out_dir / f"{'base' if strength is None else f's{strength:g}'}_seed{seed}.png")
                 if strength is None:
                     base_images[seed] = image
-                cell = Cell(strength, seed, str(path), identity=measure.identity(image))
+                cell = Cell(strength, seed, str(path), identity=measure.observe(str(path), image))
                 if seed in base_images and strength is not None:
                     cell.change = measure.pixel(image, base_images[seed])
                 cells.append(cell)
@@ -113,7 +113,8 @@ class TesterService:
 
 
 class _Measure:
-    """Face distance to the reference where faces exist; a pixel distance always."""
+    """Each output is measured once: its face (distance to the reference, descriptor for the
+    diversity between seeds) and, always, the image itself for the pixel measures."""
 
     def __init__(self, reference_path, enabled: bool) -> None:
         from .. import identity
@@ -126,34 +127,33 @@ class _Measure:
                 self.reference = identity.reference_descriptor(open_image(reference_path))
             except identity.NoFaceError:
                 self.reference = None
+        self._images: dict[str, Image.Image] = {}
         self._faces: dict[str, object] = {}
 
     @property
     def has_reference(self) -> bool:
         return self.reference is not None
 
-    def identity(self, image) -> float | None:
-        if self.reference is None:
+    def observe(self, path: str, image: Image.Image) -> float | None:
+        """Remember this output; return its face distance to the reference (None: unmeasured)."""
+        self._images[path] = image
+        if not self.enabled:
             return None
-        return self.identity_module.score_image(image, self.reference).distance
+        score = self.identity_module.score_image(image, self.reference)
+        self._faces[path] = score.descriptor
+        return score.distance
 
     def pixel(self, a: Image.Image, b: Image.Image) -> float:
         return float(self.identity_module.image_similarity(a, b))
 
     def pixel_paths(self, a: str, b: str) -> float:
-        return self.pixel(Image.open(a), Image.open(b))
+        return self.pixel(self._images[a], self._images[b])
 
     def face_paths(self, a: str, b: str) -> float | None:
-        da, db = self._face(a), self._face(b)
+        da, db = self._faces.get(a), self._faces.get(b)
         if da is None or db is None:
             return None
-        return float(((da - db) ** 2).sum() ** 0.5)
-
-    def _face(self, path: str):
-        if path not in self._faces:
-            faces = self.identity_module.detect_faces(open_image(path))
-            self._faces[path] = faces[0].descriptor if faces else None
-        return self._faces[path]
+        return self.identity_module.face_distance(da, db)
 
 
 def _grid(cells: list[Cell], rows: list, seeds: list[int]) -> Image.Image:
