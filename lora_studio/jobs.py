@@ -68,8 +68,10 @@ class JobReporter:
         self._queue = queue_
         self.job_id = job_id
         self.dir = queue_.store.job_dir(job_id)
+        record = queue_.store.require("jobs", job_id)
         self._pending: dict[str, Any] = {}
-        self._logs: list[str] = list(queue_.store.require("jobs", job_id).get("logs", []))
+        self._logs: list[str] = list(record.get("logs", []))
+        self._outputs: dict[str, Any] = dict(record.get("outputs", {}))  # only this worker writes them
         self._last_flush = 0.0
         self._log_file = open(self.dir / "log.txt", "a", encoding="utf-8")
         self._metric_file = open(self.dir / "metrics.jsonl", "a", encoding="utf-8")
@@ -94,10 +96,12 @@ class JobReporter:
         self._metric_file.flush()
 
     def output(self, key: str, value: Any) -> None:
-        outputs = dict(self._queue.store.require("jobs", self.job_id).get("outputs", {}))
-        outputs.update(self._pending.get("outputs", {}))
-        outputs[key] = value
-        self._pending["outputs"] = outputs
+        self.outputs({key: value})
+
+    def outputs(self, values: dict[str, Any]) -> None:
+        """Record results now (not throttled): the UI shows them as soon as they exist."""
+        self._outputs.update(values)
+        self._pending["outputs"] = dict(self._outputs)
         self.flush()
 
     @property
@@ -266,8 +270,7 @@ class JobQueue:
         status, error, message = SUCCEEDED, None, "Done"
         try:
             result = self._handlers[job["kind"]](job["params"], reporter) or {}
-            for key, value in result.items():
-                reporter.output(key, value)
+            reporter.outputs(result)
             reporter.progress(1.0)
             message = result.get("summary") or message  # work may say what it did in one line
         except Canceled as exc:
