@@ -149,20 +149,10 @@ def _sheet(studio, args):
 
 
 def _train(studio, args):
+    from .services.datasets import dataset_from_folder
     from .services.training import TrainOptions
-    from .store import atomic_write_bytes, new_id
 
-    images = folder_images(args.folder)
-    dataset_id = new_id("ds_")
-    folder = studio.store.dataset_dir(dataset_id)
-    for index, image in enumerate(images):
-        atomic_write_bytes(folder / f"{index:03d}{image.suffix.lower()}", image.read_bytes())
-        caption = image.with_suffix(".txt")
-        text = caption.read_text(encoding="utf-8") if caption.exists() else f"photo of {args.trigger}"
-        atomic_write_bytes(folder / f"{index:03d}.txt", text.encode())
-    studio.store.insert("datasets", dict(id=dataset_id, character_id=None, trigger=args.trigger,
-                                         dir=str(folder.relative_to(studio.store.root)), zip=None,
-                                         count=len(images), hash=dataset_id))
+    dataset_id = dataset_from_folder(studio.store, folder_images(args.folder), args.trigger)["id"]
     job = studio.training.start(dataset_id, TrainOptions(
         name=args.name, trigger=args.trigger, preset=args.preset, steps=args.steps, rank=args.rank,
         learning_rate=args.learning_rate, resolution=args.resolution))

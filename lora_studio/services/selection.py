@@ -5,17 +5,15 @@ the user removed, and fills the rest with the set that is most consistent with t
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import io
 import re
-import zipfile
 from dataclasses import dataclass, field
 
 from ..images import open_image
 from ..jobs import UserError
-from ..store import Store, atomic_write_bytes, atomic_write_json, atomic_write_text, new_id
+from ..store import Store, atomic_write_json
 from .characters import Characters, ImageItem
+from .datasets import DatasetEntry, write_dataset
 from .sheet_prompts import SHEET_PROMPTS
 
 MIN_IMAGES, MAX_IMAGES, SUGGESTED = 20, 30, 25
@@ -185,32 +183,14 @@ class SelectionService:
                             "selected). Use Quick-select to pick the most consistent set.")
         if len(state.selected) > MAX_IMAGES:
             raise UserError(f"Select at most {MAX_IMAGES} images ({len(state.selected)} selected).")
-        dataset_id = new_id("ds_")
-        folder = self.store.dataset_dir(dataset_id)
         items = {i.id: i for i in state.items}
         prompts = {p.slot: p for p in SHEET_PROMPTS}
-        digest = hashlib.sha256()
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            for index, image_id in enumerate(state.selected):
-                item = items[image_id]
-                record = self.store.require("images", image_id)
-                caption = caption_for(trigger, prompts.get(record.get("slot")))
-                data = item.path.read_bytes()
-                digest.update(data)
-                digest.update(caption.encode())
-                stem = f"{index:03d}_{image_id}"
-                atomic_write_bytes(folder / f"{stem}.png", data)
-                atomic_write_text(folder / f"{stem}.txt", caption)
-                archive.writestr(f"{stem}.png", data)
-                archive.writestr(f"{stem}.txt", caption)
-        zip_path = self.store.folder("datasets") / f"{dataset_id}.zip"
-        atomic_write_bytes(zip_path, buffer.getvalue())
-        return self.store.insert("datasets", dict(
-            id=dataset_id, character_id=character_id, trigger=trigger, image_ids=state.selected,
-            dir=self.characters.rel(folder), zip=self.characters.rel(zip_path),
-            hash=digest.hexdigest()[:16], count=len(state.selected)))
-
+        entries = [
+            DatasetEntry(f"{index:03d}_{image_id}", items[image_id].path.read_bytes(), ".png",
+                         caption_for(trigger, prompts.get(self.store.require("images", image_id).get("slot"))))
+            for index, image_id in enumerate(state.selected)
+        ]
+        return write_dataset(self.store, entries, trigger, character_id, state.selected)
 
 def caption_for(trigger: str, prompt) -> str:
     if prompt is None:
