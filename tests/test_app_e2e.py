@@ -1,7 +1,6 @@
 """The whole journey through the running app's API with gradio_client, on tiny Flux."""
 from __future__ import annotations
 
-import json
 import time
 import urllib.error
 import urllib.request

@@ -11,7 +11,7 @@ from typing import Callable
 
 from PIL import Image, ImageDraw
 
-from ..engines.base import Engine, GenerateRequest, LoraWeight
+from ..engines.base import Engine, GenerateRequest
 from ..images import open_image, save_png
 from ..jobs import JobQueue, JobReporter, JobView, UserError
 from ..store import Store
