@@ -39,6 +39,18 @@ class LoadedAdapter:
     nbytes: int
     mtime: float
 
+    @classmethod
+    def on_disk(cls, name: str, lora: LoraWeight) -> "LoadedAdapter":
+        path = Path(lora.path)
+        if not path.is_file():
+            raise EngineError(f"The LoRA file for {lora.name!r} is missing: {path.name}.")
+        stat = path.stat()
+        return cls(name, path, stat.st_size, stat.st_mtime)
+
+    def same_file(self, other: "LoadedAdapter | None") -> bool:
+        """Already loaded from this very file, unchanged since (a retrained LoRA reloads)."""
+        return other is not None and other.path == self.path and other.mtime == self.mtime
+
 
 def pick_device(requested: str = "auto") -> torch.device:
     if requested != "auto":
@@ -217,44 +229,38 @@ class ModelManager:
             pipe.set_adapters(names, adapter_weights=[float(l.weight) for l in active])
 
     def _ensure_adapter(self, pipe: FluxPipeline, lora: LoraWeight) -> str:
-        path = Path(lora.path)
-        if not path.is_file():
-            raise EngineError(f"The LoRA file for {lora.name!r} is missing: {path.name}.")
-        stat = path.stat()
         adapter = _adapter_name(lora.name)
+        wanted = LoadedAdapter.on_disk(adapter, lora)
         loaded = self._adapters.get(adapter)
-        if loaded and loaded.path == path and loaded.mtime == stat.st_mtime:
+        if wanted.same_file(loaded):
             self._adapters.move_to_end(adapter)
             return adapter
         if loaded:
             self._delete_adapter(pipe, adapter)
-        inspect_lora(path, pipe.transformer)  # refuses SDXL/SD1.5 and shape mismatches in words
-        self._evict_for(pipe, stat.st_size)
+        inspect_lora(wanted.path, pipe.transformer)  # refuses SDXL/SD1.5 and shape mismatches in words
+        self._evict_for(pipe, wanted.nbytes)
         try:
             # From the file, not the converted dict: the file's metadata carries lora_alpha.
-            pipe.load_lora_weights(str(path), adapter_name=adapter)
+            pipe.load_lora_weights(str(wanted.path), adapter_name=adapter)
         except (ValueError, RuntimeError, KeyError) as exc:
             raise EngineError(f"The LoRA {lora.name!r} does not fit this Flux model: {exc}") from None
-        self._adapters[adapter] = LoadedAdapter(adapter, path, stat.st_size, stat.st_mtime)
+        self._adapters[adapter] = wanted
         return adapter
 
     def _swap_in(self, pipe: FluxPipeline, lora: LoraWeight) -> str:
         """Put this LoRA's weights into the one hot slot, replacing the previous ones in place."""
-        path = Path(lora.path)
-        if not path.is_file():
-            raise EngineError(f"The LoRA file for {lora.name!r} is missing: {path.name}.")
-        stat = path.stat()
-        if self._hot and self._hot.path == path and self._hot.mtime == stat.st_mtime:
+        wanted = LoadedAdapter.on_disk(HOT_SLOT, lora)
+        if wanted.same_file(self._hot):
             return HOT_SLOT
-        inspection = inspect_lora(path, pipe.transformer)
+        inspection = inspect_lora(wanted.path, pipe.transformer)
         if inspection.rank and inspection.rank > self.hotswap_rank:
             raise EngineError(f"This LoRA has rank {inspection.rank}; hot-swap is set up for rank "
                               f"{self.hotswap_rank} or less. Restart with a larger hot-swap rank.")
         try:
-            pipe.load_lora_weights(str(path), adapter_name=HOT_SLOT, hotswap=self._hot is not None)
+            pipe.load_lora_weights(str(wanted.path), adapter_name=HOT_SLOT, hotswap=self._hot is not None)
         except (ValueError, RuntimeError, KeyError) as exc:
             raise EngineError(f"The LoRA {lora.name!r} cannot be hot-swapped in: {exc}") from None
-        self._hot = LoadedAdapter(HOT_SLOT, path, stat.st_size, stat.st_mtime)
+        self._hot = wanted
         if self.compile and not self._compiled:
             pipe.transformer.compile(fullgraph=True)  # after the first load, per diffusers' recipe
             self._compiled = True
