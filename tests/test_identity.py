@@ -18,6 +18,7 @@ pytest.importorskip("dlib")
 skdata = pytest.importorskip("skimage.data")
 
 from lora_studio import identity  # noqa: E402
+from lora_studio.identity.measures import _hamming  # noqa: E402
 from lora_studio.identity import (  # noqa: E402
     DEFAULT_THRESHOLDS,
     Flag,
@@ -319,7 +320,7 @@ def test_near_duplicates_are_flagged_with_the_other_key(ref):
 
 def test_same_framing_with_a_changed_face_is_not_a_duplicate(ref):
     scores = score_images([("orig", astronaut()), ("mouth", mouth_opened(astronaut()))], ref)
-    bits = identity._hamming(scores[0].phash, scores[1].phash)
+    bits = _hamming(scores[0].phash, scores[1].phash)
     assert bits <= DEFAULT_THRESHOLDS.near_duplicate_bits  # the whole picture looks the same
     assert all("near_duplicate" not in s.flag_codes for s in scores)
 
