@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from .config import ENGINES, MEMORY_MODES, Settings
+from .images import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:

@@ -11,8 +11,10 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import InvalidInput
 from .store import atomic_write_bytes
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # what a dataset folder may hold
 ALLOWED_FORMATS = {"PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"}
 MAX_SIDE = 8192
 MAX_PIXELS = 40_000_000
@@ -20,7 +22,7 @@ MIN_SIDE = 16
 MAX_FILE_BYTES = 50 * 1024 * 1024
 
 
-class ImageError(ValueError):
+class ImageError(InvalidInput):
     """An image the app refuses, with a message for the user."""
 
 

@@ -16,6 +16,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .errors import StudioError
 from .progress import Canceled
 from .store import Store
 
@@ -29,7 +30,7 @@ FLUSH_SECONDS = 0.25
 Handler = Callable[[dict, "JobReporter"], "dict | None"]
 
 
-class UserError(Exception):
+class UserError(StudioError):
     """Raised by work for a reason the user can fix; its message is shown as is."""
 
 
@@ -290,10 +291,9 @@ class JobQueue:
 
 def describe_error(exc: BaseException) -> str:
     """A one-line reason for the user; our own error types already carry one."""
-    from .engines.base import EngineError  # light module: no torch
-    from .images import ImageError
-
-    if isinstance(exc, (UserError, EngineError, ImageError, ValueError, FileNotFoundError, KeyError)):
+    if isinstance(exc, StudioError):
+        return str(exc)
+    if isinstance(exc, (ValueError, FileNotFoundError, KeyError)):
         text = str(exc)
         return text.strip("'\"") if isinstance(exc, KeyError) else text
     name = type(exc).__name__

@@ -19,6 +19,8 @@ from typing import Any, Callable, Iterable
 from tinydb import Query, TinyDB
 from tinydb.storages import Storage
 
+from .errors import NotFound
+
 TABLES = ("characters", "images", "datasets", "jobs", "loras")
 
 
@@ -94,7 +96,7 @@ class Store:
     def require(self, table: str, record_id: str) -> dict:
         record = self.get(table, record_id)
         if record is None:
-            raise KeyError(f"No {table[:-1]} with id {record_id!r}.")
+            raise NotFound(f"No {table[:-1]} with id {record_id!r}.")
         return record
 
     def update(self, table: str, record_id: str, **fields: Any) -> dict:

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Protocol
 
 from PIL import Image
 
+from ..errors import StudioError
 from ..progress import Reporter
 
 
-class EngineError(Exception):
+class EngineError(StudioError):
     """A failure with a message fit for the user (bad LoRA, out of memory, missing token...)."""
 
 
@@ -93,6 +94,9 @@ class TrainResult:
 class Engine(Protocol):
     name: str
     makes_noise: bool  # True for the tiny engine: images carry no faces
+    # The one Flux pipeline held in this process (engines.model_manager.ModelManager), which the
+    # trainer borrows; None for a remote engine, which trains where it runs (see RemoteTrainer).
+    manager: Any
 
     def describe(self) -> str: ...
 
@@ -100,9 +104,12 @@ class Engine(Protocol):
 
     def generate(self, request: GenerateRequest) -> Image.Image: ...
 
-    def train(self, request: TrainRequest, reporter: Reporter,
-              sample_scorer: Callable[[Image.Image], float | None] | None = None) -> TrainResult: ...
-
     def check_lora(self, path: Path) -> dict: ...
 
     def unload(self) -> None: ...
+
+
+class RemoteTrainer(Protocol):
+    """An engine whose trainer runs elsewhere (Replicate): it uploads the dataset and follows the run."""
+
+    def train(self, request: TrainRequest, reporter: Reporter) -> TrainResult: ...

@@ -9,8 +9,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..progress import Reporter
-from .base import EditRequest, EngineError, GenerateRequest, OutOfMemory, TrainRequest, TrainResult
+from .base import EditRequest, EngineError, GenerateRequest, OutOfMemory
 from .lora_formats import inspect_lora
 from .model_manager import TINY_ID, ModelManager
 
@@ -62,15 +61,6 @@ class LocalEngine:
                 num_inference_steps=self._steps(request.steps), guidance_scale=request.guidance,
                 generator=torch.Generator("cpu").manual_seed(request.seed), **self._kwargs(),
             ).images[0]
-
-    def train(self, request: TrainRequest, reporter: Reporter, sample_scorer=None) -> TrainResult:
-        from ..training.trainer import train_lora
-
-        with self.manager.lock:
-            self.manager.apply_loras(())
-            pipe = self.manager.text_to_image()
-            return train_lora(pipe, request, reporter, device=self.manager.device,
-                              dtype=self.manager.dtype, sample_scorer=sample_scorer)
 
     def check_lora(self, path: Path) -> dict:
         with self.manager.lock:

@@ -150,7 +150,7 @@ class ModelManager:
         Public FLUX.1-dev inference peaks: bf16 ~36 GB, 8-bit ~24 GB, NF4 ~17 GB. Training on top of
         the loaded base adapts to it (checkpointing etc.), so the base is chosen for inference.
         """
-        from ..training.memory import library_available
+        from .memory import library_available
 
         if self.device.type != "cuda":
             return None
@@ -183,7 +183,7 @@ class ModelManager:
             if quant:
                 from diffusers import FluxTransformer2DModel
 
-                from ..training.memory import plan_for, quantization_config
+                from .memory import plan_for, quantization_config
 
                 config = quantization_config(plan_for(quant, None, 1024))  # a named mode ignores memory
                 transformer = FluxTransformer2DModel.from_pretrained(
@@ -226,7 +226,7 @@ class ModelManager:
             else:
                 names = [self._ensure_adapter(pipe, lora) for lora in active]
             pipe.enable_lora()
-            pipe.set_adapters(names, adapter_weights=[float(l.weight) for l in active])
+            pipe.set_adapters(names, adapter_weights=[float(lora.weight) for lora in active])
 
     def _ensure_adapter(self, pipe: FluxPipeline, lora: LoraWeight) -> str:
         adapter = _adapter_name(lora.name)

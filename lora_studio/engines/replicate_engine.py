@@ -7,15 +7,9 @@ or repeats it, so errors and reprs are safe to show in the UI.
 """
 from __future__ import annotations
 
-import base64
 import io
-import json
 import os
-import re
-import struct
-import tarfile
 import time
-import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -26,17 +20,14 @@ from PIL import Image
 from ..config import ReplicateSettings
 from ..progress import Canceled, Reporter
 from .base import EditRequest, EngineError, GenerateRequest, TrainRequest, TrainResult
+from .replicate_files import download_bytes, download_weights, safetensors_header, zip_dataset
+from .replicate_logs import LogParser
 
 DEFAULT_BASE_URL = "https://api.replicate.com"
 PLAIN_MODEL = "black-forest-labs/flux-dev"  # text-to-image when no LoRA is applied
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 # Aspect ratios the FLUX.1 models on Replicate accept; we pick the nearest to width/height.
 ASPECT_RATIOS = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
 TERMINAL = ("succeeded", "failed", "canceled")
-
-_STEP = re.compile(r"\bstep\s*[:=]?\s*(\d+)\s*/\s*(\d+)", re.IGNORECASE)
-_TQDM = re.compile(r"(\d{1,3})%\|[^|]*\|\s*(?:(\d+)\s*/\s*(\d+))?")
-_LOSS = re.compile(r"\bloss\s*[:=]\s*([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)", re.IGNORECASE)
 
 
 class ReplicateEngine:
@@ -44,6 +35,7 @@ class ReplicateEngine:
 
     name = "replicate"
     makes_noise = False
+    manager = None  # nothing is held in this process: training runs on Replicate too
 
     def __init__(
         self,
@@ -196,7 +188,7 @@ class ReplicateEngine:
         url = _first_url(prediction.output)
         if not url:
             raise EngineError(f"Replicate returned no image while {action} with {model}.")
-        data = self._download_bytes(url)
+        data = download_bytes(url)
         try:
             image = Image.open(io.BytesIO(data))
             image.load()
@@ -206,8 +198,7 @@ class ReplicateEngine:
 
     # ----------------------------------------------------------------- training
 
-    def train(self, request: TrainRequest, reporter: Reporter, sample_scorer=None) -> TrainResult:
-        # sample_scorer is unused: the remote trainer makes no sample images for us to score.
+    def train(self, request: TrainRequest, reporter: Reporter) -> TrainResult:
         s = self.settings
         if not s.destination:
             raise EngineError(
@@ -215,7 +206,7 @@ class ReplicateEngine:
                 "version: create one on replicate.com and set it in the Replicate settings."
             )
         client = self._api()
-        zip_path = Path(request.zip_path) if request.zip_path else self._zip_dataset(request)
+        zip_path = Path(request.zip_path) if request.zip_path else zip_dataset(request)
         with self._calling("starting the training"):
             version = s.trainer_version or self._latest_version(s.trainer)
             reporter.log(f"Uploading {zip_path.name} ({zip_path.stat().st_size // 1024} KiB) to Replicate.")
@@ -236,7 +227,7 @@ class ReplicateEngine:
             )
         reporter.output("replicate_training_id", training.id)
         reporter.log(f"Replicate training {training.id} started on {s.trainer}.")
-        parser = _LogParser(reporter, request.steps)
+        parser = LogParser(reporter, request.steps)
         deadline = time.monotonic() + self.training_timeout
         with self._calling("following the training"):
             while True:
@@ -262,7 +253,7 @@ class ReplicateEngine:
             raise EngineError("The Replicate training succeeded but returned no weights URL.")
         lora_path = Path(request.output_dir) / "lora.safetensors"
         reporter.log("Downloading the trained LoRA weights.")
-        self._download_weights(str(weights), lora_path)
+        download_weights(str(weights), lora_path)
         reporter.progress(1.0, "Training finished on Replicate.")
         return TrainResult(
             lora_path=lora_path,
@@ -278,76 +269,11 @@ class ReplicateEngine:
             raise EngineError(f"Replicate model {model} has no version to train from.")
         return found.latest_version.id
 
-    def _zip_dataset(self, request: TrainRequest) -> Path:
-        """Images with their same-named .txt captions, flat, as the Replicate FLUX trainers expect."""
-        if not Path(request.dataset_dir).is_dir():
-            raise EngineError(f"Dataset folder not found: {request.dataset_dir}")
-        files = sorted(p for p in Path(request.dataset_dir).iterdir() if p.is_file())
-        images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
-        if not images:
-            raise EngineError(f"No training images found in {request.dataset_dir}.")
-        folder = Path(request.work_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / "replicate_dataset.zip"
-        tmp = target.with_suffix(".zip.tmp")
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
-            for image in images:
-                archive.write(image, image.name)
-                caption = image.with_suffix(".txt")
-                if caption.exists():
-                    archive.write(caption, caption.name)
-        os.replace(tmp, target)
-        return target
-
-    # ----------------------------------------------------------------- files
-
-    def _download_bytes(self, url: str) -> bytes:
-        if url.startswith("data:"):
-            return base64.b64decode(url.split(",", 1)[1])
-        with self._downloading(url):
-            response = httpx.get(url, follow_redirects=True, timeout=120.0)
-            response.raise_for_status()
-            return response.content
-
-    def _download_weights(self, url: str, target: Path) -> None:
-        """Stream to a temp file and rename, so a crash never leaves a half-written LoRA.
-
-        Replicate's FLUX trainers publish a .tar holding the .safetensors; plain files pass through.
-        """
-        target.parent.mkdir(parents=True, exist_ok=True)
-        download = target.with_name(target.name + ".download")
-        extracted = target.with_name(target.name + ".tmp")
-        try:
-            with self._downloading(url), httpx.stream("GET", url, follow_redirects=True, timeout=120.0) as response:
-                response.raise_for_status()
-                with open(download, "wb") as out:
-                    for chunk in response.iter_bytes(1 << 20):
-                        out.write(chunk)
-            source = download
-            if tarfile.is_tarfile(download):
-                _extract_safetensors(download, extracted)
-                source = extracted
-            _safetensors_header(source)  # refuse to install something that is not a LoRA file
-            os.replace(source, target)
-        finally:
-            download.unlink(missing_ok=True)
-            extracted.unlink(missing_ok=True)
-
-    @contextmanager
-    def _downloading(self, url: str) -> Iterator[None]:
-        where = url.split("?", 1)[0]
-        try:
-            yield
-        except httpx.HTTPStatusError as exc:
-            raise EngineError(f"Downloading {where} failed with HTTP {exc.response.status_code}.") from None
-        except httpx.HTTPError as exc:
-            raise EngineError(f"Could not download {where} ({type(exc).__name__}).") from None
-
     def check_lora(self, path: Path) -> dict:
         path = Path(path)
         if not path.is_file():
             raise EngineError(f"LoRA file not found: {path}")
-        header = _safetensors_header(path)
+        header = safetensors_header(path)
         return {"format": "unknown-remote", "tensors": len([k for k in header if k != "__metadata__"])}
 
     def unload(self) -> None:
@@ -356,48 +282,6 @@ class ReplicateEngine:
 
 # --------------------------------------------------------------------- helpers
 
-
-class _LogParser:
-    """Forwards only new log lines and reads step, progress and loss out of them."""
-
-    def __init__(self, reporter: Reporter, total_steps: int) -> None:
-        self.reporter = reporter
-        self.total = max(int(total_steps), 1)
-        self.seen = 0  # characters of the (growing) logs already consumed
-        self.step: int | None = None
-        self.last_loss: float | None = None
-        self.loss_step: int | None = -1  # a step's loss often shows on two lines; record it once
-        self.best_fraction = 0.0
-
-    def feed(self, logs: str, final: bool = False) -> None:
-        if len(logs) < self.seen:  # logs were truncated or restarted: start over
-            self.seen = 0
-        fresh = logs[self.seen :]
-        # Keep an unfinished last line for the next poll unless the run is over.
-        end = len(fresh) if final else max(fresh.rfind("\n"), fresh.rfind("\r")) + 1
-        self.seen += end
-        for line in re.split(r"[\r\n]+", fresh[:end]):
-            if line.strip():
-                self._line(line.rstrip())
-
-    def _line(self, line: str) -> None:
-        self.reporter.log(line)
-        fraction = None
-        if m := _STEP.search(line):
-            self.step, total = int(m.group(1)), int(m.group(2))
-            fraction = self.step / max(total, 1)
-        elif m := _TQDM.search(line):
-            if m.group(2):
-                self.step = int(m.group(2))
-                fraction = self.step / max(int(m.group(3)), 1)
-            else:
-                fraction = int(m.group(1)) / 100
-        if fraction is not None and fraction > self.best_fraction:
-            self.best_fraction = min(fraction, 1.0)
-            self.reporter.progress(self.best_fraction, f"step {self.step}" if self.step is not None else "")
-        if (m := _LOSS.search(line)) and (self.step is None or self.step != self.loss_step):
-            self.last_loss, self.loss_step = float(m.group(1)), self.step
-            self.reporter.metric("loss", self.last_loss, self.step)
 
 
 def _explain(exc: Any, action: str) -> str:
@@ -442,28 +326,3 @@ def nearest_aspect_ratio(width: int, height: int) -> str:
     return min(ASPECT_RATIOS, key=distance)
 
 
-def _safetensors_header(path: Path) -> dict:
-    """Parse the JSON header: cheap proof that a file really is safetensors."""
-    try:
-        with open(path, "rb") as f:
-            (size,) = struct.unpack("<Q", f.read(8))
-            if size > 100 * 1024 * 1024:
-                raise ValueError("header too large")
-            header = json.loads(f.read(size))
-        if not isinstance(header, dict):
-            raise ValueError("header is not an object")
-        return header
-    except (OSError, ValueError, struct.error) as exc:
-        raise EngineError(f"{Path(path).name} is not a valid .safetensors file ({exc}).") from None
-
-
-def _extract_safetensors(archive: Path, target: Path) -> None:
-    with tarfile.open(archive) as tar:
-        members = [m for m in tar.getmembers() if m.isfile() and m.name.endswith(".safetensors")]
-        if not members:
-            raise EngineError("The trained weights archive holds no .safetensors file.")
-        member = max(members, key=lambda m: m.size)
-        source = tar.extractfile(member)
-        with open(target, "wb") as out:
-            while chunk := source.read(1 << 20):
-                out.write(chunk)

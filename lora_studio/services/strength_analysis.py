@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import InvalidInput
+
 VERDICT_WORDS = {"ok": "keeps the face", "frozen": "face frozen", "no_effect": "does nothing",
                  "weak": "face not kept", "unmeasured": "no face to measure"}
 SAME_PERSON = 0.6
@@ -120,14 +122,14 @@ def parse_strengths(text: str | list) -> list[float]:
         try:
             value = float(part)
         except (TypeError, ValueError):
-            raise ValueError(f"Strength {str(part).strip()!r} is not a number; use e.g. 0, 0.6, 0.8, 1.0, 1.2.") from None
+            raise InvalidInput(f"Strength {str(part).strip()!r} is not a number; use e.g. 0, 0.6, 0.8, 1.0, 1.2.") from None
         if not 0.0 <= value <= 2.0 or value != value:
-            raise ValueError(f"Strength {value:g} is out of range: use values from 0 to 2.")
+            raise InvalidInput(f"Strength {value:g} is out of range: use values from 0 to 2.")
         values.append(round(value, 4))
     if not values:
-        raise ValueError("Give at least one strength, e.g. 0.6, 0.8, 1.0.")
+        raise InvalidInput("Give at least one strength, e.g. 0.6, 0.8, 1.0.")
     if len(values) > 12:
-        raise ValueError("Test at most 12 strengths at once.")
+        raise InvalidInput("Test at most 12 strengths at once.")
     return sorted(set(values))
 
 

@@ -11,6 +11,7 @@ from typing import Callable
 from ..engines.base import Engine, TrainRequest
 from ..jobs import JobQueue, JobReporter, JobView, UserError
 from ..store import Store
+from ..training.presets import DEFAULT_PRESET, PRESETS, TrainingPreset, validate_hyperparameters
 from .characters import Characters
 from .library import LibraryService
 from .selection import validate_trigger
@@ -42,10 +43,22 @@ class TrainingService:
         self.image_size = image_size
         jobs.register(JOB_KIND, self._run)
 
+    default_preset = DEFAULT_PRESET
+
+    def presets(self) -> dict[str, TrainingPreset]:
+        return dict(PRESETS)
+
+    def preset_fields(self, name: str) -> dict:
+        """A preset's editable numbers as the form shows them (the tiny engine trains at its own size)."""
+        if name not in PRESETS:
+            raise UserError(f"Unknown preset {name!r}; choose {', '.join(PRESETS)}.")
+        preset = PRESETS[name]
+        return dict(steps=preset.steps, rank=preset.rank, learning_rate=preset.learning_rate,
+                    resolution=self.image_size if self.tiny else preset.resolution,
+                    description=preset.description)
+
     def resolve(self, options: TrainOptions) -> dict:
         """Preset values overridden by what the user typed, validated, as TrainRequest fields."""
-        from ..training.presets import PRESETS, validate_hyperparameters
-
         if options.preset not in PRESETS:
             raise UserError(f"Unknown preset {options.preset!r}; choose {', '.join(PRESETS)}.")
         preset = PRESETS[options.preset]
@@ -110,8 +123,13 @@ class TrainingService:
         )
         reporter.log(f"Training {params['name']!r} on {dataset['count']} images with {engine.describe()}")
         started = time.time()
-        scorer = None if engine.makes_noise else _sample_scorer(reference)
-        result = engine.train(request, reporter, sample_scorer=scorer)
+        if engine.manager is None:  # a remote engine trains where it runs and makes no samples for us
+            result = engine.train(request, reporter)
+        else:
+            from ..training.trainer import train_on_manager
+
+            scorer = None if engine.makes_noise else _sample_scorer(reference)
+            result = train_on_manager(engine.manager, request, reporter, sample_scorer=scorer)
         lora = self.library.register_trained(
             name=params["name"], trigger=params["trigger"], result=result, job_id=reporter.job_id,
             character_id=dataset.get("character_id"), dataset=dataset, params=params,

@@ -1,6 +1,7 @@
-"""LoRA training for FLUX.1: data and caches, the flow-matching loop, checkpoints, memory modes, exports.
+"""LoRA training for FLUX.1: data and caches, the flow-matching loop, checkpoints, presets, exports.
 
-May import torch, diffusers and peft; knows nothing of gradio, the store or the services.
+May import torch, diffusers and peft; knows nothing of gradio, the store or the services. It drives
+the model manager it is given (engines never import training) and reads memory modes from engines.
 Importing this package is cheap; the names below load their module on first use.
 """
 from __future__ import annotations
@@ -9,9 +10,8 @@ import importlib
 
 _EXPORTS = {
     "train_lora": "trainer",
+    "train_on_manager": "trainer",
     "ADAPTER_NAME": "trainer",
-    "MemoryPlan": "memory",
-    "plan_for": "memory",
     "TrainingPreset": "presets",
     "PRESETS": "presets",
     "preset_request": "presets",

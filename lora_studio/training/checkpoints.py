@@ -44,6 +44,22 @@ class TrainingState:
     numpy_random: dict = field(default_factory=dict)
 
 
+@dataclass
+class LoopState:
+    """What changes while training: the position, the loss curve and the best sample so far."""
+
+    step: int = 0
+    loss_ema: float | None = None
+    last_loss: float | None = None
+    best_step: int | None = None
+    best_score: float | None = None
+    saved_steps: set[int] = field(default_factory=set)
+    step_seconds: list[float] = field(default_factory=list)
+    peak_bytes: int = 0
+    samples: list[str] = field(default_factory=list)
+
+
+
 def checkpoint_dir(root: Path, step: int) -> Path:
     return Path(root) / f"step_{step:06d}"
 

@@ -37,7 +37,8 @@ import torch
 from PIL import Image, ImageOps
 from safetensors.torch import load_file, save_file
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+from ..images import IMAGE_SUFFIXES
+
 MAX_SEQUENCE_LENGTH = 512  # T5 tokens, as FLUX.1-dev uses at inference
 
 

@@ -8,13 +8,10 @@ from typing import Callable
 
 import gradio as gr
 
-from ..engines.base import EngineError
-from ..images import ImageError
-from ..jobs import JobView, UserError
+from ..jobs import JobView, describe_error
+from ..services import StudioError
 from ..services.generate import parse_lora_weights as parse_weights  # noqa: F401 (re-export)
 from ..studio import Studio
-
-USER_ERRORS = (UserError, ImageError, EngineError, ValueError, KeyError)
 
 
 @dataclass
@@ -26,15 +23,22 @@ class UIContext:
 
 
 def friendly(fn: Callable) -> Callable:
-    """Show our own errors as a plain message in the UI instead of a stack trace."""
+    """Show errors as a plain message in the UI instead of a stack trace.
+
+    A StudioError carries a message for the user; anything else is described in one line by the
+    same rule the job queue uses, so a stranger never sees a traceback.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except USER_ERRORS as exc:
-            message = str(exc).strip("'\"") or type(exc).__name__
-            raise gr.Error(message, print_exception=False) from None
+        except gr.Error:
+            raise
+        except StudioError as exc:
+            raise gr.Error(str(exc) or type(exc).__name__, print_exception=False) from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise gr.Error(describe_error(exc), print_exception=False) from None
 
     return wrapper
 

@@ -6,7 +6,6 @@ import gradio as gr
 
 from ..jobs import JobView
 from ..services.training import TrainOptions
-from ..training.presets import PRESETS
 from . import wording
 from .common import UIContext, friendly, job_choices, job_logs, progress_html
 
@@ -32,9 +31,8 @@ def identity_frame(job: JobView | None) -> pd.DataFrame:
 
 def preset_values(studio, name: str) -> tuple[int, int, float, int]:
     """The preset's numbers, shown in the fields so every value can be edited from there."""
-    preset = PRESETS[name]
-    resolution = studio.settings.image_size if studio.settings.is_tiny else preset.resolution
-    return preset.steps, preset.rank, preset.learning_rate, resolution
+    fields = studio.training.preset_fields(name)
+    return fields["steps"], fields["rank"], fields["learning_rate"], fields["resolution"]
 
 
 def stats_text(job: JobView | None) -> str:
@@ -65,9 +63,10 @@ def render(ctx: UIContext, timer: gr.Timer):
             dataset = gr.Dropdown(label="Dataset", choices=[], allow_custom_value=False)
             name = gr.Textbox(label="LoRA name", placeholder="mila-v1")
             trigger = gr.Textbox(label="Trigger word (blank = the dataset's)")
-            preset = gr.Radio(list(PRESETS), value="Standard", label="Preset")
-            preset_info = gr.Markdown(PRESETS["Standard"].description)
-            first = preset_values(studio, "Standard")
+            default = studio.training.default_preset
+            preset = gr.Radio(list(studio.training.presets()), value=default, label="Preset")
+            preset_info = gr.Markdown(studio.training.preset_fields(default)["description"])
+            first = preset_values(studio, default)
             with gr.Row():
                 steps = gr.Number(first[0], label="Steps", precision=0)
                 rank = gr.Number(first[1], label="Rank", precision=0)
@@ -131,7 +130,7 @@ def render(ctx: UIContext, timer: gr.Timer):
         return show(job_id)
 
     live = [progress, stats, loss, identity, samples, logs]
-    preset.change(lambda p: (PRESETS[p].description, *preset_values(studio, p)), [preset],
+    preset.change(lambda p: (studio.training.preset_fields(p)["description"], *preset_values(studio, p)), [preset],
                   [preset_info, steps, rank, lr, resolution], api_visibility="private")
     start.click(begin, [dataset, name, trigger, preset, steps, rank, lr, resolution, memory],
                 [job_pick, *live], api_visibility="private")

@@ -1,4 +1,4 @@
-"""Memory modes for LoRA training: one typed plan instead of a pile of flags.
+"""Memory modes: how the base is loaded and how a training trades speed for GPU memory, as one typed plan.
 
 A `MemoryPlan` says how the trainer trades speed for GPU memory:
 
@@ -36,9 +36,9 @@ its activation share (18 GB for full, 2.5 GB otherwise). With no GPU (free memor
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from ..engines.base import EngineError
+from .base import EngineError
 
 MODES = ("auto", "full", "checkpointing", "offload", "8bit", "fp8", "nf4")
 LADDER = ("full", "checkpointing", "8bit", "nf4")  # lightest last; OOM advice walks down it
@@ -57,6 +57,7 @@ _NEED_GB = {
 _HEADROOM = 0.95
 
 _QUANT_LIBRARY = {"8bit": "bitsandbytes", "nf4": "bitsandbytes", "fp8": "torchao"}
+PIPELINE_COMPONENTS = ("transformer", "vae", "text_encoder", "text_encoder_2")
 
 
 @dataclass(frozen=True)
@@ -191,3 +192,50 @@ def quantization_config(plan: MemoryPlan):
 def is_quantized(module) -> bool:
     """Whether a diffusers model was loaded with a quantization config."""
     return getattr(module, "hf_quantizer", None) is not None or bool(getattr(module, "is_quantized", False))
+
+
+def plan_for_pipeline(mode: str, pipe, device, resolution: int) -> MemoryPlan:
+    """The plan for training on this loaded pipeline: the GPU budget counts what it already holds, and a
+    quantized mode is only possible when the base was loaded quantized."""
+    import torch
+
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        resident = sum(
+            t.numel() * t.element_size()
+            for name in PIPELINE_COMPONENTS
+            if isinstance(getattr(pipe, name, None), torch.nn.Module)
+            for t in [*getattr(pipe, name).parameters(), *getattr(pipe, name).buffers()]
+            if t.device == device
+        )
+        budget = free + resident
+    else:
+        budget = None
+    plan = plan_for(mode, budget, resolution)
+    if plan.base_quant and not is_quantized(pipe.transformer):
+        if mode == "auto":
+            fallback = plan_for("checkpointing", budget, resolution)
+            return replace(
+                fallback,
+                reason=(
+                    f"auto-picked; {budget / GB:.1f} GB suggests '{plan.mode}', but the loaded base is not "
+                    f"quantized, so this run trains the loaded weights with checkpointing instead."
+                ),
+            )
+        require_support(plan, device.type)
+        raise EngineError(
+            f"Memory mode '{plan.mode}' needs the base model loaded with {plan.base_quant} weights; the "
+            f"loaded model is not quantized. Reload the model with memory mode '{plan.mode}' "
+            f"(memory.quantization_config) or choose 'checkpointing'."
+        )
+    require_support(plan, device.type)
+    return plan
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    import torch
+
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+    )
+
