@@ -25,6 +25,7 @@ from .base import EngineError, LoraWeight
 from .lora_formats import inspect_lora
 
 TINY_ID = "tiny-flux"
+WIDE_ID = "wide-flux"  # FLUX.1-dev widths, one block of each kind (engines/wide.py): tests, benches
 HOT_SLOT = "hot"
 
 # Prompt-truncation notices and dtype hints flood the job logs; real errors still raise.
@@ -178,6 +179,11 @@ class ModelManager:
 
             self.memory_note = "Tiny model: full precision on the CPU."
             return build_tiny_flux()
+        if model_id == WIDE_ID:
+            from .wide import build_wide_flux
+
+            self.memory_note = "Wide test model (real widths, one block of each kind): full precision."
+            return build_wide_flux()
         try:
             quant = self._base_quantization()
             if quant:

@@ -23,17 +23,17 @@ TEXT_WIDTH = 32
 TINY_SEED = 20240801  # weights are random but fixed, so a saved LoRA fits every tiny build
 
 
-def _byte_alphabet() -> list[str]:
+def byte_alphabet() -> list[str]:
     """The 256 printable stand-ins byte-level BPE uses for raw bytes (GPT-2's mapping)."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     extra = iter(range(256, 512))
     return [chr(b) if b in printable else chr(next(extra)) for b in range(256)]
 
 
-def _clip_tokenizer() -> CLIPTokenizer:
+def clip_tokenizer() -> CLIPTokenizer:
     # Byte-level alphabet with no merges: every character is a token. model_max_length must be 77,
     # or padding="max_length" pads to the tokenizer's "infinite" default.
-    symbols = _byte_alphabet()
+    symbols = byte_alphabet()
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for symbol in symbols:
         vocab.setdefault(symbol, len(vocab))
@@ -41,7 +41,7 @@ def _clip_tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
 
 
-def _t5_tokenizer() -> T5Tokenizer:
+def t5_tokenizer() -> T5Tokenizer:
     # A Unigram vocabulary of single printable characters, enough to tokenize any English prompt.
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -1.0)]
     pieces += [(chr(c), -2.0) for c in range(33, 127)]
@@ -53,8 +53,8 @@ def tiny_components(seed: int = TINY_SEED) -> dict:
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        clip_tok = _clip_tokenizer()
-        t5_tok = _t5_tokenizer()
+        clip_tok = clip_tokenizer()
+        t5_tok = t5_tokenizer()
         clip = CLIPTextModel(
             CLIPTextConfig(
                 hidden_size=TEXT_WIDTH,
