@@ -13,6 +13,11 @@ class Canceled(Exception):
     """Raised inside work when the user asked to stop it."""
 
 
+class SpendingCapReached(Canceled):
+    """Raised before a paid call that would take a job past its spending cap; the job stops as
+    canceled (what it made is kept) with this message."""
+
+
 class Reporter(Protocol):
     def log(self, message: str) -> None: ...
 

@@ -9,6 +9,10 @@ recorded so tests can assert what the client sent.
     with FakeReplicate(token="r8_test") as fake:
         client = replicate.Client(api_token="r8_test", base_url=fake.url)
 
+Like Replicate's FLUX predictors (replicate/cog-flux), `go_fast` defaults to true when a request
+leaves it out, and with it on every LoRA scale is multiplied by 1.5: the colour of an output encodes
+the scale actually applied, so a test catches a call that forgot to send `go_fast`.
+
 Failure hooks: a prompt or trigger word containing "FAIL" makes the job fail, "HANG" keeps it
 running forever, and `fake.inject(status, ...)` answers the next matching request with an error.
 """
@@ -33,6 +37,7 @@ from typing import Any
 from PIL import Image
 
 MAX_BODY = 64 * 1024 * 1024
+GO_FAST_FACTOR = 1.5
 ASPECTS = {"1:1": (1, 1), "16:9": (16, 9), "21:9": (21, 9), "3:2": (3, 2), "2:3": (2, 3), "4:5": (4, 5),
            "5:4": (5, 4), "3:4": (3, 4), "4:3": (4, 3), "9:16": (9, 16), "9:21": (9, 21)}
 
@@ -61,6 +66,7 @@ class Job:
     created_at: str = field(default_factory=lambda: _now())
     started_at: str | None = None
     completed_at: str | None = None
+    applied: dict = field(default_factory=dict)  # what the fake model really ran with (go_fast, scales)
 
 
 @dataclass
@@ -156,6 +162,10 @@ class FakeReplicate:
 
     def prediction_inputs(self) -> list[dict]:
         return [j.input for j in self.created("prediction")]
+
+    def served(self, kind: str = "prediction") -> int:
+        """How many jobs of this kind were created: each one is a paid call on the real Replicate."""
+        return len(self.created(kind))
 
     def find(self, method: str, pattern: str) -> list[Recorded]:
         """Recorded requests whose path matches the regex `pattern`."""
@@ -283,7 +293,7 @@ class FakeReplicate:
         job.status, job.output = "succeeded", self.url + path
 
     def _render(self, job: Job) -> Image.Image:
-        """A flat image whose color encodes seed, lora_scale and prompt, sized from the inputs."""
+        """A flat image whose color encodes seed, the LoRA scale applied (after go_fast) and prompt."""
         inp = job.input
         if "input_image" in inp:
             source = self._resolve_file(str(inp["input_image"]))
@@ -295,10 +305,23 @@ class FakeReplicate:
             w, h = ASPECTS.get(str(inp.get("aspect_ratio", "1:1")), (1, 1))
             size = (64, max(1, round(64 * h / w)))
         seed = int(inp.get("seed", 0))
-        scale = float(inp.get("lora_scale", 0.0))
+        scale = self._apply_go_fast(job)
         digest = hashlib.sha256(str(inp.get("prompt", "")).encode()).digest()
         color = ((seed * 37) % 256, int(round(scale * 100)) % 256, digest[0])
         return Image.new("RGB", size, color)
+
+    @staticmethod
+    def _apply_go_fast(job: Job) -> float:
+        """cog-flux's rule: go_fast defaults to true and multiplies LoRA scales by 1.5 (fp8 weights)."""
+        inp = job.input
+        go_fast = bool(inp.get("go_fast", True))
+        factor = GO_FAST_FACTOR if go_fast else 1.0
+        job.applied = {"go_fast": go_fast}
+        if "lora_weights" in inp:
+            job.applied["lora_scale"] = float(inp.get("lora_scale", 1.0)) * factor
+        if "extra_lora" in inp:
+            job.applied["extra_lora_scale"] = float(inp.get("extra_lora_scale", 1.0)) * factor
+        return job.applied.get("lora_scale", 0.0)
 
     def _advance_training(self, job: Job, fail: bool) -> None:
         total = max(int(job.input.get("steps", 1000)), 1)

@@ -33,6 +33,16 @@ class LoraWeight:
     remote: str | None = None
 
 
+# replicate/cog-flux's FLUX LoRA predictor: with go_fast (its default) it runs fp8 and multiplies
+# lora_scale and extra_lora_scale by 1.5, so a strength tuned there with go_fast on is 1.5x too strong here.
+GO_FAST_LORA_FACTOR = 1.5
+
+
+def replicate_lora_scale(scale: float, go_fast: bool) -> float:
+    """The strength Replicate's FLUX LoRA predictor actually applies when sent `scale`."""
+    return scale * GO_FAST_LORA_FACTOR if go_fast else scale
+
+
 @dataclass(frozen=True)
 class GenerateRequest:
     prompt: str
@@ -42,6 +52,9 @@ class GenerateRequest:
     steps: int = 28
     guidance: float = 3.5
     loras: tuple[LoraWeight, ...] = ()
+    # Replicate's go_fast: fp8 weights, and its LoRA predictor multiplies every LoRA scale by 1.5.
+    # Off by default so a strength means the same on Replicate as here; local engines ignore it.
+    go_fast: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,7 @@ class TrainRequest:
     reference_image: Path | None = None
     resume: bool = True
     zip_path: Path | None = None  # the dataset as one zip, for remote trainers
+    max_seconds: float | None = None  # remote trainers stop a run billed past this (the spending cap)
 
 
 @dataclass

@@ -18,7 +18,7 @@ import httpx
 from PIL import Image
 
 from ..config import ReplicateSettings
-from ..progress import Canceled, Reporter
+from ..progress import Canceled, Reporter, SpendingCapReached
 from .base import EditRequest, EngineError, GenerateRequest, TrainRequest, TrainResult
 from .replicate_files import download_bytes, download_weights, safetensors_header, zip_dataset
 from .replicate_logs import LogParser
@@ -148,6 +148,8 @@ class ReplicateEngine:
             "num_inference_steps": max(1, min(int(request.steps), 50)),
             "guidance": float(request.guidance),
             "output_format": "png",
+            # Always explicit: left out, Replicate runs fp8 and scales LoRAs by 1.5 (base.GO_FAST_LORA_FACTOR).
+            "go_fast": bool(request.go_fast),
         }
         loras = request.loras
         if len(loras) > 2:
@@ -229,11 +231,21 @@ class ReplicateEngine:
         reporter.log(f"Replicate training {training.id} started on {s.trainer}.")
         parser = LogParser(reporter, request.steps)
         deadline = time.monotonic() + self.training_timeout
+        billed_since = None  # Replicate bills from when the run leaves "starting"
         with self._calling("following the training"):
             while True:
                 parser.feed(training.logs or "", final=training.status in TERMINAL)
                 if training.status in TERMINAL:
                     break
+                if billed_since is None and training.status != "starting":
+                    billed_since = time.monotonic()
+                if (request.max_seconds is not None and billed_since is not None
+                        and time.monotonic() - billed_since > request.max_seconds):
+                    _cancel_quietly(training)
+                    raise SpendingCapReached(
+                        f"Stopped at the spending cap: the Replicate training ran "
+                        f"{time.monotonic() - billed_since:.0f} s, all the cap allows, and was canceled "
+                        "there (Replicate keeps no partial LoRA). Raise the cap or train fewer steps.")
                 if reporter.cancel_requested:
                     _cancel_quietly(training)
                     reporter.log(f"Canceled Replicate training {training.id}.")
