@@ -17,8 +17,10 @@ from .config import Settings
 from .engines.base import Engine
 from .jobs import JobQueue, JobView, UserError
 from .services.characters import Characters
+from .services.costs import CostService
 from .services.generate import GenerateOptions, GenerateService
 from .services.library import LibraryService
+from .services.preferences import Preferences
 from .services.selection import SelectionService
 from .services.sheet import SheetService
 from .services.tester import SweepRequest, TesterService
@@ -35,16 +37,19 @@ class Studio:
         self._engine = engine
         self._engine_lock = threading.Lock()
         size = self.settings.image_size
+        self.costs = CostService(self.store.root, paid=self.settings.engine == "replicate")
+        self.preferences = Preferences(self.store.root)
         self.characters = Characters(self.store)
         self.library = LibraryService(self.store, self.engine)
         self.selection = SelectionService(self.store, self.characters)
         self.sheet = SheetService(self.store, self.jobs, self.characters, self.engine, size,
-                                  score_sheet=self.selection.score)
+                                  score_sheet=self.selection.score, costs=self.costs)
         self.training = TrainingService(self.store, self.jobs, self.characters, self.library, self.engine,
-                                        tiny=self.settings.is_tiny, image_size=size)
-        self.tester = TesterService(self.store, self.jobs, self.characters, self.library, self.engine, size)
+                                        tiny=self.settings.is_tiny, image_size=size, costs=self.costs)
+        self.tester = TesterService(self.store, self.jobs, self.characters, self.library, self.engine, size,
+                                    costs=self.costs)
         self.generator = GenerateService(self.store, self.jobs, self.library, self.engine, size,
-                                         self.settings.tasks_file)
+                                         self.settings.tasks_file, costs=self.costs)
         if start:
             self.jobs.start()
 

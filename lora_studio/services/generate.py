@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..engines.base import Engine, GenerateRequest
+from ..engines.base import Engine, GenerateRequest, replicate_lora_scale
 from ..images import save_png
 from ..jobs import JobQueue, JobReporter, JobView, UserError
 from ..store import Store, atomic_write_json
+from .costs import CostService
 from .library import LibraryService
 from .strength_analysis import parse_strengths
 
@@ -42,6 +43,7 @@ class GenerateOptions:
     steps: int = 28
     guidance: float = 3.5
     task: str | None = None
+    go_fast: bool = False  # Replicate's fp8 mode; it multiplies LoRA strengths by 1.5 there
 
 
 def parse_lora_weights(text: str) -> dict[str, float]:
@@ -78,8 +80,9 @@ def load_tasks(path: Path | None) -> dict[str, Task]:
 
 class GenerateService:
     def __init__(self, store: Store, jobs: JobQueue, library: LibraryService, engine: Callable[[], Engine],
-                 image_size: int, tasks_file: Path | None) -> None:
+                 image_size: int, tasks_file: Path | None, costs: CostService | None = None) -> None:
         self.store, self.jobs, self.library = store, jobs, library
+        self.costs = costs or CostService(store.root, paid=False)
         self._engine = engine
         self.image_size = image_size
         self.tasks_file = tasks_file or store.root / "tasks.json"
@@ -121,7 +124,7 @@ class GenerateService:
             record = self.library.resolve(name)
             weights.append((record["id"], weight))
         return dict(prompt=prompt, loras=weights, seed=int(seed), width=width, height=height,
-                    steps=int(options.steps), guidance=float(options.guidance))
+                    steps=int(options.steps), guidance=float(options.guidance), go_fast=bool(options.go_fast))
 
     def start(self, options: GenerateOptions) -> JobView:
         return self.jobs.submit(JOB_KIND, self.resolve(options), title="Generate")
@@ -129,8 +132,14 @@ class GenerateService:
     def _run(self, params: dict, reporter: JobReporter) -> dict:
         engine = self._engine()
         loras = tuple(self.library.weight(lid, w) for lid, w in params["loras"])
-        image = engine.generate(GenerateRequest(
+        go_fast = bool(params.get("go_fast", False))
+        meter = self.costs.meter(None)
+        image = meter.call("lora" if loras else "plain", engine.generate, GenerateRequest(
             prompt=params["prompt"], seed=params["seed"], width=params["width"], height=params["height"],
-            steps=params["steps"], guidance=params["guidance"], loras=loras))
+            steps=params["steps"], guidance=params["guidance"], loras=loras, go_fast=go_fast))
         path = save_png(image, self.store.job_dir(reporter.job_id) / "image.png")
-        return {"image": str(path)}
+        result = {"image": str(path), "go_fast": go_fast}
+        if meter.paid:  # what Replicate applied, so a strength read off a result means the same at home
+            result["spending"] = meter.summary()
+            result["applied_strengths"] = [replicate_lora_scale(w, go_fast) for _, w in params["loras"]]
+        return result

@@ -13,8 +13,10 @@ from typing import Callable
 from ..engines.base import EditRequest, Engine
 from ..images import open_image, save_png
 from ..jobs import JobQueue, JobReporter, JobView, UserError
+from ..progress import SpendingCapReached
 from ..store import Store, new_id
 from .characters import Characters
+from .costs import CostService, parse_cap
 from .sheet_prompts import SHEET_PROMPTS
 
 JOB_KIND = "sheet"
@@ -27,13 +29,15 @@ class SheetOptions:
     max_distance: float = 0.6
     steps: int = 28
     slots: tuple[int, ...] | None = None  # None = all 30
+    max_usd: float | None = None  # spending cap on Replicate; None or 0 = none
 
 
 class SheetService:
     def __init__(self, store: Store, jobs: JobQueue, characters: Characters,
                  engine: Callable[[], Engine], image_size: int,
-                 score_sheet: Callable[[str], object] | None = None) -> None:
+                 score_sheet: Callable[[str], object] | None = None, costs: CostService | None = None) -> None:
         self.store, self.jobs, self.characters = store, jobs, characters
+        self.costs = costs or CostService(store.root, paid=False)
         self._engine = engine
         self._score_sheet = score_sheet  # so the Selection tab opens with faces already measured
         self.image_size = image_size
@@ -50,10 +54,19 @@ class SheetService:
             return running[0]
         params = dict(character_id=character_id, gate=options.gate, max_tries=options.max_tries,
                       max_distance=options.max_distance, steps=options.steps,
-                      slots=list(options.slots) if options.slots else None)
+                      slots=list(options.slots) if options.slots else None, max_usd=parse_cap(options.max_usd))
+        estimate = self.estimate(character_id, options)
+        if estimate:
+            params["estimate"] = estimate.to_dict()
         job = self.jobs.submit(JOB_KIND, params, title=f"Character sheet · {character['name']}")
         self.store.update("characters", character_id, sheet_job_id=job.id)
         return job
+
+    def estimate(self, character_id: str, options: SheetOptions = SheetOptions()):
+        """Expected Replicate cost and time of the images still missing (None when nothing is paid)."""
+        wanted = set(options.slots or [p.slot for p in SHEET_PROMPTS])
+        todo = len([s for s in self.missing_slots(character_id) if s in wanted])
+        return self.costs.sheet(todo, options.max_tries if options.gate else 1)
 
     def missing_slots(self, character_id: str) -> list[int]:
         done = {r.get("slot") for r in self.store.find("images", character_id=character_id, kind="sheet")}
@@ -78,6 +91,7 @@ class SheetService:
         if kept:
             reporter.log(f"Resuming: {kept} variations already exist and are kept.")
         retried: dict[str, int] = {}
+        meter = self.costs.meter(params.get("max_usd"), spent=self._spent(reporter.job_id))
         for index, prompt in enumerate(todo):
             reporter.check_cancel()
             reporter.progress(index / max(1, len(todo)),
@@ -87,9 +101,17 @@ class SheetService:
             for attempt in range(params["max_tries"] if scorer else 1):
                 tries = attempt + 1
                 reporter.check_cancel()
-                image = engine.edit(EditRequest(image=reference, prompt=prompt.prompt, seed=seed + 7919 * attempt,
-                                                width=self.image_size, height=self.image_size,
-                                                steps=params["steps"]))
+                try:  # finished images are saved at once, so a stop at the cap keeps every one
+                    image = meter.call("kontext", engine.edit, EditRequest(
+                        image=reference, prompt=prompt.prompt, seed=seed + 7919 * attempt, width=self.image_size,
+                        height=self.image_size, steps=params["steps"]))
+                except SpendingCapReached:
+                    if best is not None:  # a retry the cap refused: keep the closest try so far
+                        self._save(character_id, prompt, best[0], best[2], attempt, best[1])
+                    raise
+                finally:
+                    if meter.paid:
+                        reporter.output("spending", meter.summary())
                 score = scorer.score(image) if scorer else None
                 verdict = scorer.verdict(score) if scorer else None
                 if best is None or (score and _better(score, best[1])):
@@ -112,6 +134,10 @@ class SheetService:
             text += "; regenerated " + ", ".join(f"{n}× ({why})" for why, n in retried.items())
         reporter.log(text)
         return {"generated": len(todo), "kept": kept, "retried": retried, "gate": bool(scorer), "summary": text}
+
+    def _spent(self, job_id: str) -> dict | None:
+        """What this job already paid for before a resume, so the cap covers the whole job."""
+        return (self.store.get("jobs", job_id) or {}).get("outputs", {}).get("spending")
 
     def _save(self, character_id, prompt, image, seed, tries, score) -> None:
         image_id = new_id("img_")

@@ -14,8 +14,10 @@ from PIL import Image, ImageDraw
 from ..engines.base import Engine, GenerateRequest
 from ..images import open_image, save_png
 from ..jobs import JobQueue, JobReporter, JobView, UserError
+from ..progress import SpendingCapReached
 from ..store import Store
 from .characters import Characters
+from .costs import CostService, parse_cap
 from .library import LibraryService
 from .strength_analysis import Cell, analyse, parse_strengths, summarise
 
@@ -32,12 +34,14 @@ class SweepRequest:
     extra: tuple[tuple[str, float], ...] = ()  # other LoRAs at a fixed weight
     include_base: bool = True
     steps: int = 28
+    max_usd: float | None = None  # spending cap on Replicate; None or 0 = none
 
 
 class TesterService:
     def __init__(self, store: Store, jobs: JobQueue, characters: Characters, library: LibraryService,
-                 engine: Callable[[], Engine], image_size: int) -> None:
+                 engine: Callable[[], Engine], image_size: int, costs: CostService | None = None) -> None:
         self.store, self.jobs, self.characters, self.library = store, jobs, characters, library
+        self.costs = costs or CostService(store.root, paid=False)
         self._engine = engine
         self.image_size = image_size
         jobs.register(JOB_KIND, self._run)
@@ -61,12 +65,30 @@ class TesterService:
             except ValueError as exc:
                 raise UserError(str(exc)) from None
             extra.append((self.library.resolve(name)["id"], weight))
+        # go_fast stays off: on Replicate it would multiply every strength by 1.5 (engines.base).
         params = dict(lora_id=lora["id"], prompt=prompt, strengths=strengths, seeds=seeds, extra=extra,
-                      include_base=request.include_base, steps=int(request.steps))
+                      include_base=request.include_base, steps=int(request.steps), go_fast=False,
+                      max_usd=parse_cap(request.max_usd))
+        estimate = self.estimate(len(strengths), len(seeds), request.include_base, bool(extra))
+        if estimate:
+            params["estimate"] = estimate.to_dict()
         return self.jobs.submit(JOB_KIND, params, title=f"Strength test · {lora['name']}")
+
+    def estimate(self, strengths: int, seeds: int, include_base: bool = True, extra: bool = False):
+        """Expected Replicate cost and time of a sweep (None when nothing is paid)."""
+        base = seeds if include_base else 0
+        return self.costs.sweep(strengths * seeds + (base if extra else 0), 0 if extra else base)
 
     def _run(self, params: dict, reporter: JobReporter) -> dict:
         engine = self._engine()
+        meter = self.costs.meter(params.get("max_usd"))
+        try:
+            return self._sweep(params, reporter, engine, meter)
+        finally:
+            if meter.paid:
+                reporter.output("spending", meter.summary())
+
+    def _sweep(self, params: dict, reporter: JobReporter, engine: Engine, meter) -> dict:
         lora = self.library.get(params["lora_id"])
         extra = [self.library.weight(lid, w) for lid, w in params["extra"]]
         rows: list[float | None] = ([None] if params["include_base"] else []) + params["strengths"]
@@ -83,9 +105,15 @@ class TesterService:
                 reporter.progress(done / total, f"Strength {label}, seed {seed}")
                 loras = tuple(extra) if strength is None else (
                     self.library.weight(lora["id"], strength), *extra)
-                image = engine.generate(GenerateRequest(
-                    prompt=params["prompt"], seed=seed, width=self.image_size, height=self.image_size,
-                    steps=params["steps"], loras=loras))
+                try:
+                    image = meter.call("lora" if loras else "plain", engine.generate, GenerateRequest(
+                        prompt=params["prompt"], seed=seed, width=self.image_size, height=self.image_size,
+                        steps=params["steps"], loras=loras, go_fast=params.get("go_fast", False)))
+                except SpendingCapReached:  # what was made stays with the job, as a partial grid
+                    if cells:
+                        partial = save_png(_grid(cells, rows, params["seeds"]), out_dir / "grid.png")
+                        reporter.outputs({"cells": [c.__dict__ for c in cells], "grid": str(partial)})
+                    raise
                 path = save_png(image, out_dir / f"{'base' if strength is None else f's{strength:g}'}_seed{seed}.png")
                 if strength is None:
                     base_images[seed] = image
@@ -98,7 +126,8 @@ class TesterService:
         analysis = analyse(row_stats, base_div, has_faces=measure.has_reference)
         grid = save_png(_grid(cells, rows, params["seeds"]), out_dir / "grid.png")
         reporter.log(analysis.reason)
-        result = {"grid": str(grid), "cells": [c.__dict__ for c in cells], "analysis": analysis.to_dict()}
+        result = {"grid": str(grid), "cells": [c.__dict__ for c in cells], "analysis": analysis.to_dict(),
+                  "go_fast": params.get("go_fast", False)}
         self.library.set_scores(lora["id"], {"recommended_strength": analysis.recommended,
                                              "verdict": analysis.verdict, "reason": analysis.reason})
         return result

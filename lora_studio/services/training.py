@@ -5,15 +5,17 @@ A job's work folder is `jobs/<id>/`, so resuming the same job finds its checkpoi
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 from ..engines.base import Engine, TrainRequest
 from ..jobs import JobQueue, JobReporter, JobView, UserError
 from ..store import Store
-from ..training.presets import DEFAULT_PRESET, PRESETS, TrainingPreset, validate_hyperparameters
+from ..training.presets import DEFAULT_PRESET, validate_hyperparameters
 from .characters import Characters
+from .costs import CostService, Estimate, parse_cap
 from .library import LibraryService
+from .presets import PresetFields, PresetStore
 from .selection import validate_trigger
 
 JOB_KIND = "train"
@@ -28,7 +30,8 @@ class TrainOptions:
     rank: int | None = None
     learning_rate: float | None = None
     resolution: int | None = None
-    memory_mode: str = "auto"
+    memory_mode: str | None = None  # None = the preset's
+    max_usd: float | None = None  # spending cap on Replicate; None = the preset's, 0 = none
     checkpoint_every: int | None = None
     sample_every: int | None = None
     seed: int = 0
@@ -36,38 +39,57 @@ class TrainOptions:
 
 class TrainingService:
     def __init__(self, store: Store, jobs: JobQueue, characters: Characters, library: LibraryService,
-                 engine: Callable[[], Engine], tiny: bool, image_size: int) -> None:
+                 engine: Callable[[], Engine], tiny: bool, image_size: int,
+                 costs: CostService | None = None) -> None:
         self.store, self.jobs, self.characters, self.library = store, jobs, characters, library
         self._engine = engine
         self.tiny = tiny
         self.image_size = image_size
+        self.saved_presets = PresetStore(store.root, tiny, image_size)
+        self.costs = costs or CostService(store.root, paid=False)
         jobs.register(JOB_KIND, self._run)
 
     default_preset = DEFAULT_PRESET
 
-    def presets(self) -> dict[str, TrainingPreset]:
-        return dict(PRESETS)
+    def presets(self) -> list[str]:
+        """Preset names for the form: the built-ins, then the user's saved ones."""
+        return self.saved_presets.names()
 
     def preset_fields(self, name: str) -> dict:
-        """A preset's editable numbers as the form shows them (the tiny engine trains at its own size)."""
-        if name not in PRESETS:
-            raise UserError(f"Unknown preset {name!r}; choose {', '.join(PRESETS)}.")
-        preset = PRESETS[name]
-        return dict(steps=preset.steps, rank=preset.rank, learning_rate=preset.learning_rate,
-                    resolution=self.image_size if self.tiny else preset.resolution,
-                    description=preset.description)
+        """A preset's form values and description (the tiny engine trains at its own size)."""
+        fields = self.saved_presets.get(name)
+        return dict(fields.form(), description=fields.description, builtin=fields.builtin)
+
+    def save_preset(self, name: str, options: TrainOptions) -> str:
+        """Save the form's values under a name (returned as stored); built-in names are refused in any case."""
+        fields = PresetFields(steps=options.steps, rank=options.rank, learning_rate=options.learning_rate,
+                              resolution=options.resolution, memory_mode=options.memory_mode or "auto",
+                              max_usd=options.max_usd or 0.0)
+        return self.saved_presets.save(name, fields)
+
+    def delete_preset(self, name: str) -> None:
+        self.saved_presets.delete(name)
+
+    def estimate(self, steps) -> Estimate | None:
+        """Expected Replicate cost and time of a training of `steps` (None when nothing is paid)."""
+        try:
+            steps = int(steps)
+        except (TypeError, ValueError):
+            return None
+        return self.costs.training(steps) if steps > 0 else None
 
     def resolve(self, options: TrainOptions) -> dict:
         """Preset values overridden by what the user typed, validated, as TrainRequest fields."""
-        if options.preset not in PRESETS:
-            raise UserError(f"Unknown preset {options.preset!r}; choose {', '.join(PRESETS)}.")
-        preset = PRESETS[options.preset]
+        preset = self.saved_presets.get(options.preset)
+        builtin = self.saved_presets.builtin(options.preset)
         values = dict(steps=preset.steps, rank=preset.rank, learning_rate=preset.learning_rate,
-                      resolution=preset.resolution, alpha=preset.alpha, train_mlp=preset.train_mlp)
+                      resolution=builtin.resolution if builtin else preset.resolution,
+                      alpha=builtin.alpha if builtin else float(preset.rank),
+                      train_mlp=builtin.train_mlp if builtin else True)
         for key in ("steps", "rank", "learning_rate", "resolution"):
             if getattr(options, key) is not None:
                 values[key] = getattr(options, key)
-        if self.tiny and options.resolution is None:
+        if self.tiny and options.resolution is None and builtin:
             values["resolution"] = self.image_size
         try:
             values["steps"], values["rank"] = int(values["steps"]), int(values["rank"])
@@ -81,7 +103,8 @@ class TrainingService:
         every = max(1, values["steps"] // 4)
         values["checkpoint_every"] = options.checkpoint_every or every
         values["sample_every"] = options.sample_every or every
-        values["memory_mode"] = options.memory_mode
+        values["memory_mode"] = options.memory_mode or preset.memory_mode
+        values["max_usd"] = parse_cap(preset.max_usd if options.max_usd is None else options.max_usd)
         values["seed"] = options.seed
         return values
 
@@ -96,7 +119,13 @@ class TrainingService:
         if self.library.find_by_name(name):
             raise UserError(f"A LoRA named {name!r} already exists; pick another name or delete it.")
         values = self.resolve(options)
+        estimate = self.costs.training(values["steps"])
+        if estimate and values["max_usd"] and estimate.usd > values["max_usd"]:
+            raise UserError(f"This training is expected to cost ≈ ${estimate.usd:.2f} on Replicate, above its "
+                            f"spending cap of ${values['max_usd']:.2f}: raise the cap or train fewer steps.")
         params = dict(dataset_id=dataset_id, name=name, trigger=trigger, **values)
+        if estimate:
+            params["estimate"] = estimate.to_dict()
         return self.jobs.submit(JOB_KIND, params, title=f"Train LoRA · {name}",
                                 character_id=dataset.get("character_id"))
 
@@ -121,10 +150,16 @@ class TrainingService:
             reference_image=reference, seed=params.get("seed", 0), resume=True,
             zip_path=self.store.root / dataset["zip"] if dataset.get("zip") else None,
         )
+        meter = self.costs.meter(params.get("max_usd"))
         reporter.log(f"Training {params['name']!r} on {dataset['count']} images with {engine.describe()}")
         started = time.time()
         if engine.manager is None:  # a remote engine trains where it runs and makes no samples for us
-            result = engine.train(request, reporter)
+            request = replace(request, max_seconds=meter.seconds_left("trainer"))
+            try:
+                result = meter.call("trainer", engine.train, request, reporter, units=params["steps"])
+            finally:
+                if meter.paid:
+                    reporter.output("spending", meter.summary())
         else:
             from ..training.trainer import train_on_manager
 
