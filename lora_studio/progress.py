@@ -15,7 +15,12 @@ class Canceled(Exception):
 
 class SpendingCapReached(Canceled):
     """Raised before a paid call that would take a job past its spending cap; the job stops as
-    canceled (what it made is kept) with this message."""
+    canceled (what it made is kept) with this message. `billed_s`: seconds a remote run stopped
+    part-way was billed for, when known."""
+
+    def __init__(self, message: str = "", billed_s: float | None = None) -> None:
+        super().__init__(message)
+        self.billed_s = billed_s
 
 
 class Reporter(Protocol):

@@ -114,6 +114,18 @@ def test_generate_passes_lora_weights_and_scale(fake, engine):
     assert image.size == (64, 36)
 
 
+def test_go_fast_is_always_sent_and_replicate_scales_loras_by_1_5_with_it(fake, engine):
+    lora = LoraWeight("hero", 0.6, remote="me/hero:1")
+    extra = LoraWeight("style", 0.4, remote="me/style:1")
+    engine.generate(GenerateRequest(prompt="default", loras=(lora, extra)))
+    engine.generate(GenerateRequest(prompt="fast", loras=(lora, extra), go_fast=True))
+    engine.generate(GenerateRequest(prompt="plain"))
+    default, fast, plain = fake.created("prediction")
+    assert default.input["go_fast"] is False and plain.input["go_fast"] is False
+    assert default.applied == {"go_fast": False, "lora_scale": 0.6, "extra_lora_scale": 0.4}
+    assert fast.applied == {"go_fast": True, "lora_scale": pytest.approx(0.9), "extra_lora_scale": pytest.approx(0.6)}
+
+
 def test_two_loras_use_extra_lora_and_none_uses_plain_flux_dev(fake, engine):
     loras = (LoraWeight("a", 1.0, remote="me/a:111"), LoraWeight("b", 0.5, remote="https://x.invalid/b.tar"))
     engine.generate(GenerateRequest(prompt="two styles", loras=loras))
@@ -247,6 +259,7 @@ def test_train_uploads_zip_streams_progress_and_downloads_weights(fake, engine, 
     assert result.remote == training.output["weights"]
     assert result.metadata["replicate_training_id"] == training.id
     assert result.metadata["version"].startswith("me/my-character:")
+    assert result.billed_s is not None and result.billed_s >= 0
 
 
 def test_train_looks_up_the_trainer_version_and_accepts_plain_weights(tmp_path):

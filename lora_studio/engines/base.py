@@ -103,6 +103,7 @@ class TrainResult:
     remote: str | None = None  # weights URL / version for remote engines
     extra_files: dict[str, Path] = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
+    billed_s: float | None = None  # seconds a remote trainer was billed for (from leaving "starting" to the end)
 
 
 class Engine(Protocol):

@@ -239,13 +239,13 @@ class ReplicateEngine:
                     break
                 if billed_since is None and training.status != "starting":
                     billed_since = time.monotonic()
-                if (request.max_seconds is not None and billed_since is not None
-                        and time.monotonic() - billed_since > request.max_seconds):
+                billed = time.monotonic() - billed_since if billed_since is not None else 0.0
+                if request.max_seconds is not None and billed > request.max_seconds:
                     _cancel_quietly(training)
                     raise SpendingCapReached(
-                        f"Stopped at the spending cap: the Replicate training ran "
-                        f"{time.monotonic() - billed_since:.0f} s, all the cap allows, and was canceled "
-                        "there (Replicate keeps no partial LoRA). Raise the cap or train fewer steps.")
+                        f"Stopped at the spending cap: the Replicate training ran {billed:.0f} s, all the cap "
+                        "allows, and was canceled there (Replicate keeps no partial LoRA). Raise the cap or "
+                        "train fewer steps.", billed_s=billed)
                 if reporter.cancel_requested:
                     _cancel_quietly(training)
                     reporter.log(f"Canceled Replicate training {training.id}.")
@@ -257,6 +257,7 @@ class ReplicateEngine:
                     )
                 time.sleep(self.poll_interval)
                 training.reload()
+        billed = time.monotonic() - billed_since if billed_since is not None else None
         if training.status != "succeeded":
             raise EngineError(f"Replicate training {training.status}: {training.error or 'no reason given'}")
         output = training.output if isinstance(training.output, dict) else {}
@@ -273,6 +274,7 @@ class ReplicateEngine:
             final_loss=parser.last_loss,
             remote=str(weights),
             metadata={"replicate_training_id": training.id, "version": trained_version, "weights_url": str(weights)},
+            billed_s=billed,
         )
 
     def _latest_version(self, model: str) -> str:

@@ -217,15 +217,28 @@ class Meter:
         if not self.paid:
             return fn(*args, **kwargs)
         self.check(key, units)
-        started = time.monotonic()
-        result = fn(*args, **kwargs)
-        elapsed = time.monotonic() - started
         price = self.table[key]
+        started = time.monotonic()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            if isinstance(exc, SpendingCapReached):
+                self.stopped = True  # the engine stopped a per-second run at the cap
+            if price.unit == "second":  # a run stopped or failed part-way was still billed while it ran
+                self._count(price, time.monotonic() - started, units, getattr(exc, "billed_s", None))
+            raise
+        self._count(price, time.monotonic() - started, units, getattr(result, "billed_s", None))
+        return result
+
+    def _count(self, price: Price, elapsed: float, units: float, billed: float | None) -> None:
+        """Count one paid call: its measured (wall-clock) time, and its price by the table: per call,
+        or per billed second (the engine's count when it has one, else the measured time)."""
         self.calls += 1
         self.seconds += elapsed
-        # Per-second work is paid for the time it ran; per-call work at its listed price.
-        self.usd += price.usd * elapsed if price.unit == "second" else price.usd_for(units)
-        return result
+        if price.unit == "second":
+            self.usd += price.usd * (elapsed if billed is None else billed)
+        else:
+            self.usd += price.usd_for(units)
 
     def seconds_left(self, key: str) -> float | None:
         """Billed seconds the cap still allows for per-second work (None: no limit)."""

@@ -59,7 +59,8 @@ class PresetStore:
             resolution = self.image_size if self.tiny else preset.resolution  # tiny trains at its own size
             return PresetFields(preset.steps, preset.rank, preset.learning_rate, resolution,
                                 description=preset.description, builtin=True)
-        stored = self._user().get((name or "").strip())
+        presets = self._user()
+        stored = presets.get(_match(presets, name) or "")
         if stored is None:
             raise UserError(f"Unknown preset {name!r}; choose one of {', '.join(self.names())}.")
         return stored
@@ -81,10 +82,13 @@ class PresetStore:
         fields = self.check(fields, name)
         with self._lock:
             presets = self._user()
-            if name not in presets and len(presets) >= MAX_USER_PRESETS:
+            existing = _match(presets, name)
+            if existing is None and len(presets) >= MAX_USER_PRESETS:
                 raise UserError(f"At most {MAX_USER_PRESETS} saved presets; delete one first.")
+            # One preset per name in any letter case: saving "mine" over "Mine" replaces it in place.
+            presets = {(name if key == existing else key): value for key, value in presets.items()}
             presets[name] = fields
-            atomic_write_json(self.path, {"presets": {k: v.form() for k, v in presets.items()}})
+            self._write(presets)
         return name
 
     def delete(self, name: str) -> None:
@@ -92,9 +96,9 @@ class PresetStore:
             raise UserError(f"{name.strip()!r} is a built-in preset and cannot be deleted.")
         with self._lock:
             presets = self._user()
-            if presets.pop((name or "").strip(), None) is None:
+            if presets.pop(_match(presets, name) or "", None) is None:
                 raise UserError(f"No saved preset named {name!r}.")
-            atomic_write_json(self.path, {"presets": {k: v.form() for k, v in presets.items()}})
+            self._write(presets)
 
     def check(self, fields: PresetFields, name: str = "") -> PresetFields:
         """The same rules a training start applies, so a saved preset always starts."""
@@ -109,6 +113,10 @@ class PresetStore:
             raise UserError(" ".join(errors))
         return fields
 
+    def _write(self, presets: dict[str, PresetFields]) -> None:
+        # A list, not a mapping: the file keeps the order the user saved them in.
+        atomic_write_json(self.path, {"presets": [dict(name=k, **v.form()) for k, v in presets.items()]})
+
     def _user(self) -> dict[str, PresetFields]:
         """The saved presets; a damaged file reads as none rather than breaking the form."""
         try:
@@ -117,8 +125,9 @@ class PresetStore:
         except (FileNotFoundError, json.JSONDecodeError, AttributeError):
             return {}
         presets = {}
-        for name, values in items.items() if isinstance(items, dict) else ():
-            if not isinstance(name, str) or not NAME_RE.match(name) or self.is_builtin(name):
+        for values in items if isinstance(items, list) else ():
+            name = values.get("name") if isinstance(values, dict) else None
+            if not isinstance(name, str) or not NAME_RE.match(name) or self.is_builtin(name) or _match(presets, name):
                 continue
             try:  # types only: the engine's own limits are checked when a training starts
                 presets[name] = _typed(PresetFields(**{k: values[k] for k in values if k in _FORM_KEYS}), name)
@@ -145,6 +154,11 @@ def validate_name(name: str) -> str:
         raise UserError("A preset name is 1–40 letters, digits, spaces or . ( ) ' + - _, starting with a "
                         "letter or digit.")
     return name
+
+
+def _match(presets: dict, name: str) -> str | None:
+    wanted = " ".join((name or "").split()).lower()
+    return next((key for key in presets if key.lower() == wanted), None)
 
 
 def _builtin_name(name: str) -> str | None:

@@ -1,0 +1,108 @@
+"""Saved training presets: kept in the workspace, listed after the built-ins, never replacing them."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lora_studio.config import Settings
+from lora_studio.jobs import UserError
+from lora_studio.services.presets import MAX_USER_PRESETS, PresetFields, PresetStore
+from lora_studio.services.training import TrainOptions
+from lora_studio.studio import Studio
+
+BUILT_INS = ["Beginner", "Standard", "Expert"]
+
+
+def form(**changes) -> TrainOptions:
+    values = dict(name="", trigger="", steps=1200, rank=8, learning_rate=2e-4, resolution=64,
+                  memory_mode="checkpointing", max_usd=3.5)
+    values.update(changes)
+    return TrainOptions(**values)
+
+
+def test_a_saved_preset_survives_a_restart_and_lists_after_the_built_ins(tmp_path):
+    with Studio(Settings(workspace=tmp_path), start=False) as studio:
+        assert studio.training.presets() == BUILT_INS
+        assert studio.training.save_preset("  My   quick one ", form()) == "My quick one"
+        studio.training.save_preset("Another", form(steps=10))
+    saved = json.loads((tmp_path / "presets.json").read_text())
+    assert [p["name"] for p in saved["presets"]] == ["My quick one", "Another"]
+    with Studio(Settings(workspace=tmp_path), start=False) as studio:  # a new process, same workspace
+        assert studio.training.presets() == BUILT_INS + ["My quick one", "Another"]
+        fields = studio.training.preset_fields("My quick one")
+        assert {k: fields[k] for k in ("steps", "rank", "learning_rate", "resolution", "memory_mode", "max_usd")} == \
+            dict(steps=1200, rank=8, learning_rate=2e-4, resolution=64, memory_mode="checkpointing", max_usd=3.5)
+        assert fields["builtin"] is False and "1200 steps" in fields["description"]
+        # Saving under the same name (in any letter case) replaces it in place; the list keeps its order.
+        studio.training.save_preset("my QUICK one", form(steps=300))
+        assert studio.training.preset_fields("My quick one")["steps"] == 300
+        assert studio.training.presets() == BUILT_INS + ["my QUICK one", "Another"]
+        studio.training.delete_preset("another")
+        assert studio.training.presets() == BUILT_INS + ["my QUICK one"]
+
+
+@pytest.mark.parametrize("name", ["Beginner", "standard", "  EXPERT ", "exPert"])
+def test_built_ins_cannot_be_overwritten_or_deleted_in_any_letter_case(tmp_path, name):
+    with Studio(Settings(workspace=tmp_path), start=False) as studio:
+        before = studio.training.preset_fields("Expert")
+        with pytest.raises(UserError, match="built-in"):
+            studio.training.save_preset(name, form(steps=5))
+        with pytest.raises(UserError, match="built-in"):
+            studio.training.delete_preset(name)
+        assert studio.training.preset_fields("Expert") == before
+        assert studio.training.presets() == BUILT_INS
+        assert not (tmp_path / "presets.json").exists()
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 41, "../etc", "a/b", "-dash first", "semi;colon", "<b>", "a\x00b"])
+def test_names_are_bounded_and_plain(tmp_path, name):
+    with Studio(Settings(workspace=tmp_path), start=False) as studio:
+        with pytest.raises(UserError, match="preset name"):
+            studio.training.save_preset(name, form())
+
+
+def test_values_are_checked_like_a_training_start(tmp_path):
+    with Studio(Settings(workspace=tmp_path), start=False) as studio:
+        for bad, words in ((form(rank=12), "Rank"), (form(memory_mode="turbo"), "Memory mode"),
+                           (form(steps=None), "whole numbers"), (form(max_usd=-1), "spending cap"),
+                           (form(learning_rate=float("nan")), "Learning rate")):
+            with pytest.raises(UserError, match=words):
+                studio.training.save_preset("Bad", bad)
+        assert studio.training.presets() == BUILT_INS
+
+
+def test_training_uses_a_saved_preset_and_the_form_overrides_it(tmp_path):
+    with Studio(Settings(workspace=tmp_path), start=False) as studio:
+        studio.training.save_preset("Mine", form())
+        values = studio.training.resolve(TrainOptions(name="x", trigger="t", preset="mine"))
+        assert (values["steps"], values["rank"], values["learning_rate"], values["resolution"]) == (1200, 8, 2e-4, 64)
+        assert values["alpha"] == 8.0 and values["memory_mode"] == "checkpointing" and values["max_usd"] == 3.5
+        typed = studio.training.resolve(TrainOptions(name="x", trigger="t", preset="Mine", steps=40, max_usd=0))
+        assert typed["steps"] == 40 and typed["max_usd"] is None
+        builtin = studio.training.resolve(TrainOptions(name="x", trigger="t", preset="beginner"))
+        assert builtin["steps"] == 1000 and builtin["resolution"] == 64  # tiny trains at its own size
+        with pytest.raises(UserError, match="Unknown preset"):
+            studio.training.resolve(TrainOptions(name="x", trigger="t", preset="Nope"))
+
+
+def test_a_damaged_file_or_entry_leaves_the_rest_usable(tmp_path):
+    store = PresetStore(tmp_path, tiny=True, image_size=64)
+    (tmp_path / "presets.json").write_text("{not json")
+    assert store.names() == BUILT_INS
+    good = {"steps": 10, "rank": 4, "learning_rate": 1e-3, "resolution": 64}
+    (tmp_path / "presets.json").write_text(json.dumps({"presets": [
+        {"name": "Good", **good}, {"name": "Broken", "steps": "many"}, {"name": "standard", **good},
+        {"name": "../x", **good}, {"name": "GOOD", **good, "steps": 99}, "not a preset", {"steps": 1}]}))
+    assert store.names() == BUILT_INS + ["Good"]
+    assert store.get("Standard").steps == 1500
+
+
+def test_the_number_of_saved_presets_is_bounded(tmp_path):
+    store = PresetStore(tmp_path, tiny=True, image_size=64)
+    fields = PresetFields(steps=10, rank=4, learning_rate=1e-3, resolution=64)
+    for i in range(MAX_USER_PRESETS):
+        store.save(f"p{i}", fields)
+    with pytest.raises(UserError, match="At most"):
+        store.save("one more", fields)
+    store.save("p0", fields)  # replacing one is still fine
