@@ -1,60 +1,177 @@
-"""A real headless Chromium clicks through the Selection tab and takes the README screenshot.
+"""A real headless Chromium drives the app: the selection you can see, errors beside the gallery, a
+saved preset that survives a restart, and the README screenshot.
 
 Needs Debian's `chromium` (never a downloaded browser). CI sets LORA_STUDIO_REQUIRE_BROWSER=1 so a
 missing browser fails instead of skipping. LORA_STUDIO_UPDATE_SCREENSHOT=1 refreshes
-assets/screenshot.png.
+assets/screenshot.png. The sheet comes from `PhotoEngine` (crops of the sample photo), so it takes
+seconds and every image has a real face distance and flags.
 """
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from tests.app_server import running_app
+from tests.photo_engine import PhotoEngine
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ROOT = Path(__file__).resolve().parents[1]
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+WAIT = 30000
 
 
-def browser_or_skip():
+@pytest.fixture(scope="module")
+def browser():
     if CHROMIUM is None:
         if os.environ.get("LORA_STUDIO_REQUIRE_BROWSER"):
             pytest.fail("chromium is not installed (apt-get install -y chromium)")
         pytest.skip("Debian's chromium is not installed")
     from playwright.sync_api import sync_playwright
 
-    return sync_playwright, CHROMIUM
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
 
 
-def test_click_through_selection(tmp_path, astronaut_path):
-    sync_playwright, executable = browser_or_skip()
-    with running_app(tmp_path / "ws") as (studio, url):
+@pytest.fixture(scope="module")
+def sheet_app(tmp_path_factory, astronaut_path):
+    """The app with one character whose 30-image sheet is made and measured."""
+    workspace = tmp_path_factory.mktemp("browser") / "ws"
+    with running_app(workspace, engine=PhotoEngine(astronaut_path)) as (studio, url):
         character = studio.characters.create("Astronaut")
         studio.characters.add_images(character["id"], [astronaut_path])
         studio.wait(studio.sheet.start(character["id"]).id, timeout=300)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=executable, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run"])
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(url, wait_until="load")
-            page.get_by_text("Demo mode: tiny built-in Flux").wait_for(timeout=30000)
-            page.get_by_role("tab", name="3 · Selection").click()
-            summary = page.locator("#selection-summary")
-            summary.get_by_text("0 selected").wait_for(timeout=20000)
-            page.get_by_role("button", name="Quick-select 25").click()
-            summary.get_by_text("25 selected").wait_for(timeout=30000)
-            page.locator("#selection-gallery .thumbnail-item").first.click()
-            summary.get_by_text("24 selected").wait_for(timeout=20000)
-            page.locator("#selection-gallery .thumbnail-item").first.click()
-            summary.get_by_text("25 selected").wait_for(timeout=20000)
-            shot = tmp_path / "screenshot.png"
-            page.screenshot(path=str(shot), full_page=False)
-            browser.close()
-        assert len(studio.characters.get(character["id"])["selected"]) == 25
-        assert shot.stat().st_size > 10_000
-        if os.environ.get("LORA_STUDIO_UPDATE_SCREENSHOT"):
-            shutil.copy(shot, ROOT / "assets" / "screenshot.png")
+        yield studio, url, character["id"]
+
+
+def open_tab(browser, url, tab: str):
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(url, wait_until="load")
+    page.get_by_text("Demo mode: tiny built-in Flux").wait_for(timeout=WAIT)
+    page.get_by_role("tab", name=tab).click()
+    return page
+
+
+def thumbnail_pixels(page, index: int) -> np.ndarray:
+    """The thumbnail as pixels, cut to 140x140 (its box can round to a pixel more or less)."""
+    shot = page.locator("#selection-gallery .thumbnail-item").nth(index).screenshot()
+    return np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"), dtype=np.float32)[:140, :140]
+
+
+def colourfulness(pixels: np.ndarray) -> float:
+    """Mean spread between a pixel's strongest and weakest channel: 0 for grey."""
+    return float((pixels.max(axis=2) - pixels.min(axis=2)).mean())
+
+
+def test_selected_and_unselected_images_look_different(browser, sheet_app, tmp_path):
+    studio, url, cid = sheet_app
+    studio.selection.set_selection(cid, [])
+    page = open_tab(browser, url, "3 · Selection")
+    summary, first = page.locator("#selection-summary"), page.locator("#selection-gallery .thumbnail-item").first
+    summary.get_by_text("0 selected").wait_for(timeout=WAIT)
+    first.locator('img[alt^="○"]').wait_for(timeout=WAIT)
+    page.mouse.move(0, 0)
+    unselected = thumbnail_pixels(page, 0)
+
+    first.click()
+    summary.get_by_text("1 selected").wait_for(timeout=WAIT)  # the count follows each click
+    first.locator('img[alt^="✓"]').wait_for(timeout=WAIT)
+    page.mouse.move(0, 0)
+    selected = thumbnail_pixels(page, 0)
+    # Faded and grey when unselected, full colour with a green outline when selected.
+    assert np.abs(selected - unselected).mean() > 25
+    assert colourfulness(selected) > colourfulness(unselected) + 15
+    edge = selected[2:4, selected.shape[1] // 2]  # a strip of the outline
+    assert (edge[:, 1] > edge[:, 0] + 60).all() and (edge[:, 1] > edge[:, 2] + 60).all()
+    # Clicking opens the image's measures in full beside the gallery.
+    details = page.locator("#selection-details")
+    details.get_by_text("Face distance to the reference").wait_for(timeout=WAIT)
+
+    first.click()
+    summary.get_by_text("0 selected").wait_for(timeout=WAIT)
+    first.locator('img[alt^="○"]').wait_for(timeout=WAIT)
+    page.mouse.move(0, 0)
+    assert np.abs(thumbnail_pixels(page, 0) - unselected).mean() < 3  # back to the unselected look
+
+    # Hovering shows the whole caption: distance and every flag, not an ellipsis.
+    first.hover()
+    label = first.locator(".caption-label")
+    assert label.evaluate("e => getComputedStyle(e).whiteSpace") == "normal"
+    assert "face d=" in label.inner_text()
+
+    page.get_by_role("button", name="Quick-select 25").click()
+    summary.get_by_text("25 selected").wait_for(timeout=WAIT)
+    page.locator("#selection-gallery .thumbnail-item").nth(2).click()
+    summary.get_by_text("24 selected").wait_for(timeout=WAIT)
+    page.mouse.move(0, 0)
+    shot = tmp_path / "screenshot.png"
+    page.screenshot(path=str(shot), full_page=False)
+    page.close()
+    assert Image.open(shot).size == (1280, 1000)
+    if os.environ.get("LORA_STUDIO_UPDATE_SCREENSHOT"):
+        shutil.copy(shot, ROOT / "assets" / "screenshot.png")
+
+
+def test_an_error_leaves_the_gallery_as_it_was(browser, sheet_app):
+    studio, url, cid = sheet_app
+    items = studio.characters.images(cid, "sheet")
+    studio.selection.set_selection(cid, [i.id for i in items[:20]])
+    page = open_tab(browser, url, "3 · Selection")
+    summary, thumbnails = page.locator("#selection-summary"), page.locator("#selection-gallery .thumbnail-item")
+    summary.get_by_text("20 selected").wait_for(timeout=WAIT)
+    # Behind the page's back the last image leaves the sheet (another tab, another user): clicking it fails.
+    record = studio.store.get("images", items[-1].id)
+    studio.store.delete("images", [items[-1].id])
+    try:
+        thumbnails.nth(29).click()
+        page.locator("#selection-message").get_by_text("not part of this character's sheet").wait_for(timeout=WAIT)
+        assert thumbnails.count() == 30  # every image is still shown...
+        assert "Error" not in page.locator("#selection-gallery").inner_text()  # ...with no error placeholder
+        assert summary.get_by_text("20 selected").is_visible()
+        # The next good click clears the message and works as usual.
+        thumbnails.nth(25).click()
+        summary.get_by_text("21 selected").wait_for(timeout=WAIT)
+        assert page.locator("#selection-message").inner_text().strip() == ""
+    finally:
+        studio.store.insert("images", record)
+        page.close()
+
+
+def test_a_saved_preset_reloads_after_an_app_restart(browser, tmp_path):
+    workspace = tmp_path / "ws"
+    with running_app(workspace) as (_, url):
+        page = open_tab(browser, url, "4 · Training")
+        steps = page.locator("#training-steps input")
+        steps.fill("123")
+        steps.press("Tab")
+        page.get_by_text("Save these settings as a preset").click()
+        page.locator("#preset-name textarea, #preset-name input").first.fill("Quick 123")
+        page.get_by_role("button", name="Save preset").click()
+        page.get_by_text("Saved preset").wait_for(timeout=WAIT)
+        page.locator("#training-preset").get_by_text("Quick 123").wait_for(timeout=WAIT)
+        page.close()
+    assert (workspace / "presets.json").is_file()
+
+    with running_app(workspace) as (_, url):  # a new process of the app on the same workspace
+        page = open_tab(browser, url, "4 · Training")
+        preset, steps = page.locator("#training-preset"), page.locator("#training-steps input")
+        preset.get_by_text("Quick 123").wait_for(timeout=WAIT)
+        page.wait_for_function("() => document.querySelector('#training-steps input').value === '123'",
+                               timeout=WAIT)  # the form itself was remembered too
+        preset.get_by_text("Beginner").click()
+        page.wait_for_function("() => document.querySelector('#training-steps input').value === '1000'",
+                               timeout=WAIT)
+        preset.get_by_text("Quick 123").click()
+        page.wait_for_function("() => document.querySelector('#training-steps input').value === '123'",
+                               timeout=WAIT)
+        assert steps.input_value() == "123"
+        page.close()

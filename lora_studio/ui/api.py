@@ -55,8 +55,9 @@ def register(studio: Studio) -> None:
                 for i in studio.characters.images(character_id, kind)]
 
     @friendly
-    def start_sheet(character_id: str, gate: bool = True, max_tries: int = 3) -> dict:
-        return job_json(studio.sheet.start(character_id, SheetOptions(gate=gate, max_tries=int(max_tries))))
+    def start_sheet(character_id: str, gate: bool = True, max_tries: int = 3, max_usd: float = 0.0) -> dict:
+        options = SheetOptions(gate=gate, max_tries=int(max_tries), max_usd=max_usd or None)
+        return job_json(studio.sheet.start(character_id, options))
 
     @friendly
     def job_status(job_id: str) -> dict:
@@ -103,23 +104,26 @@ def register(studio: Studio) -> None:
     @friendly
     def start_training(dataset_id: str, name: str, trigger: str = "", preset: str = "Standard",
                        steps: int = 0, rank: int = 0, learning_rate: float = 0.0, resolution: int = 0,
-                       memory_mode: str = "auto") -> dict:
+                       memory_mode: str = "", max_usd: float = -1.0) -> dict:
+        # Blank memory mode and a negative cap mean "the preset's"; a cap of 0 means none.
         options = TrainOptions(name=name, trigger=trigger, preset=preset, steps=steps or None,
                                rank=rank or None, learning_rate=learning_rate or None,
-                               resolution=resolution or None, memory_mode=memory_mode)
+                               resolution=resolution or None, memory_mode=memory_mode or None,
+                               max_usd=None if max_usd is None or max_usd < 0 else max_usd)
         return job_json(studio.training.start(dataset_id, options))
 
     @friendly
     def run_sweep(lora: str, prompt: str, strengths: str = "0, 0.6, 0.8, 1.0, 1.2", seeds: str = "1, 2, 3",
-                  extra: str = "") -> dict:
+                  extra: str = "", max_usd: float = 0.0) -> dict:
         request = SweepRequest(lora=lora, prompt=prompt, strengths=tuple(parse_strengths(strengths)),
                                seeds=tuple(int(s) for s in seeds.split(",") if s.strip()),
-                               extra=tuple(parse_weights(extra).items()))
+                               extra=tuple(parse_weights(extra).items()), max_usd=max_usd or None)
         return job_json(studio.tester.start(request))
 
     @friendly
-    def generate(prompt: str, loras: str = "", seed: int = 0, task: str = "") -> dict:
-        options = GenerateOptions(prompt=prompt, loras=parse_weights(loras), seed=int(seed), task=task or None)
+    def generate(prompt: str, loras: str = "", seed: int = 0, task: str = "", go_fast: bool = False) -> dict:
+        options = GenerateOptions(prompt=prompt, loras=parse_weights(loras), seed=int(seed), task=task or None,
+                                  go_fast=bool(go_fast))
         return job_json(studio.generator.start(options))
 
     @friendly

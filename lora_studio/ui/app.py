@@ -6,12 +6,13 @@ import os
 import gradio as gr
 
 from ..studio import Studio
-from . import api, library_tab, reference_tab, selection_tab, sheet_tab, tester_tab, training_tab, wording
+from . import (api, library_tab, reference_tab, selection_tab, settings_tab, sheet_tab, tester_tab, training_tab,
+               wording)
 from .common import UIContext, character_choices, friendly
+from .remembered import wire_preferences
+from .style import CSS
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-
-CSS = ".ls-job{font-size:14px} #selection-gallery .thumbnail-item{cursor:pointer}"
 
 
 def build_app(studio: Studio) -> gr.Blocks:
@@ -29,7 +30,8 @@ def build_app(studio: Studio) -> gr.Blocks:
         ctx = UIContext(studio=studio, character=character)
         timer = gr.Timer(1.0)
         refreshers = []
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
+            ctx.tabs = tabs
             with gr.Tab("1 · Reference", id="reference"):
                 reference_tab.render(ctx)
             with gr.Tab("2 · Character sheet", id="sheet"):
@@ -42,8 +44,12 @@ def build_app(studio: Studio) -> gr.Blocks:
                 refreshers.append((tester, tester_tab.render(ctx, timer)))
             with gr.Tab("Library & generate", id="library") as library:
                 refreshers.append((library, library_tab.render(ctx, timer)))
+            with gr.Tab("Settings", id="settings"):
+                settings_tab.render(ctx)
         for tab, (fn, inputs, outputs) in refreshers:
             tab.select(fn, inputs, outputs, api_visibility="private")
+        for wire in ctx.wiring:
+            wire()
 
         @friendly
         def create_character(name):
@@ -51,12 +57,8 @@ def build_app(studio: Studio) -> gr.Blocks:
             return gr.update(choices=character_choices(studio), value=record["id"]), ""
 
         create.click(create_character, [new_name], [character, new_name], api_visibility="private")
-        def on_load():
-            # A fresh page shows the latest character, so a returning user lands where they were.
-            latest = character_choices(studio)
-            return gr.update(choices=latest, value=latest[-1][1] if latest else None)
-
-        demo.load(on_load, None, [character], api_visibility="private")
+        # A fresh page opens where the user left it: their character (else the latest) and their settings.
+        wire_preferences(demo, ctx)
     return demo
 
 

@@ -7,7 +7,8 @@ import gradio as gr
 from ..services.generate import GenerateOptions
 from ..services.strength_analysis import VERDICT_WORDS
 from . import wording
-from .common import UIContext, friendly, job_choices, lora_choices, parse_weights, progress_html, upload_paths
+from .common import (UIContext, beside, fresh_choices, friendly, job_choices, lora_choices, parse_weights,
+                     progress_html, upload_paths)
 
 COLUMNS = ["name", "trigger", "source", "rank", "steps", "recommended strength", "strength test", "id"]
 
@@ -59,6 +60,7 @@ def render(ctx: UIContext, timer: gr.Timer):
             loras = gr.Textbox(label="LoRAs (name:weight, …)", placeholder="mila-v1:0.9")
             task = gr.Dropdown(label="…or a task", choices=[""] + sorted(studio.generator.tasks()), value="")
             seed = gr.Number(label="Seed", value=0, precision=0)
+            go_fast = gr.Checkbox(False, label=wording.GO_FAST_LABEL, visible=ctx.paid)
             go = gr.Button("Generate", variant="primary")
         with gr.Column(scale=2):
             progress = gr.HTML(progress_html(None))
@@ -70,6 +72,7 @@ def render(ctx: UIContext, timer: gr.Timer):
             cancel_job = gr.Button("Cancel job", variant="stop")
             resume_job = gr.Button("Resume job")
     job_id = gr.State(None)
+    shown_jobs = gr.State(None)
 
     @friendly
     def job_action(action, picked_job):
@@ -110,15 +113,17 @@ def render(ctx: UIContext, timer: gr.Timer):
         return str(studio.library.export(lora_id))
 
     @friendly
-    def generate(text, lora_text, task_name, seed_value):
+    def generate(text, lora_text, task_name, seed_value, fast):
         job = studio.generator.start(GenerateOptions(prompt=text, loras=parse_weights(lora_text),
-                                                     seed=int(seed_value or 0), task=task_name or None))
+                                                     seed=int(seed_value or 0), task=task_name or None,
+                                                     go_fast=bool(fast)))
         return job.id, *show(job.id)
 
     def show(current):
         job = studio.jobs.get(current) if current else None
         return progress_html(job), (job.outputs.get("image") if job else None)
 
+    @beside(2, 0)
     def describe(lora_id):
         if not lora_id:
             return "", []
@@ -140,6 +145,22 @@ def render(ctx: UIContext, timer: gr.Timer):
     rename.click(rename_lora, [pick, new_name], changed, api_visibility="private")
     delete.click(delete_lora, [pick], changed, api_visibility="private")
     export.click(export_lora, [pick], [exported], api_visibility="private")
-    go.click(generate, [prompt, loras, task, seed], [job_id, progress, image], api_visibility="private")
+    go.click(generate, [prompt, loras, task, seed, go_fast], [job_id, progress, image], api_visibility="private")
     timer.tick(show, [job_id], [progress, image], api_visibility="private", show_progress="hidden")
+
+    def jobs_tick(picked_job, shown):
+        """Every job's status as it is now; nothing is sent while nothing changed."""
+        jobs = recent_jobs(studio)
+        signature = repr([(j.id, j.status, round(j.progress, 2)) for j in jobs])
+        if signature == (shown or {}).get("table"):
+            return gr.skip(), gr.skip(), shown
+        update, listed = fresh_choices(job_choices(jobs), picked_job, (shown or {}).get("choices"),
+                                       pick_latest=False)
+        return jobs_frame(studio), update, {"table": signature, "choices": listed}
+
+    timer.tick(jobs_tick, [job_pick, shown_jobs], [jobs_table, job_pick, shown_jobs], api_visibility="private",
+               show_progress="hidden")
+    ctx.remember("generate.prompt", prompt)
+    if ctx.paid:
+        ctx.remember("generate.go_fast", go_fast)
     return refresh, [], [library, pick, jobs_table, job_pick]

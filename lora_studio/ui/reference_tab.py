@@ -6,7 +6,7 @@ from pathlib import Path
 import gradio as gr
 
 from . import wording
-from .common import UIContext, character_choices, friendly, upload_paths
+from .common import UIContext, beside, character_choices, upload_paths
 
 SAMPLES = Path(__file__).resolve().parents[2] / "assets" / "samples"
 
@@ -31,6 +31,7 @@ def render(ctx: UIContext) -> None:
             reference = gr.Image(label="Reference", type="filepath", interactive=False, height=240)
     ids = gr.State([])
 
+    @beside(4, 3)
     def view(character_id):
         if not character_id:
             return [], [], None, wording.NO_CHARACTER
@@ -40,7 +41,7 @@ def render(ctx: UIContext) -> None:
         gallery_items = [(str(i.path), ("★ reference" if ref and i.id == ref.id else i.caption)) for i in items]
         return gallery_items, [i.id for i in items], str(ref.path) if ref else None, ""
 
-    @friendly
+    @beside(5, 4)
     def add_images(character_id, files):
         if not character_id:
             character_id = studio.characters.create("My character")["id"]
@@ -52,7 +53,7 @@ def render(ctx: UIContext) -> None:
             message += "\n\nNot added: " + " ".join(report.rejected)
         return gr.update(choices=character_choices(studio), value=character_id), gallery_items, image_ids, ref, message
 
-    @friendly
+    @beside(5, 4)
     def use_sample(character_id):
         samples = sample_images()
         if not samples:
@@ -60,7 +61,7 @@ def render(ctx: UIContext) -> None:
         character_id = studio.characters.create("Sample astronaut")["id"]
         return add_images(character_id, [str(p) for p in samples])
 
-    @friendly
+    @beside(3, 2)
     def choose(character_id, image_ids, evt: gr.SelectData):
         studio.characters.choose_reference(character_id, image_ids[evt.index])
         gallery_items, image_ids, ref, _ = view(character_id)

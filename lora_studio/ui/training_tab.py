@@ -5,9 +5,11 @@ import pandas as pd
 import gradio as gr
 
 from ..jobs import JobView
+from ..services.costs import parse_cap
 from ..services.training import TrainOptions
 from . import wording
-from .common import UIContext, friendly, job_choices, job_logs, progress_html
+from .tester_tab import prompt_for
+from .common import UIContext, beside, estimate_text, fresh_choices, job_choices, job_logs, lora_choices, progress_html
 
 MEMORY_MODES = ["auto", "full", "checkpointing", "offload", "8bit", "fp8", "nf4"]
 
@@ -29,10 +31,20 @@ def identity_frame(job: JobView | None) -> pd.DataFrame:
     return pd.DataFrame(rows or [{"step": 0, "distance": None}])
 
 
-def preset_values(studio, name: str) -> tuple[int, int, float, int]:
-    """The preset's numbers, shown in the fields so every value can be edited from there."""
+PRESET_FIELDS = ("steps", "rank", "learning_rate", "resolution", "memory_mode", "max_usd")
+
+
+def preset_values(studio, name: str) -> tuple:
+    """The preset's form values (steps, rank, lr, resolution, memory mode, cap), so each can be edited."""
     fields = studio.training.preset_fields(name)
-    return fields["steps"], fields["rank"], fields["learning_rate"], fields["resolution"]
+    return tuple(fields[k] for k in PRESET_FIELDS)
+
+
+def form_options(n_steps, n_rank, rate, res, mode, cap, **named) -> TrainOptions:
+    return TrainOptions(name=named.get("name", ""), trigger=named.get("trigger", ""),
+                        preset=named.get("preset") or "Standard", steps=_number(n_steps), rank=_number(n_rank),
+                        learning_rate=_number(rate), resolution=_number(res), memory_mode=mode or "auto",
+                        max_usd=parse_cap(cap) or 0.0)
 
 
 def stats_text(job: JobView | None) -> str:
@@ -64,16 +76,27 @@ def render(ctx: UIContext, timer: gr.Timer):
             name = gr.Textbox(label="LoRA name", placeholder="mila-v1")
             trigger = gr.Textbox(label="Trigger word (blank = the dataset's)")
             default = studio.training.default_preset
-            preset = gr.Radio(list(studio.training.presets()), value=default, label="Preset")
+            preset = gr.Radio(studio.training.presets(), value=default, label="Preset", elem_id="training-preset")
             preset_info = gr.Markdown(studio.training.preset_fields(default)["description"])
             first = preset_values(studio, default)
             with gr.Row():
-                steps = gr.Number(first[0], label="Steps", precision=0)
+                steps = gr.Number(first[0], label="Steps", precision=0, elem_id="training-steps")
                 rank = gr.Number(first[1], label="Rank", precision=0)
             with gr.Row():
                 lr = gr.Number(first[2], label="Learning rate")
                 resolution = gr.Number(first[3], label="Resolution (px)", precision=0)
             memory = gr.Dropdown(MEMORY_MODES, value="auto", label="Memory mode")
+            cap = gr.Number(0, label=wording.CAP_LABEL, info=wording.CAP_INFO, minimum=0, visible=ctx.paid)
+            with gr.Accordion("Save these settings as a preset", open=False):
+                gr.Markdown(wording.PRESET_HELP)
+                with gr.Row():
+                    preset_name = gr.Textbox(label="Preset name", placeholder="My character 1500", scale=2,
+                                             elem_id="preset-name")
+                    save_preset = gr.Button("Save preset", scale=1)
+                    delete_preset = gr.Button("Delete preset", variant="stop", scale=1)
+                preset_message = gr.Markdown()
+            estimate = gr.Markdown(estimate_text(studio.training.estimate(first[0])) if ctx.paid else "",
+                                   visible=ctx.paid, elem_classes=["ls-estimate"])
             with gr.Row():
                 start = gr.Button("Start training", variant="primary")
                 cancel = gr.Button("Cancel", variant="stop")
@@ -81,6 +104,9 @@ def render(ctx: UIContext, timer: gr.Timer):
         with gr.Column(scale=3):
             job_pick = gr.Dropdown(label="Training job", choices=[], allow_custom_value=False)
             progress = gr.HTML(progress_html(None))
+            done = gr.Markdown(wording.TRAINING_DONE, visible=False)
+            next_step = gr.Button(wording.NEXT_TESTER, variant="primary", visible=False)
+            message = gr.HTML()
             stats = gr.Markdown(wording.NOTHING_RUNNING)
             loss = gr.LinePlot(loss_frame(None), x="step", y="value", color="series", label="Loss",
                                height=220)
@@ -88,6 +114,7 @@ def render(ctx: UIContext, timer: gr.Timer):
                                    label="Sample face distance to reference (lower is better)", height=180)
             samples = gr.Gallery(label="Samples", columns=4, height=200)
             logs = gr.Textbox(label="Log", lines=6, max_lines=12, autoscroll=True)
+    shown_jobs = gr.State(None)
 
     def jobs_for(character_id):
         return [j for j in studio.jobs.list("train")
@@ -103,40 +130,91 @@ def render(ctx: UIContext, timer: gr.Timer):
         return (gr.update(choices=ds_choices, value=ds_choices[-1][1] if ds_choices else None),
                 gr.update(choices=jobs, value=jobs[-1][1] if jobs else None))
 
+    @beside(9, 8)
     def show(job_id):
         job = studio.jobs.get(job_id, with_metrics=True) if job_id else None
         sample_paths = job.outputs.get("samples", []) if job else []
         has_identity = bool(job and job.metrics.get("identity"))
+        finished = bool(job and job.status == "succeeded" and job.outputs.get("lora_id"))
         return (progress_html(job), stats_text(job), loss_frame(job),
-                gr.update(value=identity_frame(job), visible=has_identity), sample_paths, job_logs(job))
+                gr.update(value=identity_frame(job), visible=has_identity), sample_paths, job_logs(job),
+                gr.update(visible=finished), gr.update(visible=finished), gr.skip())
 
-    @friendly
-    def begin(dataset_id, lora_name, trigger_word, preset_name, n_steps, n_rank, rate, res, mode):
-        job = studio.training.start(dataset_id, TrainOptions(
-            name=lora_name, trigger=trigger_word, preset=preset_name, steps=_number(n_steps),
-            rank=_number(n_rank), learning_rate=_number(rate), resolution=_number(res), memory_mode=mode))
-        return (gr.update(choices=job_choices(studio.jobs.list("train")), value=job.id), *show(job.id))
+    live_count = 9  # progress, stats, loss, identity, samples, logs, done, next_step, message
 
-    @friendly
+    @beside(live_count + 1, live_count)
+    def begin(dataset_id, lora_name, trigger_word, preset_name_, n_steps, n_rank, rate, res, mode, cap_usd):
+        job = studio.training.start(dataset_id, form_options(
+            n_steps, n_rank, rate, res, mode, cap_usd, name=lora_name, trigger=trigger_word, preset=preset_name_))
+        return (gr.update(choices=job_choices(studio.jobs.list("train")), value=job.id), *show(job.id)[:-1], "")
+
+    @beside(live_count, live_count - 1)
     def stop(job_id):
         if job_id:
             studio.jobs.cancel(job_id)
-        return show(job_id)
+        return (*show(job_id)[:-1], "")
 
-    @friendly
+    @beside(live_count, live_count - 1)
     def again(job_id):
         if job_id:
             studio.jobs.resume(job_id)
-        return show(job_id)
+        return (*show(job_id)[:-1], "")
 
-    live = [progress, stats, loss, identity, samples, logs]
-    preset.change(lambda p: (studio.training.preset_fields(p)["description"], *preset_values(studio, p)), [preset],
-                  [preset_info, steps, rank, lr, resolution], api_visibility="private")
-    start.click(begin, [dataset, name, trigger, preset, steps, rank, lr, resolution, memory],
-                [job_pick, *live], api_visibility="private")
+    @beside(2 + live_count, 1 + live_count)
+    def tick(character_id, job_id, shown):
+        update, shown = fresh_choices(job_choices(jobs_for(character_id)), job_id, shown)
+        return (update, shown, *show(job_id))
+
+    def apply_preset(name_):
+        fields = studio.training.preset_fields(name_)
+        return (fields["description"], *preset_values(studio, name_), "")
+
+    @beside(3, 2)
+    def keep_preset(name_, n_steps, n_rank, rate, res, mode, cap_usd):
+        saved = studio.training.save_preset(name_, form_options(n_steps, n_rank, rate, res, mode, cap_usd))
+        info = studio.training.preset_fields(saved)["description"]
+        return gr.update(choices=studio.training.presets(), value=saved), info, f"Saved preset **{saved}**."
+
+    @beside(3 + len(PRESET_FIELDS), 2 + len(PRESET_FIELDS))
+    def drop_preset(current, typed):
+        target = (typed or "").strip() or current
+        studio.training.delete_preset(target)
+        fields = studio.training.preset_fields(default)
+        return (gr.update(choices=studio.training.presets(), value=default), fields["description"],
+                *preset_values(studio, default), f"Deleted preset **{target}**.")
+
+    def expected(n_steps):
+        return estimate_text(studio.training.estimate(n_steps)) if ctx.paid else ""
+
+    def next_tab(job_id):
+        """To the tester, with the LoRA this job trained picked and a prompt using its trigger word."""
+        job = studio.jobs.get(job_id) if job_id else None
+        lora_id = job.outputs.get("lora_id") if job else None
+        if not lora_id or not studio.store.get("loras", lora_id):
+            return gr.Tabs(selected="tester"), gr.skip(), gr.skip()
+        return (gr.Tabs(selected="tester"), gr.update(choices=lora_choices(studio), value=lora_id),
+                prompt_for(studio, lora_id))
+
+    form = [steps, rank, lr, resolution, memory, cap]
+    live = [progress, stats, loss, identity, samples, logs, done, next_step, message]
+    preset.input(apply_preset, [preset], [preset_info, *form, preset_message], api_visibility="private")
+    save_preset.click(keep_preset, [preset_name, *form], [preset, preset_info, preset_message],
+                      api_visibility="private")
+    delete_preset.click(drop_preset, [preset, preset_name], [preset, preset_info, *form, preset_message],
+                        api_visibility="private")
+    start.click(begin, [dataset, name, trigger, preset, *form], [job_pick, *live], api_visibility="private")
     cancel.click(stop, [job_pick], live, api_visibility="private")
     resume.click(again, [job_pick], live, api_visibility="private")
     job_pick.change(show, [job_pick], live, api_visibility="private")
-    timer.tick(show, [job_pick], live, api_visibility="private", show_progress="hidden")
+    timer.tick(tick, [ctx.character, job_pick, shown_jobs], [job_pick, shown_jobs, *live], api_visibility="private",
+               show_progress="hidden")
     ctx.character.change(pickers, [ctx.character], [dataset, job_pick], api_visibility="private")
+    if ctx.paid:
+        steps.change(expected, [steps], [estimate], api_visibility="private", show_progress="hidden")
+    ctx.later(lambda: next_step.click(next_tab, [job_pick], [ctx.tabs, ctx.shared["tester.lora"],
+                                                             ctx.shared["tester.prompt"]], api_visibility="private"))
+    ctx.remember("training.preset", preset, choices=studio.training.presets)
+    for key, component in zip(PRESET_FIELDS, form):
+        if key != "max_usd" or ctx.paid:
+            ctx.remember(f"training.{key}", component)
     return pickers, [ctx.character], [dataset, job_pick]
