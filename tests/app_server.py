@@ -13,12 +13,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(workspace: Path, auth: tuple[str, str] | None = None, engine=None, **settings):
+def running_app(workspace: Path, auth: tuple[str, str] | None = None, engine_object=None, **settings):
     from lora_studio.config import Settings
     from lora_studio.studio import Studio
     from lora_studio.ui.app import build_app, launch_kwargs
 
-    studio = Studio(Settings(workspace=workspace, **settings), engine=engine)
+    studio = Studio(Settings(workspace=workspace, **settings), engine=engine_object)
     demo = build_app(studio)
     port = free_port()
     demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,

@@ -46,7 +46,7 @@ def browser():
 def sheet_app(tmp_path_factory, astronaut_path):
     """The app with one character whose 30-image sheet is made and measured."""
     workspace = tmp_path_factory.mktemp("browser") / "ws"
-    with running_app(workspace, engine=PhotoEngine(astronaut_path)) as (studio, url):
+    with running_app(workspace, engine_object=PhotoEngine(astronaut_path)) as (studio, url):
         character = studio.characters.create("Astronaut")
         studio.characters.add_images(character["id"], [astronaut_path])
         studio.wait(studio.sheet.start(character["id"]).id, timeout=300)

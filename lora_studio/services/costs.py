@@ -208,9 +208,9 @@ class Meter:
         if self.usd + cost > self.cap + 1e-9:
             self.stopped = True
             raise SpendingCapReached(
-                f"Stopped at the spending cap: {self.calls} paid call(s) so far ≈ ${self.usd:.2f}; the next "
-                f"{self.table[key].label.lower()} (≈ ${cost:.3f}) would pass the cap of ${self.cap:.2f}. "
-                "Everything made so far is kept; raise the cap and resume to continue.")
+                f"Stopped at the spending cap: {self.calls} paid call(s) so far ≈ ${self.usd:.2f}; the next one "
+                f"({self.table[key].label}, ≈ ${cost:.3f}) would pass the cap of ${self.cap:.2f}. Everything made "
+                "so far is kept; start again with a higher cap to go on.")
 
     def call(self, key: str, fn: Callable[..., Any], *args, units: float = 1, **kwargs) -> Any:
         """Run one paid call through the cap check, then count it and its measured time."""

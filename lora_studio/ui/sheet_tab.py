@@ -35,32 +35,8 @@ def render(ctx: UIContext, timer: gr.Timer) -> None:
     def options(gate_on, max_tries, cap_usd) -> SheetOptions:
         return SheetOptions(gate=bool(gate_on), max_tries=int(max_tries or 1), max_usd=parse_cap(cap_usd))
 
-    count = 6  # progress, gallery, logs, message, done, next_step
-
-    @beside(count, 3)
-    def refresh(character_id):
-        if not character_id:
-            return progress_html(None), [], "", "", gr.update(visible=False), gr.update(visible=False)
-        job = latest(character_id)
-        items = studio.characters.images(character_id, "sheet")
-        finished = bool(job and job.status == "succeeded")
-        return (progress_html(job), [(str(i.path), f"{i.category} · {i.caption}") for i in items], job_logs(job),
-                gr.skip(), gr.update(visible=finished), gr.update(visible=finished))
-
-    @beside(count, 3)
-    def begin(character_id, gate_on, max_tries, cap_usd):
-        studio.sheet.start(character_id, options(gate_on, max_tries, cap_usd))
-        shown = refresh(character_id)
-        return (*shown[:3], "", *shown[4:])
-
-    @beside(count, 3)
-    def halt(character_id):
-        job = latest(character_id)
-        if job and not job.done:
-            studio.jobs.cancel(job.id)
-        return refresh(character_id)
-
     def expected(character_id, gate_on, max_tries, cap_usd):
+        """The cost of the images still missing, as the form would make them ("" off Replicate)."""
         if not ctx.paid or not character_id:
             return ""
         try:
@@ -68,16 +44,42 @@ def render(ctx: UIContext, timer: gr.Timer) -> None:
         except Exception:  # noqa: BLE001 - an estimate must never break the tab; the start says why
             return ""
 
-    outputs = [progress, gallery, logs, message, done, next_step]
-    start.click(begin, [ctx.character, gate, tries, cap], outputs, api_visibility="private")
-    stop.click(halt, [ctx.character], outputs, api_visibility="private")
+    count = 7  # progress, gallery, logs, message, done, next_step, estimate
+
+    @beside(count, 3)
+    def refresh(character_id, *form):
+        if not character_id:
+            return (progress_html(None), [], "", "", gr.update(visible=False), gr.update(visible=False),
+                    expected(character_id, *form))
+        job = latest(character_id)
+        items = studio.characters.images(character_id, "sheet")
+        finished = bool(job and job.status == "succeeded")
+        return (progress_html(job), [(str(i.path), f"{i.category} · {i.caption}") for i in items], job_logs(job),
+                gr.skip(), gr.update(visible=finished), gr.update(visible=finished), expected(character_id, *form))
+
+    @beside(count, 3)
+    def begin(character_id, gate_on, max_tries, cap_usd):
+        studio.sheet.start(character_id, options(gate_on, max_tries, cap_usd))
+        shown = refresh(character_id, gate_on, max_tries, cap_usd)
+        return (*shown[:3], "", *shown[4:])
+
+    @beside(count, 3)
+    def halt(character_id, *form):
+        job = latest(character_id)
+        if job and not job.done:
+            studio.jobs.cancel(job.id)
+        return refresh(character_id, *form)
+
+    form = [ctx.character, gate, tries, cap]
+    outputs = [progress, gallery, logs, message, done, next_step, estimate]
+    start.click(begin, form, outputs, api_visibility="private")
+    stop.click(halt, form, outputs, api_visibility="private")
     next_step.click(lambda: gr.Tabs(selected="selection"), None, [ctx.tabs], api_visibility="private")
-    timer.tick(refresh, [ctx.character], outputs, api_visibility="private", show_progress="hidden")
-    ctx.character.change(refresh, [ctx.character], outputs, api_visibility="private")
+    timer.tick(refresh, form, outputs, api_visibility="private", show_progress="hidden")
+    ctx.character.change(refresh, form, outputs, api_visibility="private")
     if ctx.paid:
-        for trigger in (ctx.character.change, gate.change, tries.change, cap.change):
-            trigger(expected, [ctx.character, gate, tries, cap], [estimate], api_visibility="private",
-                    show_progress="hidden")
+        for trigger in (gate.change, tries.change, cap.change):
+            trigger(expected, form, [estimate], api_visibility="private", show_progress="hidden")
     ctx.remember("sheet.gate", gate)
     ctx.remember("sheet.tries", tries)
     if ctx.paid:
