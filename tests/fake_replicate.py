@@ -27,6 +27,7 @@ import tarfile
 import threading
 import uuid
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.parser import BytesParser
@@ -403,6 +404,16 @@ class FakeReplicate:
         else:
             data["destination"] = job.destination
         return data
+
+
+@contextmanager
+def serving(monkeypatch, token: str, **options):
+    """A started fake, with what the real client reads from the environment pointed at it: the token
+    and a fast poll interval. `options` go to FakeReplicate (prediction_polls, training_polls...)."""
+    monkeypatch.setenv("REPLICATE_POLL_INTERVAL", "0.01")
+    monkeypatch.setenv("REPLICATE_API_TOKEN", token)
+    with FakeReplicate(token=token, **options) as server:
+        yield server
 
 
 def _version_json(version_id: str) -> dict:

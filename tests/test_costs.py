@@ -14,7 +14,7 @@ from lora_studio.services.sheet import SheetOptions
 from lora_studio.services.tester import SweepRequest
 from lora_studio.services.training import TrainOptions
 from lora_studio.studio import Studio
-from tests.fake_replicate import FakeReplicate
+from tests.fake_replicate import serving
 
 TOKEN = "r8_costs_SECRET"
 
@@ -83,9 +83,7 @@ def test_the_meter_stops_before_the_call_that_would_pass_the_cap(tmp_path):
 
 @pytest.fixture
 def fake(monkeypatch):
-    monkeypatch.setenv("REPLICATE_POLL_INTERVAL", "0.01")
-    monkeypatch.setenv("REPLICATE_API_TOKEN", TOKEN)
-    with FakeReplicate(token=TOKEN, prediction_polls=1, training_polls=2) as server:
+    with serving(monkeypatch, TOKEN, prediction_polls=1, training_polls=2) as server:
         yield server
 
 

@@ -7,16 +7,14 @@ from lora_studio.config import ReplicateSettings, Settings
 from lora_studio.services.sheet import SheetOptions
 from lora_studio.services.training import TrainOptions
 from lora_studio.studio import Studio
-from tests.fake_replicate import FakeReplicate
+from tests.fake_replicate import serving
 
 TOKEN = "r8_journey_SECRET"
 
 
 @pytest.fixture
 def fake(monkeypatch):
-    monkeypatch.setenv("REPLICATE_POLL_INTERVAL", "0.01")
-    monkeypatch.setenv("REPLICATE_API_TOKEN", TOKEN)
-    with FakeReplicate(token=TOKEN, prediction_polls=1, training_polls=2) as server:
+    with serving(monkeypatch, TOKEN, prediction_polls=1, training_polls=2) as server:
         yield server
 
 
