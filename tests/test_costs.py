@@ -195,3 +195,16 @@ def _dataset(studio, tmp_path) -> str:
     for i in range(3):
         noise_image(i, 64).save(folder / f"{i}.png")
     return dataset_from_folder(studio.store, sorted(folder.glob("*.png")), "mila_v1")["id"]
+
+
+def test_the_settings_table_round_trips_through_the_editor(tmp_path):
+    from lora_studio.ui.settings_tab import EDITABLE, price_frame
+
+    with Studio(Settings(engine="replicate", workspace=tmp_path), start=False) as studio:
+        frame = price_frame(studio).astype(object)
+        assert list(frame["key"]) == ["kontext", "lora", "plain", "trainer"]
+        frame.loc[frame["key"] == "lora", "usd"] = "0.04"  # edited cells come back as text
+        frame.loc[frame["key"] == "lora", "source"] = float("nan")  # an emptied cell
+        studio.costs.save([{k: r[k] for k in ("key", *EDITABLE)} for r in frame.to_dict("records")])
+        lora = studio.costs.table()["lora"]
+        assert lora.usd == 0.04 and lora.source == DEFAULT_PRICES[1].source

@@ -296,8 +296,9 @@ def _checked(base: Price, values: dict) -> Price:
                 raise UserError(f"{base.label}: {name} must be a number from 0 to 1,000,000.")
             changes[name] = number
     for name in ("source", "date"):
-        if values.get(name) is not None:
-            changes[name] = " ".join(str(values[name]).split())[:200]
+        text = values.get(name)
+        if isinstance(text, str):  # an emptied table cell can come back as NaN: that keeps the old text
+            changes[name] = " ".join(text.split())[:200]
     return replace(base, **changes)
 
 

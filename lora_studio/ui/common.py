@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import html
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -90,7 +91,9 @@ def beside(count: int, message_at: int) -> Callable[[Callable], Callable]:
         def wrapper(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
-            except (gr.Error, StudioError, ValueError, KeyError, TypeError) as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever failed, the gallery stays as it was
+                if not isinstance(exc, (gr.Error, StudioError, ValueError, KeyError, TypeError)):
+                    logging.getLogger(__name__).exception("%s failed", getattr(fn, "__name__", "handler"))
                 out: list[Any] = [gr.skip()] * count
                 out[message_at] = notice(error_text(exc))
                 return tuple(out)
