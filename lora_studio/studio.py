@@ -62,6 +62,10 @@ class Studio:
                 self._engine = make_engine(self.settings)
             return self._engine
 
+    def draws_noise(self) -> bool:
+        """Whether pictures are noise (tiny Flux), so the UI says so plainly."""
+        return self._engine.makes_noise if self._engine is not None else self.settings.is_tiny
+
     def engine_description(self) -> str:
         if self._engine is not None:
             return self._engine.describe()

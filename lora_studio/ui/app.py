@@ -19,7 +19,7 @@ def build_app(studio: Studio) -> gr.Blocks:
     with gr.Blocks(title=wording.TITLE, analytics_enabled=False) as demo:
         api.register(studio)  # first, so the public endpoints get their plain names
         gr.Markdown(f"# {wording.TITLE}\n{wording.TAGLINE}")
-        banner = wording.TINY_BANNER if studio.settings.is_tiny else studio.engine_description()
+        banner = wording.TINY_BANNER if studio.draws_noise() else studio.engine_description()
         gr.Markdown(banner, elem_id="engine-banner")
         with gr.Row():
             choices = character_choices(studio)
