@@ -78,6 +78,9 @@ class TrainRequest:
     reference_image: Path | None = None
     resume: bool = True
     zip_path: Path | None = None  # the dataset as one zip, for remote trainers
+    # Train at most this many steps in this call, then checkpoint and return (`stopped_at` set);
+    # a call with resume=True continues. ZeroGPU's per-call time limit needs this (gpu_calls.py).
+    stop_after: int | None = None
 
 
 @dataclass
@@ -89,6 +92,7 @@ class TrainResult:
     remote: str | None = None  # weights URL / version for remote engines
     extra_files: dict[str, Path] = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
+    stopped_at: int | None = None  # set when the run paused at request.stop_after (lora_path: that checkpoint)
 
 
 class Engine(Protocol):
