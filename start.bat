@@ -69,11 +69,19 @@ exit /b %errorlevel%
 rem ---- helpers and messages ----------------------------------------------------------------------
 :find_python
 set "BASE="
-if defined LORA_STUDIO_PYTHON "%LORA_STUDIO_PYTHON%" -c "%CHECK%" >nul 2>nul && set BASE="%LORA_STUDIO_PYTHON%"
-if defined BASE exit /b 0
-for %%V in (3.13 3.12 3.11 3.10) do if not defined BASE py -%%V -c "%CHECK%" >nul 2>nul && set "BASE=py -%%V"
-if defined BASE exit /b 0
-python -c "%CHECK%" >nul 2>nul && set "BASE=python"
+if defined LORA_STUDIO_PYTHON call :try_python "%LORA_STUDIO_PYTHON%"
+if not defined BASE call :try_python py -3.13
+if not defined BASE call :try_python py -3.12
+if not defined BASE call :try_python py -3.11
+if not defined BASE call :try_python py -3.10
+if not defined BASE call :try_python python
+exit /b 0
+
+:try_python
+rem A Python 3.10+ (the py launcher with a version, or a python.exe); the Store's stub fails here.
+%* -c "%CHECK%" >nul 2>nul
+if errorlevel 1 exit /b 1
+set BASE=%*
 exit /b 0
 
 :cuda_torch
