@@ -4,6 +4,7 @@ tests/test_launch_script.py runs the real install in a fresh clone."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import stat
@@ -178,3 +179,29 @@ def test_launchers_are_executable_scripts_that_run_from_their_own_folder():
     for needed in ('cd /d "%~dp0"', "-r requirements.txt -c constraints.txt", "launch.py\" %*",
                    ".lora-studio-installed", "nvidia-smi"):
         assert needed in text, needed
+
+
+LAUNCH_PROBE = """
+import json, sys, gradio
+def launch(self, **kwargs):
+    print(json.dumps({k: kwargs.get(k) for k in ("inbrowser", "server_name", "server_port")}))
+gradio.Blocks.launch = launch
+sys.path.insert(0, sys.argv[1])
+import launch as app
+app.main(sys.argv[2:])
+"""
+
+
+@pytest.mark.parametrize("args, env, inbrowser", [
+    ([], DESKTOP, True),
+    (["--no-browser"], DESKTOP, False),
+])
+def test_launch_passes_the_decision_to_gradio(tmp_path, args, env, inbrowser):
+    clean = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "SPACE_ID")}
+    out = subprocess.run([sys.executable, "-c", LAUNCH_PROBE, str(ROOT), "--workspace", str(tmp_path / "ws"),
+                          "--port", "7990", *args], env={**clean, **env}, capture_output=True, text=True,
+                         timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    launched = json.loads(out.stdout.strip().splitlines()[-1])
+    assert launched["inbrowser"] is inbrowser and launched["server_port"] == 7990
+    assert ("Browser: opening the app" in out.stdout) is inbrowser
