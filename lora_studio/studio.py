@@ -13,6 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from . import gpu_calls
 from .config import Settings
 from .engines.base import Engine
 from .jobs import JobQueue, JobView, UserError
@@ -59,7 +60,7 @@ class Studio:
             if self._engine is None:
                 from .engines import make_engine
 
-                self._engine = make_engine(self.settings)
+                self._engine = gpu_calls.for_engine(make_engine(self.settings))  # ZeroGPU: GPU calls
             return self._engine
 
     def draws_noise(self) -> bool:
@@ -75,6 +76,10 @@ class Studio:
         if self.settings.engine == "replicate":
             return "Replicate (remote GPUs); needs REPLICATE_API_TOKEN in the environment."
         return f"Local FLUX.1 from {self.settings.model} (loaded by the first job)."
+
+    def gpu_note(self) -> str:
+        """A line for the engine banner when GPU work runs as ZeroGPU calls ('' elsewhere)."""
+        return gpu_calls.banner_note(self.settings.engine)
 
     # ---- Python API ---------------------------------------------------------------------------
     def generate(self, prompt: str = "", *, loras: dict[str, float] | None = None, seed: int = 0,

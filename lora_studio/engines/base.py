@@ -92,6 +92,9 @@ class TrainRequest:
     resume: bool = True
     zip_path: Path | None = None  # the dataset as one zip, for remote trainers
     max_seconds: float | None = None  # remote trainers stop a run billed past this (the spending cap)
+    # Train at most this many steps in this call, then checkpoint and return (`stopped_at` set);
+    # a call with resume=True continues. ZeroGPU's per-call time limit needs this (gpu_calls.py).
+    stop_after: int | None = None
 
 
 @dataclass
@@ -104,6 +107,7 @@ class TrainResult:
     extra_files: dict[str, Path] = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
     billed_s: float | None = None  # seconds a remote trainer was billed for (from leaving "starting" to the end)
+    stopped_at: int | None = None  # set when the run paused at request.stop_after (lora_path: that checkpoint)
 
 
 class Engine(Protocol):

@@ -8,6 +8,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
+from .. import gpu_calls
 from ..engines.base import Engine, TrainRequest
 from ..jobs import JobQueue, JobReporter, JobView, UserError
 from ..store import Store
@@ -160,11 +161,9 @@ class TrainingService:
             finally:
                 if meter.paid:
                     reporter.output("spending", meter.summary())
-        else:
-            from ..training.trainer import train_on_manager
-
+        else:  # here, or in GPU-call-sized chunks on a ZeroGPU Space
             scorer = None if engine.makes_noise else _sample_scorer(reference)
-            result = train_on_manager(engine.manager, request, reporter, sample_scorer=scorer)
+            result = gpu_calls.train(engine, request, reporter, sample_scorer=scorer)
         lora = self.library.register_trained(
             name=params["name"], trigger=params["trigger"], result=result, job_id=reporter.job_id,
             character_id=dataset.get("character_id"), dataset=dataset, params=params,
@@ -181,14 +180,21 @@ def _sample_scorer(reference_path):
     from ..images import open_image
 
     try:
-        reference = identity.reference_descriptor(open_image(reference_path))
+        return FaceDistance(identity.reference_descriptor(open_image(reference_path)))
     except identity.NoFaceError:
         return None
 
-    def score(image):
-        return identity.score_image(image, reference).distance
 
-    return score
+@dataclass(frozen=True, eq=False)
+class FaceDistance:
+    """A sample's face distance to the reference; a picklable value, as a ZeroGPU call needs."""
+
+    reference: object  # the reference face's descriptor
+
+    def __call__(self, image) -> float | None:
+        from .. import identity
+
+        return identity.score_image(image, self.reference).distance
 
 
 __all__ = ["TrainingService", "TrainOptions", "asdict"]

@@ -206,8 +206,9 @@ def train_lora(
         image_ids: dict[tuple[int, int], torch.Tensor] = {}
         log_every = max(1, min(50, request.steps // 10))
         transformer.train()
+        end = min(request.steps, loop.step + request.stop_after) if request.stop_after else request.steps
         try:
-            for step in range(loop.step + 1, request.steps + 1):
+            for step in range(loop.step + 1, end + 1):
                 reporter.check_cancel()
                 tick = time.perf_counter()
                 batch = schedule.batch(step)
@@ -232,7 +233,7 @@ def train_lora(
                         loop.best_step, loop.best_score = step, score
                         save_checkpoint()
                         reporter.log(f"New best identity distance {score:.3f} at step {step}.")
-                if (request.checkpoint_every > 0 and step % request.checkpoint_every == 0) or last:
+                if (request.checkpoint_every > 0 and step % request.checkpoint_every == 0) or step == end:
                     if step not in loop.saved_steps:
                         save_checkpoint()
         except Canceled:
@@ -241,6 +242,11 @@ def train_lora(
                 path = save_checkpoint()
                 reporter.log(f"Canceled at step {loop.step}; saved {path.name} to resume from.")
             raise
+
+        if loop.step < request.steps:  # paused at `stop_after`: the checkpoint just saved continues it
+            transformer.eval()
+            lora = ckpt.checkpoint_dir(checkpoints_dir, loop.step) / ckpt.LORA_FILE
+            return TrainResult(lora_path=lora, steps=loop.step, final_loss=loop.loss_ema, stopped_at=loop.step)
 
         # 7. Outputs.
         best_dir = ckpt.checkpoint_dir(checkpoints_dir, loop.best_step) if loop.best_step is not None else None

@@ -20,6 +20,8 @@ def build_app(studio: Studio) -> gr.Blocks:
         api.register(studio)  # first, so the public endpoints get their plain names
         gr.Markdown(f"# {wording.TITLE}\n{wording.TAGLINE}")
         banner = wording.TINY_BANNER if studio.draws_noise() else studio.engine_description()
+        if studio.gpu_note():  # on a ZeroGPU Space: how long jobs are split into GPU calls
+            banner += f"\n\n{studio.gpu_note()}"
         gr.Markdown(banner, elem_id="engine-banner")
         with gr.Row():
             choices = character_choices(studio)
