@@ -57,6 +57,33 @@ class TrainingService:
                     resolution=self.image_size if self.tiny else preset.resolution,
                     description=preset.description)
 
+    def memory_modes(self) -> list[str]:
+        from ..config import MEMORY_MODES
+
+        return list(MEMORY_MODES)
+
+    def memory_plan(self, resolution: int | None, mode: str = "auto", rank: int | None = None) -> str:
+        """What `mode` plans to use on the GPU at this resolution and rank, in words (Training tab)."""
+        from ..engines import memory
+
+        preset = PRESETS[DEFAULT_PRESET]
+        try:
+            resolution = int(resolution) if resolution else preset.resolution
+            rank = int(rank) if rank else preset.rank
+        except (TypeError, ValueError):
+            return "Type whole numbers for the resolution and rank to see the memory plan."
+        if mode not in memory.MODES:
+            return f"Unknown memory mode {mode!r}; choose one of {', '.join(memory.MODES)}."
+        if resolution <= 0 or rank <= 0:
+            return "Resolution and rank must be positive to plan the memory."
+        manager = getattr(self._engine(), "manager", None)
+        if manager is None:
+            return "This engine trains on Replicate's GPUs: the memory mode does not apply here."
+        text = memory.describe_plans(mode, resolution, rank, preset.train_mlp, memory.gpu_memory_bytes(manager.device))
+        if self.tiny:
+            text = "Tiny model: it trains on the CPU in seconds. For FLUX.1-dev: " + text
+        return text
+
     def resolve(self, options: TrainOptions) -> dict:
         """Preset values overridden by what the user typed, validated, as TrainRequest fields."""
         if options.preset not in PRESETS:

@@ -9,9 +9,6 @@ from ..services.training import TrainOptions
 from . import wording
 from .common import UIContext, friendly, job_choices, job_logs, progress_html
 
-MEMORY_MODES = ["auto", "full", "checkpointing", "offload", "8bit", "fp8", "nf4"]
-
-
 def _number(value):
     return None if value in (None, "", 0) else value
 
@@ -73,7 +70,8 @@ def render(ctx: UIContext, timer: gr.Timer):
             with gr.Row():
                 lr = gr.Number(first[2], label="Learning rate")
                 resolution = gr.Number(first[3], label="Resolution (px)", precision=0)
-            memory = gr.Dropdown(MEMORY_MODES, value="auto", label="Memory mode")
+            memory = gr.Dropdown(studio.training.memory_modes(), value="auto", label="Memory mode")
+            memory_plan = gr.Markdown(lambda: studio.training.memory_plan(first[3], "auto", first[1]))
             with gr.Row():
                 start = gr.Button("Start training", variant="primary")
                 cancel = gr.Button("Cancel", variant="stop")
@@ -132,6 +130,9 @@ def render(ctx: UIContext, timer: gr.Timer):
     live = [progress, stats, loss, identity, samples, logs]
     preset.change(lambda p: (studio.training.preset_fields(p)["description"], *preset_values(studio, p)), [preset],
                   [preset_info, steps, rank, lr, resolution], api_visibility="private")
+    for field in (resolution, memory, rank):
+        field.change(studio.training.memory_plan, [resolution, memory, rank], [memory_plan],
+                     api_visibility="private", show_progress="hidden")
     start.click(begin, [dataset, name, trigger, preset, steps, rank, lr, resolution, memory],
                 [job_pick, *live], api_visibility="private")
     cancel.click(stop, [job_pick], live, api_visibility="private")
