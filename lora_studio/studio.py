@@ -41,7 +41,8 @@ class Studio:
         self.sheet = SheetService(self.store, self.jobs, self.characters, self.engine, size,
                                   score_sheet=self.selection.score)
         self.training = TrainingService(self.store, self.jobs, self.characters, self.library, self.engine,
-                                        tiny=self.settings.is_tiny, image_size=size)
+                                        tiny=self.settings.is_tiny, image_size=size, device=self.settings.device,
+                                        remote=self.settings.engine == "replicate")
         self.tester = TesterService(self.store, self.jobs, self.characters, self.library, self.engine, size)
         self.generator = GenerateService(self.store, self.jobs, self.library, self.engine, size,
                                          self.settings.tasks_file)

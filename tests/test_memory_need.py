@@ -83,6 +83,8 @@ def test_plan_text_for_the_training_tab(studio):
     assert "Unknown memory mode" in studio.training.memory_plan(512, "turbo", 16)
     assert "whole numbers" in studio.training.memory_plan("big", "nf4", 16)
     assert studio.training.memory_modes()[-1] == "lowvram"
+    studio.training.remote = True  # a Replicate engine trains on its own GPUs
+    assert "does not apply" in studio.training.memory_plan(512, "nf4", 16)
 
 
 def saved_elements_per_token(transformer, train_mlp: bool, side: int = 8, tokens: int = 16) -> dict[str, float]:
@@ -130,3 +132,13 @@ def test_activation_estimate_matches_what_autograd_saves_at_real_width(wide):
         measured = saved_elements_per_token(wide.transformer, train_mlp)
         for kind, value in measured.items():
             assert value == pytest.approx(memory_need.ACTIVATION_ELEMENTS[(kind, train_mlp)], rel=0.1), (kind, train_mlp)
+
+
+def test_the_readme_table_shows_the_planned_numbers():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = re.findall(r"^\| `(\w+)`[^|]*\|[^|]*\| ([\d.]+) \| ([\d.]+) \|$", readme, flags=re.M)
+    assert {mode for mode, _, _ in rows} == set(memory.LADDER)
+    for mode, at_512, at_1024 in rows:
+        assert (float(at_512), float(at_1024)) == (round(need_gb(mode, 512), 1), round(need_gb(mode, 1024), 1))

@@ -153,14 +153,13 @@ def lighter_mode(mode: str) -> str | None:
     return LADDER[position + 1] if position + 1 < len(LADDER) else None
 
 
-def gpu_memory_bytes(device) -> int | None:
-    """Total memory of `device` when it is a CUDA GPU (what a dedicated job may use), else None."""
+def gpu_memory_bytes(device: str = "auto") -> int | None:
+    """Total memory of `device` ("auto": the GPU a job would use) when it is a CUDA GPU, else None."""
     import torch
 
-    device = torch.device(device)
-    if device.type != "cuda" or not torch.cuda.is_available():
+    if not torch.cuda.is_available() or not (device == "auto" or torch.device(device).type == "cuda"):
         return None
-    return torch.cuda.get_device_properties(device).total_memory
+    return torch.cuda.get_device_properties(torch.device("cuda") if device == "auto" else device).total_memory
 
 
 def describe_plans(mode: str, resolution: int, rank: int = 16, train_mlp: bool = True,

@@ -36,10 +36,12 @@ class TrainOptions:
 
 class TrainingService:
     def __init__(self, store: Store, jobs: JobQueue, characters: Characters, library: LibraryService,
-                 engine: Callable[[], Engine], tiny: bool, image_size: int) -> None:
+                 engine: Callable[[], Engine], tiny: bool, image_size: int, device: str = "auto",
+                 remote: bool = False) -> None:
         self.store, self.jobs, self.characters, self.library = store, jobs, characters, library
         self._engine = engine
         self.tiny = tiny
+        self.device, self.remote = device, remote  # for the memory plan, without building the engine
         self.image_size = image_size
         jobs.register(JOB_KIND, self._run)
 
@@ -76,10 +78,9 @@ class TrainingService:
             return f"Unknown memory mode {mode!r}; choose one of {', '.join(memory.MODES)}."
         if resolution <= 0 or rank <= 0:
             return "Resolution and rank must be positive to plan the memory."
-        manager = getattr(self._engine(), "manager", None)
-        if manager is None:
+        if self.remote:
             return "This engine trains on Replicate's GPUs: the memory mode does not apply here."
-        text = memory.describe_plans(mode, resolution, rank, preset.train_mlp, memory.gpu_memory_bytes(manager.device))
+        text = memory.describe_plans(mode, resolution, rank, preset.train_mlp, memory.gpu_memory_bytes(self.device))
         if self.tiny:
             text = "Tiny model: it trains on the CPU in seconds. For FLUX.1-dev: " + text
         return text

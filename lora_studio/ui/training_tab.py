@@ -71,7 +71,7 @@ def render(ctx: UIContext, timer: gr.Timer):
                 lr = gr.Number(first[2], label="Learning rate")
                 resolution = gr.Number(first[3], label="Resolution (px)", precision=0)
             memory = gr.Dropdown(studio.training.memory_modes(), value="auto", label="Memory mode")
-            memory_plan = gr.Markdown(lambda: studio.training.memory_plan(first[3], "auto", first[1]))
+            memory_plan = gr.Markdown()
             with gr.Row():
                 start = gr.Button("Start training", variant="primary")
                 cancel = gr.Button("Cancel", variant="stop")
@@ -130,9 +130,8 @@ def render(ctx: UIContext, timer: gr.Timer):
     live = [progress, stats, loss, identity, samples, logs]
     preset.change(lambda p: (studio.training.preset_fields(p)["description"], *preset_values(studio, p)), [preset],
                   [preset_info, steps, rank, lr, resolution], api_visibility="private")
-    for field in (resolution, memory, rank):
-        field.change(studio.training.memory_plan, [resolution, memory, rank], [memory_plan],
-                     api_visibility="private", show_progress="hidden")
+    gr.on(None, studio.training.memory_plan, [resolution, memory, rank], [memory_plan],  # on load and on change
+          api_visibility="private", show_progress="hidden")
     start.click(begin, [dataset, name, trigger, preset, steps, rank, lr, resolution, memory],
                 [job_pick, *live], api_visibility="private")
     cancel.click(stop, [job_pick], live, api_visibility="private")
