@@ -2,12 +2,11 @@
 included: diffusers' kohya loader hard-codes 3072-wide single blocks, which is this width), imports of
 ai-toolkit- and ComfyUI-named files, refusal of a wrong-width file, hot-swap and LRU eviction.
 
-Outputs are compared through a cheap probe of the transformer (its raw output on fixed inputs) and,
-for the export, through a whole 64 px image as well.
+Outputs are compared through a cheap probe of the transformer (its raw output on fixed inputs, which is
+what every denoising step of an image computes) and, for the export, through the weight updates too.
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from diffusers import FluxPipeline
@@ -28,11 +27,6 @@ TOLERANCE = dict(atol=2e-4, rtol=1e-4)  # fp32, differently ordered sums of the 
 
 def probe(transformer) -> torch.Tensor:
     return probe_transformer(transformer, side=4, tokens=6, timestep=0.4, seed=5)
-
-
-def image(pipe) -> np.ndarray:
-    return pipe(prompt="a portrait photo", height=64, width=64, num_inference_steps=1, max_sequence_length=16,
-                generator=torch.Generator().manual_seed(3), output_type="np").images[0]
 
 
 @pytest.fixture(scope="module")
@@ -83,18 +77,12 @@ def test_kohya_export_round_trips_through_diffusers_with_single_blocks(wide, fil
             got = converted[module + ".lora_B.weight"] @ converted[key]
             torch.testing.assert_close(got, expected, **TOLERANCE)
 
-    # ...and the same transformer output and image as the diffusers file.
+    # ...and the same transformer output as the diffusers file.
     kohya_path = tmp_path / "kohya.safetensors"
     save_file({k: v.contiguous() for k, v in kohya.items()}, str(kohya_path))
     expected = loaded_probe(wide, str(files["full"]))
     assert (expected - base).abs().max() > 1e-3  # the LoRA does something
     torch.testing.assert_close(loaded_probe(wide, str(kohya_path)), expected, **TOLERANCE)
-    wide.load_lora_weights(str(files["full"]), adapter_name="d")
-    from_diffusers = image(wide)
-    wide.delete_adapters("d")
-    wide.load_lora_weights(str(kohya_path), adapter_name="k")
-    from_kohya = image(wide)
-    assert np.abs(from_kohya - from_diffusers).max() < 1e-3  # images in [0, 1]
 
 
 def comfy_names(kohya: dict) -> dict:

@@ -116,7 +116,7 @@ def plan_for(mode: str, free_gpu_bytes: int | None, resolution: int, rank: int =
         return plan_need(candidate, resolution, rank, train_mlp, transformer_config, pipe)
 
     if mode != "auto":
-        return _plan(mode, "chosen in the settings.", need(mode))
+        return _plan(mode, "as chosen.", need(mode))
     if free_gpu_bytes is None:
         return MemoryPlan(
             mode="full",
