@@ -142,3 +142,13 @@ def test_the_readme_table_shows_the_planned_numbers():
     assert {mode for mode, _, _ in rows} == set(memory.LADDER)
     for mode, at_512, at_1024 in rows:
         assert (float(at_512), float(at_1024)) == (round(need_gb(mode, 512), 1), round(need_gb(mode, 1024), 1))
+
+
+def test_lowvram_loads_a_double_quantized_nf4_base(monkeypatch):
+    import diffusers
+
+    monkeypatch.setattr(memory, "library_available", lambda name: True)  # bitsandbytes is CUDA-only:
+    monkeypatch.setattr(diffusers, "BitsAndBytesConfig", lambda **kwargs: kwargs)  # its config needs it too
+    lowvram = memory.quantization_config(memory.plan_for("lowvram", None, 512))
+    assert lowvram["load_in_4bit"] and lowvram["bnb_4bit_quant_type"] == "nf4" and lowvram["bnb_4bit_use_double_quant"]
+    assert not memory.quantization_config(memory.plan_for("nf4", None, 512))["bnb_4bit_use_double_quant"]

@@ -158,7 +158,10 @@ class ModelManager:
         if self.device.type != "cuda":
             return None
         mode = self.memory_mode
-        if mode in ("8bit", "nf4", "fp8", "lowvram"):
+        if mode == "lowvram":
+            self.memory_note = "Base weights in nf4, each model on the GPU only while it runs (memory mode lowvram)."
+            return mode
+        if mode in ("8bit", "nf4", "fp8"):
             self.memory_note = f"Base weights in {mode} (memory mode set)."
             return mode
         if mode != "auto":
