@@ -93,11 +93,11 @@ class PipelineLease:
 
     def restore(self) -> None:
         tr = self.transformer
-        for offloader in (self.transformer_blocks, self.t5_blocks):
-            if offloader is not None:
-                offloader.detach()
-        self.transformer_blocks = self.t5_blocks = None
         try:
+            for offloader in (self.transformer_blocks, self.t5_blocks):
+                if offloader is not None:
+                    offloader.detach()  # every weight back where it was, before the adapter goes
+            self.transformer_blocks = self.t5_blocks = None
             if self.adapter_added or ADAPTER_NAME in (getattr(tr, "peft_config", None) or {}):
                 if self.had_adapters:
                     if self.active:
