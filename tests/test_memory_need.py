@@ -152,3 +152,9 @@ def test_lowvram_loads_a_double_quantized_nf4_base(monkeypatch):
     lowvram = memory.quantization_config(memory.plan_for("lowvram", None, 512))
     assert lowvram["load_in_4bit"] and lowvram["bnb_4bit_quant_type"] == "nf4" and lowvram["bnb_4bit_use_double_quant"]
     assert not memory.quantization_config(memory.plan_for("nf4", None, 512))["bnb_4bit_use_double_quant"]
+
+
+def test_settings_and_the_cli_offer_every_memory_mode():
+    from lora_studio.config import MEMORY_MODES
+
+    assert MEMORY_MODES == memory.MODES
