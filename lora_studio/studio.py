@@ -46,7 +46,8 @@ class Studio:
         self.sheet = SheetService(self.store, self.jobs, self.characters, self.engine, size,
                                   score_sheet=self.selection.score, costs=self.costs)
         self.training = TrainingService(self.store, self.jobs, self.characters, self.library, self.engine,
-                                        tiny=self.settings.is_tiny, image_size=size, costs=self.costs)
+                                        tiny=self.settings.is_tiny, image_size=size, device=self.settings.device,
+                                        remote=self.settings.engine == "replicate", costs=self.costs)
         self.tester = TesterService(self.store, self.jobs, self.characters, self.library, self.engine, size,
                                     costs=self.costs)
         self.generator = GenerateService(self.store, self.jobs, self.library, self.engine, size,

@@ -46,3 +46,31 @@ def tiny_pipe():
     from lora_studio.engines.tiny import build_tiny_flux
 
     return build_tiny_flux()
+
+
+@pytest.fixture(scope="session")
+def wide_pipe():
+    """FLUX.1-dev's real widths, one block of each kind (engines/wide.py), built once per session (~20 s).
+    Tests borrow it through `wide`, which puts it back as it was."""
+    from lora_studio.engines.wide import build_wide_flux
+
+    pipe = build_wide_flux()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture
+def wide(wide_pipe):
+    yield wide_pipe
+    reset_pipe(wide_pipe)
+
+
+def reset_pipe(pipe) -> None:
+    """Unload every LoRA, forget a hot-swap preparation, eval mode, no gradients."""
+    transformer = pipe.transformer
+    if getattr(transformer, "peft_config", None):
+        pipe.unload_lora_weights()
+    transformer._prepare_lora_hotswap_kwargs = None
+    for name in ("transformer", "vae", "text_encoder", "text_encoder_2"):
+        getattr(pipe, name).eval().requires_grad_(False)
+    assert not any("lora" in name for name, _ in transformer.named_parameters())

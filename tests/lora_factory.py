@@ -14,16 +14,25 @@ TARGETS = ["attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0"]
 def make_tiny_lora(path: Path, seed: int = 0, rank: int = 4, magnitude: float = 0.5) -> Path:
     from lora_studio.engines.tiny import build_tiny_flux
 
-    pipe = build_tiny_flux()
-    transformer = pipe.transformer
-    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=TARGETS, init_lora_weights="gaussian")
+    return make_lora(build_tiny_flux().transformer, path, TARGETS, seed=seed, rank=rank, magnitude=magnitude)
+
+
+def make_lora(transformer, path: Path, targets: list[str], seed: int = 0, rank: int = 4, alpha: float | None = None,
+              magnitude: float = 0.5) -> Path:
+    """A diffusers-format LoRA file (with peft metadata) for `transformer`, random N(0, magnitude^2)
+    weights; the transformer (which must come without adapters) is left as it came."""
+    assert not getattr(transformer, "peft_config", None), "make_lora needs a transformer without adapters"
+    config = LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=targets, init_lora_weights="gaussian")
     transformer.add_adapter(config, adapter_name="make")
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in transformer.named_parameters():
-            if "lora_B" in name or "lora_A" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * magnitude)
-    state = get_peft_model_state_dict(transformer, adapter_name="make")
+    try:
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, param in transformer.named_parameters():
+                if ".make." in name:
+                    param.copy_(torch.randn(param.shape, generator=generator) * magnitude)
+        state = get_peft_model_state_dict(transformer, adapter_name="make")
+    finally:
+        transformer.unload_lora()
     path = Path(path)
     FluxPipeline.save_lora_weights(path.parent, transformer_lora_layers=state, weight_name=path.name,
                                    transformer_lora_adapter_metadata=config.to_dict())
@@ -58,12 +67,13 @@ def make_kohya_lora(path: Path, seed: int = 0, rank: int = 4, inner: int = 32) -
 
 def probe_transformer(transformer, side: int, tokens: int, timestep: float, seed: int) -> torch.Tensor:
     """The transformer's raw output on fixed random inputs: a cheap fingerprint of its weights."""
+    config = transformer.config
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         return transformer(
-            hidden_states=torch.randn(1, side * side, 4, generator=g),
-            encoder_hidden_states=torch.randn(1, tokens, 32, generator=g),
-            pooled_projections=torch.randn(1, 32, generator=g),
+            hidden_states=torch.randn(1, side * side, config.in_channels, generator=g),
+            encoder_hidden_states=torch.randn(1, tokens, config.joint_attention_dim, generator=g),
+            pooled_projections=torch.randn(1, config.pooled_projection_dim, generator=g),
             timestep=torch.tensor([timestep]),
             guidance=torch.tensor([3.5]),
             img_ids=FluxPipeline._prepare_latent_image_ids(1, side, side, "cpu", torch.float32),

@@ -1,4 +1,6 @@
-"""The kohya/BFL export, loaded back through diffusers' own kohya loader on the tiny Flux."""
+"""The kohya/BFL export on the tiny Flux: double blocks loaded back through diffusers' own kohya loader,
+single blocks checked by layout and weight update (diffusers' loader splits them with FLUX.1's real 3072
+widths; the full round trip, single blocks included, runs at that width in tests/test_wide_loras.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -75,6 +77,8 @@ def test_double_blocks_round_trip_through_diffusers_kohya_loader(trained, tmp_pa
 
 
 def test_kohya_names_and_fused_layout(trained):
+    """The layout a kohya reader sees, at tiny width; loading single blocks back needs the real width
+    (test_wide_loras.py)."""
     full = {k.removeprefix("transformer."): v for k, v in load_file(str(trained.lora_path)).items()}
     kohya = to_kohya(full, ALPHA, RANK)
     names = {k.rsplit(".", 2)[0] if k.endswith(".weight") else k.rsplit(".", 1)[0] for k in kohya}

@@ -278,7 +278,7 @@ def test_out_of_memory_names_a_lighter_mode(pipe, base_output, tmp_path):
 
 
 def test_bad_settings_and_data_fail_clearly(pipe, base_output, tmp_path):
-    for mode in ("8bit", "nf4", "fp8"):
+    for mode in ("8bit", "nf4", "fp8", "lowvram"):
         with pytest.raises(EngineError, match="needs an NVIDIA GPU"):
             train_lora(pipe, request(tmp_path, memory_mode=mode), NullReporter())
     with pytest.raises(EngineError, match="Unknown memory mode"):
@@ -460,14 +460,15 @@ def test_memory_plan_picks_modes_from_free_memory():
     assert memory.plan_for("auto", 20 * GB, 512).mode == "8bit"
     assert memory.plan_for("auto", 16 * GB, 512).mode == "nf4"
     assert memory.plan_for("auto", 12 * GB, 768).mode == "nf4"
-    tight = memory.plan_for("auto", 6 * GB, 768)
-    assert tight.mode == "nf4" and "may still run out" in tight.explain()
+    assert memory.plan_for("auto", 6 * GB, 768).mode == "lowvram"  # blocks one at a time on the GPU
+    tight = memory.plan_for("auto", 3 * GB, 768)
+    assert tight.mode == "lowvram" and "may still run out" in tight.explain()
     plan = memory.plan_for("auto", 24 * GB, 768)
     assert plan.base_quant == "8bit" and plan.gradient_checkpointing and plan.cache_latents
     assert plan.explain().startswith("Memory mode '8bit'") and "24.0 GB" in plan.explain()
     assert memory.plan_for("nf4", None, 512).base_quant == "nf4"
-    assert [memory.lighter_mode(m) for m in ("full", "checkpointing", "offload", "8bit", "fp8", "nf4")] == [
-        "checkpointing", "8bit", "8bit", "nf4", "nf4", None,
+    assert [memory.lighter_mode(m) for m in ("full", "checkpointing", "offload", "8bit", "fp8", "nf4", "lowvram")] == [
+        "checkpointing", "8bit", "8bit", "nf4", "nf4", "lowvram", None,
     ]
     with pytest.raises(EngineError):
         memory.plan_for("huge", None, 512)

@@ -2,36 +2,30 @@
 
 A `MemoryPlan` says how the trainer trades speed for GPU memory:
 
-    mode            gradient ckpt  idle modules off GPU  base weights   8-bit AdamW
-    full            no             yes                   as loaded      yes (CUDA + bitsandbytes)
-    checkpointing   yes            yes                   as loaded      yes
-    offload         yes            yes                   as loaded      yes
-    8bit            yes            yes                   int8 (bnb)     yes
-    fp8             yes            yes                   fp8 (torchao)  yes
-    nf4             yes            yes                   nf4 (bnb)      yes
+    mode            gradient ckpt  base weights   transformer blocks    8-bit AdamW
+    full            no             as loaded      on the GPU            yes (CUDA + bitsandbytes)
+    checkpointing   yes            as loaded      on the GPU            yes
+    offload         yes            as loaded      on the GPU            yes
+    8bit            yes            int8 (bnb)     on the GPU            yes
+    fp8             yes            fp8 (torchao)  on the GPU            yes
+    nf4             yes            nf4 (bnb)      on the GPU            yes
+    lowvram         yes            nf4 (bnb)      one at a time         yes
 
 Latents and text embeddings are always cached, so the VAE and both text encoders are idle while the
 transformer trains and are moved to the CPU in every mode; "offload" is kept as a name for that
-behaviour (it is what older settings files ask for) and behaves like "checkpointing".
+behaviour (it is what older settings files ask for) and behaves like "checkpointing". "lowvram" also
+keeps the transformer's blocks on the CPU and brings each to the GPU only while it runs (forward and
+recomputation; training/block_offload.py), for GPUs of 8 GB.
 
 Quantized base weights are loaded by whoever loads the base (the model manager):
 `quantization_config(plan)` gives the diffusers config to pass to `from_pretrained`. The trainer
 borrows that transformer as it is and only checks that it matches the plan.
 
-"auto" picks the first mode of the ladder full -> checkpointing -> 8bit -> nf4 whose estimated
-need fits the GPU memory available to the job (95% of it, for headroom). Estimates for FLUX.1-dev
-at 768 px, batch 1, cached inputs, anchored on public measurements (diffusers "flux-qlora" blog:
-bf16 LoRA with checkpointing and 8-bit Adam ~26 GB at 512x768, NF4 base ~9 GB peak; diffusers
-quantization blog: transformer 23.8 GB in bf16, ~12 GB in 8-bit):
-
-    full            ~44 GB   (23.8 GB weights + activations of all 57 blocks kept for backward)
-    checkpointing   ~27 GB
-    8bit            ~17 GB
-    nf4             ~10 GB
-
-The activation part grows with the pixel count, so each need is scaled by (resolution / 768)^2 for
-its activation share (18 GB for full, 2.5 GB otherwise). With no GPU (free memory None), "auto" is
-"full": full precision on the CPU, nothing to save.
+Each plan carries the bytes it needs (`MemoryNeed`, memory_need.py), computed from the model's
+parameter counts, the LoRA's rank and the activations at the resolution, and `explain()` names them.
+"auto" picks the first mode of the ladder full -> checkpointing -> 8bit -> nf4 -> lowvram whose need
+fits the GPU memory available to the job (95% of it, for headroom). With no GPU (free memory None),
+"auto" is "full": full precision on the CPU, nothing to save.
 """
 from __future__ import annotations
 
@@ -39,23 +33,13 @@ import importlib.util
 from dataclasses import dataclass, replace
 
 from .base import EngineError
+from .memory_need import GB, MemoryNeed, training_need
 
-MODES = ("auto", "full", "checkpointing", "offload", "8bit", "fp8", "nf4")
-LADDER = ("full", "checkpointing", "8bit", "nf4")  # lightest last; OOM advice walks down it
-
-GB = 1024**3
-_REFERENCE_RESOLUTION = 768
-# (total need at 768 px in GB, the part of it that is activations and scales with pixel count)
-_NEED_GB = {
-    "full": (44.0, 18.0),
-    "checkpointing": (27.0, 2.5),
-    "offload": (27.0, 2.5),
-    "8bit": (17.0, 2.5),
-    "fp8": (17.0, 2.5),
-    "nf4": (10.0, 2.5),
-}
+MODES = ("auto", "full", "checkpointing", "offload", "8bit", "fp8", "nf4", "lowvram")
+LADDER = ("full", "checkpointing", "8bit", "nf4", "lowvram")  # lightest last; OOM advice walks down it
 _HEADROOM = 0.95
 
+_BASE_QUANT = {"8bit": "8bit", "fp8": "fp8", "nf4": "nf4", "lowvram": "nf4"}
 _QUANT_LIBRARY = {"8bit": "bitsandbytes", "nf4": "bitsandbytes", "fp8": "torchao"}
 PIPELINE_COMPONENTS = ("transformer", "vae", "text_encoder", "text_encoder_2")
 
@@ -68,47 +52,71 @@ class MemoryPlan:
     base_quant: str | None  # None | "8bit" | "nf4" | "fp8"
     optimizer_8bit: bool  # bitsandbytes AdamW8bit, when importable and on CUDA
     cache_latents: bool = True
+    offload_blocks: bool = False  # transformer blocks on the CPU, each onloaded while it runs
     reason: str = ""
+    need: MemoryNeed | None = None
 
     def explain(self) -> str:
-        """One sentence: which mode and why."""
+        """Which mode, why, and the bytes it plans for."""
         parts = []
         if self.base_quant:
             parts.append(f"{self.base_quant} base weights")
         parts.append("gradient checkpointing" if self.gradient_checkpointing else "no gradient checkpointing")
+        if self.offload_blocks:
+            parts.append("transformer blocks brought to the GPU one at a time")
         if self.offload_idle:
             parts.append("VAE and text encoders off the GPU while training")
         parts.append("cached latents and text embeddings")
-        return f"Memory mode '{self.mode}' ({', '.join(parts)}): {self.reason}"
+        text = f"Memory mode '{self.mode}' ({', '.join(parts)}): {self.reason}"
+        if self.need is not None:
+            text += f" Planned: {self.need.describe()}."
+        return text
 
 
-def estimated_need_gb(mode: str, resolution: int) -> float:
-    total, activations = _NEED_GB[mode]
-    return total + activations * ((resolution / _REFERENCE_RESOLUTION) ** 2 - 1.0)
-
-
-def _plan(mode: str, reason: str) -> MemoryPlan:
-    light = mode != "full"
-    return MemoryPlan(
-        mode=mode,
-        gradient_checkpointing=light,
-        offload_idle=True,
-        base_quant=mode if mode in _QUANT_LIBRARY else None,
-        optimizer_8bit=True,
-        reason=reason,
+def plan_need(mode: str, resolution: int, rank: int = 16, train_mlp: bool = True,
+              transformer_config: dict | None = None, pipe=None) -> MemoryNeed:
+    """The bytes a named mode needs for FLUX.1-dev (or the given transformer config) at `resolution`."""
+    plan = _plan(mode, "")
+    return training_need(
+        weights_format=plan.base_quant or "bf16", offload_blocks=plan.offload_blocks,
+        checkpointing=plan.gradient_checkpointing, optimizer_8bit=plan.optimizer_8bit,
+        resolution=resolution, rank=rank, train_mlp=train_mlp, transformer_config=transformer_config, pipe=pipe,
     )
 
 
-def plan_for(mode: str, free_gpu_bytes: int | None, resolution: int) -> MemoryPlan:
+def estimated_need_gb(mode: str, resolution: int, rank: int = 16, train_mlp: bool = True) -> float:
+    return plan_need(mode, resolution, rank, train_mlp).total / GB
+
+
+def _plan(mode: str, reason: str, need: MemoryNeed | None = None) -> MemoryPlan:
+    return MemoryPlan(
+        mode=mode,
+        gradient_checkpointing=mode != "full",
+        offload_idle=True,
+        base_quant=_BASE_QUANT.get(mode),
+        optimizer_8bit=True,
+        offload_blocks=mode == "lowvram",
+        reason=reason,
+        need=need,
+    )
+
+
+def plan_for(mode: str, free_gpu_bytes: int | None, resolution: int, rank: int = 16, train_mlp: bool = True,
+             transformer_config: dict | None = None, pipe=None) -> MemoryPlan:
     """The plan for `mode` ("auto" or a named mode).
 
     `free_gpu_bytes` is the GPU memory the whole job may use, base weights included (on a dedicated
-    GPU: its total memory); None means no GPU.
+    GPU: its total memory); None means no GPU. The needs are FLUX.1-dev's unless `transformer_config`
+    (and the loaded `pipe`, for its encoders) say otherwise.
     """
     if mode not in MODES:
         raise EngineError(f"Unknown memory mode {mode!r}; choose one of {', '.join(MODES)}.")
+
+    def need(candidate: str) -> MemoryNeed:
+        return plan_need(candidate, resolution, rank, train_mlp, transformer_config, pipe)
+
     if mode != "auto":
-        return _plan(mode, "chosen in the settings.")
+        return _plan(mode, "as chosen.", need(mode))
     if free_gpu_bytes is None:
         return MemoryPlan(
             mode="full",
@@ -119,20 +127,23 @@ def plan_for(mode: str, free_gpu_bytes: int | None, resolution: int) -> MemoryPl
             reason="no GPU, so the CPU trains in full precision.",
         )
     free_gb = free_gpu_bytes / GB
-    budget = free_gb * _HEADROOM
+    budget = free_gpu_bytes * _HEADROOM
     for candidate in LADDER:
-        need = estimated_need_gb(candidate, resolution)
-        if need <= budget:
+        planned = need(candidate)
+        if planned.total <= budget:
             return _plan(
                 candidate,
-                f"auto-picked: {free_gb:.1f} GB of GPU memory fits its estimated "
-                f"{need:.0f} GB at {resolution} px.",
+                f"auto-picked: {free_gb:.1f} GB of GPU memory fits its planned "
+                f"{planned.total / GB:.1f} GB at {resolution} px.",
+                planned,
             )
-    need = estimated_need_gb("nf4", resolution)
+    lightest = LADDER[-1]
+    planned = need(lightest)
     return _plan(
-        "nf4",
-        f"auto-picked as the lightest mode; {free_gb:.1f} GB is below its estimated {need:.0f} GB "
+        lightest,
+        f"auto-picked as the lightest mode; {free_gb:.1f} GB is below its planned {planned.total / GB:.1f} GB "
         f"at {resolution} px, so it may still run out of memory (try a lower resolution).",
+        planned,
     )
 
 
@@ -140,6 +151,32 @@ def lighter_mode(mode: str) -> str | None:
     """The next mode down the ladder, or None when `mode` is already the lightest."""
     position = {"offload": 1, "fp8": 2}.get(mode, LADDER.index(mode) if mode in LADDER else 0)
     return LADDER[position + 1] if position + 1 < len(LADDER) else None
+
+
+def gpu_memory_bytes(device: str = "auto") -> int | None:
+    """Total memory of `device` ("auto": the GPU a job would use) when it is a CUDA GPU, else None."""
+    import torch
+
+    if not torch.cuda.is_available() or not (device == "auto" or torch.device(device).type == "cuda"):
+        return None
+    return torch.cuda.get_device_properties(torch.device("cuda") if device == "auto" else device).total_memory
+
+
+def describe_plans(mode: str, resolution: int, rank: int = 16, train_mlp: bool = True,
+                   gpu_bytes: int | None = None) -> str:
+    """The plan for `mode` in words, for the Training tab: what it needs at this resolution and rank,
+    and whether that fits this machine's GPU (None: no GPU here)."""
+    if mode == "auto" and gpu_bytes is None:
+        needs = " · ".join(f"{m} {estimated_need_gb(m, resolution, rank, train_mlp):.1f}" for m in LADDER)
+        return (f"No GPU here: 'auto' trains on the CPU in full precision. FLUX.1-dev at {resolution} px, "
+                f"rank {rank} needs on a GPU (GB): {needs}.")
+    plan = plan_for(mode, gpu_bytes, resolution, rank, train_mlp)
+    text = plan.explain()
+    if mode != "auto" and gpu_bytes is not None and plan.need is not None:
+        fits = plan.need.total <= gpu_bytes * _HEADROOM
+        text += (f" This GPU has {gpu_bytes / GB:.1f} GB: "
+                 + ("it fits." if fits else f"too little; try '{lighter_mode(mode) or 'a lower resolution'}'."))
+    return text
 
 
 def library_available(name: str) -> bool:
@@ -180,8 +217,11 @@ def quantization_config(plan: MemoryPlan):
     if plan.base_quant == "nf4":
         from diffusers import BitsAndBytesConfig
 
+        # lowvram keeps every block's quantization state on the GPU: double-quantize it (1/64 B per
+        # weight instead of 4/64).
         return BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_use_double_quant=plan.offload_blocks,
         )
     from diffusers import TorchAoConfig
     from torchao.quantization import Float8WeightOnlyConfig
@@ -194,10 +234,15 @@ def is_quantized(module) -> bool:
     return getattr(module, "hf_quantizer", None) is not None or bool(getattr(module, "is_quantized", False))
 
 
-def plan_for_pipeline(mode: str, pipe, device, resolution: int) -> MemoryPlan:
-    """The plan for training on this loaded pipeline: the GPU budget counts what it already holds, and a
-    quantized mode is only possible when the base was loaded quantized."""
+def plan_for_pipeline(mode: str, pipe, device, resolution: int, rank: int = 16,
+                      train_mlp: bool = True) -> MemoryPlan:
+    """The plan for training on this loaded pipeline: the GPU budget counts what it already holds, the
+    needs are counted from its own transformer config and encoders, and a quantized mode is only possible
+    when the base was loaded quantized."""
     import torch
+
+    def plan(chosen: str, budget: int | None) -> MemoryPlan:
+        return plan_for(chosen, budget, resolution, rank, train_mlp, dict(pipe.transformer.config), pipe)
 
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
@@ -211,25 +256,25 @@ def plan_for_pipeline(mode: str, pipe, device, resolution: int) -> MemoryPlan:
         budget = free + resident
     else:
         budget = None
-    plan = plan_for(mode, budget, resolution)
-    if plan.base_quant and not is_quantized(pipe.transformer):
+    chosen = plan(mode, budget)
+    if chosen.base_quant and not is_quantized(pipe.transformer):
         if mode == "auto":
-            fallback = plan_for("checkpointing", budget, resolution)
+            fallback = plan("checkpointing", budget)
             return replace(
                 fallback,
                 reason=(
-                    f"auto-picked; {budget / GB:.1f} GB suggests '{plan.mode}', but the loaded base is not "
+                    f"auto-picked; {budget / GB:.1f} GB suggests '{chosen.mode}', but the loaded base is not "
                     f"quantized, so this run trains the loaded weights with checkpointing instead."
                 ),
             )
-        require_support(plan, device.type)
+        require_support(chosen, device.type)
         raise EngineError(
-            f"Memory mode '{plan.mode}' needs the base model loaded with {plan.base_quant} weights; the "
-            f"loaded model is not quantized. Reload the model with memory mode '{plan.mode}' "
+            f"Memory mode '{chosen.mode}' needs the base model loaded with {chosen.base_quant} weights; the "
+            f"loaded model is not quantized. Reload the model with memory mode '{chosen.mode}' "
             f"(memory.quantization_config) or choose 'checkpointing'."
         )
-    require_support(plan, device.type)
-    return plan
+    require_support(chosen, device.type)
+    return chosen
 
 
 def is_out_of_memory(error: BaseException) -> bool:

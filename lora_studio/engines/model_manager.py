@@ -90,7 +90,9 @@ class ModelManager:
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device)
         self.memory_mode = memory_mode
-        self.offload = (offload or memory_mode == "offload") and self.device.type == "cuda"
+        # "lowvram" (8 GB GPUs) also offloads whole models between uses at inference; training then
+        # swaps the transformer's blocks itself (training/block_offload.py).
+        self.offload = (offload or memory_mode in ("offload", "lowvram")) and self.device.type == "cuda"
         self.memory_note = ""  # which memory mode the base was loaded in, and why
         # Hot-swap: one LoRA slot whose weights are replaced in place, so a compiled transformer is
         # never recompiled when the user switches LoRAs (diffusers' enable_lora_hotswap).
@@ -146,7 +148,7 @@ class ModelManager:
         return pipe
 
     def _base_quantization(self) -> str | None:
-        """8bit / nf4 / fp8 for the frozen base: as set, or by free GPU memory when "auto".
+        """8bit / nf4 / fp8 / lowvram (nf4) for the frozen base: as set, or by free GPU memory when "auto".
 
         Public FLUX.1-dev inference peaks: bf16 ~36 GB, 8-bit ~24 GB, NF4 ~17 GB. Training on top of
         the loaded base adapts to it (checkpointing etc.), so the base is chosen for inference.
@@ -156,6 +158,9 @@ class ModelManager:
         if self.device.type != "cuda":
             return None
         mode = self.memory_mode
+        if mode == "lowvram":
+            self.memory_note = "Base weights in nf4, each model on the GPU only while it runs (memory mode lowvram)."
+            return mode
         if mode in ("8bit", "nf4", "fp8"):
             self.memory_note = f"Base weights in {mode} (memory mode set)."
             return mode
@@ -191,7 +196,7 @@ class ModelManager:
 
                 from .memory import plan_for, quantization_config
 
-                config = quantization_config(plan_for(quant, None, 1024))  # a named mode ignores memory
+                config = quantization_config(plan_for(quant, None, 1024))  # the plan's quantization only
                 transformer = FluxTransformer2DModel.from_pretrained(
                     model_id, subfolder="transformer", quantization_config=config, dtype=dtype)
                 return FluxPipeline.from_pretrained(model_id, transformer=transformer, dtype=dtype)

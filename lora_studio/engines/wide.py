@@ -10,7 +10,8 @@ holds FLUX.1-dev's published configs and builds:
   layer, so it runs on a CPU (the transformer is ~546 M parameters).
 - `build_flux(...)` with `full_size=True`: the whole FLUX.1-dev architecture (19 double + 38 single
   blocks, T5-XXL's 24 layers), random weights, for the GPU suite: speed and memory do not depend on
-  the values. `full_transformer_on_meta()` gives its parameter counts without using any memory.
+  the values. `full_transformer_on_meta()` and `full_encoders_on_meta()` give its parameter counts
+  without using any memory (the memory planner counts from them).
 
 Random weights, tokenizers built in code (the tiny ones): nothing is downloaded.
 """
@@ -44,6 +45,7 @@ FLUX_DEV_T5 = dict(d_model=4096, d_kv=64, d_ff=10240, num_heads=64, num_layers=2
                    relative_attention_max_distance=128, layer_norm_epsilon=1e-6, dropout_rate=0.0)
 FLUX_DEV_CLIP = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
                      projection_dim=768, max_position_embeddings=77, hidden_act="quick_gelu")
+T5_XXL_VOCAB, CLIP_L_VOCAB = 32128, 49408  # the real tokenizers' sizes (the built-in ones are smaller)
 FLUX_DEV_SCHEDULER = dict(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
                           base_image_seq_len=256, max_image_seq_len=4096)
 
@@ -56,10 +58,20 @@ def transformer_config(full_size: bool = False) -> dict:
     return config
 
 
-def full_transformer_on_meta() -> FluxTransformer2DModel:
-    """The whole FLUX.1-dev transformer with no storage behind it: for counting parameters only."""
+def full_transformer_on_meta(config: dict | None = None) -> FluxTransformer2DModel:
+    """The whole FLUX.1-dev transformer (or one of `config`) with no storage behind it: for counting."""
     with torch.device("meta"):
-        return FluxTransformer2DModel(**FLUX_DEV_TRANSFORMER)
+        return FluxTransformer2DModel(**(config or FLUX_DEV_TRANSFORMER))
+
+
+def full_encoders_on_meta() -> dict[str, torch.nn.Module]:
+    """FLUX.1-dev's CLIP-L, T5-XXL encoder and VAE at full size on the meta device: for counting."""
+    with torch.device("meta"):
+        return {
+            "text_encoder": CLIPTextModel(CLIPTextConfig(**FLUX_DEV_CLIP, vocab_size=CLIP_L_VOCAB)),
+            "text_encoder_2": T5EncoderModel(T5Config(**FLUX_DEV_T5, vocab_size=T5_XXL_VOCAB)),
+            "vae": AutoencoderKL(**FLUX_DEV_VAE),
+        }
 
 
 def build_flux(full_size: bool = False, seed: int = WIDE_SEED, device: str | torch.device = "cpu",

@@ -12,7 +12,7 @@ from .. import gpu_calls
 from ..engines.base import Engine, TrainRequest
 from ..jobs import JobQueue, JobReporter, JobView, UserError
 from ..store import Store
-from ..training.presets import DEFAULT_PRESET, validate_hyperparameters
+from ..training.presets import DEFAULT_PRESET, PRESETS, validate_hyperparameters
 from .characters import Characters
 from .costs import CostService, Estimate, parse_cap
 from .library import LibraryService
@@ -40,11 +40,12 @@ class TrainOptions:
 
 class TrainingService:
     def __init__(self, store: Store, jobs: JobQueue, characters: Characters, library: LibraryService,
-                 engine: Callable[[], Engine], tiny: bool, image_size: int,
-                 costs: CostService | None = None) -> None:
+                 engine: Callable[[], Engine], tiny: bool, image_size: int, device: str = "auto",
+                 remote: bool = False, costs: CostService | None = None) -> None:
         self.store, self.jobs, self.characters, self.library = store, jobs, characters, library
         self._engine = engine
         self.tiny = tiny
+        self.device, self.remote = device, remote  # for the memory plan, without building the engine
         self.image_size = image_size
         self.saved_presets = PresetStore(store.root, tiny, image_size)
         self.costs = costs or CostService(store.root, paid=False)
@@ -78,6 +79,32 @@ class TrainingService:
         except (TypeError, ValueError):
             return None
         return self.costs.training(steps) if steps > 0 else None
+
+    def memory_modes(self) -> list[str]:
+        from ..config import MEMORY_MODES
+
+        return list(MEMORY_MODES)
+
+    def memory_plan(self, resolution: int | None, mode: str = "auto", rank: int | None = None) -> str:
+        """What `mode` plans to use on the GPU at this resolution and rank, in words (Training tab)."""
+        from ..engines import memory
+
+        preset = PRESETS[DEFAULT_PRESET]
+        try:
+            resolution = int(resolution) if resolution else preset.resolution
+            rank = int(rank) if rank else preset.rank
+        except (TypeError, ValueError):
+            return "Type whole numbers for the resolution and rank to see the memory plan."
+        if mode not in memory.MODES:
+            return f"Unknown memory mode {mode!r}; choose one of {', '.join(memory.MODES)}."
+        if resolution <= 0 or rank <= 0:
+            return "Resolution and rank must be positive to plan the memory."
+        if self.remote:
+            return "This engine trains on Replicate's GPUs: the memory mode does not apply here."
+        text = memory.describe_plans(mode, resolution, rank, preset.train_mlp, memory.gpu_memory_bytes(self.device))
+        if self.tiny:
+            text = "Tiny model: it trains on the CPU in seconds. For FLUX.1-dev: " + text
+        return text
 
     def resolve(self, options: TrainOptions) -> dict:
         """Preset values overridden by what the user typed, validated, as TrainRequest fields."""

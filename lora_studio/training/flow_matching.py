@@ -21,17 +21,11 @@ from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
 from diffusers.training_utils import compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3
 
 from ..engines.base import EngineError
+from ..engines.lora_targets import target_modules  # noqa: F401 - the trainer imports it from here
 from ..engines.memory import MemoryPlan
 from .dataset import TextEmbedding
 
 ADAPTER_NAME = "lora_studio_training"
-
-ATTENTION_MODULES = (
-    "attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
-    "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out",
-)
-MLP_MODULES = ("ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2")
-SINGLE_MLP_MODULES = ("proj_mlp", "proj_out")  # single-stream blocks: MLP in, fused attn+MLP out
 
 WEIGHTING_SCHEME = "logit_normal"
 TRAIN_GUIDANCE = 1.0  # the guidance embedding input while training (diffusers' examples use 1)
@@ -39,34 +33,6 @@ MAX_GRAD_NORM = 1.0
 ADAM_BETAS = (0.9, 0.999)
 ADAM_WEIGHT_DECAY = 1e-4
 ADAM_EPS = 1e-8
-
-
-def target_modules(transformer: torch.nn.Module, train_mlp: bool) -> list[str]:
-    """Full names of the linears that get a LoRA: attention everywhere, plus the MLPs if asked.
-
-    Full names, not suffixes: "proj_out" as a suffix would also catch the model's final projection.
-    """
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    names = []
-    for name, module in transformer.named_modules():
-        if isinstance(module, BaseTunerLayer):  # already wrapped by an inference LoRA
-            module = module.get_base_layer()
-        elif ".base_layer" in name or ".lora_" in name:
-            continue
-        if not isinstance(module, torch.nn.Linear):
-            continue
-        parts = name.split(".", 2)
-        if len(parts) < 3 or not parts[1].isdigit():
-            continue
-        block, inner = parts[0], parts[2]
-        if block == "transformer_blocks":
-            if inner in ATTENTION_MODULES or (train_mlp and inner in MLP_MODULES):
-                names.append(name)
-        elif block == "single_transformer_blocks":
-            if inner in ATTENTION_MODULES or (train_mlp and inner in SINGLE_MLP_MODULES):
-                names.append(name)
-    return names
 
 
 def train_step(

@@ -27,11 +27,12 @@ The unfused modules map one to one: img_attn_proj (attn.to_out.0), txt_attn_proj
 img_mlp_0/2 (ff.net.0.proj / ff.net.2), txt_mlp_0/2 (ff_context.net.0.proj / .net.2), img_mod_lin /
 txt_mod_lin (norm1.linear / norm1_context.linear), modulation_lin (single-block norm.linear).
 
-Limitation, checked against diffusers 0.42: its kohya loader splits `single_blocks_*_linear1` with the
-widths of the real FLUX.1 hard-coded (3072, 3072, 3072, 12288). Files exported from a real FLUX.1
-LoRA therefore round-trip completely, but for the tiny test model only the double-block keys can be
-loaded back by diffusers. The tests load the double blocks back on the tiny model and check the
-single-block layout by shape and by the weight update it applies (up @ down * alpha / rank).
+Round trip, checked against diffusers 0.42: its kohya loader splits `single_blocks_*_linear1` with
+FLUX.1's widths hard-coded (3072, 3072, 3072, 12288). At FLUX.1's real width every key loads back,
+single blocks included, into the same weight updates and the same image as the diffusers file:
+tests/test_wide_loras.py proves it on the wide Flux (engines/wide.py), with ComfyUI's naming too. On
+the tiny test model only the double blocks can be loaded back (its widths are not 3072), so
+tests/test_kohya_export.py checks the single-block layout there by shape and by the update it applies.
 """
 from __future__ import annotations
 

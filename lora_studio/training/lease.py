@@ -2,14 +2,21 @@
 
 There is one copy of FLUX.1 in memory, so training does not load its own: it takes the pipeline the
 model manager holds, notes its state (devices, adapters and whether they were active, gradient
-checkpointing, progress bar), and `restore()` puts every piece back in a `finally`, so inference
-after a training, even a failed one, sees the same modules, in eval mode, without gradients.
+checkpointing, progress bar, model-offload hooks), and `restore()` puts every piece back in a
+`finally`, so inference after a training, even a failed one, sees the same modules, in eval mode,
+without gradients.
+
+For the small-GPU modes the lease also places modules block by block (block_offload.py): the T5 while
+captions are encoded, the transformer's blocks while the LoRA trains ("lowvram"). Those need the
+pipeline's model-CPU-offload hooks (accelerate) out of the way, since they move whole models.
 """
 from __future__ import annotations
 
 import torch
 
 from ..engines.memory import PIPELINE_COMPONENTS, is_quantized
+from ..engines.memory_need import t5_block_list
+from .block_offload import BlockOffloader, flux_blocks
 from .flow_matching import ADAPTER_NAME
 
 
@@ -37,6 +44,9 @@ class PipelineLease:
         self.checkpointing = bool(getattr(tr, "is_gradient_checkpointing", False))
         self.progress_config = getattr(pipe, "_progress_bar_config", None)
         self.adapter_added = False
+        self.offload_hooks: dict[str, object] = {}  # accelerate hooks taken off, put back by restore()
+        self.t5_blocks: BlockOffloader | None = None
+        self.transformer_blocks: BlockOffloader | None = None
 
     def device_of(self, name: str) -> torch.device | None:
         module = self.modules.get(name)
@@ -48,9 +58,33 @@ class PipelineLease:
             return
         module.to(device)
 
-    def move_encoders(self, device: torch.device) -> None:
+    def move_encoders(self, device: torch.device, blockwise_t5: bool = False) -> None:
+        """VAE and text encoders to `device`; with `blockwise_t5` the T5 goes block by block instead
+        (a 4096-wide T5-XXL is 9.5 GB in bf16, more than a small GPU has)."""
+        if self.t5_blocks is not None:
+            self.t5_blocks.detach()
+            self.t5_blocks = None
+        t5 = self.modules.get("text_encoder_2")
         for name in ("vae", "text_encoder", "text_encoder_2"):
-            self.move(name, device)
+            if name == "text_encoder_2" and blockwise_t5 and t5 is not None and t5_block_list(t5):
+                self.t5_blocks = BlockOffloader(t5, t5_block_list(t5), device).attach()
+            else:
+                self.move(name, device)
+
+    def offload_transformer_blocks(self, device: torch.device) -> BlockOffloader:
+        """Transformer blocks on the CPU, each brought to `device` while it runs ("lowvram")."""
+        self.transformer_blocks = BlockOffloader(self.transformer, flux_blocks(self.transformer), device).attach()
+        return self.transformer_blocks
+
+    def take_offload_hooks(self) -> None:
+        """Take the pipeline's model-CPU-offload hooks off while modules are placed block by block."""
+        from accelerate.hooks import remove_hook_from_module
+
+        for name, module in self.modules.items():
+            hook = getattr(module, "_hf_hook", None)
+            if hook is not None:
+                self.offload_hooks[name] = hook
+                remove_hook_from_module(module)
 
     def prepare_for_training(self) -> None:
         self.pipe.set_progress_bar_config(disable=True)
@@ -60,6 +94,10 @@ class PipelineLease:
     def restore(self) -> None:
         tr = self.transformer
         try:
+            for offloader in (self.transformer_blocks, self.t5_blocks):
+                if offloader is not None:
+                    offloader.detach()  # every weight back where it was, before the adapter goes
+            self.transformer_blocks = self.t5_blocks = None
             if self.adapter_added or ADAPTER_NAME in (getattr(tr, "peft_config", None) or {}):
                 if self.had_adapters:
                     if self.active:
@@ -85,6 +123,12 @@ class PipelineLease:
                     del self.pipe._progress_bar_config
             else:
                 self.pipe._progress_bar_config = self.progress_config
+            if self.offload_hooks:
+                from accelerate.hooks import add_hook_to_module
+
+                for name, hook in self.offload_hooks.items():
+                    add_hook_to_module(self.modules[name], hook)  # its init moves the model back to the CPU
+                self.offload_hooks = {}
 
 
 def module_device(module: torch.nn.Module) -> torch.device:

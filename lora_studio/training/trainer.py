@@ -114,8 +114,8 @@ def train_lora(
     sample_prompt = request.sample_prompt.strip() or f"{request.trigger}, portrait photo"
 
     # 2. Memory plan and the run's identity (what a checkpoint must match to be resumed).
-    plan = plan_for_pipeline(request.memory_mode, pipe, device, request.resolution)
     rank = int(request.rank)
+    plan = plan_for_pipeline(request.memory_mode, pipe, device, request.resolution, rank, request.train_mlp)
     alpha = float(request.alpha if request.alpha is not None else request.rank)
     targets = target_modules(transformer, request.train_mlp)
     if not targets:
@@ -139,12 +139,16 @@ def train_lora(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     try:
-        # 3. Latents and text embeddings: from the cache, encoding only what is missing.
-        lease.move("transformer", device)
+        # 3. Latents and text embeddings: from the cache, encoding only what is missing. The transformer
+        #    waits where it is meanwhile; quantized (small-GPU) modes run a T5 that is not on the GPU
+        #    block by block.
+        if plan.offload_blocks:
+            lease.take_offload_hooks()
+        blockwise_t5 = plan.base_quant is not None and lease.device_of("text_encoder_2") != device
         cache = EmbeddingCache(work_dir / "cache", pipe, request.resolution)
         data = cache.load_all(
             examples, bucket_of, [sample_prompt], device,
-            before_encoding=lambda: lease.move_encoders(device), check=reporter.check_cancel,
+            before_encoding=lambda: lease.move_encoders(device, blockwise_t5), check=reporter.check_cancel,
         )
         if data.encoded_images or data.encoded_texts:
             reporter.log(
@@ -155,6 +159,7 @@ def train_lora(
             reporter.log("All latents and text embeddings came from the cache; no encoder ran.")
         if plan.offload_idle and device.type != "cpu":
             lease.move_encoders(torch.device("cpu"))
+        lease.move("transformer", device)
         latents = [t.to(device=device, dtype=dtype) for t in data.latents]
         texts = {c: _to(e, device, dtype) for c, e in data.texts.items()}
         example_texts = [texts[example.caption] for example in examples]
@@ -171,6 +176,8 @@ def train_lora(
         lease.adapter_added = True
         transformer.enable_adapters()  # in case inference LoRAs were disabled: ours must run
         params = trainable_parameters(transformer)
+        if plan.offload_blocks:  # after the adapter exists: its weights stay on the GPU, the rest travels
+            lease.offload_transformer_blocks(device)
         optimizer = make_optimizer(params, request.learning_rate, plan, device)
 
         # 5. Resume from the newest matching checkpoint.

@@ -11,9 +11,6 @@ from . import wording
 from .tester_tab import prompt_for
 from .common import UIContext, beside, estimate_text, fresh_choices, job_choices, job_logs, lora_choices, progress_html
 
-MEMORY_MODES = ["auto", "full", "checkpointing", "offload", "8bit", "fp8", "nf4"]
-
-
 def _number(value):
     return None if value in (None, "", 0) else value
 
@@ -85,7 +82,8 @@ def render(ctx: UIContext, timer: gr.Timer):
             with gr.Row():
                 lr = gr.Number(first[2], label="Learning rate")
                 resolution = gr.Number(first[3], label="Resolution (px)", precision=0)
-            memory = gr.Dropdown(MEMORY_MODES, value="auto", label="Memory mode")
+            memory = gr.Dropdown(studio.training.memory_modes(), value="auto", label="Memory mode")
+            memory_plan = gr.Markdown()
             cap = gr.Number(0, label=wording.CAP_LABEL, info=wording.CAP_INFO, minimum=0, visible=ctx.paid)
             with gr.Accordion("Save these settings as a preset", open=False):
                 gr.Markdown(wording.PRESET_HELP)
@@ -203,6 +201,8 @@ def render(ctx: UIContext, timer: gr.Timer):
     delete_preset.click(drop_preset, [preset, preset_name], [preset, preset_info, *form, preset_message],
                         api_visibility="private")
     start.click(begin, [dataset, name, trigger, preset, *form], [job_pick, *live], api_visibility="private")
+    gr.on(None, studio.training.memory_plan, [resolution, memory, rank], [memory_plan],  # on load and on change
+          api_visibility="private", show_progress="hidden")
     cancel.click(stop, [job_pick], live, api_visibility="private")
     resume.click(again, [job_pick], live, api_visibility="private")
     job_pick.change(show, [job_pick], live, api_visibility="private")
