@@ -19,6 +19,7 @@ from .jobs import JobQueue, JobView, UserError
 from .services.characters import Characters
 from .services.generate import GenerateOptions, GenerateService
 from .services.library import LibraryService
+from .services.limits import limits_for
 from .services.selection import SelectionService
 from .services.sheet import SheetService
 from .services.tester import SweepRequest, TesterService
@@ -35,16 +36,18 @@ class Studio:
         self._engine = engine
         self._engine_lock = threading.Lock()
         size = self.settings.image_size
+        self.limits = limits_for(self.settings.engine)  # what this engine can serve; checked at the door
         self.characters = Characters(self.store)
         self.library = LibraryService(self.store, self.engine)
         self.selection = SelectionService(self.store, self.characters)
         self.sheet = SheetService(self.store, self.jobs, self.characters, self.engine, size,
                                   score_sheet=self.selection.score)
         self.training = TrainingService(self.store, self.jobs, self.characters, self.library, self.engine,
-                                        tiny=self.settings.is_tiny, image_size=size)
-        self.tester = TesterService(self.store, self.jobs, self.characters, self.library, self.engine, size)
+                                        tiny=self.settings.is_tiny, image_size=size, engine_limits=self.limits)
+        self.tester = TesterService(self.store, self.jobs, self.characters, self.library, self.engine, size,
+                                    engine_limits=self.limits)
         self.generator = GenerateService(self.store, self.jobs, self.library, self.engine, size,
-                                         self.settings.tasks_file)
+                                         self.settings.tasks_file, engine_limits=self.limits)
         if start:
             self.jobs.start()
 
@@ -74,7 +77,7 @@ class Studio:
         job = self.generator.start(GenerateOptions(prompt=prompt, loras=loras or {}, seed=seed, width=width,
                                                    height=height, steps=steps, guidance=guidance, task=task))
         done = self.wait(job.id, timeout)
-        return Image.open(done.outputs["image"]).copy()
+        return Image.open(self.store.path(done.outputs["image"])).copy()
 
     def sweep(self, lora: str, prompt: str, **kwargs) -> JobView:
         return self.wait(self.tester.start(SweepRequest(lora=lora, prompt=prompt, **kwargs)).id)

@@ -78,6 +78,7 @@ class TrainRequest:
     reference_image: Path | None = None
     resume: bool = True
     zip_path: Path | None = None  # the dataset as one zip, for remote trainers
+    samples_dir: Path | None = None  # where sample images go (a served folder); None: work_dir/samples
 
 
 @dataclass

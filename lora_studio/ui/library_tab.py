@@ -8,6 +8,7 @@ from ..services.generate import GenerateOptions
 from ..services.strength_analysis import VERDICT_WORDS
 from . import wording
 from .common import UIContext, friendly, job_choices, lora_choices, parse_weights, progress_html, upload_paths
+from .files import deliver, discard_uploads, shown
 
 COLUMNS = ["name", "trigger", "source", "rank", "steps", "recommended strength", "strength test", "id"]
 
@@ -92,7 +93,10 @@ def render(ctx: UIContext, timer: gr.Timer):
     def import_lora(file, name, trigger):
         if file is None:
             raise gr.Error("Choose a .safetensors file first.")
-        record = studio.library.import_file(upload_paths(file)[0], name, trigger)
+        try:
+            record = studio.library.import_file(upload_paths(file)[0], name, trigger)
+        finally:
+            discard_uploads(upload_paths(file))
         return (*lora_views(), f"Imported **{record['name']}** ({record['metadata'].get('format')} format).")
 
     @friendly
@@ -107,7 +111,8 @@ def render(ctx: UIContext, timer: gr.Timer):
 
     @friendly
     def export_lora(lora_id):
-        return str(studio.library.export(lora_id))
+        record = studio.library.get(lora_id)
+        return deliver(studio.library.export(record["id"]), f"{record['id']}.zip")
 
     @friendly
     def generate(text, lora_text, task_name, seed_value):
@@ -117,7 +122,7 @@ def render(ctx: UIContext, timer: gr.Timer):
 
     def show(current):
         job = studio.jobs.get(current) if current else None
-        return progress_html(job), (job.outputs.get("image") if job else None)
+        return progress_html(job), (shown(studio, job.outputs.get("image")) if job else None)
 
     def describe(lora_id):
         if not lora_id:

@@ -7,7 +7,9 @@ import gradio as gr
 from ..services.strength_analysis import parse_strengths
 from ..services.tester import SweepRequest
 from . import wording
+from ..services import limits
 from .common import UIContext, friendly, lora_choices, parse_weights, progress_html
+from .files import shown
 
 
 def measures_frame(analysis: dict | None) -> pd.DataFrame:
@@ -55,7 +57,7 @@ def render(ctx: UIContext, timer: gr.Timer):
         if job is None:
             return progress_html(None), "", None, gr.update(visible=False)
         analysis = job.outputs.get("analysis")
-        return (progress_html(job), verdict_text(analysis), job.outputs.get("grid"),
+        return (progress_html(job), verdict_text(analysis), shown(studio, job.outputs.get("grid")),
                 gr.update(value=measures_frame(analysis), visible=bool(analysis)))
 
     def picked(lora_id):
@@ -67,7 +69,7 @@ def render(ctx: UIContext, timer: gr.Timer):
     @friendly
     def start(lora_id, text, strength_text, seed_text, extra_text):
         values = parse_strengths(strength_text)
-        seed_values = [int(s) for s in seed_text.replace(";", ",").split(",") if s.strip()]
+        seed_values = limits.parse_seeds(seed_text)
         job = studio.tester.start(SweepRequest(
             lora=lora_id or "", prompt=text, strengths=tuple(values), seeds=tuple(seed_values),
             extra=tuple(parse_weights(extra_text).items())))

@@ -8,6 +8,7 @@ from ..jobs import JobView
 from ..services.training import TrainOptions
 from . import wording
 from .common import UIContext, friendly, job_choices, job_logs, progress_html
+from .files import shown
 
 MEMORY_MODES = ["auto", "full", "checkpointing", "offload", "8bit", "fp8", "nf4"]
 
@@ -105,7 +106,7 @@ def render(ctx: UIContext, timer: gr.Timer):
 
     def show(job_id):
         job = studio.jobs.get(job_id, with_metrics=True) if job_id else None
-        sample_paths = job.outputs.get("samples", []) if job else []
+        sample_paths = shown(studio, job.outputs.get("samples", [])) if job else []
         has_identity = bool(job and job.metrics.get("identity"))
         return (progress_html(job), stats_text(job), loss_frame(job),
                 gr.update(value=identity_frame(job), visible=has_identity), sample_paths, job_logs(job))
