@@ -68,7 +68,7 @@ def whole_number(value, what: str, low: int, high: int, example: str | int | Non
     if isinstance(value, str):
         text = value.strip()
         if len(text) > 40 or not text.lstrip("+-").isdigit():
-            raise InvalidInput(f"{what} {_quote(value)} is not a whole number; give {hint}.")
+            raise InvalidInput(f"{what} {_quote(text)} is not a whole number; give {hint}.")
         value = int(text)
     elif isinstance(value, float):
         if not math.isfinite(value) or value != int(value):
@@ -86,9 +86,11 @@ def number(value, what: str, low: float, high: float, example: str | float | Non
     hint = f"a number from {low:g} to {high:g}" + (f", e.g. {example}" if example is not None else "")
     if isinstance(value, bool) or value is None:
         raise InvalidInput(f"{what} must be {hint}.")
+    if isinstance(value, str):
+        value = value.strip()
     try:
-        result = float(value.strip() if isinstance(value, str) and len(value) <= 40 else value)
-    except (TypeError, ValueError):
+        result = float(value if not isinstance(value, str) or len(value) <= 40 else "x")
+    except (TypeError, ValueError, OverflowError):
         raise InvalidInput(f"{what} {_quote(value)} is not a number; give {hint}.") from None
     if not math.isfinite(result) or not low <= result <= high:
         raise InvalidInput(f"{what} {_quote(value)} is out of range; give {hint}.")
