@@ -24,10 +24,12 @@ def upload_folder() -> Path:
 
 
 def snapshot(root: Path) -> dict:
-    """Every file's hash and every record, so a refusal can be shown to have changed nothing."""
+    """Every file's hash, every folder and every record, so a refusal can be shown to have changed nothing."""
     files = {}
     for path in sorted(Path(root).rglob("*")):
-        if path.is_file() and path.name != "studio.json":
+        if path.is_dir():
+            files[path.relative_to(root).as_posix() + "/"] = "folder"  # an empty folder left behind counts
+        elif path.name != "studio.json":
             files[path.relative_to(root).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
     db = root / "studio.json"
     records = json.loads(db.read_text()) if db.exists() and db.read_text().strip() else {}

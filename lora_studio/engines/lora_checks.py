@@ -111,9 +111,9 @@ def _check_metadata(metadata: dict, rank: int | None) -> None:
         return
     r, alpha = fields.get("r", rank), fields.get("lora_alpha", fields.get("r", rank))
     if not isinstance(r, int) or isinstance(r, bool) or r < 1:
-        raise EngineError(f"The adapter metadata gives rank {str(r)[:20]!r}; it must be a whole number of 1 or more.")
+        raise EngineError(f"The adapter metadata gives rank {repr(r)[:20]}; it must be a whole number of 1 or more.")
     if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not math.isfinite(alpha) or alpha <= 0:
-        raise EngineError(f"The adapter metadata gives lora_alpha {str(alpha)[:20]!r}; it must be a positive number.")
+        raise EngineError(f"The adapter metadata gives lora_alpha {repr(alpha)[:20]}; it must be a positive number.")
     for name in ("rank_pattern", "alpha_pattern"):
         if not isinstance(fields.get(name, {}), dict):
             raise EngineError(f"The adapter metadata's {name} must be a table of layer: number.")
