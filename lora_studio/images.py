@@ -67,7 +67,8 @@ def open_image(source: str | Path | bytes | Image.Image, label: str = "The image
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for broken headers
         raise ImageError(f"{label} could not be read: {exc}") from None
     if image.format not in ALLOWED_FORMATS:
-        raise ImageError(f"{label} is a {image.format or 'an unknown'} file; use {accepted_formats()}.")
+        raise ImageError(f"{label} is in {image.format or 'an unknown'} format, which the app does not read; "
+                         f"use {accepted_formats()}.")
     _check_size(image.size, label)
     if max_side and image.format == "JPEG":
         image.draft("RGB", (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 scale when that is enough
@@ -78,7 +79,7 @@ def open_image(source: str | Path | bytes | Image.Image, label: str = "The image
     except MemoryError:
         raise
     except Exception:  # noqa: BLE001 - truncated data, bad EXIF, odd modes: all one message
-        raise ImageError(f"{label} is corrupt or truncated.") from None
+        raise ImageError(f"{label} is corrupt or truncated; save it again or pick another file.") from None
 
 
 def _shrink(image: Image.Image, max_side: int | None) -> Image.Image:
