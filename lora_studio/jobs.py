@@ -342,7 +342,8 @@ class JobQueue:
             pending = reporter.pending_fields()
         with self._lock:
             self._cancel.discard(job_id)
-        self._finish(job_id, **pending, status=status, error=error, message=message, finished=time.time())
+        final = dict(status=status, error=error, message=message, finished=time.time())
+        self._finish(job_id, **{**pending, **final})  # unsaved progress and logs go with the status
 
     def _finish(self, job_id: str, **fields: Any) -> None:
         """Write a job's final fields; if the disk refuses, keep them and write them again later."""
