@@ -82,3 +82,17 @@ def test_two_journeys_at_once_without_cross_talk(tmp_path, astronaut_path):
             for job in mine["images"]:
                 assert job["status"] == "succeeded"
                 assert np.array_equal(pixels(root, job), alone[who])  # their own LoRA, never the other's
+
+
+def test_the_load_bench_runs_and_reports(capsys):
+    """bench/load.py starts its own app and ends with `errors: N` (here, clicks only: no model)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "load.py"
+    spec = importlib.util.spec_from_file_location("load_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--clients", "3", "--clicks", "4", "--images", "0"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "12/12 served" in "\n".join(lines) and lines[-2:] == ["lost updates: 0", "errors: 0"]
