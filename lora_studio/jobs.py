@@ -241,7 +241,7 @@ class JobQueue:
         return [JobView.from_record(j) for j in self.store.find("jobs", **equals)]
 
     def read_metrics(self, job_id: str) -> dict[str, list[tuple[int | None, float]]]:
-        path = self.store.job_dir(job_id) / "metrics.jsonl"
+        path = self.store.root / "jobs" / job_id / "metrics.jsonl"  # a read creates no folder
         out: dict[str, list[tuple[int | None, float]]] = {}
         if path.exists():
             for line in path.read_text(encoding="utf-8", errors="replace").splitlines():

@@ -137,7 +137,7 @@ def render(ctx: UIContext, timer: gr.Timer):
                                     else f"{k.replace('_', ' ')}: {v}" for k, v in facts.items()))
         if scores.get("reason"):
             lines.append(f"Strength test: {scores['reason']}")
-        return "\n\n".join(lines), [str(p) for p in studio.library.samples(lora_id)]
+        return "\n\n".join(lines), shown(studio, [str(p) for p in studio.library.samples(lora_id)])
 
     pick.change(describe, [pick], [details, samples], api_visibility="private")
     changed = [library, pick, status]
