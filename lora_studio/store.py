@@ -33,26 +33,25 @@ PRIVATE = ("studio.json", "tasks.json", "jobs", "datasets", "loras", "exports", 
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _atomic(path, lambda handle: handle.write(data))
 
 
 def atomic_copy(source: Path, path: Path) -> None:
     """Copy a file in chunks (a LoRA may be a gigabyte) and move it into place in one step."""
+    def fill(handle) -> None:
+        with open(source, "rb") as src:
+            shutil.copyfileobj(src, handle, 1024 * 1024)
+
+    _atomic(path, fill)
+
+
+def _atomic(path: Path, fill: Callable[[Any], Any]) -> None:
+    """Write through a temp file beside `path`, synced, then rename: readers see old or new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle, open(source, "rb") as src:
-            shutil.copyfileobj(src, handle, 1024 * 1024)
+        with os.fdopen(fd, "wb") as handle:
+            fill(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

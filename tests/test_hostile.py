@@ -138,11 +138,11 @@ def test_memory_modes_are_refused_at_submit(app, mode, words):
 def test_not_a_number_learning_rate_is_refused_in_words(app):
     studio, url, client, dataset = app
     with unchanged(studio.store.root):
-        refused(client, "Learning rate 'nan' is out of range", *train_args(dataset, lr="nan"),
-                api_name="/start_training")
+        refused(client, "Learning rate 'nan' is not a finite number; give a number from 0 to 0.01",
+                *train_args(dataset, lr="nan"), api_name="/start_training")
         body = ('{"data": ["%s", "mila", "", "Beginner", 8, 4, NaN, 0, "auto"]}' % dataset["id"]).encode()
         kind, message = raw_call(url, "start_training", body)
-        assert kind == "error" and "Learning rate nan is out of range" in message
+        assert kind == "error" and "Learning rate nan is not a finite number" in message
         for value in ("Infinity", "-1", "1e9"):
             body = ('{"data": ["%s", "mila", "", "Beginner", 8, 4, %s, 0, "auto"]}' % (dataset["id"], value)).encode()
             kind, message = raw_call(url, "start_training", body)

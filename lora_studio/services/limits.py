@@ -62,14 +62,12 @@ def limits_for(engine: str) -> EngineLimits:
 # ---- numbers -----------------------------------------------------------------------------
 def whole_number(value, what: str, low: int, high: int, example: str | int | None = None) -> int:
     """An integer in [low, high]; "12" and 12.0 are fine, 1.5, "1e3", "a", NaN and booleans are not."""
-    hint = f"a whole number from {low} to {high}" + (f", e.g. {example}" if example is not None else "")
-    if isinstance(value, bool) or value is None:
-        raise InvalidInput(f"{what} must be {hint}.")
+    hint = _hint("a whole number", low, high, example)
+    value = _given(value, what, hint)
     if isinstance(value, str):
-        text = value.strip()
-        if len(text) > 40 or not text.lstrip("+-").isdigit():
-            raise InvalidInput(f"{what} {_quote(text)} is not a whole number; give {hint}.")
-        value = int(text)
+        if len(value) > 40 or not value.lstrip("+-").isdigit():
+            raise InvalidInput(f"{what} {_quote(value)} is not a whole number; give {hint}.")
+        value = int(value)
     elif isinstance(value, float):
         if not math.isfinite(value) or value != int(value):
             raise InvalidInput(f"{what} {_quote(value)} is not a whole number; give {hint}.")
@@ -83,16 +81,15 @@ def whole_number(value, what: str, low: int, high: int, example: str | int | Non
 
 def number(value, what: str, low: float, high: float, example: str | float | None = None) -> float:
     """A finite number in [low, high] (NaN and infinity are refused, as is text that is not a number)."""
-    hint = f"a number from {low:g} to {high:g}" + (f", e.g. {example}" if example is not None else "")
-    if isinstance(value, bool) or value is None:
-        raise InvalidInput(f"{what} must be {hint}.")
-    if isinstance(value, str):
-        value = value.strip()
+    hint = _hint("a number", low, high, example)
+    value = _given(value, what, hint)
     try:
         result = float(value if not isinstance(value, str) or len(value) <= 40 else "x")
     except (TypeError, ValueError, OverflowError):
         raise InvalidInput(f"{what} {_quote(value)} is not a number; give {hint}.") from None
-    if not math.isfinite(result) or not low <= result <= high:
+    if not math.isfinite(result):
+        raise InvalidInput(f"{what} {_quote(value)} is not a finite number; give {hint}.")
+    if not low <= result <= high:
         raise InvalidInput(f"{what} {_quote(value)} is out of range; give {hint}.")
     return result
 
@@ -165,6 +162,20 @@ def memory_mode(value, engine: str) -> str:
         raise InvalidInput(f"Memory mode '{value}' quantizes a real FLUX.1 model on an NVIDIA GPU; the tiny "
                            "engine runs in full precision. Choose auto, full or checkpointing.")
     return value
+
+
+def _hint(kind: str, low, high, example) -> str:
+    def shown(v):
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    return f"{kind} from {shown(low)} to {shown(high)}" + (f", e.g. {example}" if example is not None else "")
+
+
+def _given(value, what: str, hint: str):
+    """Refuse nothing and yes/no where a number belongs; text comes back stripped."""
+    if isinstance(value, bool) or value is None:
+        raise InvalidInput(f"{what} must be {hint}.")
+    return value.strip() if isinstance(value, str) else value
 
 
 def _quote(value) -> str:
