@@ -154,7 +154,7 @@ class JobQueue:
     def start(self) -> None:
         """Recover what a previous process left behind, then start the worker."""
         for job in self.store.find("jobs"):
-            if job.get("status") == RUNNING:
+            if job.get("status") == RUNNING and isinstance(job.get("id"), str):
                 self.store.update(
                     "jobs", job["id"], status=INTERRUPTED, finished=time.time(),
                     message="Interrupted: the app stopped while this job ran. Resume it to continue.",
@@ -163,7 +163,8 @@ class JobQueue:
             self._worker = threading.Thread(target=self._run, name="lora-studio-jobs", daemon=True)
             self._worker.start()
         for job in self.store.find("jobs", status=QUEUED):
-            self._queue.put(job["id"])
+            if isinstance(job.get("id"), str):  # a record edited by hand may have lost it
+                self._queue.put(job["id"])
 
     def stop(self) -> None:
         if self._worker is not None:
