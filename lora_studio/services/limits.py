@@ -147,7 +147,7 @@ def name(value, what: str = "The name", example: str = "Mila") -> str:
 
 def record_id(value, what: str = "id") -> str:
     """An id as we generate them (letters, digits, '_'); anything else cannot name a record."""
-    value = text(value, what, max_chars=MAX_ID)
+    value = text(value, f"The {what}", max_chars=MAX_ID)
     if value and not all(ch.isalnum() or ch in "_-" for ch in value):
         raise InvalidInput(f"{_quote(value)} is not a valid {what}; pick one from the list.")
     return value
