@@ -199,6 +199,22 @@ def test_parallel_toggles_keep_every_click(app, astronaut_path):
     assert sorted(studio.characters.get(cid)["selected"]) == sorted(ids[:20])
 
 
+def test_parallel_sheet_clicks_start_one_job(app, astronaut_path):
+    studio, url, _, _ = app
+    character = studio.characters.create("Clicks")
+    studio.characters.add_images(character["id"], [astronaut_path])
+    clients = [Client(url, verbose=False) for _ in range(4)]
+    ids = []
+    with studio.engine().manager.lock:  # the job cannot draw meanwhile
+        threads = [threading.Thread(target=lambda c=c: ids.append(
+            c.predict(character["id"], False, 1, api_name="/start_sheet")["id"])) for c in clients]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        assert len(ids) == 4 and len(set(ids)) == 1
+        studio.jobs.cancel(ids[0])
+    assert studio.jobs.wait(ids[0], 300).status == "canceled"
+
+
 # ---- 7. one name, one LoRA -------------------------------------------------------------------------
 def test_names_are_unique_from_the_moment_a_training_is_queued(app, tmp_path):
     from tests.lora_factory import make_tiny_lora

@@ -7,6 +7,7 @@ noise, so the gate is off and the job says so.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Callable
 
@@ -38,6 +39,7 @@ class SheetService:
         self._engine = engine
         self._score_sheet = score_sheet  # so the Selection tab opens with faces already measured
         self.image_size = image_size
+        self._starting = threading.Lock()
         jobs.register(JOB_KIND, self._run)
 
     def start(self, character_id: str, options: SheetOptions = SheetOptions()) -> JobView:
@@ -46,11 +48,12 @@ class SheetService:
         params = self.check(dict(character_id=character["id"], gate=options.gate, max_tries=options.max_tries,
                                  max_distance=options.max_distance, steps=options.steps,
                                  slots=list(options.slots) if options.slots else None))
-        running = [j for j in self.jobs.list(JOB_KIND) if j.params.get("character_id") == character_id
-                   and not j.done]
-        if running:
-            return running[0]
-        job = self.jobs.submit(JOB_KIND, params, title=f"Character sheet · {character['name']}")
+        with self._starting:  # two clicks at once start one job, not two
+            running = [j for j in self.jobs.list(JOB_KIND) if j.params.get("character_id") == character_id
+                       and not j.done]
+            if running:
+                return running[0]
+            job = self.jobs.submit(JOB_KIND, params, title=f"Character sheet · {character['name']}")
         self.store.update("characters", character_id, sheet_job_id=job.id)
         return job
 
