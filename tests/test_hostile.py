@@ -135,6 +135,25 @@ def test_memory_modes_are_refused_at_submit(app, mode, words):
         refused(client, words, *train_args(dataset, mode=mode), api_name="/start_training")
 
 
+def test_a_cuda_only_mode_is_refused_on_a_cpu_machine(tmp_path):
+    """The local engine on a machine without CUDA: quantized bases are refused at submit, in words."""
+    from types import SimpleNamespace
+
+    from lora_studio.jobs import JobQueue
+    from lora_studio.services import limits
+    from lora_studio.services.training import TrainingService
+    from lora_studio.store import Store
+
+    engine = SimpleNamespace(manager=SimpleNamespace(device=SimpleNamespace(type="cpu")))
+    store = Store(tmp_path)
+    service = TrainingService(store, JobQueue(store), None, None, lambda: engine, tiny=False, image_size=1024,
+                              engine_limits=limits.LOCAL)
+    for mode in ("nf4", "8bit", "fp8"):
+        with pytest.raises(UserError, match=f"Memory mode '{mode}' quantizes the base model and needs an NVIDIA GPU"):
+            service.check_memory_mode(mode)
+    assert service.check_memory_mode("checkpointing") == "checkpointing"
+
+
 def test_not_a_number_learning_rate_is_refused_in_words(app):
     studio, url, client, dataset = app
     with unchanged(studio.store.root):
