@@ -52,6 +52,7 @@ def browser_decision(host: str, share: bool, no_browser: bool, env=None,
 def main(argv=None) -> None:
     from lora_studio import gpu_calls  # first: on ZeroGPU `spaces` must be imported before torch
     from lora_studio.config import Settings, parse_auth
+    from lora_studio.errors import StudioError
     from lora_studio.studio import Studio
     from lora_studio.ui.app import build_app, launch_kwargs
 
@@ -65,7 +66,10 @@ def main(argv=None) -> None:
             share=args.share, auth=parse_auth(args.auth) if args.auth else None)
     except ValueError as exc:
         sys.exit(f"error: {exc}")
-    studio = Studio(settings)
+    try:
+        studio = Studio(settings)
+    except StudioError as exc:  # e.g. a read-only or unwritable workspace: one line, no traceback
+        sys.exit(f"error: {exc}")
     # Loading dlib's face models takes about a second: do it now, off the request path.
     import threading
 

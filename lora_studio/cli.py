@@ -171,7 +171,8 @@ def _strengths(studio, args):
                            extra=tuple(parse_weights(",".join(args.extra)).items()))
     done = _wait(studio, studio.tester.start(request).id, args)
     analysis = done.outputs["analysis"]
-    return done.outputs, f"grid: {done.outputs['grid']}\n{analysis['reason']}"
+    grid = str(studio.store.path(done.outputs["grid"]))  # jobs store workspace-relative paths
+    return {**done.outputs, "grid": grid}, f"grid: {grid}\n{analysis['reason']}"
 
 
 def _generate(studio, args):
@@ -182,7 +183,7 @@ def _generate(studio, args):
                                                  seed=args.seed, width=args.width, height=args.height,
                                                  task=args.task))
     done = _wait(studio, job.id, args)
-    path = done.outputs["image"]
+    path = str(studio.store.path(done.outputs["image"]))  # jobs store workspace-relative paths
     if args.out:
         from .store import atomic_write_bytes
 

@@ -5,64 +5,55 @@ testing goes through a single worker thread. Each job is a store record (status,
 log lines, outputs, error) and two append-only files in `jobs/<id>/` (log.txt, metrics.jsonl); the
 UI polls them, so closing the page loses nothing. On start-up, jobs left `running` by a dead process
 become `interrupted` and can be resumed; jobs still `queued` are queued again.
+
+The worker never dies: whatever a job raises, even while its failure is being written (a full
+disk), is caught; a status that cannot be written is kept and written again when the disk allows,
+and the next job runs. The queue is bounded (`QueueLimits`), so a stranger cannot bury it.
 """
 from __future__ import annotations
 
 import json
 import queue
+import sys
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import StudioError
+from .errors import UserError  # noqa: F401 (re-exported: services raise it)
+from .job_records import (  # noqa: F401 (re-exported: the UI and services import them from here)
+    CANCELED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, SUCCEEDED, JobView, describe_error,
+)
 from .progress import Canceled
 from .store import Store
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, INTERRUPTED = (
-    "queued", "running", "succeeded", "failed", "canceled", "interrupted",
-)
-FINISHED = (SUCCEEDED, FAILED, CANCELED, INTERRUPTED)
 LOG_TAIL = 60
 FLUSH_SECONDS = 0.25
+RETRY_SECONDS = 5.0  # how often a status the disk refused is written again
 
 Handler = Callable[[dict, "JobReporter"], "dict | None"]
 
 
-class UserError(StudioError):
-    """Raised by work for a reason the user can fix; its message is shown as is."""
 
 
-@dataclass
-class JobView:
-    """A job as the UI and API see it."""
+@dataclass(frozen=True)
+class QueueLimits:
+    """How many jobs may wait at once: one GPU serves them in order, so more only buries the queue."""
 
-    id: str
-    kind: str
-    title: str
-    status: str
-    progress: float
-    message: str
-    error: str | None
-    logs: list[str]
-    outputs: dict
-    params: dict
-    created: float
-    started: float | None
-    finished: float | None
-    metrics: dict[str, list[tuple[int | None, float]]] = field(default_factory=dict)
+    waiting: int = 20
+    per_kind: int = 8
+    kinds: dict = field(default_factory=lambda: {"train": 3, "sheet": 4})
 
-    @property
-    def done(self) -> bool:
-        return self.status in FINISHED
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items()}
+    def for_kind(self, kind: str) -> int:
+        return self.kinds.get(kind, self.per_kind)
 
 
 class JobReporter:
-    """The Reporter handed to work: persists to the store, throttled so a fast loop stays fast."""
+    """The Reporter handed to work: persists to the store, throttled so a fast loop stays fast.
+
+    Outputs are stored workspace-relative: a path never reaches a record or a reply absolute.
+    """
 
     def __init__(self, queue_: "JobQueue", job_id: str) -> None:
         self._queue = queue_
@@ -70,7 +61,7 @@ class JobReporter:
         self.dir = queue_.store.job_dir(job_id)
         record = queue_.store.require("jobs", job_id)
         self._pending: dict[str, Any] = {}
-        self._logs: list[str] = list(record.get("logs", []))
+        self._logs: list[str] = [str(x) for x in record.get("logs", [])][-LOG_TAIL:]
         self._outputs: dict[str, Any] = dict(record.get("outputs", {}))  # only this worker writes them
         self._last_flush = 0.0
         self._log_file = open(self.dir / "log.txt", "a", encoding="utf-8")
@@ -79,10 +70,10 @@ class JobReporter:
     # Reporter protocol ----------------------------------------------------------------------
     def log(self, message: str) -> None:
         line = f"{time.strftime('%H:%M:%S')} {message}"
-        self._log_file.write(line + "\n")
-        self._log_file.flush()
         self._logs = (self._logs + [line])[-LOG_TAIL:]
         self._pending["logs"] = self._logs
+        self._log_file.write(line + "\n")
+        self._log_file.flush()
         self._maybe_flush()
 
     def progress(self, fraction: float, message: str = "") -> None:
@@ -100,7 +91,7 @@ class JobReporter:
 
     def outputs(self, values: dict[str, Any]) -> None:
         """Record results now (not throttled): the UI shows them as soon as they exist."""
-        self._outputs.update(values)
+        self._outputs.update(self._queue.store.relative(values))
         self._pending["outputs"] = dict(self._outputs)
         self.flush()
 
@@ -119,23 +110,40 @@ class JobReporter:
 
     def flush(self) -> None:
         if self._pending:
-            self._queue.store.update("jobs", self.job_id, **self._pending)
-            self._pending = {}
+            pending, self._pending = self._pending, {}
+            try:
+                self._queue.store.update("jobs", self.job_id, **pending)
+            except BaseException:
+                self._pending = {**pending, **self._pending}  # written with the next flush
+                raise
         self._last_flush = time.monotonic()
 
+    def pending_fields(self) -> dict[str, Any]:
+        """What has not reached the store yet (the failure path writes it with the status)."""
+        return dict(self._pending)
+
     def close(self) -> None:
-        self.flush()
-        self._log_file.close()
-        self._metric_file.close()
+        try:
+            self.flush()
+        finally:
+            for handle in (self._log_file, self._metric_file):
+                _quietly(handle.close)
+
+    def append_trace(self, text: str) -> None:
+        self._log_file.write(text)
+        self._log_file.flush()
 
 
 class JobQueue:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, limits: QueueLimits | None = None) -> None:
         self.store = store
+        self.limits = limits or QueueLimits()
         self._handlers: dict[str, Handler] = {}
         self._queue: "queue.Queue[str | None]" = queue.Queue()
         self._cancel: set[str] = set()
         self._lock = threading.Lock()
+        self._submit_lock = threading.Lock()
+        self._unrecorded: dict[str, dict] = {}  # job id -> fields the disk refused; written again later
         self._worker: threading.Thread | None = None
         self._idle = threading.Event()
         self._idle.set()
@@ -146,7 +154,7 @@ class JobQueue:
     def start(self) -> None:
         """Recover what a previous process left behind, then start the worker."""
         for job in self.store.find("jobs"):
-            if job["status"] == RUNNING:
+            if job.get("status") == RUNNING and isinstance(job.get("id"), str):
                 self.store.update(
                     "jobs", job["id"], status=INTERRUPTED, finished=time.time(),
                     message="Interrupted: the app stopped while this job ran. Resume it to continue.",
@@ -155,7 +163,8 @@ class JobQueue:
             self._worker = threading.Thread(target=self._run, name="lora-studio-jobs", daemon=True)
             self._worker.start()
         for job in self.store.find("jobs", status=QUEUED):
-            self._queue.put(job["id"])
+            if isinstance(job.get("id"), str):  # a record edited by hand may have lost it
+                self._queue.put(job["id"])
 
     def stop(self) -> None:
         if self._worker is not None:
@@ -167,36 +176,53 @@ class JobQueue:
     def submit(self, kind: str, params: dict, title: str = "", **fields: Any) -> JobView:
         if kind not in self._handlers:
             raise ValueError(f"Unknown job kind {kind!r}.")
-        record = self.store.insert(
-            "jobs",
-            dict(kind=kind, title=title or kind, status=QUEUED, progress=0.0, message="Queued",
-                 error=None, logs=[], outputs={}, params=params, started=None, finished=None,
-                 attempts=0, **fields),
-        )
+        with self._submit_lock:  # count and insert as one step, so parallel submits cannot overfill
+            self._check_room(kind)
+            record = self.store.insert(
+                "jobs",
+                dict(kind=kind, title=title or kind, status=QUEUED, progress=0.0, message="Queued",
+                     error=None, logs=[], outputs={}, params=params, started=None, finished=None,
+                     attempts=0, **fields),
+            )
         self._queue.put(record["id"])
         return self.get(record["id"])
 
+    def _check_room(self, kind: str) -> None:
+        waiting = [j for j in self.store.find("jobs") if j.get("status") == QUEUED]
+        same = sum(1 for j in waiting if j.get("kind") == kind)
+        if same >= self.limits.for_kind(kind):
+            raise UserError(f"{same} {kind} jobs are already waiting (the limit is {self.limits.for_kind(kind)}). "
+                            "Wait for one to finish, or cancel one under Library → All jobs.")
+        if len(waiting) >= self.limits.waiting:
+            raise UserError(f"{len(waiting)} jobs are already waiting (the limit is {self.limits.waiting}). "
+                            "Wait for some to finish, or cancel one under Library → All jobs.")
+
     def resume(self, job_id: str) -> JobView:
         """Queue an interrupted, failed or canceled job again under the same id (same work dir)."""
-        job = self.store.require("jobs", job_id)
-        if job["status"] not in (INTERRUPTED, FAILED, CANCELED):
-            raise UserError(f"Job {job_id} is {job['status']}; only stopped jobs can be resumed.")
-        with self._lock:
-            self._cancel.discard(job_id)
-        self.store.update("jobs", job_id, status=QUEUED, message="Queued (resume)", error=None,
-                          finished=None)
+        def requeue(job: dict) -> None:
+            if job.get("status") not in (INTERRUPTED, FAILED, CANCELED) or job_id in self._unrecorded:
+                raise UserError(f"Job {job_id} is {job.get('status')}; only stopped jobs can be resumed.")
+            job.update(status=QUEUED, message="Queued (resume)", error=None, finished=None)
+
+        with self._submit_lock:
+            job = self.store.require("jobs", job_id)
+            self._check_room(str(job.get("kind")))
+            with self._lock:
+                self._cancel.discard(job_id)
+            self.store.mutate("jobs", job_id, requeue)
         self._queue.put(job_id)
         return self.get(job_id)
 
     def cancel(self, job_id: str) -> JobView:
-        job = self.store.require("jobs", job_id)
-        if job["status"] == QUEUED:
-            self.store.update("jobs", job_id, status=CANCELED, finished=time.time(),
-                              message="Canceled before it started.")
-        elif job["status"] == RUNNING:
-            with self._lock:
-                self._cancel.add(job_id)
-            self.store.update("jobs", job_id, message="Stopping…")
+        def stop(job: dict) -> None:
+            if job.get("status") == QUEUED:
+                job.update(status=CANCELED, finished=time.time(), message="Canceled before it started.")
+            elif job.get("status") == RUNNING:
+                with self._lock:
+                    self._cancel.add(job_id)
+                job["message"] = "Stopping…"
+
+        self.store.mutate("jobs", job_id, stop)  # atomic: the worker cannot start it halfway through
         return self.get(job_id)
 
     def cancel_requested(self, job_id: str) -> bool:
@@ -204,31 +230,27 @@ class JobQueue:
             return job_id in self._cancel
 
     def get(self, job_id: str, with_metrics: bool = False) -> JobView:
-        job = self.store.require("jobs", job_id)
-        metrics = self.read_metrics(job_id) if with_metrics else {}
-        return JobView(
-            id=job["id"], kind=job["kind"], title=job.get("title", ""), status=job["status"],
-            progress=job.get("progress", 0.0), message=job.get("message", ""),
-            error=job.get("error"), logs=job.get("logs", []), outputs=job.get("outputs", {}),
-            params=job.get("params", {}), created=job.get("created", 0.0),
-            started=job.get("started"), finished=job.get("finished"), metrics=metrics,
-        )
+        view = JobView.from_record(self.store.require("jobs", job_id))
+        if with_metrics:
+            view.metrics = self.read_metrics(job_id)
+        return view
 
     def list(self, kind: str | None = None, **equals: Any) -> list[JobView]:
+        """Every job (of a kind); a damaged record shows as a failed job instead of breaking the list."""
         if kind:
             equals["kind"] = kind
-        return [self.get(j["id"]) for j in self.store.find("jobs", **equals)]
+        return [JobView.from_record(j) for j in self.store.find("jobs", **equals)]
 
     def read_metrics(self, job_id: str) -> dict[str, list[tuple[int | None, float]]]:
-        path = self.store.job_dir(job_id) / "metrics.jsonl"
+        path = self.store.root / "jobs" / job_id / "metrics.jsonl"  # a read creates no folder
         out: dict[str, list[tuple[int | None, float]]] = {}
         if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
                 try:
                     row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a crash
-                out.setdefault(row["name"], []).append((row.get("step"), row["value"]))
+                    out.setdefault(str(row["name"]), []).append((row.get("step"), float(row["value"])))
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    continue  # a line cut by a crash or a full disk
         return out
 
     def wait(self, job_id: str, timeout: float = 600.0, poll: float = 0.05) -> JobView:
@@ -251,53 +273,112 @@ class JobQueue:
     # ---- worker ----------------------------------------------------------------------------
     def _run(self) -> None:
         while True:
-            job_id = self._queue.get()
+            self._record_unrecorded()
+            try:
+                job_id = self._queue.get(timeout=RETRY_SECONDS if self._unrecorded else None)
+            except queue.Empty:
+                continue
             if job_id is None:
                 return
             self._idle.clear()
             try:
                 self._run_one(job_id)
+            except BaseException as exc:  # noqa: BLE001 - the one worker must outlive any job
+                _warn(f"job {job_id}: the worker caught {type(exc).__name__}: {exc}")
+                self._finish(job_id, status=FAILED, error=describe_error(exc),
+                             message=f"Failed: {describe_error(exc)}", finished=time.time())
             finally:
                 self._idle.set()
 
+    def _claim(self, job_id: str) -> dict | None:
+        """Mark a queued job running, atomically; None if it is no longer queued (canceled, gone)."""
+        claimed: dict = {}
+
+        def start(job: dict) -> None:
+            if job.get("status") == QUEUED:
+                attempts = job.get("attempts") if isinstance(job.get("attempts"), int) else 0
+                job.update(status=RUNNING, started=time.time(), message="Running", attempts=attempts + 1)
+                claimed.update(job)
+
+        try:
+            self.store.mutate("jobs", job_id, start)
+        except KeyError:
+            return None
+        except OSError as exc:  # the disk refused even this: leave it queued and try again later
+            _warn(f"job {job_id} could not start ({exc}); trying again in {RETRY_SECONDS:.0f} s")
+            timer = threading.Timer(RETRY_SECONDS, self._queue.put, [job_id])
+            timer.daemon = True
+            timer.start()
+            return None
+        return claimed or None
+
     def _run_one(self, job_id: str) -> None:
-        job = self.store.get("jobs", job_id)
-        if job is None or job["status"] != QUEUED:
+        job = self._claim(job_id)
+        if job is None:
             return
-        self.store.update("jobs", job_id, status=RUNNING, started=time.time(), message="Running",
-                          attempts=job.get("attempts", 0) + 1)
-        reporter = JobReporter(self, job_id)
+        handler = self._handlers.get(job.get("kind"))
+        reporter = None
         status, error, message = SUCCEEDED, None, "Done"
         try:
-            result = self._handlers[job["kind"]](job["params"], reporter) or {}
+            reporter = JobReporter(self, job_id)
+            if handler is None or not isinstance(job.get("params"), dict):
+                raise UserError("This job was saved by another version of the app and cannot run; start it again.")
+            result = handler(job["params"], reporter) or {}
             reporter.outputs(result)
             reporter.progress(1.0)
-            message = result.get("summary") or message  # work may say what it did in one line
+            summary = result.get("summary") if isinstance(result, dict) else None
+            message = summary if isinstance(summary, str) and summary else message
         except Canceled as exc:
             status, message = CANCELED, str(exc) or "Canceled."
-            reporter.log(message)
-        except Exception as exc:  # noqa: BLE001 - any failure must end up on the job record
+        except BaseException as exc:  # noqa: BLE001 - any failure must end up on the job record
             status, error = FAILED, describe_error(exc)
             message = f"Failed: {error}"
-            reporter.log(message)
-            (reporter.dir / "log.txt").open("a", encoding="utf-8").write(traceback.format_exc())
-        finally:
-            reporter.close()
+            if reporter is not None:
+                _quietly(reporter.append_trace, traceback.format_exc())
+        pending = {}
+        if reporter is not None:
+            if status != SUCCEEDED:
+                _quietly(reporter.log, message)
+            _quietly(reporter.close)
+            pending = reporter.pending_fields()
+        with self._lock:
+            self._cancel.discard(job_id)
+        final = dict(status=status, error=error, message=message, finished=time.time())
+        self._finish(job_id, **{**pending, **final})  # unsaved progress and logs go with the status
+
+    def _finish(self, job_id: str, **fields: Any) -> None:
+        """Write a job's final fields; if the disk refuses, keep them and write them again later."""
+        with self._lock:
+            fields = {**self._unrecorded.pop(job_id, {}), **fields}
+        try:
+            self.store.update("jobs", job_id, **fields)
+        except KeyError:
+            pass  # the record is gone: nothing to mark
+        except BaseException as exc:  # noqa: BLE001 - above all, the worker goes on
+            _warn(f"job {job_id}: its status could not be saved ({exc}); trying again in {RETRY_SECONDS:.0f} s")
             with self._lock:
-                self._cancel.discard(job_id)
-        self.store.update("jobs", job_id, status=status, error=error, message=message,
-                          finished=time.time())
+                self._unrecorded[job_id] = fields
+
+    def _record_unrecorded(self) -> None:
+        with self._lock:
+            waiting = list(self._unrecorded)
+        for job_id in waiting:
+            with self._lock:
+                fields = self._unrecorded.pop(job_id, None)
+            if fields is not None:
+                self._finish(job_id, **fields)
 
 
-def describe_error(exc: BaseException) -> str:
-    """A one-line reason for the user; our own error types already carry one."""
-    if isinstance(exc, StudioError):
-        return str(exc)
-    if isinstance(exc, (ValueError, FileNotFoundError, KeyError)):
-        text = str(exc)
-        return text.strip("'\"") if isinstance(exc, KeyError) else text
-    name = type(exc).__name__
-    if "out of memory" in str(exc).lower():
-        return ("The GPU ran out of memory. Pick a lighter memory mode (8-bit or 4-bit base, "
-                "gradient checkpointing) or a lower resolution.")
-    return f"Unexpected {name}: {exc}"
+def _quietly(fn: Callable, *args) -> None:
+    """Best effort: used on the failure path, which must not fail in turn."""
+    try:
+        fn(*args)
+    except BaseException as exc:  # noqa: BLE001
+        _warn(f"{getattr(fn, '__name__', 'cleanup')} failed: {exc}")
+
+
+def _warn(text: str) -> None:
+    try:
+        print(f"lora-studio: {text}", file=sys.stderr, flush=True)
+    except Exception:  # noqa: BLE001 - stderr itself may be gone
+        pass

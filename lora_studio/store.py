@@ -4,11 +4,17 @@ TinyDB rewrites its whole JSON file on every change; `AtomicJSONStorage` writes 
 and `os.replace`s it, so a kill mid-write leaves the previous file intact. One re-entrant lock
 serialises every table operation: the job worker and Gradio's request threads share the store.
 File names are generated here, never taken from user input.
+
+Records and API replies hold workspace-relative paths (`relative`), never absolute ones; `path`
+turns them back and refuses anything that would leave the workspace. Only `SERVED` folders hold
+files a browser may fetch (images the UI shows); the database, job logs, datasets and LoRA files
+live beside them and are never served.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -19,17 +25,33 @@ from typing import Any, Callable, Iterable
 from tinydb import Query, TinyDB
 from tinydb.storages import Storage
 
-from .errors import NotFound
+from .errors import NotFound, WorkspaceError, describe_os_error
 
 TABLES = ("characters", "images", "datasets", "jobs", "loras")
+SERVED = ("characters", "public")  # images the UI shows; nothing else in the workspace is served
+PRIVATE = ("studio.json", "tasks.json", "jobs", "datasets", "loras", "exports", "replicate", "scores")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    _atomic(path, lambda handle: handle.write(data))
+
+
+def atomic_copy(source: Path, path: Path) -> None:
+    """Copy a file in chunks (a LoRA may be a gigabyte) and move it into place in one step."""
+    def fill(handle) -> None:
+        with open(source, "rb") as src:
+            shutil.copyfileobj(src, handle, 1024 * 1024)
+
+    _atomic(path, fill)
+
+
+def _atomic(path: Path, fill: Callable[[Any], Any]) -> None:
+    """Write through a temp file beside `path`, synced, then rename: readers see old or new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            fill(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -61,7 +83,12 @@ class AtomicJSONStorage(Storage):
             return None
         if not text.strip():
             return None
-        return json.loads(text)
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            raise WorkspaceError(
+                f"The database {self.path.name} is damaged (not valid JSON) and was left as it is. Restore "
+                "it from a backup, or move it away to start with an empty workspace.") from None
 
     def write(self, data: dict) -> None:
         atomic_write_text(self.path, json.dumps(data, default=str))
@@ -73,11 +100,14 @@ class AtomicJSONStorage(Storage):
 class Store:
     """The workspace: `studio.json` plus folders for characters, datasets, LoRAs and jobs."""
 
+    served_folders, private_names = SERVED, PRIVATE
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        _check_writable(self.root)
         self._lock = threading.RLock()
         self._db = TinyDB(str(self.root / "studio.json"), storage=AtomicJSONStorage)
+        self._db.tables()  # read once now: a damaged database is reported at start-up, in words
 
     # ---- records -------------------------------------------------------------------------
     def insert(self, table: str, record: dict) -> dict:
@@ -116,7 +146,7 @@ class Store:
         with self._lock:
             rows = self._db.table(table).all()
         out = [dict(r) for r in rows if all(r.get(k) == v for k, v in equals.items())]
-        return sorted(out, key=lambda r: r.get("created", 0))
+        return sorted(out, key=_created)
 
     def delete(self, table: str, record_ids: Iterable[str]) -> None:
         ids = set(record_ids)
@@ -141,6 +171,59 @@ class Store:
     def job_dir(self, job_id: str) -> Path:
         return self.folder("jobs", job_id)
 
+    def public_dir(self, *parts: str) -> Path:
+        """A served folder for images the UI shows (a sweep's grid, a generated image, samples)."""
+        return self.folder("public", *parts)
+
+    # ---- paths ---------------------------------------------------------------------------
+    def relative(self, value: Any) -> Any:
+        """`value` with every absolute path inside the workspace made workspace-relative (recursively)."""
+        if isinstance(value, dict):
+            return {k: self.relative(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.relative(v) for v in value]
+        if isinstance(value, (str, Path)) and os.path.isabs(value):
+            try:
+                return Path(value).resolve().relative_to(self.root).as_posix()
+            except (ValueError, OSError):
+                return value
+        return value
+
+    def path(self, relative: str | Path) -> Path:
+        """The absolute path of a workspace-relative one; refuses anything outside the workspace."""
+        candidate = (self.root / str(relative)).resolve()
+        if candidate != self.root and self.root not in candidate.parents:
+            raise NotFound("That file is not part of the workspace.")
+        return candidate
+
+    def served(self, relative: str | Path | None) -> Path | None:
+        """An existing file in a served folder (see SERVED), or None: the UI shows nothing else."""
+        if not relative:
+            return None
+        try:
+            path = self.path(self.relative(str(relative)))
+        except NotFound:
+            return None
+        top = path.relative_to(self.root).parts[:1]
+        return path if top and top[0] in SERVED and path.is_file() else None
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _created(record: dict) -> float:
+    """Sort key that a damaged record (a text or missing `created`) cannot break."""
+    value = record.get("created", 0)
+    return float(value) if isinstance(value, (int, float)) and value == value else 0.0
+
+
+def _check_writable(root: Path) -> None:
+    """Fail at start-up, in words, when the workspace cannot hold our files."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-check-{os.getpid()}"
+        atomic_write_bytes(probe, b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise WorkspaceError(f"The workspace folder {root} cannot be used: {describe_os_error(exc)}") from None

@@ -22,6 +22,7 @@ from .services.costs import CostService
 from .services.generate import GenerateOptions, GenerateService
 from .services.library import LibraryService
 from .services.preferences import Preferences
+from .services.limits import limits_for
 from .services.selection import SelectionService
 from .services.sheet import SheetService
 from .services.tester import SweepRequest, TesterService
@@ -40,6 +41,7 @@ class Studio:
         size = self.settings.image_size
         self.costs = CostService(self.store.root, paid=self.settings.engine == "replicate")
         self.preferences = Preferences(self.store.root)
+        self.limits = limits_for(self.settings.engine)  # what this engine can serve; checked at the door
         self.characters = Characters(self.store)
         self.library = LibraryService(self.store, self.engine)
         self.selection = SelectionService(self.store, self.characters)
@@ -47,11 +49,12 @@ class Studio:
                                   score_sheet=self.selection.score, costs=self.costs)
         self.training = TrainingService(self.store, self.jobs, self.characters, self.library, self.engine,
                                         tiny=self.settings.is_tiny, image_size=size, device=self.settings.device,
-                                        remote=self.settings.engine == "replicate", costs=self.costs)
+                                        remote=self.settings.engine == "replicate", costs=self.costs,
+                                        engine_limits=self.limits)
         self.tester = TesterService(self.store, self.jobs, self.characters, self.library, self.engine, size,
-                                    costs=self.costs)
+                                    costs=self.costs, engine_limits=self.limits)
         self.generator = GenerateService(self.store, self.jobs, self.library, self.engine, size,
-                                         self.settings.tasks_file, costs=self.costs)
+                                         self.settings.tasks_file, costs=self.costs, engine_limits=self.limits)
         if start:
             self.jobs.start()
 
@@ -89,7 +92,7 @@ class Studio:
         job = self.generator.start(GenerateOptions(prompt=prompt, loras=loras or {}, seed=seed, width=width,
                                                    height=height, steps=steps, guidance=guidance, task=task))
         done = self.wait(job.id, timeout)
-        return Image.open(done.outputs["image"]).copy()
+        return Image.open(self.store.path(done.outputs["image"])).copy()
 
     def sweep(self, lora: str, prompt: str, **kwargs) -> JobView:
         return self.wait(self.tester.start(SweepRequest(lora=lora, prompt=prompt, **kwargs)).id)

@@ -13,7 +13,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(workspace: Path, auth: tuple[str, str] | None = None, engine_object=None, **settings):
+def running_app(workspace: Path, auth: tuple[str, str] | None = None, engine_object=None, concurrency: int = 1,
+                **settings):
+    """`concurrency` is Gradio's default_concurrency_limit (launch.py runs the app with 4)."""
     from lora_studio.config import Settings
     from lora_studio.studio import Studio
     from lora_studio.ui.app import build_app, launch_kwargs
@@ -21,8 +23,9 @@ def running_app(workspace: Path, auth: tuple[str, str] | None = None, engine_obj
     studio = Studio(Settings(workspace=workspace, **settings), engine=engine_object)
     demo = build_app(studio)
     port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                        auth=auth, **launch_kwargs(studio))
+    demo.queue(default_concurrency_limit=concurrency).launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, auth=auth,
+        **launch_kwargs(studio))
     try:
         yield studio, f"http://127.0.0.1:{port}/"
     finally:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
@@ -109,12 +108,12 @@ def test_whole_journey(app, astronaut_path, tmp_path):
     job = client.predict("mila", "photo of mila_v1 in a café", "0, 0.6, 1.2", "1, 2", "", api_name="/run_sweep")
     job = wait_job(client, job["id"])
     assert job["status"] == "succeeded", job["error"]
-    assert Path(job["outputs"]["grid"]).is_file()
+    assert (root / job["outputs"]["grid"]).is_file()  # replies carry workspace-relative paths
     assert job["outputs"]["analysis"]["reason"]
 
     # Generate with the LoRA.
     job = wait_job(client, client.predict("photo of mila_v1", "mila:0.8", 5, "", api_name="/generate")["id"])
-    assert job["status"] == "succeeded" and Path(job["outputs"]["image"]).is_file()
+    assert job["status"] == "succeeded" and (root / job["outputs"]["image"]).is_file()
     jobs = client.predict("", api_name="/list_jobs")
     assert {j["kind"] for j in jobs} >= {"sheet", "train", "sweep", "generate"}
 

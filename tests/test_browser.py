@@ -56,14 +56,20 @@ def sheet_app(tmp_path_factory, astronaut_path):
 def open_tab(browser, url, tab: str):
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.goto(url, wait_until="load")
-    page.get_by_text("Demo mode: tiny built-in Flux").wait_for(timeout=WAIT)
+    page.locator("#engine-banner").wait_for(timeout=WAIT)  # the page has rendered
     page.get_by_role("tab", name=tab).click()
     return page
 
 
 def thumbnail_pixels(page, index: int) -> np.ndarray:
-    """The thumbnail as pixels, cut to 140x140 (its box can round to a pixel more or less)."""
-    shot = page.locator("#selection-gallery .thumbnail-item").nth(index).screenshot()
+    """The thumbnail as pixels, cut to 140x140 (its box can round to a pixel more or less), once its
+    image has loaded: a click re-renders the gallery, and a screenshot taken before the new <img> is
+    decoded shows a blank box."""
+    item = page.locator("#selection-gallery .thumbnail-item").nth(index)
+    item.locator("img").evaluate(
+        "img => img.complete && img.naturalWidth ? true : new Promise(r => img.addEventListener('load', r, {once: true}))")
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    shot = item.screenshot()
     return np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"), dtype=np.float32)[:140, :140]
 
 

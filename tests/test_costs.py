@@ -181,7 +181,9 @@ def test_the_fake_defaults_go_fast_on_like_replicate(fake):
 
 def _remote_lora(studio) -> dict:
     """A LoRA trained on Replicate, as the library records it (weights live at a URL)."""
-    return studio.store.insert("loras", dict(name="mila", trigger="mila_v1", source="replicate",
+    from lora_studio.store import new_id
+
+    return studio.store.insert("loras", dict(id=new_id("lora_"), name="mila", trigger="mila_v1", source="replicate",
                                              path="loras/none/lora.safetensors",
                                              remote="https://example.invalid/mila.safetensors"))
 

@@ -95,6 +95,7 @@ class TrainRequest:
     # Train at most this many steps in this call, then checkpoint and return (`stopped_at` set);
     # a call with resume=True continues. ZeroGPU's per-call time limit needs this (gpu_calls.py).
     stop_after: int | None = None
+    samples_dir: Path | None = None  # where sample images go (a served folder); None: work_dir/samples
 
 
 @dataclass

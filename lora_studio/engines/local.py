@@ -63,9 +63,11 @@ class LocalEngine:
             ).images[0]
 
     def check_lora(self, path: Path) -> dict:
-        with self.manager.lock:
-            transformer = self.manager.text_to_image().transformer
-            return inspect_lora(path, transformer).to_dict()
+        """Format and shapes against the configured model's skeleton: no lock, no model loaded, so an
+        import never waits for a training that holds the model for hours."""
+        from .skeleton import skeleton_for
+
+        return inspect_lora(path, skeleton_for(self.manager.model_id)).to_dict()
 
     def unload(self) -> None:
         self.manager.unload()

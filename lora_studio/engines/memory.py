@@ -40,6 +40,7 @@ LADDER = ("full", "checkpointing", "8bit", "nf4", "lowvram")  # lightest last; O
 _HEADROOM = 0.95
 
 _BASE_QUANT = {"8bit": "8bit", "fp8": "fp8", "nf4": "nf4", "lowvram": "nf4"}
+QUANTIZED_MODES = tuple(_BASE_QUANT)  # modes that load a quantized base: a real model on CUDA only
 _QUANT_LIBRARY = {"8bit": "bitsandbytes", "nf4": "bitsandbytes", "fp8": "torchao"}
 PIPELINE_COMPONENTS = ("transformer", "vae", "text_encoder", "text_encoder_2")
 

@@ -21,6 +21,18 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config,
 
 TEXT_WIDTH = 32
 TINY_SEED = 20240801  # weights are random but fixed, so a saved LoRA fits every tiny build
+TINY_TRANSFORMER = dict(
+    patch_size=1,
+    in_channels=4,
+    num_layers=1,
+    num_single_layers=1,
+    attention_head_dim=16,
+    num_attention_heads=2,
+    joint_attention_dim=TEXT_WIDTH,
+    pooled_projection_dim=TEXT_WIDTH,
+    axes_dims_rope=[4, 4, 8],
+    guidance_embeds=True,
+)
 
 
 def byte_alphabet() -> list[str]:
@@ -83,18 +95,7 @@ def tiny_components(seed: int = TINY_SEED) -> dict:
                 decoder_start_token_id=t5_tok.pad_token_id,
             )
         )
-        transformer = FluxTransformer2DModel(
-            patch_size=1,
-            in_channels=4,
-            num_layers=1,
-            num_single_layers=1,
-            attention_head_dim=16,
-            num_attention_heads=2,
-            joint_attention_dim=TEXT_WIDTH,
-            pooled_projection_dim=TEXT_WIDTH,
-            axes_dims_rope=[4, 4, 8],
-            guidance_embeds=True,
-        )
+        transformer = FluxTransformer2DModel(**TINY_TRANSFORMER)
         vae = AutoencoderKL(
             in_channels=3,
             out_channels=3,

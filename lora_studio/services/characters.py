@@ -7,8 +7,12 @@ from pathlib import Path
 from ..images import ImageError, open_image, save_png
 from ..jobs import UserError
 from ..store import Store, new_id
+from . import limits
 
-MAX_UPLOADS = 50
+MAX_UPLOADS = 20  # images per call
+MAX_REFERENCES = 50  # uploaded images per character
+MAX_CHARACTERS = 500
+STORED_SIDE = 2048  # references are kept at most this large: Kontext and face checks need no more
 
 
 @dataclass
@@ -34,7 +38,9 @@ class Characters:
         self.store = store
 
     def create(self, name: str) -> dict:
-        name = (name or "").strip()[:60] or "Unnamed character"
+        name = limits.name(name, "The character's name") or "Unnamed character"
+        if len(self.store.find("characters")) >= MAX_CHARACTERS:
+            raise UserError(f"The workspace already holds {MAX_CHARACTERS} characters; reuse one of them.")
         return self.store.insert("characters", dict(name=name, reference_image_id=None, selected=[],
                                                     sheet_job_id=None))
 
@@ -45,7 +51,7 @@ class Characters:
         if not character_id:
             raise UserError("Create or pick a character first.")
         try:
-            return self.store.require("characters", character_id)
+            return self.store.require("characters", limits.record_id(character_id, "character id"))
         except KeyError:
             raise UserError("That character no longer exists.") from None
 
@@ -55,13 +61,18 @@ class Characters:
         if not sources:
             raise UserError("Choose at least one image to upload.")
         if len(sources) > MAX_UPLOADS:
-            raise UserError(f"Upload at most {MAX_UPLOADS} images at a time.")
+            raise UserError(f"{len(sources)} images sent; upload at most {MAX_UPLOADS} at a time.")
+        have = len(self.store.find("images", character_id=character_id, kind="reference"))
+        if have + len(sources) > MAX_REFERENCES:
+            raise UserError(f"This character has {have} images; at most {MAX_REFERENCES} are kept. Upload "
+                            f"{max(0, MAX_REFERENCES - have)} or fewer, or make a new character.")
         names = names or [Path(str(s)).name if isinstance(s, (str, Path)) else f"image {i + 1}"
                           for i, s in enumerate(sources)]
+        names = [str(n)[:120] for n in names]
         added, rejected = [], []
         for source, name in zip(sources, names):
             try:
-                image = open_image(source, label=name)
+                image = open_image(source, label=name, max_side=STORED_SIDE)
             except ImageError as exc:
                 rejected.append(str(exc))
                 continue
@@ -79,7 +90,8 @@ class Characters:
         return UploadReport(added, rejected)
 
     def choose_reference(self, character_id: str, image_id: str) -> dict:
-        image = self.store.get("images", image_id)
+        self.get(character_id)
+        image = self.store.get("images", limits.record_id(image_id, "image id"))
         if not image or image["character_id"] != character_id or image["kind"] != "reference":
             raise UserError("Pick one of this character's uploaded images as the reference.")
         return self.store.update("characters", character_id, reference_image_id=image_id)
@@ -89,7 +101,7 @@ class Characters:
         from .. import identity
 
         try:
-            image = open_image(self.reference_path(character_id), "The reference image")
+            image = open_image(self.reference_path(character_id), "The reference image", max_side=STORED_SIDE)
             faces = identity.detect_faces(image)
         except identity.IdentityUnavailableError as exc:
             return f"Face checks are unavailable: {exc}"
@@ -107,6 +119,8 @@ class Characters:
         return self.abs(self.store.require("images", character["reference_image_id"])["path"])
 
     def images(self, character_id: str, kind: str) -> list[ImageItem]:
+        if kind not in ("reference", "sheet"):
+            raise UserError(f"Image kind must be 'reference' or 'sheet', not {str(kind)[:20]!r}.")
         rows = self.store.find("images", character_id=character_id, kind=kind)
         rows.sort(key=lambda r: (r.get("slot", 0), r.get("created", 0)))
         return [ImageItem(r["id"], self.abs(r["path"]), kind, r.get("label") or r.get("original_name", ""),
@@ -116,4 +130,4 @@ class Characters:
         return str(Path(path).resolve().relative_to(self.store.root))
 
     def abs(self, rel: str) -> Path:
-        return self.store.root / rel
+        return self.store.path(rel)

@@ -14,12 +14,14 @@ from ..engines.base import Engine, GenerateRequest, replicate_lora_scale
 from ..images import save_png
 from ..jobs import JobQueue, JobReporter, JobView, UserError
 from ..store import Store, atomic_write_json
+from . import limits
 from .costs import CostService
 from .library import LibraryService
 from .strength_analysis import parse_strengths
 
 JOB_KIND = "generate"
-MAX_SIDE = 2048
+MAX_SIDE = 2048  # the most any engine serves; each engine's own bound is in limits.EngineLimits
+MAX_LORAS = 4
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,10 @@ class GenerateOptions:
 def parse_lora_weights(text: str) -> dict[str, float]:
     """'mila:0.9, film-style:0.5' → {'mila': 0.9, 'film-style': 0.5}."""
     weights: dict[str, float] = {}
-    for part in (text or "").split(","):
+    parts = [p for p in limits.text(text, "The LoRA list").split(",") if p.strip()]
+    if len(parts) > MAX_LORAS:
+        raise UserError(f"{len(parts)} LoRAs given; use at most {MAX_LORAS} at once.")
+    for part in parts:
         if not part.strip():
             continue
         name, sep, value = part.strip().rpartition(":")
@@ -80,11 +85,13 @@ def load_tasks(path: Path | None) -> dict[str, Task]:
 
 class GenerateService:
     def __init__(self, store: Store, jobs: JobQueue, library: LibraryService, engine: Callable[[], Engine],
-                 image_size: int, tasks_file: Path | None, costs: CostService | None = None) -> None:
+                 image_size: int, tasks_file: Path | None, costs: CostService | None = None,
+                 engine_limits: limits.EngineLimits | None = None) -> None:
         self.store, self.jobs, self.library = store, jobs, library
         self.costs = costs or CostService(store.root, paid=False)
         self._engine = engine
         self.image_size = image_size
+        self.limits = engine_limits or limits.LOCAL
         self.tasks_file = tasks_file or store.root / "tasks.json"
         jobs.register(JOB_KIND, self._run)
 
@@ -100,36 +107,55 @@ class GenerateService:
         atomic_write_json(self.tasks_file, raw)
 
     def resolve(self, options: GenerateOptions) -> dict:
-        prompt, loras = (options.prompt or "").strip(), dict(options.loras)
+        prompt = limits.text(options.prompt, "The prompt", limits.MAX_PROMPT)
+        loras = dict(options.loras)
         seed, width, height = options.seed, options.width, options.height
         if options.task:
-            task = self.tasks().get(options.task)
+            task_name = limits.text(options.task, "The task", limits.MAX_NAME)
+            task = self.tasks().get(task_name)
             if task is None:
-                raise UserError(f"No task named {options.task!r} in {self.tasks_file.name}.")
+                raise UserError(f"No task named {task_name!r} in {self.tasks_file.name}.")
             prompt = " ".join(p for p in (task.prompt_prefix, prompt, task.prompt_suffix) if p).strip()
             loras = {**task.loras, **loras}
             seed = task.seed if task.seed is not None and not options.seed else seed
             width, height = width or task.width, height or task.height
         if not prompt:
             raise UserError("Write a prompt.")
-        width, height = int(width or self.image_size), int(height or self.image_size)
-        if not (16 <= width <= MAX_SIDE and 16 <= height <= MAX_SIDE) or width % 16 or height % 16:
-            raise UserError(f"Width and height must be multiples of 16 between 16 and {MAX_SIDE}.")
+        if len(loras) > MAX_LORAS:
+            raise UserError(f"{len(loras)} LoRAs given; use at most {MAX_LORAS} at once.")
         weights = []
         for name, weight in loras.items():
-            try:
-                weight = parse_strengths([weight])[0]
-            except ValueError as exc:
-                raise UserError(str(exc)) from None
+            weight = parse_strengths([weight])[0]
             record = self.library.resolve(name)
             weights.append((record["id"], weight))
-        return dict(prompt=prompt, loras=weights, seed=int(seed), width=width, height=height,
-                    steps=int(options.steps), guidance=float(options.guidance), go_fast=bool(options.go_fast))
+        return self.check(dict(prompt=prompt, loras=weights, seed=seed, width=width or self.image_size,
+                               height=height or self.image_size, steps=options.steps, guidance=options.guidance,
+                               go_fast=options.go_fast))
+
+    def check(self, params: dict) -> dict:
+        """Size, steps, seed and guidance within what this engine serves (also for stored jobs)."""
+        lim = self.limits
+        side = f"a multiple of {lim.side_multiple} from {lim.side_multiple} to {lim.max_side}"
+        sizes = {}
+        for key in ("width", "height"):
+            value = limits.whole_number(params.get(key), key.capitalize(), lim.side_multiple, lim.max_side,
+                                        self.image_size)
+            if value % lim.side_multiple:
+                raise UserError(f"{key.capitalize()} {value} does not fit; give {side}.")
+            sizes[key] = value
+        return dict(params, prompt=limits.text(params.get("prompt"), "The prompt", limits.MAX_PROMPT + 400,
+                                               required=True),
+                    seed=limits.seed(params.get("seed", 0)), **sizes,
+                    steps=limits.whole_number(params.get("steps", 28), "Steps", 1, lim.max_inference_steps, 28),
+                    guidance=limits.number(params.get("guidance", 3.5), "Guidance", 0.0, 30.0, 3.5),
+                    go_fast=limits.flag(params.get("go_fast", False), "go_fast"),
+                    loras=[(str(lid), parse_strengths([w])[0]) for lid, w in params.get("loras") or []][:MAX_LORAS])
 
     def start(self, options: GenerateOptions) -> JobView:
         return self.jobs.submit(JOB_KIND, self.resolve(options), title="Generate")
 
     def _run(self, params: dict, reporter: JobReporter) -> dict:
+        params = self.check(params)
         engine = self._engine()
         loras = tuple(self.library.weight(lid, w) for lid, w in params["loras"])
         go_fast = bool(params.get("go_fast", False))
@@ -137,7 +163,7 @@ class GenerateService:
         image = meter.call("lora" if loras else "plain", engine.generate, GenerateRequest(
             prompt=params["prompt"], seed=params["seed"], width=params["width"], height=params["height"],
             steps=params["steps"], guidance=params["guidance"], loras=loras, go_fast=go_fast))
-        path = save_png(image, self.store.job_dir(reporter.job_id) / "image.png")
+        path = save_png(image, self.store.public_dir("jobs", reporter.job_id) / "image.png")
         result = {"image": str(path), "go_fast": go_fast}
         if meter.paid:  # what Replicate applied, so a strength read off a result means the same at home
             result["spending"] = meter.summary()

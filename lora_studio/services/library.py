@@ -1,54 +1,91 @@
 """The LoRA library: trained and imported LoRAs, their files, metadata and scores.
 
 Each LoRA lives in `loras/<id>/` under a generated name; the user's name is only a label, so a
-rename never moves files and no user text reaches a path.
+rename never moves files and no user text reaches a path. Its training samples, which the UI
+shows, live in the served `public/loras/<id>/`.
+
+Names are unique, case-insensitively, at the moment a LoRA is registered (one lock around
+"is it free?" and the insert). A training reserves its name from the moment it is queued, so an
+import or a second training with that name is refused at once; the first one queued keeps it. If a
+name is taken anyway while a training runs (an older queued job, a rename), the finished LoRA is
+saved as "name (2)" and the job says so: hours of training are never thrown away over a label.
 """
 from __future__ import annotations
 
 import io
 import json
 import shutil
+import threading
 import zipfile
 from pathlib import Path
 from typing import Callable
 
 from ..engines.base import Engine, EngineError, LoraWeight
-from ..jobs import UserError
-from ..store import Store, atomic_write_bytes, atomic_write_json, new_id
+from ..jobs import QUEUED, RUNNING, UserError
+from ..store import Store, atomic_copy, atomic_write_bytes, atomic_write_json, new_id
+from . import limits
 
-MAX_IMPORT_BYTES = 2 * 1024**3
+MAX_IMPORT_BYTES = 1024**3  # a rank-64 bf16 Flux LoRA on every layer is ~0.7 GB; most are under 0.3 GB
+MAX_LORAS = 500
+TRAIN_KIND = "train"
 
 
 class LibraryService:
     def __init__(self, store: Store, engine: Callable[[], Engine]) -> None:
         self.store = store
         self._engine = engine
+        self._names = threading.RLock()  # "is this name free?" and the insert happen as one step
 
     # ---- queries ----------------------------------------------------------------------------
     def list(self) -> list[dict]:
         return self.store.find("loras")
 
     def get(self, lora_id: str) -> dict:
-        record = self.store.get("loras", lora_id or "")
+        record = self.store.get("loras", limits.record_id(lora_id, "LoRA id") or "")
         if record is None:
             raise UserError("That LoRA is not in the library.")
         return record
 
     def find_by_name(self, name: str) -> dict | None:
-        for record in self.list():
-            if record["name"].lower() == (name or "").strip().lower():
-                return record
+        """The LoRA with this name (any case); two of them (made by an older version) is an error."""
+        found = self._named(name)
+        if len(found) > 1:
+            ids = ", ".join(r["id"] for r in found)
+            raise UserError(f"{len(found)} LoRAs are named {found[0]['name']!r} ({ids}); use an id, or rename one.")
+        return found[0] if found else None
+
+    def _named(self, name: str) -> list[dict]:
+        key = (name or "").strip().lower()
+        return [r for r in self.list() if str(r.get("name", "")).lower() == key] if key else []
+
+    def name_taken(self, name: str, ignore_id: str | None = None) -> str | None:
+        """Why `name` cannot be given to a new LoRA (an existing one, or a queued training), or None."""
+        key = name.strip().lower()
+        for record in self._named(name):
+            if record["id"] != ignore_id:
+                return f"A LoRA named {record['name']!r} already exists; pick another name or delete it."
+        for job in self.store.find("jobs", kind=TRAIN_KIND):
+            params = job.get("params") if isinstance(job.get("params"), dict) else {}
+            if job.get("status") in (QUEUED, RUNNING) and str(params.get("name", "")).lower() == key \
+                    and job.get("id") != ignore_id:
+                return (f"A training in the queue will save a LoRA named {params['name']!r}; pick another name, "
+                        "or cancel that training first.")
         return None
 
+    def names_lock(self) -> threading.RLock:
+        """Held by the training service while it checks a name and queues its job."""
+        return self._names
+
     def resolve(self, name_or_id: str) -> dict:
-        record = self.store.get("loras", name_or_id) or self.find_by_name(name_or_id)
+        key = limits.text(name_or_id, "The LoRA", limits.MAX_NAME + 20)
+        record = (self.store.get("loras", key) if key.startswith("lora_") else None) or self.find_by_name(key)
         if record is None:
-            known = ", ".join(r["name"] for r in self.list()) or "none yet"
-            raise UserError(f"No LoRA named {name_or_id!r} (library: {known}).")
+            known = ", ".join(r["name"] for r in self.list()[:20]) or "none yet"
+            raise UserError(f"No LoRA named {key!r} (library: {known}).")
         return record
 
     def path(self, record: dict) -> Path:
-        return self.store.root / record["path"]
+        return self.store.path(record["path"])
 
     def weight(self, name_or_id: str, strength: float) -> LoraWeight:
         record = self.resolve(name_or_id)
@@ -57,7 +94,7 @@ class LibraryService:
 
     # ---- adding -----------------------------------------------------------------------------
     def register_trained(self, *, name, trigger, result, job_id, character_id, dataset, params,
-                         seconds) -> dict:
+                         seconds, samples_dir: Path | None = None) -> dict:
         lora_id = new_id("lora_")
         folder = self.store.lora_dir(lora_id)
         files = {"lora": result.lora_path, **result.extra_files}
@@ -65,62 +102,94 @@ class LibraryService:
         for key, source in files.items():
             if source and Path(source).is_file():
                 target = folder / (Path(source).name if key != "lora" else "lora.safetensors")
-                atomic_write_bytes(target, Path(source).read_bytes())
+                atomic_copy(Path(source), target)
                 stored[key] = str(target.relative_to(self.store.root))
-        samples_dir = Path(result.lora_path).parents[1] / "samples"
+        samples_dir = samples_dir or Path(result.lora_path).parents[1] / "samples"
         sample_paths = sorted(samples_dir.glob("*.png"))[-4:] if samples_dir.is_dir() else []
+        shown = self.store.public_dir("loras", lora_id)
         for source in sample_paths:  # the last few training samples travel with the LoRA
-            target = folder / "samples" / source.name
-            atomic_write_bytes(target, source.read_bytes())
-        stored["samples"] = [str((folder / "samples" / p.name).relative_to(self.store.root)) for p in sample_paths]
+            atomic_copy(source, shown / source.name)
+        stored["samples"] = [str((shown / p.name).relative_to(self.store.root)) for p in sample_paths]
         metadata = dict(result.metadata, trigger=trigger, steps=result.steps, rank=params.get("rank"),
                         learning_rate=params.get("learning_rate"), resolution=params.get("resolution"),
                         dataset_hash=dataset.get("hash"), final_loss=result.final_loss,
                         best_checkpoint=result.best_checkpoint, seconds=round(seconds, 1))
         atomic_write_json(folder / "metadata.json", metadata)
-        return self.store.insert("loras", dict(
-            id=lora_id, name=name, trigger=trigger, source="trained", path=stored["lora"],
-            files=stored, job_id=job_id, character_id=character_id, dataset_id=dataset.get("id"),
-            remote=result.remote, metadata=metadata, scores={}))
+        with self._names:
+            free = self._free_name(name, job_id)
+            return self.store.insert("loras", dict(
+                id=lora_id, name=free, trigger=trigger, source="trained", path=stored["lora"],
+                files=stored, job_id=job_id, character_id=character_id, dataset_id=dataset.get("id"),
+                remote=result.remote, metadata=metadata, scores={}))
+
+    def _free_name(self, name: str, job_id: str) -> str:
+        candidate, n = name, 1
+        while self.name_taken(candidate, ignore_id=job_id):
+            n += 1
+            candidate = f"{name[:limits.MAX_NAME - 6]} ({n})"
+        return candidate
 
     def samples(self, lora_id: str) -> list[Path]:
         record = self.get(lora_id)
-        return [self.store.root / p for p in record.get("files", {}).get("samples", [])]
+        return [self.store.path(p) for p in record.get("files", {}).get("samples", [])]
 
     def import_file(self, source: str | Path, name: str, trigger: str = "") -> dict:
-        """Check a user's .safetensors against the loaded Flux, then copy it in under a new id."""
+        """Check a user's .safetensors (format, every tensor, every shape against the configured Flux;
+        no model is loaded and no training is waited for), then copy it in under a new id.
+        A refused or failed import leaves no folder and no record."""
+        from .selection import validate_trigger
+
         source = Path(source)
-        name = (name or "").strip()[:60] or source.stem[:60]
-        if self.find_by_name(name):
-            raise UserError(f"A LoRA named {name!r} already exists.")
+        name = limits.name(name, "The LoRA's name", "film-style") or limits.name(
+            "".join(ch for ch in source.stem if ch.isprintable())[:limits.MAX_NAME], "The file name")
+        trigger = validate_trigger(trigger) if limits.text(trigger, "The trigger word", 64) else ""
+        why = self.name_taken(name)
+        if why:
+            raise UserError(why)
+        if len(self.list()) >= MAX_LORAS:
+            raise UserError(f"The library already holds {MAX_LORAS} LoRAs; delete some before importing more.")
         if not source.is_file():
             raise UserError("Choose a .safetensors file to import.")
         if source.stat().st_size > MAX_IMPORT_BYTES:
-            raise UserError("That file is larger than 2 GB; it is not a LoRA.")
+            raise UserError(f"That file is larger than {MAX_IMPORT_BYTES // 1024**2} MB; a Flux LoRA is far "
+                            "smaller (most are under 300 MB). Is it a full model?")
+        from ..engines.lora_checks import check_tensors
+
         try:
-            info = self._engine().check_lora(source)
+            checked = check_tensors(source)  # types, shapes, values, metadata: any engine
+            info = {**checked, **self._engine().check_lora(source)}  # names and widths vs. the model
         except EngineError as exc:
             raise UserError(str(exc)) from None
         lora_id = new_id("lora_")
-        target = self.store.lora_dir(lora_id) / "lora.safetensors"
-        atomic_write_bytes(target, source.read_bytes())
-        rel = str(target.relative_to(self.store.root))
-        return self.store.insert("loras", dict(
-            id=lora_id, name=name, trigger=(trigger or "").strip()[:40], source="imported", path=rel,
-            files={"lora": rel}, metadata={"format": info.get("format"), "rank": info.get("rank"),
-                                            "original_file": source.name[:120]},
-            scores={}, remote=None, character_id=None))
+        folder = self.store.root / "loras" / lora_id
+        try:
+            target = self.store.lora_dir(lora_id) / "lora.safetensors"
+            atomic_copy(source, target)
+            rel = str(target.relative_to(self.store.root))
+            with self._names:
+                why = self.name_taken(name)
+                if why:
+                    raise UserError(why)
+                return self.store.insert("loras", dict(
+                    id=lora_id, name=name, trigger=trigger, source="imported", path=rel,
+                    files={"lora": rel}, metadata={"format": info.get("format"), "rank": info.get("rank"),
+                                                    "original_file": source.name[:120]},
+                    scores={}, remote=None, character_id=None))
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
 
     # ---- changing ---------------------------------------------------------------------------
     def rename(self, lora_id: str, new_name: str) -> dict:
         record = self.get(lora_id)
-        new_name = (new_name or "").strip()[:60]
+        new_name = limits.name(new_name, "The new name")
         if not new_name:
             raise UserError("The new name is empty.")
-        other = self.find_by_name(new_name)
-        if other and other["id"] != record["id"]:
-            raise UserError(f"A LoRA named {new_name!r} already exists.")
-        return self.store.update("loras", record["id"], name=new_name)
+        with self._names:
+            why = self.name_taken(new_name, ignore_id=record["id"])
+            if why:
+                raise UserError(why)
+            return self.store.update("loras", record["id"], name=new_name)
 
     def delete(self, lora_id: str, unload: Callable[[str], None] | None = None) -> None:
         record = self.get(lora_id)
@@ -128,6 +197,7 @@ class LibraryService:
             unload(record["id"])
         self.store.delete("loras", [record["id"]])
         shutil.rmtree(self.store.root / "loras" / record["id"], ignore_errors=True)
+        shutil.rmtree(self.store.root / "public" / "loras" / record["id"], ignore_errors=True)
 
     def set_scores(self, lora_id: str, scores: dict) -> dict:
         return self.store.mutate("loras", lora_id, lambda r: r.setdefault("scores", {}).update(scores))

@@ -9,10 +9,12 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from ..errors import InvalidInput
 from ..images import open_image
 from ..jobs import UserError
 from ..store import Store, atomic_write_json
-from .characters import Characters, ImageItem
+from . import limits
+from .characters import STORED_SIDE, Characters, ImageItem
 from .datasets import DatasetEntry, write_dataset
 from .sheet_prompts import SHEET_PROMPTS
 
@@ -41,8 +43,8 @@ class SelectionState:
 
 
 def validate_trigger(trigger: str) -> str:
-    trigger = (trigger or "").strip()
-    if not TRIGGER_RE.match(trigger):
+    trigger = limits.text(trigger, "The trigger word", 64)
+    if not TRIGGER_RE.fullmatch(trigger):
         raise UserError("The trigger word must be 3–32 letters, digits, '_' or '-', starting with a "
                         "letter (e.g. 'mila_v1').")
     if trigger.lower() in COMMON_WORDS:
@@ -69,24 +71,30 @@ class SelectionService:
         return SelectionState(items, selected, set_score, warnings)
 
     def toggle(self, character_id: str, image_id: str) -> SelectionState:
-        character = self.characters.get(character_id)
-        image = self.store.get("images", image_id)
+        """Flip one image in or out, as one read-modify-write: parallel clicks never undo each other."""
+        self.characters.get(character_id)
+        image = self.store.get("images", limits.record_id(image_id, "image id"))
         if not image or image["character_id"] != character_id or image["kind"] != "sheet":
             raise UserError("That image is not part of this character's sheet.")
-        selected = list(character.get("selected", []))
-        excluded = set(character.get("excluded", []))
-        if image_id in selected:
-            selected.remove(image_id)
-            excluded.add(image_id)
-        else:
-            if len(selected) >= MAX_IMAGES:
-                raise UserError(f"At most {MAX_IMAGES} images can be selected; deselect one first.")
-            selected.append(image_id)
-            excluded.discard(image_id)
-        self.store.update("characters", character_id, selected=selected, excluded=sorted(excluded))
+
+        def flip(character: dict) -> None:
+            selected = list(character.get("selected", []))
+            excluded = set(character.get("excluded", []))
+            if image_id in selected:
+                selected.remove(image_id)
+                excluded.add(image_id)
+            else:
+                if len(selected) >= MAX_IMAGES:
+                    raise UserError(f"At most {MAX_IMAGES} images can be selected; deselect one first.")
+                selected.append(image_id)
+                excluded.discard(image_id)
+            character.update(selected=selected, excluded=sorted(excluded))
+
+        self.store.mutate("characters", character_id, flip)
         return self.state(character_id)
 
     def set_selection(self, character_id: str, image_ids: list[str]) -> SelectionState:
+        self.characters.get(character_id)
         sheet = {i.id for i in self.characters.images(character_id, "sheet")}
         unknown = [i for i in image_ids if i not in sheet]
         if unknown:
@@ -99,8 +107,11 @@ class SelectionService:
     def quick_select(self, character_id: str, n: int = SUGGESTED) -> SelectionState:
         from .. import identity
 
-        if not MIN_IMAGES <= int(n) <= MAX_IMAGES:
-            raise UserError(f"Quick-select picks between {MIN_IMAGES} and {MAX_IMAGES} images.")
+        try:
+            n = limits.whole_number(n, "The number of images", MIN_IMAGES, MAX_IMAGES)
+        except InvalidInput:
+            raise InvalidInput(f"Quick-select picks between {MIN_IMAGES} and {MAX_IMAGES} images; give a whole "
+                               f"number such as {SUGGESTED}.") from None
         character = self.characters.get(character_id)
         items = self.characters.images(character_id, "sheet")
         if not items:
@@ -118,6 +129,7 @@ class SelectionService:
         return state
 
     def score(self, character_id: str) -> SelectionState:
+        self.characters.get(character_id)
         items = self.characters.images(character_id, "sheet")
         self._scores(character_id, items, refresh=True)
         return self.state(character_id)
@@ -129,7 +141,7 @@ class SelectionService:
         from .. import identity
 
         reference = self._reference_descriptor(character_id)
-        loaded = [(i.id, open_image(i.path)) for i in items]
+        loaded = [(i.id, open_image(i.path, max_side=STORED_SIDE)) for i in items]
         scores = identity.score_images(loaded, reference)
         for item, score in zip(items, scores):
             light = score.to_dict()
@@ -141,13 +153,20 @@ class SelectionService:
         return scores
 
     def _sidecar(self, character_id: str):
-        return self.store.character_dir(character_id, "sheet") / "scores.json"
+        """Face arrays of the sheet: kept out of the served character folder (earlier versions put it
+        there; it moves on first use)."""
+        path = self.store.folder("scores") / f"{character_id}.json"
+        old = self.store.root / "characters" / character_id / "sheet" / "scores.json"
+        if old.is_file() and not path.exists():
+            old.replace(path)
+        return path
 
     def _reference_descriptor(self, character_id: str):
         from .. import identity
 
         try:
-            return identity.reference_descriptor(open_image(self.characters.reference_path(character_id)))
+            return identity.reference_descriptor(
+                open_image(self.characters.reference_path(character_id), max_side=STORED_SIDE))
         except identity.NoFaceError:
             return None
 

@@ -7,7 +7,8 @@ noise, so the gate is off and the job says so.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from ..engines.base import EditRequest, Engine
@@ -15,7 +16,8 @@ from ..images import open_image, save_png
 from ..jobs import JobQueue, JobReporter, JobView, UserError
 from ..progress import SpendingCapReached
 from ..store import Store, new_id
-from .characters import Characters
+from . import limits
+from .characters import STORED_SIDE, Characters
 from .costs import CostService, parse_cap
 from .sheet_prompts import SHEET_PROMPTS
 
@@ -41,26 +43,39 @@ class SheetService:
         self._engine = engine
         self._score_sheet = score_sheet  # so the Selection tab opens with faces already measured
         self.image_size = image_size
+        self._starting = threading.Lock()
         jobs.register(JOB_KIND, self._run)
 
     def start(self, character_id: str, options: SheetOptions = SheetOptions()) -> JobView:
         character = self.characters.get(character_id)
         self.characters.reference_path(character_id)  # fails early with a message if missing
-        if not 1 <= options.max_tries <= 10:
-            raise UserError("Tries per variation must be between 1 and 10.")
-        running = [j for j in self.jobs.list(JOB_KIND) if j.params.get("character_id") == character_id
-                   and not j.done]
-        if running:
-            return running[0]
-        params = dict(character_id=character_id, gate=options.gate, max_tries=options.max_tries,
-                      max_distance=options.max_distance, steps=options.steps,
-                      slots=list(options.slots) if options.slots else None, max_usd=parse_cap(options.max_usd))
-        estimate = self.estimate(character_id, options)
+        params = self.check(dict(character_id=character["id"], gate=options.gate, max_tries=options.max_tries,
+                                 max_distance=options.max_distance, steps=options.steps,
+                                 slots=list(options.slots) if options.slots else None,
+                                 max_usd=parse_cap(options.max_usd)))
+        estimate = self.estimate(character_id, replace(options, gate=params["gate"], max_tries=params["max_tries"]))
         if estimate:
             params["estimate"] = estimate.to_dict()
-        job = self.jobs.submit(JOB_KIND, params, title=f"Character sheet · {character['name']}")
+        with self._starting:  # two clicks at once start one job, not two
+            running = [j for j in self.jobs.list(JOB_KIND) if j.params.get("character_id") == character_id
+                       and not j.done]
+            if running:
+                return running[0]
+            job = self.jobs.submit(JOB_KIND, params, title=f"Character sheet · {character['name']}")
         self.store.update("characters", character_id, sheet_job_id=job.id)
         return job
+
+    @staticmethod
+    def check(params: dict) -> dict:
+        """Tries, steps, gate and slots in range, refused in words (also for jobs stored earlier)."""
+        slots = params.get("slots")
+        valid = {p.slot for p in SHEET_PROMPTS}
+        if slots is not None and (not isinstance(slots, list) or not set(slots) <= valid or not slots):
+            raise UserError(f"Sheet slots must be numbers from {min(valid)} to {max(valid)}.")
+        return dict(params, gate=limits.flag(params.get("gate", True), "The identity gate"),
+                    max_tries=limits.whole_number(params.get("max_tries", 3), "Tries per variation", 1, 10, 3),
+                    max_distance=limits.number(params.get("max_distance", 0.6), "The face distance limit", 0.1, 1.5),
+                    steps=limits.whole_number(params.get("steps", 28), "Steps", 1, 100, 28))
 
     def estimate(self, character_id: str, options: SheetOptions = SheetOptions()):
         """Expected Replicate cost and time of the images still missing (None when nothing is paid)."""
@@ -74,9 +89,11 @@ class SheetService:
 
     # ---- the job --------------------------------------------------------------------------
     def _run(self, params: dict, reporter: JobReporter) -> dict:
+        params = self.check(params)
         character_id = params["character_id"]
         engine = self._engine()
-        reference = open_image(self.characters.reference_path(character_id), "The reference image")
+        reference = open_image(self.characters.reference_path(character_id), "The reference image",
+                               max_side=STORED_SIDE)
         wanted = set(params.get("slots") or [p.slot for p in SHEET_PROMPTS])
         missing = set(self.missing_slots(character_id))
         todo = [p for p in SHEET_PROMPTS if p.slot in wanted and p.slot in missing]

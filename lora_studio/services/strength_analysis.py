@@ -117,6 +117,8 @@ def analyse(rows: list[StrengthRow], base_diversity: float | None, has_faces: bo
 def parse_strengths(text: str | list) -> list[float]:
     """'0, 0.6, 0.8' → [0.0, 0.6, 0.8]; refuses words, negatives, absurd values and long lists."""
     parts = text if isinstance(text, list) else [p for p in str(text).replace(";", ",").split(",") if p.strip()]
+    if len(parts) > 12:
+        raise InvalidInput(f"{len(parts)} strengths given; test at most 12 at once (e.g. 0, 0.6, 0.8, 1.0, 1.2).")
     values = []
     for part in parts:
         try:
@@ -128,8 +130,6 @@ def parse_strengths(text: str | list) -> list[float]:
         values.append(round(value, 4))
     if not values:
         raise InvalidInput("Give at least one strength, e.g. 0.6, 0.8, 1.0.")
-    if len(values) > 12:
-        raise InvalidInput("Test at most 12 strengths at once.")
     return sorted(set(values))
 
 

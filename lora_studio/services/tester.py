@@ -16,6 +16,7 @@ from ..images import open_image, save_png
 from ..jobs import JobQueue, JobReporter, JobView, UserError
 from ..progress import SpendingCapReached
 from ..store import Store
+from . import limits
 from .characters import Characters
 from .costs import CostService, parse_cap
 from .library import LibraryService
@@ -23,6 +24,7 @@ from .strength_analysis import Cell, analyse, parse_strengths, summarise
 
 JOB_KIND = "sweep"
 DEFAULT_STRENGTHS = (0.0, 0.6, 0.8, 1.0, 1.2)
+MAX_EXTRA = 4  # other LoRAs held at a fixed weight
 
 
 @dataclass(frozen=True)
@@ -39,40 +41,46 @@ class SweepRequest:
 
 class TesterService:
     def __init__(self, store: Store, jobs: JobQueue, characters: Characters, library: LibraryService,
-                 engine: Callable[[], Engine], image_size: int, costs: CostService | None = None) -> None:
+                 engine: Callable[[], Engine], image_size: int, costs: CostService | None = None,
+                 engine_limits: limits.EngineLimits | None = None) -> None:
         self.store, self.jobs, self.characters, self.library = store, jobs, characters, library
         self.costs = costs or CostService(store.root, paid=False)
         self._engine = engine
         self.image_size = image_size
+        self.limits = engine_limits or limits.LOCAL
         jobs.register(JOB_KIND, self._run)
 
     def start(self, request: SweepRequest) -> JobView:
         lora = self.library.resolve(request.lora)
-        prompt = (request.prompt or "").strip()
-        if not prompt:
-            raise UserError("Write a prompt to test, e.g. 'photo of <trigger> in a café'.")
-        try:
-            strengths = parse_strengths(list(request.strengths))
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
-        seeds = [int(s) for s in request.seeds][:6]
-        if not seeds:
-            raise UserError("Give at least one seed.")
-        extra = []
-        for name, weight in request.extra:
-            try:
-                weight = parse_strengths([weight])[0]
-            except ValueError as exc:
-                raise UserError(str(exc)) from None
-            extra.append((self.library.resolve(name)["id"], weight))
-        # go_fast stays off: on Replicate it would multiply every strength by 1.5 (engines.base).
-        params = dict(lora_id=lora["id"], prompt=prompt, strengths=strengths, seeds=seeds, extra=extra,
-                      include_base=request.include_base, steps=int(request.steps), go_fast=False,
-                      max_usd=parse_cap(request.max_usd))
-        estimate = self.estimate(len(strengths), len(seeds), request.include_base, bool(extra))
+        params = self.check(dict(lora_id=lora["id"], prompt=request.prompt, strengths=list(request.strengths),
+                                 seeds=list(request.seeds), extra=list(request.extra),
+                                 include_base=request.include_base, steps=request.steps,
+                                 max_usd=parse_cap(request.max_usd)))
+        params["extra"] = [(self.library.resolve(name)["id"], weight) for name, weight in params["extra"]]
+        estimate = self.estimate(len(params["strengths"]), len(params["seeds"]), params["include_base"],
+                                 bool(params["extra"]))
         if estimate:
             params["estimate"] = estimate.to_dict()
         return self.jobs.submit(JOB_KIND, params, title=f"Strength test · {lora['name']}")
+
+    def check(self, params: dict) -> dict:
+        """Every field of a sweep, refused in words before any image is made (also for stored jobs)."""
+        prompt = limits.text(params.get("prompt"), "The prompt", limits.MAX_PROMPT, required=True,
+                             example="photo of <trigger> in a café")
+        strengths = parse_strengths(list(params.get("strengths") or []))
+        seeds = limits.parse_seeds(list(params.get("seeds") or []))
+        extra = list(params.get("extra") or [])
+        if len(extra) > MAX_EXTRA:
+            raise UserError(f"{len(extra)} other LoRAs given; hold at most {MAX_EXTRA} at a fixed weight.")
+        fixed = []
+        for item in extra:
+            if not isinstance(item, (list, tuple)) or len(item) != 2:
+                raise UserError("Write other LoRAs as name:weight, e.g. film-style:0.5.")
+            fixed.append((item[0], parse_strengths([item[1]])[0]))
+        steps = limits.whole_number(params.get("steps", 28), "Steps", 1, self.limits.max_inference_steps, 28)
+        # go_fast stays off: on Replicate it would multiply every strength by 1.5 (engines.base).
+        return dict(params, prompt=prompt, strengths=strengths, seeds=seeds, extra=fixed, steps=steps, go_fast=False,
+                    include_base=limits.flag(params.get("include_base", True), "Include the no-LoRA row"))
 
     def estimate(self, strengths: int, seeds: int, include_base: bool = True, extra: bool = False):
         """Expected Replicate cost and time of a sweep (None when nothing is paid)."""
@@ -80,6 +88,7 @@ class TesterService:
         return self.costs.sweep(strengths * seeds + (base if extra else 0), 0 if extra else base)
 
     def _run(self, params: dict, reporter: JobReporter) -> dict:
+        params = self.check(params)
         engine = self._engine()
         meter = self.costs.meter(params.get("max_usd"))
         try:
@@ -92,7 +101,7 @@ class TesterService:
         lora = self.library.get(params["lora_id"])
         extra = [self.library.weight(lid, w) for lid, w in params["extra"]]
         rows: list[float | None] = ([None] if params["include_base"] else []) + params["strengths"]
-        out_dir = self.store.job_dir(reporter.job_id) / "grid"
+        out_dir = self.store.public_dir("jobs", reporter.job_id)
         measure = _Measure(self._reference(lora), enabled=not engine.makes_noise)
         cells: list[Cell] = []
         base_images: dict[int, Image.Image] = {}

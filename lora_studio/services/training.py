@@ -1,6 +1,9 @@
 """Training jobs: dataset → LoRA, on whichever engine is configured, registered when done.
 
-A job's work folder is `jobs/<id>/`, so resuming the same job finds its checkpoints and caches.
+A job's work folder is `jobs/<id>/`, so resuming the same job finds its checkpoints and caches; its
+samples go to the served `public/jobs/<id>/samples/`. Every number is checked against what the
+engine can serve when the job is submitted, and again when it starts (a job queued by an older
+version may hold anything).
 """
 from __future__ import annotations
 
@@ -9,10 +12,11 @@ from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 from .. import gpu_calls
-from ..engines.base import Engine, TrainRequest
+from ..engines.base import Engine, EngineError, TrainRequest
 from ..jobs import JobQueue, JobReporter, JobView, UserError
 from ..store import Store
 from ..training.presets import DEFAULT_PRESET, PRESETS, validate_hyperparameters
+from . import limits
 from .characters import Characters
 from .costs import CostService, Estimate, parse_cap
 from .library import LibraryService
@@ -41,7 +45,8 @@ class TrainOptions:
 class TrainingService:
     def __init__(self, store: Store, jobs: JobQueue, characters: Characters, library: LibraryService,
                  engine: Callable[[], Engine], tiny: bool, image_size: int, device: str = "auto",
-                 remote: bool = False, costs: CostService | None = None) -> None:
+                 remote: bool = False, costs: CostService | None = None,
+                 engine_limits: limits.EngineLimits | None = None) -> None:
         self.store, self.jobs, self.characters, self.library = store, jobs, characters, library
         self._engine = engine
         self.tiny = tiny
@@ -49,6 +54,7 @@ class TrainingService:
         self.image_size = image_size
         self.saved_presets = PresetStore(store.root, tiny, image_size)
         self.costs = costs or CostService(store.root, paid=False)
+        self.limits = engine_limits or limits.limits_for("tiny" if tiny else "local")
         jobs.register(JOB_KIND, self._run)
 
     default_preset = DEFAULT_PRESET
@@ -108,8 +114,9 @@ class TrainingService:
 
     def resolve(self, options: TrainOptions) -> dict:
         """Preset values overridden by what the user typed, validated, as TrainRequest fields."""
-        preset = self.saved_presets.get(options.preset)
-        builtin = self.saved_presets.builtin(options.preset)
+        preset_name = limits.text(options.preset, "The preset", 40) or DEFAULT_PRESET
+        preset = self.saved_presets.get(preset_name)
+        builtin = self.saved_presets.builtin(preset_name)
         values = dict(steps=preset.steps, rank=preset.rank, learning_rate=preset.learning_rate,
                       resolution=builtin.resolution if builtin else preset.resolution,
                       alpha=builtin.alpha if builtin else float(preset.rank),
@@ -119,48 +126,80 @@ class TrainingService:
                 values[key] = getattr(options, key)
         if self.tiny and options.resolution is None and builtin:
             values["resolution"] = self.image_size
-        try:
-            values["steps"], values["rank"] = int(values["steps"]), int(values["rank"])
-            values["learning_rate"], values["resolution"] = float(values["learning_rate"]), int(values["resolution"])
-        except (TypeError, ValueError):
-            raise UserError("Steps, rank and resolution must be whole numbers; learning rate a number.") from None
-        errors = validate_hyperparameters(values["steps"], values["rank"], values["learning_rate"],
-                                          values["resolution"], tiny=self.tiny)
-        if errors:
-            raise UserError(" ".join(errors))
+        values.update(self.check_numbers(values))
         every = max(1, values["steps"] // 4)
-        values["checkpoint_every"] = options.checkpoint_every or every
-        values["sample_every"] = options.sample_every or every
-        values["memory_mode"] = options.memory_mode or preset.memory_mode
+        values["checkpoint_every"] = limits.whole_number(options.checkpoint_every or every, "Checkpoint every", 1,
+                                                         values["steps"])
+        values["sample_every"] = limits.whole_number(options.sample_every or every, "Sample every", 1, values["steps"])
+        values["memory_mode"] = self.check_memory_mode(options.memory_mode or preset.memory_mode)
         values["max_usd"] = parse_cap(preset.max_usd if options.max_usd is None else options.max_usd)
-        values["seed"] = options.seed
+        values["seed"] = limits.seed(options.seed, "The training seed")
         return values
 
+    def check_numbers(self, values: dict) -> dict:
+        """Steps, rank, learning rate and resolution: well-formed, sensible and within the engine's reach."""
+        lim = self.limits
+        steps = limits.whole_number(values.get("steps"), "Steps", 1, lim.max_steps, 1000)
+        rank = limits.whole_number(values.get("rank"), "Rank", 1, lim.max_rank, 16)
+        learning_rate = limits.number(values.get("learning_rate"), "Learning rate", 0.0, lim.max_lr, 0.0001)
+        low, high = lim.train_resolution
+        resolution = limits.whole_number(values.get("resolution"), "Resolution", low, high,
+                                         self.image_size if self.tiny else 768)
+        if resolution % lim.resolution_multiple:
+            raise UserError(f"Resolution {resolution} does not fit this engine; give one {lim.resolution_hint()}.")
+        errors = validate_hyperparameters(steps, rank, learning_rate, resolution, tiny=self.tiny)
+        if errors:
+            raise UserError(" ".join(errors))
+        return dict(steps=steps, rank=rank, learning_rate=learning_rate, resolution=resolution)
+
+    def check_memory_mode(self, mode) -> str:
+        """A known mode this machine can run: quantized bases need a real model on an NVIDIA GPU."""
+        mode = limits.memory_mode(mode, self.limits.engine)
+        if mode in limits.QUANTIZED_MODES and self.limits.engine == "local":
+            from ..engines.memory import plan_for, require_support
+
+            manager = getattr(self._engine(), "manager", None)
+            device = manager.device.type if manager is not None else "cpu"
+            try:
+                require_support(plan_for(mode, None, 1024), device)
+            except EngineError as exc:
+                raise UserError(str(exc)) from None
+        return mode
+
     def start(self, dataset_id: str, options: TrainOptions) -> JobView:
-        dataset = self.store.get("datasets", dataset_id or "")
+        dataset = self.store.get("datasets", limits.record_id(dataset_id, "dataset id") or "")
         if dataset is None:
             raise UserError("Export a dataset from your selection first (Selection tab).")
         trigger = validate_trigger(options.trigger or dataset["trigger"])
-        name = (options.name or "").strip()[:60]
+        name = limits.name(options.name, "The LoRA's name", "mila")
         if not name:
             raise UserError("Give the LoRA a name.")
-        if self.library.find_by_name(name):
-            raise UserError(f"A LoRA named {name!r} already exists; pick another name or delete it.")
         values = self.resolve(options)
         estimate = self.costs.training(values["steps"])
         if estimate and values["max_usd"] and estimate.usd > values["max_usd"]:
             raise UserError(f"This training is expected to cost ≈ ${estimate.usd:.2f} on Replicate, above its "
                             f"spending cap of ${values['max_usd']:.2f}: raise the cap or train fewer steps.")
-        params = dict(dataset_id=dataset_id, name=name, trigger=trigger, **values)
-        if estimate:
-            params["estimate"] = estimate.to_dict()
-        return self.jobs.submit(JOB_KIND, params, title=f"Train LoRA · {name}",
-                                character_id=dataset.get("character_id"))
+        with self.library.names_lock():  # the first training queued with a name keeps it
+            why = self.library.name_taken(name)
+            if why:
+                raise UserError(why)
+            params = dict(dataset_id=dataset["id"], name=name, trigger=trigger, **values)
+            if estimate:
+                params["estimate"] = estimate.to_dict()
+            return self.jobs.submit(JOB_KIND, params, title=f"Train LoRA · {name}",
+                                    character_id=dataset.get("character_id"))
 
     def _run(self, params: dict, reporter: JobReporter) -> dict:
+        params = {**params, **self.check_numbers(params)}  # queued by an older version: re-check
+        params["memory_mode"] = self.check_memory_mode(params.get("memory_mode"))
+        params["seed"] = limits.seed(params.get("seed", 0), "The training seed")
+        params["trigger"] = validate_trigger(params.get("trigger"))
         engine = self._engine()
-        dataset = self.store.require("datasets", params["dataset_id"])
+        dataset = self.store.get("datasets", str(params.get("dataset_id")))
+        if dataset is None:
+            raise UserError("The dataset of this training was deleted; export it again from the Selection tab.")
         job_dir = self.store.job_dir(reporter.job_id)
+        samples_dir = self.store.public_dir("jobs", reporter.job_id, "samples")
         output_dir = job_dir / "output"
         reference = None
         if dataset.get("character_id"):
@@ -177,6 +216,7 @@ class TrainingService:
             sample_prompt=f"photo of {params['trigger']}, portrait, looking at the camera",
             reference_image=reference, seed=params.get("seed", 0), resume=True,
             zip_path=self.store.root / dataset["zip"] if dataset.get("zip") else None,
+            samples_dir=samples_dir,
         )
         meter = self.costs.meter(params.get("max_usd"))
         reporter.log(f"Training {params['name']!r} on {dataset['count']} images with {engine.describe()}")
@@ -194,9 +234,14 @@ class TrainingService:
         lora = self.library.register_trained(
             name=params["name"], trigger=params["trigger"], result=result, job_id=reporter.job_id,
             character_id=dataset.get("character_id"), dataset=dataset, params=params,
-            seconds=time.time() - started)
-        return {"lora_id": lora["id"], "lora_name": lora["name"], "final_loss": result.final_loss,
-                "best_checkpoint": result.best_checkpoint}
+            seconds=time.time() - started, samples_dir=samples_dir)
+        out = {"lora_id": lora["id"], "lora_name": lora["name"], "final_loss": result.final_loss,
+               "best_checkpoint": result.best_checkpoint}
+        if lora["name"] != params["name"]:
+            out["summary"] = (f"Saved as {lora['name']!r}: the name {params['name']!r} was taken while this "
+                              "training ran.")
+            reporter.log(out["summary"])
+        return out
 
 
 def _sample_scorer(reference_path):

@@ -94,7 +94,7 @@ def sample(
     finally:
         lease.move("vae", vae_device)
         transformer.train()
-    path = work_dir / "samples" / f"step_{step:06d}.png"
+    path = (request.samples_dir or work_dir / "samples") / f"step_{step:06d}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.png")
     image.save(tmp)

@@ -1,14 +1,20 @@
 """Named API endpoints for every step, so `gradio_client` (and any HTTP client) can drive the app.
 
 They return plain JSON. Jobs return at once with their id; poll `/job_status` until `done`.
+Anyone holding the link can call them with anything: every value is checked by the services
+before work starts (see services/limits.py), replies carry workspace-relative paths only, and
+files leave only through the two download endpoints (`/export_lora`, `/download_dataset`).
 """
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 
 import gradio as gr
 
 from ..jobs import JobView
+from ..services import limits
 from ..services.generate import GenerateOptions
 from ..services.sheet import SheetOptions
 from ..services.strength_analysis import parse_strengths
@@ -16,22 +22,47 @@ from ..services.tester import SweepRequest
 from ..services.training import TrainOptions
 from ..studio import Studio
 from .common import friendly, parse_weights, upload_paths
+from .files import deliver, discard_uploads
+
+JSON_INT = 2**53  # larger integers do not survive JavaScript (and past 2**64, not the JSON encoder)
 
 
 def public(value):
-    """JSON for the client: a dict key named "path" would make gradio_client fetch it as a file."""
+    """JSON any client reads: no "path" key (gradio_client would fetch it as a file), no absolute
+    paths, no NaN/infinity, no integers a JSON encoder refuses."""
     if isinstance(value, dict):
-        return {("relative_path" if k == "path" else k): public(v) for k, v in value.items()}
-    if isinstance(value, list):
+        return {("relative_path" if k == "path" else str(k)): public(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
         return [public(v) for v in value]
-    return value
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if -JSON_INT <= value <= JSON_INT else str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (str, Path)) and os.path.isabs(value):
+        return Path(value).name  # a path outside the workspace: its name is all a caller needs
+    return value if isinstance(value, str) else str(value)
 
 
-def job_json(job: JobView) -> dict:
+def job_json(job: JobView, studio: Studio) -> dict:
     data = job.to_dict()
     data["done"] = job.done
     data["metrics"] = {k: v[-50:] for k, v in job.metrics.items()}
-    return data
+    return public(studio.store.relative(data))
+
+
+def _optional(value):
+    """0, "" or nothing means "use the preset's value"."""
+    return None if value in (None, "", 0, "0") else value
+
+
+def _below_zero(value) -> bool:
+    """A negative spending cap means "the preset's" (text that is not a number is left to the cap's check)."""
+    try:
+        return float(value) < 0
+    except (TypeError, ValueError):
+        return False
 
 
 def register(studio: Studio) -> None:
@@ -39,47 +70,48 @@ def register(studio: Studio) -> None:
 
     @friendly
     def create_character(name: str) -> dict:
-        return studio.characters.create(name)
+        return public(studio.characters.create(name))
 
     @friendly
     def list_characters() -> list:
-        return studio.characters.list()
+        return public(studio.characters.list())
 
     @friendly
     def choose_reference(character_id: str, image_id: str) -> dict:
-        return studio.characters.choose_reference(character_id, image_id)
+        return public(studio.characters.choose_reference(character_id, image_id))
 
     @friendly
     def character_images(character_id: str, kind: str = "sheet") -> list:
-        return [{"id": i.id, "image_path": str(i.path), "category": i.category, "label": i.caption, "score": i.score}
-                for i in studio.characters.images(character_id, kind)]
+        return public([{"id": i.id, "image_path": studio.store.relative(str(i.path)), "category": i.category,
+                        "label": i.caption, "score": i.score}
+                       for i in studio.characters.images(character_id, kind)])
 
     @friendly
     def start_sheet(character_id: str, gate: bool = True, max_tries: int = 3, max_usd: float = 0.0) -> dict:
-        options = SheetOptions(gate=gate, max_tries=int(max_tries), max_usd=max_usd or None)
-        return job_json(studio.sheet.start(character_id, options))
+        options = SheetOptions(gate=gate, max_tries=max_tries, max_usd=max_usd or None)
+        return job_json(studio.sheet.start(character_id, options), studio)
 
     @friendly
     def job_status(job_id: str) -> dict:
-        return job_json(studio.jobs.get(job_id, with_metrics=True))
+        return job_json(studio.jobs.get(limits.record_id(job_id, "job id"), with_metrics=True), studio)
 
     @friendly
     def cancel_job(job_id: str) -> dict:
-        return job_json(studio.jobs.cancel(job_id))
+        return job_json(studio.jobs.cancel(limits.record_id(job_id, "job id")), studio)
 
     @friendly
     def resume_job(job_id: str) -> dict:
-        return job_json(studio.jobs.resume(job_id))
+        return job_json(studio.jobs.resume(limits.record_id(job_id, "job id")), studio)
 
     @friendly
     def list_jobs(kind: str = "") -> list:
-        return [job_json(j) for j in studio.jobs.list(kind or None)]
+        return [job_json(j, studio) for j in studio.jobs.list(limits.text(kind, "The job kind", 20) or None)]
 
     def selection_json(state) -> dict:
-        return {"selected": state.selected, "count": state.count, "set_score": state.set_score,
-                "warnings": state.warnings, "summary": state.summary(),
-                "images": [{"id": i.id, "category": i.category, "label": i.caption, "score": i.score}
-                           for i in state.items]}
+        return public({"selected": state.selected, "count": state.count, "set_score": state.set_score,
+                       "warnings": state.warnings, "summary": state.summary(),
+                       "images": [{"id": i.id, "category": i.category, "label": i.caption, "score": i.score}
+                                  for i in state.items]})
 
     @friendly
     def selection(character_id: str) -> dict:
@@ -91,7 +123,7 @@ def register(studio: Studio) -> None:
 
     @friendly
     def quick_select(character_id: str, n: int = 25) -> dict:
-        return selection_json(studio.selection.quick_select(character_id, int(n)))
+        return selection_json(studio.selection.quick_select(character_id, n))
 
     @friendly
     def score_faces(character_id: str) -> dict:
@@ -99,32 +131,34 @@ def register(studio: Studio) -> None:
 
     @friendly
     def export_dataset(character_id: str, trigger: str) -> dict:
-        return studio.selection.export_dataset(character_id, trigger)
+        return public(studio.selection.export_dataset(character_id, trigger))
 
     @friendly
     def start_training(dataset_id: str, name: str, trigger: str = "", preset: str = "Standard",
                        steps: int = 0, rank: int = 0, learning_rate: float = 0.0, resolution: int = 0,
                        memory_mode: str = "", max_usd: float = -1.0) -> dict:
         # Blank memory mode and a negative cap mean "the preset's"; a cap of 0 means none.
-        options = TrainOptions(name=name, trigger=trigger, preset=preset, steps=steps or None,
-                               rank=rank or None, learning_rate=learning_rate or None,
-                               resolution=resolution or None, memory_mode=memory_mode or None,
-                               max_usd=None if max_usd is None or max_usd < 0 else max_usd)
-        return job_json(studio.training.start(dataset_id, options))
+        options = TrainOptions(name=name, trigger=trigger, preset=preset, steps=_optional(steps),
+                               rank=_optional(rank), learning_rate=_optional(learning_rate),
+                               resolution=_optional(resolution), memory_mode=memory_mode or None,
+                               max_usd=None if _below_zero(max_usd) else max_usd)
+        return job_json(studio.training.start(dataset_id, options), studio)
 
     @friendly
     def run_sweep(lora: str, prompt: str, strengths: str = "0, 0.6, 0.8, 1.0, 1.2", seeds: str = "1, 2, 3",
                   extra: str = "", max_usd: float = 0.0) -> dict:
-        request = SweepRequest(lora=lora, prompt=prompt, strengths=tuple(parse_strengths(strengths)),
-                               seeds=tuple(int(s) for s in seeds.split(",") if s.strip()),
-                               extra=tuple(parse_weights(extra).items()), max_usd=max_usd or None)
-        return job_json(studio.tester.start(request))
+        request = SweepRequest(lora=lora, prompt=prompt,
+                               strengths=tuple(parse_strengths(limits.text(strengths, "Strengths"))),
+                               seeds=tuple(limits.parse_seeds(seeds)), extra=tuple(parse_weights(extra).items()),
+                               max_usd=max_usd or None)
+        return job_json(studio.tester.start(request), studio)
 
     @friendly
     def generate(prompt: str, loras: str = "", seed: int = 0, task: str = "", go_fast: bool = False) -> dict:
-        options = GenerateOptions(prompt=prompt, loras=parse_weights(loras), seed=int(seed), task=task or None,
-                                  go_fast=bool(go_fast))
-        return job_json(studio.generator.start(options))
+        options = GenerateOptions(prompt=prompt, loras=parse_weights(loras), seed=limits.seed(seed),
+                                  task=limits.text(task, "The task", limits.MAX_NAME) or None,
+                                  go_fast=limits.flag(go_fast, "go_fast"))
+        return job_json(studio.generator.start(options), studio)
 
     @friendly
     def list_loras() -> list:
@@ -136,8 +170,9 @@ def register(studio: Studio) -> None:
 
     @friendly
     def delete_lora(lora_id: str) -> dict:
-        studio.library.delete(lora_id)
-        return {"deleted": lora_id}
+        record = studio.library.get(lora_id)
+        studio.library.delete(record["id"])
+        return {"deleted": record["id"]}
 
     for fn in (create_character, list_characters, choose_reference, character_images, start_sheet,
                job_status, cancel_job, resume_job, list_jobs, selection, toggle_image, quick_select,
@@ -152,24 +187,40 @@ def register(studio: Studio) -> None:
         text_a, text_b, text_c = gr.Textbox(), gr.Textbox(), gr.Textbox()
         json_out = gr.JSON()
         file_out = gr.File()
-        trigger_add, trigger_import, trigger_export = gr.Button(), gr.Button(), gr.Button()
+        trigger_add, trigger_import, trigger_export, trigger_dataset = (gr.Button() for _ in range(4))
 
     @friendly
     def add_reference(character_id, files):
         paths = upload_paths(files)
-        report = studio.characters.add_images(character_id, paths, [Path(p).name for p in paths])
+        try:
+            report = studio.characters.add_images(character_id, paths, [Path(p).name for p in paths])
+        finally:
+            discard_uploads(paths)  # kept images were copied into the workspace; refused ones go too
         return {"added": report.added, "rejected": report.rejected}
 
     @friendly
     def import_lora(file, name, trigger):
-        if not file:
-            raise gr.Error("Send a .safetensors file.")
-        return public(studio.library.import_file(upload_paths(file)[0], name, trigger))
+        paths = upload_paths(file)
+        try:
+            if not paths:
+                raise gr.Error("Send a .safetensors file.")
+            return public(studio.library.import_file(paths[0], name, trigger))
+        finally:
+            discard_uploads(paths)
 
     @friendly
     def export_lora(lora_id):
-        return str(studio.library.export(lora_id))
+        record = studio.library.get(lora_id)
+        return deliver(studio.library.export(record["id"]), f"{record['id']}.zip")
+
+    @friendly
+    def download_dataset(dataset_id):
+        dataset = studio.store.get("datasets", limits.record_id(dataset_id, "dataset id"))
+        if dataset is None or not dataset.get("zip"):
+            raise gr.Error("No such dataset; export one from the Selection tab first.")
+        return deliver(studio.store.path(dataset["zip"]), f"{dataset['id']}.zip")
 
     trigger_add.click(add_reference, [text_a, files_in], json_out, api_name="add_reference")
     trigger_import.click(import_lora, [lora_in, text_b, text_c], json_out, api_name="import_lora")
     trigger_export.click(export_lora, [text_a], file_out, api_name="export_lora")
+    trigger_dataset.click(download_dataset, [text_a], file_out, api_name="download_dataset")

@@ -6,8 +6,8 @@ import os
 import gradio as gr
 
 from ..studio import Studio
-from . import (api, library_tab, reference_tab, selection_tab, settings_tab, sheet_tab, tester_tab, training_tab,
-               wording)
+from . import (api, files, library_tab, reference_tab, selection_tab, settings_tab, sheet_tab, tester_tab,
+               training_tab, wording)
 from .common import UIContext, character_choices, friendly
 from .remembered import wire_preferences
 from .style import CSS
@@ -16,7 +16,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
 def build_app(studio: Studio) -> gr.Blocks:
-    with gr.Blocks(title=wording.TITLE, analytics_enabled=False) as demo:
+    with gr.Blocks(title=wording.TITLE, analytics_enabled=False, delete_cache=files.CACHE_CLEANUP) as demo:
         api.register(studio)  # first, so the public endpoints get their plain names
         gr.Markdown(f"# {wording.TITLE}\n{wording.TAGLINE}")
         banner = wording.TINY_BANNER if studio.draws_noise() else studio.engine_description()
@@ -65,9 +65,7 @@ def build_app(studio: Studio) -> gr.Blocks:
 
 
 def launch_kwargs(studio: Studio) -> dict:
-    """Only the workspace and the shipped assets are served as files: nothing else on disk."""
-    from pathlib import Path
-
-    assets = Path(__file__).resolve().parents[2] / "assets"
-    # Uploads above 2 GB are refused by the server itself (images are further limited to 50 MB).
-    return dict(allowed_paths=[str(studio.store.root), str(assets)], css=CSS, max_file_size="2gb")
+    """Only the shipped assets and the workspace's image folders are served; the database, logs,
+    datasets and LoRA files never are (see files.py). Uploads above the LoRA limit are refused by
+    the server itself (images are further limited to 50 MB)."""
+    return dict(css=CSS, **files.launch_paths(studio))

@@ -63,8 +63,9 @@ def friendly(fn: Callable) -> Callable:
             raise
         except StudioError as exc:
             raise gr.Error(str(exc) or type(exc).__name__, print_exception=False) from None
-        except (ValueError, KeyError, TypeError) as exc:
-            raise gr.Error(describe_error(exc), print_exception=False) from None
+        except Exception as exc:  # noqa: BLE001 - a full disk, a bug: one plain line, never a trace
+            expected = isinstance(exc, (ValueError, KeyError, TypeError, OSError))
+            raise gr.Error(describe_error(exc), print_exception=not expected) from None
 
     return wrapper
 

@@ -9,6 +9,7 @@ from ..services.strength_analysis import VERDICT_WORDS
 from . import wording
 from .common import (UIContext, beside, fresh_choices, friendly, job_choices, lora_choices, parse_weights,
                      progress_html, upload_paths)
+from .files import deliver, discard_uploads, shown
 
 COLUMNS = ["name", "trigger", "source", "rank", "steps", "recommended strength", "strength test", "id"]
 
@@ -95,7 +96,10 @@ def render(ctx: UIContext, timer: gr.Timer):
     def import_lora(file, name, trigger):
         if file is None:
             raise gr.Error("Choose a .safetensors file first.")
-        record = studio.library.import_file(upload_paths(file)[0], name, trigger)
+        try:
+            record = studio.library.import_file(upload_paths(file)[0], name, trigger)
+        finally:
+            discard_uploads(upload_paths(file))
         return (*lora_views(), f"Imported **{record['name']}** ({record['metadata'].get('format')} format).")
 
     @friendly
@@ -110,18 +114,19 @@ def render(ctx: UIContext, timer: gr.Timer):
 
     @friendly
     def export_lora(lora_id):
-        return str(studio.library.export(lora_id))
+        record = studio.library.get(lora_id)
+        return deliver(studio.library.export(record["id"]), f"{record['id']}.zip")
 
     @friendly
     def generate(text, lora_text, task_name, seed_value, fast):
         job = studio.generator.start(GenerateOptions(prompt=text, loras=parse_weights(lora_text),
-                                                     seed=int(seed_value or 0), task=task_name or None,
+                                                     seed=seed_value or 0, task=task_name or None,
                                                      go_fast=bool(fast)))
         return job.id, *show(job.id)
 
     def show(current):
         job = studio.jobs.get(current) if current else None
-        return progress_html(job), (job.outputs.get("image") if job else None)
+        return progress_html(job), (shown(studio, job.outputs.get("image")) if job else None)
 
     @beside(2, 0)
     def describe(lora_id):
@@ -137,7 +142,7 @@ def render(ctx: UIContext, timer: gr.Timer):
                                     else f"{k.replace('_', ' ')}: {v}" for k, v in facts.items()))
         if scores.get("reason"):
             lines.append(f"Strength test: {scores['reason']}")
-        return "\n\n".join(lines), [str(p) for p in studio.library.samples(lora_id)]
+        return "\n\n".join(lines), shown(studio, [str(p) for p in studio.library.samples(lora_id)])
 
     pick.change(describe, [pick], [details, samples], api_visibility="private")
     changed = [library, pick, status]

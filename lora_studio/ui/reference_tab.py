@@ -7,6 +7,7 @@ import gradio as gr
 
 from . import wording
 from .common import UIContext, beside, character_choices, upload_paths
+from .files import discard_uploads
 
 SAMPLES = Path(__file__).resolve().parents[2] / "assets" / "samples"
 
@@ -46,7 +47,10 @@ def render(ctx: UIContext) -> None:
         if not character_id:
             character_id = studio.characters.create("My character")["id"]
         paths = upload_paths(files)
-        report = studio.characters.add_images(character_id, paths, [Path(p).name for p in paths])
+        try:
+            report = studio.characters.add_images(character_id, paths, [Path(p).name for p in paths])
+        finally:
+            discard_uploads(paths)  # copied into the workspace or refused: either way no longer needed
         gallery_items, image_ids, ref, _ = view(character_id)
         message = f"Added {len(report.added)} image(s). {studio.characters.reference_face(character_id)}"
         if report.rejected:

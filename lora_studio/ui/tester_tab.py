@@ -9,8 +9,10 @@ import gradio as gr
 from ..services.costs import parse_cap
 from ..services.strength_analysis import parse_strengths
 from ..services.tester import SweepRequest
+from ..services import limits
 from . import wording
 from .common import UIContext, estimate_text, friendly, lora_choices, parse_weights, progress_html
+from .files import shown
 
 
 def measures_frame(analysis: dict | None) -> pd.DataFrame:
@@ -39,7 +41,7 @@ def prompt_for(studio, lora_id):
 
 
 def seeds_of(seed_text) -> list[int]:
-    return [int(s) for s in (seed_text or "").replace(";", ",").split(",") if s.strip()]
+    return limits.parse_seeds(seed_text or "")
 
 
 def sweep_estimate(studio, strength_text, seed_text, extra_text) -> str:
@@ -87,7 +89,7 @@ def render(ctx: UIContext, timer: gr.Timer):
         if job is None:
             return progress_html(None), "", None, gr.update(visible=False)
         analysis = job.outputs.get("analysis")
-        return (progress_html(job), verdict_text(analysis), job.outputs.get("grid"),
+        return (progress_html(job), verdict_text(analysis), shown(studio, job.outputs.get("grid")),
                 gr.update(value=measures_frame(analysis), visible=bool(analysis)))
 
     @friendly

@@ -10,6 +10,7 @@ from ..services.training import TrainOptions
 from . import wording
 from .tester_tab import prompt_for
 from .common import UIContext, beside, estimate_text, fresh_choices, job_choices, job_logs, lora_choices, progress_html
+from .files import shown
 
 def _number(value):
     return None if value in (None, "", 0) else value
@@ -131,7 +132,7 @@ def render(ctx: UIContext, timer: gr.Timer):
     @beside(9, 8)
     def show(job_id):
         job = studio.jobs.get(job_id, with_metrics=True) if job_id else None
-        sample_paths = job.outputs.get("samples", []) if job else []
+        sample_paths = shown(studio, job.outputs.get("samples", [])) if job else []
         has_identity = bool(job and job.metrics.get("identity"))
         finished = bool(job and job.status == "succeeded" and job.outputs.get("lora_id"))
         return (progress_html(job), stats_text(job), loss_frame(job),
