@@ -29,6 +29,12 @@ FP8_CAPABILITY = (8, 9)  # fp8 tensor cores: Ada (RTX 40xx, L4, L40S) and Hopper
 COMPILE_CAPABILITY = (7, 0)  # Triton's floor
 HOTSWAP_RANK = 64
 FUSED_HOTSWAP_RANK = 96  # a rank-32 LoRA's q, k and v side by side in one fused layer
+# FLUX.1-dev at 1024², from public measurements (diffusers quantization blog): GB resident on the GPU
+TRANSFORMER_GB = {None: 24.0, "fp8": 12.0, "8bit": 12.0}
+ENCODERS_GB = 10.0  # T5-XXL 9.5 + CLIP-L + VAE
+ACTIVATIONS_GB = 4.0
+FUSED_EXTRA_GB = 6.0  # the fused q/k/v copies, bf16 (the unfused ones stay for training and LoRA checks)
+BATCH_EXTRA_GB = 3.0  # one more Kontext edit in a call
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,7 @@ class SpeedSettings:
         if self.compile:
             parts.append("regional compile with LoRA hot-swap")
         if self.quantize:
-            parts.append(f"{self.quantize} base")
+            parts.append("8-bit base" if self.quantize == "8bit" else f"{self.quantize} base")
         if self.fuse_qkv:
             parts.append("fused QKV")
         if self.group_offload:
@@ -90,31 +96,37 @@ OFF = SpeedSettings()
 
 
 def auto_speed(gpu: GpuInfo) -> SpeedSettings:
-    """The settings auto picks for this device, with the reason in one sentence."""
+    """The settings auto picks for this device, with the reason in one sentence.
+
+    Memory at 1024² (FLUX.1-dev): transformer 24 GB in bf16 or 12 GB in fp8/8-bit, text encoders and
+    VAE 10 GB, activations ~4 GB. Whatever does not fit streams from CPU memory (group offloading).
+    """
     if gpu.kind != "cuda":
         return replace(OFF, reason=f"Speed settings off: no NVIDIA GPU ({gpu.kind}); compile, fp8 and "
                                    "offloading pay off only with CUDA.")
     memory, capability = gpu.usable_gb, gpu.capability
-    fp8 = capability >= FP8_CAPABILITY
-    small = memory < 16
-    quantize = "fp8" if fp8 and not small else ("8bit" if memory < 24 else None)
+    small = memory < TRANSFORMER_GB["8bit"] + ACTIVATIONS_GB  # not even a quantized transformer fits
+    fp8 = capability >= FP8_CAPABILITY and not small
+    quantize = "fp8" if fp8 else ("8bit" if memory < TRANSFORMER_GB[None] + ACTIVATIONS_GB + ENCODERS_GB else None)
+    need = TRANSFORMER_GB[quantize] + ENCODERS_GB + ACTIVATIONS_GB
+    offload = "all" if small else ("encoders" if need > memory else None)
     compile_ = capability >= COMPILE_CAPABILITY and not small
-    fuse = compile_ and memory >= 40
-    batch = 3 if memory >= 70 else (2 if memory >= 40 else 1)
-    offload = "all" if small else ("encoders" if memory < 30 else None)
+    fuse = compile_ and memory >= need + FUSED_EXTRA_GB
+    batch = 3 if memory >= need + 2 * BATCH_EXTRA_GB + 30 else (2 if memory >= need + BATCH_EXTRA_GB + 10 else 1)
     chosen = SpeedSettings(fuse_qkv=fuse, compile=compile_, quantize=quantize, group_offload=offload,
                            batch_edits=batch, hotswap_rank=FUSED_HOTSWAP_RANK if fuse else HOTSWAP_RANK)
     why = []
     if quantize == "fp8":
         why.append("fp8 because compute 8.9+ has fp8 matmuls")
     elif quantize == "8bit":
-        why.append(f"an 8-bit base because {memory:.0f} GB cannot hold the 24 GB bf16 transformer")
+        why.append(f"an 8-bit base because {memory:.0f} GB cannot hold the 24 GB bf16 transformer and the rest")
     if small:
-        why.append("group offloading because under 16 GB the blocks must stream from CPU memory")
+        why.append(f"group offloading because under {TRANSFORMER_GB['8bit'] + ACTIVATIONS_GB:.0f} GB the "
+                   "blocks must stream from CPU memory")
     elif offload:
-        why.append("the text encoders stream from CPU memory, so the transformer has the GPU to itself")
+        why.append(f"the text encoders stream from CPU memory because {need:.0f} GB would not fit")
     if fuse:
-        why.append("fused QKV because 40 GB+ holds the fused copies")
+        why.append(f"fused QKV because {memory:.0f} GB holds the fused copies")
     if not compile_ and not small:
         why.append("no compile below compute 7.0")
     text = f"Auto speed for {gpu.label()}: {chosen.summary()}"
