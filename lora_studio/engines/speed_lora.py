@@ -133,8 +133,10 @@ def slot_modules(transformer, fused: bool) -> list[str]:
     return names
 
 
-def add_hot_slot(pipe, rank: int, fused: bool) -> None:
-    """Create the empty hot-swap slot: zero LoRA weights on every linear, prepared for compiled swaps."""
+def add_hot_slot(pipe, rank: int, fused: bool) -> list:
+    """Create the empty hot-swap slot: zero LoRA weights on every linear, prepared for compiled swaps.
+
+    Returns the slot's LoRA layers, for `set_hot_weight`."""
     transformer = pipe.transformer
     state = {}
     for name in slot_modules(transformer, fused):
@@ -143,23 +145,24 @@ def add_hot_slot(pipe, rank: int, fused: bool) -> None:
         state[f"transformer.{name}.lora_B.weight"] = torch.zeros(layer.out_features, rank)
     pipe.enable_lora_hotswap(target_rank=rank)
     pipe.load_lora_weights(state, adapter_name=HOT_SLOT)
-    set_hot_weight(transformer, 0.0)
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in transformer.modules() if isinstance(m, LoraLayer) and HOT_SLOT in m.scaling]
+    set_hot_weight(layers, 0.0)
+    return layers
 
 
-def set_hot_weight(transformer, weight: float) -> None:
+def set_hot_weight(layers: list, weight: float) -> None:
     """Set the hot slot's strength in place: scaling tensors are filled, never replaced, so nothing recompiles.
 
     Canonical LoRAs have scale 1 everywhere, so the scaling is the weight itself.
     """
-    from peft.tuners.lora import LoraLayer
-
-    for module in transformer.modules():
-        if isinstance(module, LoraLayer) and HOT_SLOT in module.scaling:
-            current = module.scaling[HOT_SLOT]
-            if isinstance(current, torch.Tensor):
-                current.fill_(float(weight))
-            else:
-                module.scaling[HOT_SLOT] = torch.tensor(float(weight), device=module.lora_A[HOT_SLOT].weight.device)
+    for layer in layers:
+        current = layer.scaling[HOT_SLOT]
+        if isinstance(current, torch.Tensor):
+            current.fill_(float(weight))
+        else:  # set_adapters replaced it with a float: make it a tensor again
+            layer.scaling[HOT_SLOT] = torch.tensor(float(weight), device=layer.lora_A[HOT_SLOT].weight.device)
 
 
 __all__ = ["HOT_SLOT", "canonical_lora", "canonical_rank", "add_hot_slot", "set_hot_weight", "slot_modules"]
