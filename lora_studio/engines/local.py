@@ -20,9 +20,11 @@ TINY_SEQUENCE = 128
 
 
 class LocalEngine:
-    def __init__(self, manager: ModelManager, tiny: bool = False) -> None:
+    def __init__(self, manager: ModelManager, tiny: bool = False, max_sequence_length: int | None = None) -> None:
         self.manager = manager
         self.tiny = tiny
+        # T5 tokens per prompt: the pipeline's 512 unless set (tiny: 128; CPU smoke runs of the wide model: fewer)
+        self.max_sequence_length = max_sequence_length or (TINY_SEQUENCE if tiny else None)
         self.name = "tiny" if tiny else "local"
         self.makes_noise = tiny
 
@@ -41,8 +43,13 @@ class LocalEngine:
     def _steps(self, steps: int) -> int:
         return min(steps, TINY_STEPS) if self.tiny else steps
 
+    def _auto_resize(self, request: EditRequest) -> bool:
+        """Kontext snaps the reference to its ~1 MP training sizes; below 512² (tiny model, smoke runs) that
+        would only make the small edit slower, so the reference is used as given."""
+        return not self.tiny and request.width * request.height >= 512 * 512
+
     def _kwargs(self) -> dict:
-        return {"max_sequence_length": TINY_SEQUENCE} if self.tiny else {}
+        return {"max_sequence_length": self.max_sequence_length} if self.max_sequence_length else {}
 
     def edit(self, request: EditRequest) -> Image.Image:
         return self.edit_many([request])[0]
@@ -68,7 +75,7 @@ class LocalEngine:
             return pipe(
                 image=image, prompt=prompts if len(prompts) > 1 else prompts[0], width=first.width,
                 height=first.height, num_inference_steps=self._steps(first.steps), guidance_scale=first.guidance,
-                max_area=first.width * first.height, _auto_resize=not self.tiny,
+                max_area=first.width * first.height, _auto_resize=self._auto_resize(first),
                 generator=generators if len(generators) > 1 else generators[0], **self._kwargs(),
             ).images
 
