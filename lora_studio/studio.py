@@ -65,7 +65,10 @@ class Studio:
                     "noise. Start with --model PATH_OR_HUB_ID (FLUX.1-dev) for real pictures.")
         if self.settings.engine == "replicate":
             return "Replicate (remote GPUs); needs REPLICATE_API_TOKEN in the environment."
-        return f"Local FLUX.1 from {self.settings.model} (loaded by the first job)."
+        from .engines.speed import describe_choice
+
+        speed = describe_choice(self.settings.speed, self.settings.device, self.settings.memory_mode)
+        return f"Local FLUX.1 from {self.settings.model} (loaded by the first job). {speed}"
 
     # ---- Python API ---------------------------------------------------------------------------
     def generate(self, prompt: str = "", *, loras: dict[str, float] | None = None, seed: int = 0,

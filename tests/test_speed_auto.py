@@ -114,3 +114,20 @@ def test_the_choice_is_shown_in_the_engine_description():
     assert engine.describe().endswith("Chosen for test.")
     auto = LocalEngine(ModelManager(model="some/flux"))
     assert "Speed settings off: no NVIDIA GPU (cpu)" in auto.describe()
+
+
+def test_the_banner_says_it_before_any_model_loads(tmp_path):
+    from lora_studio.studio import Studio
+
+    settings = Settings.from_env({}, workspace=tmp_path / "ws", model="some/flux", compile=True)
+    with Studio(settings, start=False) as studio:
+        text = studio.engine_description()
+    assert text.startswith("Local FLUX.1 from some/flux (loaded by the first job). Speed settings off: no NVIDIA")
+    assert "Set by you: compile on." in text
+
+
+def test_a_quantized_memory_mode_decides_the_base(monkeypatch):
+    monkeypatch.setattr("lora_studio.engines.memory.library_available", lambda name: True)
+    chosen = resolve_speed(SpeedRequest(), H100, memory_mode="nf4")
+    assert chosen.quantize is None and not chosen.fuse_qkv and chosen.compile
+    assert chosen.reason.endswith("Base weights left to memory mode nf4 (no speed quantization, no fused QKV).")

@@ -15,10 +15,9 @@ from __future__ import annotations
 import gc
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
-from pathlib import Path
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
@@ -31,7 +30,7 @@ from ..config import SpeedRequest
 from . import speed_pipeline
 from .base import EngineError, LoraWeight
 from .lora_formats import inspect_lora
-from .speed import SpeedSettings, check_supported, gpu_info, resolve_speed
+from .speed import SpeedSettings, check_supported, gpu_info, pick_device, resolve_speed
 from .speed_lora import HOT_SLOT, add_hot_slot, canonical_lora, canonical_rank, set_hot_weight
 
 TINY_ID = "tiny-flux"
@@ -60,16 +59,6 @@ class LoadedAdapter:
     def same_file(self, other: "LoadedAdapter | None") -> bool:
         """Already loaded from this very file, unchanged since (a retrained LoRA reloads)."""
         return other is not None and other.path == self.path and other.mtime == self.mtime
-
-
-def pick_device(requested: str = "auto") -> torch.device:
-    if requested != "auto":
-        return torch.device(requested)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def pick_dtype(device: torch.device) -> torch.dtype:
@@ -128,13 +117,8 @@ class ModelManager:
         gpu = gpu_info(self.device)
         if isinstance(speed, SpeedSettings):
             check_supported(speed, gpu)
-            settings = speed
-        else:
-            settings = resolve_speed(speed or SpeedRequest(), gpu, tiny=self.model_id == TINY_ID)
-        if settings.quantize and self.memory_mode in ("8bit", "nf4", "fp8"):
-            settings = replace(settings, quantize=None, fuse_qkv=False, reason=(
-                f"{settings.reason} Base quantization left to memory mode {self.memory_mode}.").strip())
-        return settings
+            return speed
+        return resolve_speed(speed or SpeedRequest(), gpu, tiny=self.model_id == TINY_ID, memory_mode=self.memory_mode)
 
     # ---- base pipelines ---------------------------------------------------------------------
     @property

@@ -177,8 +177,11 @@ def check_supported(settings: SpeedSettings, gpu: GpuInfo) -> None:
 _DEFAULTS = {f.name: f.default for f in fields(SpeedSettings)}
 
 
-def resolve_speed(request: SpeedRequest, gpu: GpuInfo, tiny: bool = False) -> SpeedSettings:
-    """Auto (or off), then the user's explicit flags, minus what this machine cannot run, said in words."""
+def resolve_speed(request: SpeedRequest, gpu: GpuInfo, tiny: bool = False, memory_mode: str = "auto") -> SpeedSettings:
+    """Auto (or off), then the user's explicit flags, minus what this machine cannot run, said in words.
+
+    A memory mode that names a quantized base (8bit, nf4, fp8) decides the base weights: the speed
+    setting's quantization (and fused QKV, which cannot concatenate quantized weights) step aside."""
     if request.mode == "off":
         base = replace(OFF, reason="Speed settings off (--speed off).")
     elif tiny:
@@ -198,6 +201,9 @@ def resolve_speed(request: SpeedRequest, gpu: GpuInfo, tiny: bool = False) -> Sp
     for name, why in unsupported(settings, gpu).items():
         settings = replace(settings, **{name: _DEFAULTS[name]})
         notes.append(f"Skipped {name.replace('_', ' ')}: {why}.")
+    if memory_mode in ("8bit", "nf4", "fp8") and (settings.quantize or settings.fuse_qkv):
+        settings = replace(settings, quantize=None, fuse_qkv=False)
+        notes.append(f"Base weights left to memory mode {memory_mode} (no speed quantization, no fused QKV).")
     return replace(settings, reason=" ".join(notes))
 
 
@@ -207,6 +213,24 @@ def _word(value) -> str:
     if value is False or value is None:
         return "off"
     return str(value)
+
+
+def pick_device(requested: str = "auto"):
+    """The torch device for "auto" | "cpu" | "cuda" | "mps" (auto: CUDA, then Apple, then the CPU)."""
+    import torch
+
+    if requested != "auto":
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def describe_choice(request: SpeedRequest, device: str, memory_mode: str, tiny: bool = False) -> str:
+    """The sentence the banner shows before any model is loaded (the engine says the same once built)."""
+    return resolve_speed(request, gpu_info(pick_device(device)), tiny=tiny, memory_mode=memory_mode).reason
 
 
 def gpu_info(device) -> GpuInfo:
@@ -223,4 +247,4 @@ def gpu_info(device) -> GpuInfo:
 
 
 __all__ = ["GpuInfo", "SpeedSettings", "OFF", "auto_speed", "resolve_speed", "unsupported", "check_supported",
-           "gpu_info"]
+           "pick_device", "describe_choice", "gpu_info"]
