@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -48,7 +48,7 @@ from lora_studio.engines.local import LocalEngine  # noqa: E402
 from lora_studio.engines.model_manager import ModelManager  # noqa: E402
 from lora_studio.engines.speed import OFF, SpeedSettings  # noqa: E402
 from lora_studio.engines.wide import build_flux, transformer_config  # noqa: E402
-from lora_studio.progress import NullReporter  # noqa: E402
+from train_overhead import TimingReporter  # noqa: E402 - progress time stamps: one per training step
 
 README = ROOT / "bench" / "README.md"
 START, END = "<!-- gpu-suite:start -->", "<!-- gpu-suite:end -->"
@@ -439,16 +439,6 @@ def row_sheet(ctx: Context) -> dict:
             "s/image": total / len(images), "TFLOP/s": tflop * len(images) / total, "peak GB": peak_gb(cfg),
             "notes": f"{engine.edit_batch} edits per call" + (f"; warm-up call {first:.1f} s" if first else "")
                      + "; TFLOP count includes the reference image's tokens"}
-
-
-class TimingReporter(NullReporter):
-    def __init__(self) -> None:
-        super().__init__()
-        self.stamps: list[float] = []
-
-    def progress(self, fraction: float, message: str = "") -> None:
-        self.stamps.append(time.perf_counter())
-        super().progress(fraction, message)
 
 
 def make_dataset(folder: Path, resolution: int, count: int = 4) -> Path:

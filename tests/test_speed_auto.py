@@ -55,6 +55,12 @@ def test_free_memory_counts_not_just_the_card():
     assert chosen.quantize == "fp8" and chosen.group_offload == "encoders" and not chosen.fuse_qkv
 
 
+def test_zero_gpu_batches_edits_and_nothing_that_a_fresh_worker_would_redo():
+    chosen = auto_speed(GpuInfo("cuda", "ZeroGPU", zero_gpu=True))
+    assert chosen.summary() == "3 Kontext edits per call"
+    assert "a fresh worker would redo them every call" in chosen.reason
+
+
 @pytest.mark.parametrize("kind", ["cpu", "mps"])
 def test_no_cuda_means_nothing_on(kind):
     chosen = auto_speed(GpuInfo(kind))

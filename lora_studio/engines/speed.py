@@ -20,6 +20,7 @@ explicit flags over it and drops, in words, whatever this machine cannot run.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields, replace
 
 from ..config import SpeedRequest
@@ -35,6 +36,8 @@ ENCODERS_GB = 10.0  # T5-XXL 9.5 + CLIP-L + VAE
 ACTIVATIONS_GB = 4.0
 FUSED_EXTRA_GB = 6.0  # the fused q/k/v copies, bf16 (the unfused ones stay for training and LoRA checks)
 BATCH_EXTRA_GB = 3.0  # one more Kontext edit in a call
+QUANTIZED_MEMORY_MODES = ("8bit", "nf4", "fp8", "lowvram")  # memory modes that load the base quantized
+ZERO_GPU_ENV = "SPACES_ZERO_GPU"  # set by Hugging Face on ZeroGPU hardware
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class GpuInfo:
     total_gb: float = 0.0
     free_gb: float = 0.0
     capability: tuple[int, int] = (0, 0)
+    zero_gpu: bool = False  # a Hugging Face ZeroGPU Space: every GPU call runs in a fresh worker
 
     @property
     def usable_gb(self) -> float:
@@ -104,6 +108,10 @@ def auto_speed(gpu: GpuInfo) -> SpeedSettings:
     if gpu.kind != "cuda":
         return replace(OFF, reason=f"Speed settings off: no NVIDIA GPU ({gpu.kind}); compile, fp8 and "
                                    "offloading pay off only with CUDA.")
+    if gpu.zero_gpu:
+        return replace(OFF, batch_edits=3, reason=(
+            "Auto speed on ZeroGPU: 3 Kontext edits per call (each GPU call costs a worker start, so fewer, "
+            "fuller calls); no compile, fp8 or hot-swap, since a fresh worker would redo them every call."))
     memory, capability = gpu.usable_gb, gpu.capability
     small = memory < TRANSFORMER_GB["8bit"] + ACTIVATIONS_GB  # not even a quantized transformer fits
     fp8 = capability >= FP8_CAPABILITY and not small
@@ -201,7 +209,7 @@ def resolve_speed(request: SpeedRequest, gpu: GpuInfo, tiny: bool = False, memor
     for name, why in unsupported(settings, gpu).items():
         settings = replace(settings, **{name: _DEFAULTS[name]})
         notes.append(f"Skipped {name.replace('_', ' ')}: {why}.")
-    if memory_mode in ("8bit", "nf4", "fp8") and (settings.quantize or settings.fuse_qkv):
+    if memory_mode in QUANTIZED_MEMORY_MODES and (settings.quantize or settings.fuse_qkv):
         settings = replace(settings, quantize=None, fuse_qkv=False)
         notes.append(f"Base weights left to memory mode {memory_mode} (no speed quantization, no fused QKV).")
     return replace(settings, reason=" ".join(notes))
@@ -240,6 +248,8 @@ def gpu_info(device) -> GpuInfo:
     device = torch.device(device)
     if device.type != "cuda":
         return GpuInfo(kind=device.type)
+    if os.environ.get(ZERO_GPU_ENV, "").lower() in ("1", "t", "true"):  # no GPU to ask until a call runs
+        return GpuInfo(kind="cuda", name="ZeroGPU", zero_gpu=True)
     index = device.index if device.index is not None else torch.cuda.current_device()
     free, total = torch.cuda.mem_get_info(index)
     return GpuInfo(kind="cuda", name=torch.cuda.get_device_name(index), total_gb=total / 1024**3,
