@@ -28,33 +28,12 @@ from lora_studio.engines.local import TINY_SEQUENCE, LocalEngine  # noqa: E402
 from lora_studio.engines.model_manager import ModelManager  # noqa: E402
 from lora_studio.engines.speed import OFF  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_suite import random_lora  # noqa: E402
+
 GOAL = 1.05
 PROMPT = "photo of mila_v1 at the beach"
 WEIGHT = 0.8
-
-
-def make_lora(pipe, folder: Path, rank: int = 16) -> Path:
-    """A random LoRA on every attention and MLP linear of this transformer (what our trainer targets)."""
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    transformer = pipe.transformer
-    targets = sorted({name.split(".")[-1] if "." not in name else ".".join(name.split(".")[2:])
-                      for name, m in transformer.named_modules()
-                      if isinstance(m, torch.nn.Linear) and name.startswith(("transformer_blocks.", "single_"))
-                      and "norm" not in name})
-    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=targets, init_lora_weights="gaussian")
-    transformer.add_adapter(config, adapter_name="bench")
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, param in transformer.named_parameters():
-            if "lora_" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
-    state = get_peft_model_state_dict(transformer, adapter_name="bench")
-    transformer.delete_adapters("bench")
-    type(pipe).save_lora_weights(folder, transformer_lora_layers=state, weight_name="bench.safetensors",
-                                 transformer_lora_adapter_metadata=config.to_dict())
-    return folder / "bench.safetensors"
 
 
 def main(argv=None) -> float:
@@ -80,11 +59,11 @@ def main(argv=None) -> float:
     plain = build()
     plain.set_progress_bar_config(disable=True)
     folder = Path(tempfile.mkdtemp(prefix="bench_generate_"))
-    lora = make_lora(plain, folder)
+    lora = random_lora(plain.transformer, folder / "bench.safetensors", seed=0, scale=0.05)
     plain.load_lora_weights(str(lora), adapter_name="bench")
     plain.set_adapters(["bench"], adapter_weights=[WEIGHT])
 
-    engine = LocalEngine(ModelManager(model=model, speed=OFF), tiny=not args.wide)
+    engine = LocalEngine(ModelManager(model=model, speed=OFF), tiny=not args.wide, max_sequence_length=TINY_SEQUENCE)
     engine._steps = lambda steps: steps  # the same step count on both sides, whatever the tiny cap
     request = GenerateRequest(prompt=PROMPT, seed=7, width=args.size, height=args.size, steps=args.steps,
                               loras=(LoraWeight("bench", WEIGHT, lora),))

@@ -256,23 +256,31 @@ def build_weights(cfg: Config) -> Path:
 
 
 def make_lora(folder: Path, path: Path, seed: int, rank: int = RANK) -> Path:
-    """A random rank-`rank` LoRA on the layers our trainer targets (attention + MLP of every block)."""
+    """A random LoRA for the transformer saved in `folder` (built on the meta device: no memory used)."""
     if path.is_file():
         return path
-    from diffusers import FluxPipeline, FluxTransformer2DModel
-    from peft import LoraConfig
-
-    from lora_studio.training.flow_matching import target_modules
+    from diffusers import FluxTransformer2DModel
 
     config = FluxTransformer2DModel.load_config(folder / "transformer")
     with torch.device("meta"):
         transformer = FluxTransformer2DModel.from_config(config)
+    return random_lora(transformer, path, seed, rank)
+
+
+def random_lora(transformer, path: Path, seed: int, rank: int = RANK, scale: float = 0.01) -> Path:
+    """A random rank-`rank` LoRA on the layers our trainer targets (attention + MLP of every block), written as
+    a diffusers file with its peft metadata. The transformer is only read (its layer shapes)."""
+    from diffusers import FluxPipeline
+    from peft import LoraConfig
+
+    from lora_studio.training.flow_matching import target_modules
+
     generator = torch.Generator().manual_seed(seed)
     state = {}
     for name in target_modules(transformer, train_mlp=True):
         layer = transformer.get_submodule(name)
-        state[f"{name}.lora_A.weight"] = torch.randn(rank, layer.in_features, generator=generator) * 0.01
-        state[f"{name}.lora_B.weight"] = torch.randn(layer.out_features, rank, generator=generator) * 0.01
+        state[f"{name}.lora_A.weight"] = torch.randn(rank, layer.in_features, generator=generator) * scale
+        state[f"{name}.lora_B.weight"] = torch.randn(layer.out_features, rank, generator=generator) * scale
     metadata = LoraConfig(r=rank, lora_alpha=rank, target_modules=sorted({k.rsplit(".", 3)[0] for k in state}))
     path.parent.mkdir(parents=True, exist_ok=True)
     FluxPipeline.save_lora_weights(path.parent, transformer_lora_layers=state, weight_name=path.name,
