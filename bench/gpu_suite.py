@@ -309,6 +309,9 @@ class Context:
             if self.cfg.smoke else SpeedRequest()
 
     def engine(self, speed=None) -> LocalEngine:
+        # A fresh engine compiles its own blocks: forget the last engine's graphs, so dynamo's per-function
+        # cache limit never quietly sends a later variant to eager mode.
+        torch._dynamo.reset()
         manager = ModelManager(model=str(self.folder), device=self.cfg.device, speed=speed or self.speed())
         return LocalEngine(manager, tiny=False, max_sequence_length=self.cfg.text_tokens)
 
@@ -496,27 +499,34 @@ def train_rows(ctx: Context) -> None:
         ctx.results.put("train", f"{mode} · {ctx.cfg.train_resolutions[0]}²", {"notes": "not run by --smoke"})
 
 
-def ablation_variants(auto: SpeedSettings) -> list[tuple[str, SpeedSettings]]:
+def ablation_variants(auto: SpeedSettings, cuda: bool = True) -> list[tuple[str, SpeedSettings, str | None]]:
+    """(name, settings, attention backend): each auto setting off in turn, the cache on, and, on CUDA, cuDNN
+    attention (not a speed setting yet: measured here first, to decide whether auto should pick it)."""
     variants = []
     if auto.quantize:
-        variants.append((f"without {auto.quantize} base", replace(auto, quantize=None)))
+        variants.append((f"without {auto.quantize} base", replace(auto, quantize=None), None))
     if auto.compile:
-        variants.append(("without compile (and hot-swap)", replace(auto, compile=False)))
+        variants.append(("without compile (and hot-swap)", replace(auto, compile=False), None))
     if auto.fuse_qkv:
-        variants.append(("without fused QKV", replace(auto, fuse_qkv=False)))
-    variants.append(("with first-block cache 0.05", replace(auto, first_block_cache=0.05)))
+        variants.append(("without fused QKV", replace(auto, fuse_qkv=False), None))
+    variants.append(("with first-block cache 0.05", replace(auto, first_block_cache=0.05), None))
+    if cuda:
+        variants.append(("with cuDNN attention", auto, "_native_cudnn"))
     return variants
 
 
 def ablation_rows(ctx: Context) -> None:
     auto = ctx.ours_engine().manager.speed
     ctx.drop_ours()
-    variants = ablation_variants(auto)
-    for name, speed in variants[:1] if ctx.cfg.smoke else variants:
-        def measure(speed=speed):
+    variants = ablation_variants(auto, cuda=ctx.cfg.device == "cuda")
+    for name, speed, attention in variants[:1] if ctx.cfg.smoke else variants:
+        def measure(speed=speed, attention=attention):
             engine = ctx.engine(replace(speed, reason=""))
+            if attention:  # before the first forward, so the compiled blocks see it
+                engine.manager.text_to_image().transformer.set_attention_backend(attention)
             try:
-                cells = generation_cells(ctx, lambda: engine.generate(ctx.request()), speed.summary())
+                cells = generation_cells(ctx, lambda: engine.generate(ctx.request()), speed.summary()
+                                         + (f" + {attention} attention" if attention else ""))
                 cells.pop("_image")
                 return cells
             finally:

@@ -89,6 +89,6 @@ def test_ablations_turn_off_each_auto_setting_in_turn(suite):
     from lora_studio.engines.speed import auto_speed
     from tests.test_speed_auto import H100
 
-    names = [name for name, _ in suite.ablation_variants(auto_speed(H100))]
+    names = [name for name, _, _ in suite.ablation_variants(auto_speed(H100))]
     assert names == ["without fp8 base", "without compile (and hot-swap)", "without fused QKV",
-                     "with first-block cache 0.05"]
+                     "with first-block cache 0.05", "with cuDNN attention"]
