@@ -35,6 +35,7 @@ from .speed_lora import HOT_SLOT, add_hot_slot, canonical_lora, canonical_rank, 
 
 TINY_ID = "tiny-flux"
 WIDE_ID = "wide-flux"  # FLUX.1-dev widths, one block of each kind (engines/wide.py): tests, benches
+CANONICAL_CACHE = 4  # LoRAs kept converted for the hot-swap slot (~100-250 MB each for FLUX.1 at rank 16)
 
 # Prompt-truncation notices and dtype hints flood the job logs; real errors still raise.
 diffusers_logging.set_verbosity_error()
@@ -99,6 +100,7 @@ class ModelManager:
         self._slot_active = False  # the hot slot (not named adapters) is what the transformer runs
         self._slot_layers: list = []
         self._slot_weight: float | None = None
+        self._canonical: "OrderedDict[tuple, dict]" = OrderedDict()  # recent LoRAs, ready to swap in (CPU)
         self._active: tuple | None = None  # (names, weights) last set on named adapters, or "off"
         self._training = False  # loaded plain, without the speed settings, for a training run
         self.fused = False  # QKV projections fused in the loaded base: LoRAs load in the fused form
@@ -262,6 +264,7 @@ class ModelManager:
             self._adapters.clear()
             self._hot = None
             self._slot_active, self._slot_layers, self._slot_weight = False, [], None
+            self._canonical.clear()
             self._active = None
             self.fused = False
             gc.collect()
@@ -331,15 +334,21 @@ class ModelManager:
         wanted = LoadedAdapter.on_disk(HOT_SLOT, lora)
         if wanted.same_file(self._hot):
             return True
-        inspect_lora(wanted.path, pipe.transformer)
-        try:
-            state = canonical_lora(pipe, wanted.path, fused=self.fused)
-        except EngineError:
-            if self.fused:
-                raise
-            return False
+        key = (wanted.path, wanted.mtime)
+        state = self._canonical.pop(key, None)
+        if state is None:  # first use of this file: check it, convert it
+            inspect_lora(wanted.path, pipe.transformer)
+            try:
+                state = canonical_lora(pipe, wanted.path, fused=self.fused)
+            except EngineError:
+                if self.fused:
+                    raise
+                return False
         if canonical_rank(state) > self.hotswap_rank:
             return False
+        self._canonical[key] = state  # switching back to a recent LoRA is then a copy only
+        while len(self._canonical) > CANONICAL_CACHE:
+            self._canonical.popitem(last=False)
         try:
             pipe.load_lora_weights(state, adapter_name=HOT_SLOT, hotswap=True)
         except (ValueError, RuntimeError, KeyError) as exc:
