@@ -51,6 +51,7 @@ def browser_decision(host: str, share: bool, no_browser: bool, env=None,
 
 def main(argv=None) -> None:
     from lora_studio import gpu_calls  # first: on ZeroGPU `spaces` must be imported before torch
+    from lora_studio.cli import engine_overrides
     from lora_studio.config import Settings, parse_auth
     from lora_studio.errors import StudioError
     from lora_studio.studio import Studio
@@ -61,8 +62,7 @@ def main(argv=None) -> None:
         args.host = "0.0.0.0"  # a Hugging Face Space routes to the container's port
     try:
         settings = Settings.from_env(
-            engine=args.engine, model=args.model, kontext_model=args.kontext_model, workspace=args.workspace,
-            device=args.device, memory_mode=args.memory_mode, compile=args.compile, host=args.host, port=args.port,
+            **engine_overrides(args), host=args.host, port=args.port,
             share=args.share, auth=parse_auth(args.auth) if args.auth else None)
     except ValueError as exc:
         sys.exit(f"error: {exc}")

@@ -10,9 +10,11 @@ import json
 import sys
 from pathlib import Path
 
-from .config import ENGINES, MEMORY_MODES, Settings
+from .config import ENGINES, GROUP_OFFLOAD_CHOICES, MEMORY_MODES, QUANTIZE_CHOICES, SPEED_MODES, Settings
 from .images import IMAGE_SUFFIXES
 
+ENGINE_OPTIONS = ("engine", "model", "kontext_model", "workspace", "device", "memory_mode", "speed", "compile",
+                  "fuse_qkv", "quantize", "group_offload", "batch_edits", "first_block_cache")
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
@@ -22,14 +24,27 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workspace", help="folder for the database and files (default ./workspace)")
     parser.add_argument("--device", help="auto, cpu, cuda or mps")
     parser.add_argument("--memory-mode", choices=MEMORY_MODES)
-    parser.add_argument("--compile", action="store_true", default=None,
-                        help="torch.compile the transformer (CUDA); LoRAs switch by hot-swap")
+    speed = parser.add_argument_group("speed (local engine; unset = auto picks from the GPU)")
+    speed.add_argument("--speed", choices=SPEED_MODES, help="auto (default) or off; the flags below override it")
+    speed.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="regional torch.compile of the transformer; LoRAs switch by hot-swap, never recompiling")
+    speed.add_argument("--fuse-qkv", action=argparse.BooleanOptionalAction, default=None,
+                       help="fused QKV projections (one matmul for q, k and v)")
+    speed.add_argument("--quantize", choices=QUANTIZE_CHOICES, help="base weights: fp8 (torchao, compute 8.9+) or 8bit")
+    speed.add_argument("--group-offload", choices=GROUP_OFFLOAD_CHOICES,
+                       help="stream blocks from CPU memory: encoders (text encoders + VAE) or all")
+    speed.add_argument("--batch-edits", type=int, help="Kontext edits per call in the character sheet (1-8)")
+    speed.add_argument("--first-block-cache", type=float, metavar="THRESHOLD",
+                       help="skip the remaining blocks when the first barely changes (e.g. 0.05; 0 = off)")
+
+
+def engine_overrides(args: argparse.Namespace) -> dict:
+    """The engine and speed flags as Settings.from_env overrides (launch.py and the CLI share them)."""
+    return {name: getattr(args, name, None) for name in ENGINE_OPTIONS}
 
 
 def settings_from(args: argparse.Namespace, **extra) -> Settings:
-    return Settings.from_env(engine=args.engine, model=args.model, kontext_model=args.kontext_model,
-                             workspace=args.workspace, device=args.device, memory_mode=args.memory_mode,
-                             compile=args.compile, **extra)
+    return Settings.from_env(**engine_overrides(args), **extra)
 
 
 def build_parser() -> argparse.ArgumentParser:

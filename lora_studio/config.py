@@ -20,6 +20,18 @@ REPLICATE_ENV = {  # ReplicateSettings field -> environment variable
     "base_url": "REPLICATE_BASE_URL",
 }
 MEMORY_MODES = ("auto", "full", "checkpointing", "offload", "8bit", "fp8", "nf4", "lowvram")  # = engines.memory.MODES
+SPEED_MODES = ("auto", "off")
+QUANTIZE_CHOICES = ("none", "fp8", "8bit")
+GROUP_OFFLOAD_CHOICES = ("off", "encoders", "all")
+SPEED_ENV = {  # SpeedRequest field -> environment variable (LORA_STUDIO_SPEED sets `mode`)
+    "mode": "LORA_STUDIO_SPEED",
+    "fuse_qkv": "LORA_STUDIO_FUSE_QKV",
+    "compile": "LORA_STUDIO_COMPILE",
+    "quantize": "LORA_STUDIO_QUANTIZE",
+    "group_offload": "LORA_STUDIO_GROUP_OFFLOAD",
+    "batch_edits": "LORA_STUDIO_BATCH_EDITS",
+    "first_block_cache": "LORA_STUDIO_FIRST_BLOCK_CACHE",
+}
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,58 @@ class ReplicateSettings:
 
 
 @dataclass(frozen=True)
+class SpeedRequest:
+    """The speed settings asked for. None = let `auto` decide from the GPU (engines/speed.py)."""
+
+    mode: str = "auto"  # auto | off (then only the settings named here are on)
+    fuse_qkv: bool | None = None
+    compile: bool | None = None  # regional torch.compile; LoRAs switch by hot-swap
+    quantize: str | None = None  # none | fp8 | 8bit
+    group_offload: str | None = None  # off | encoders | all
+    batch_edits: int | None = None  # Kontext edits per call in the character sheet
+    first_block_cache: float | None = None  # threshold; 0 = off
+
+    def __post_init__(self) -> None:
+        if self.mode not in SPEED_MODES:
+            raise ValueError(f"Unknown speed mode {self.mode!r}; choose auto or off.")
+        if self.quantize is not None and self.quantize not in QUANTIZE_CHOICES:
+            raise ValueError(f"Unknown base quantization {self.quantize!r}; choose one of {', '.join(QUANTIZE_CHOICES)}.")
+        if self.group_offload is not None and self.group_offload not in GROUP_OFFLOAD_CHOICES:
+            raise ValueError(f"Unknown group offloading {self.group_offload!r}; "
+                             f"choose one of {', '.join(GROUP_OFFLOAD_CHOICES)}.")
+        if self.batch_edits is not None and not 1 <= self.batch_edits <= 8:
+            raise ValueError("Kontext edits per call (--batch-edits) must be between 1 and 8.")
+        if self.first_block_cache is not None and not 0 <= self.first_block_cache < 1:
+            raise ValueError("The first-block cache threshold must be at least 0 (off) and below 1.")
+
+    def explicit(self) -> dict:
+        """The settings named explicitly (everything but `mode` that is not None)."""
+        return {k: v for k, v in self.__dict__.items() if k != "mode" and v is not None}
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], overrides: Mapping[str, object]) -> "SpeedRequest":
+        values: dict = {}
+        for name, var in SPEED_ENV.items():
+            if env.get(var):
+                values[name] = _typed(name, env[var])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _typed(name: str, text: str):
+    if name in ("fuse_qkv", "compile"):
+        return text.lower() in ("1", "true", "yes", "on")
+    try:
+        if name == "batch_edits":
+            return int(text)
+        if name == "first_block_cache":
+            return float(text)
+    except ValueError:
+        raise ValueError(f"{SPEED_ENV[name]} must be a number, not {text!r}.") from None
+    return text
+
+
+@dataclass(frozen=True)
 class Settings:
     engine: str = "tiny"
     model: str | None = None  # FLUX.1-dev (text-to-image + training) path or hub id
@@ -42,7 +106,7 @@ class Settings:
     workspace: Path = Path("workspace")
     device: str = "auto"  # auto | cpu | cuda | mps
     memory_mode: str = "auto"
-    compile: bool = False  # torch.compile the transformer; LoRAs then switch by hot-swap (CUDA)
+    speed: SpeedRequest = field(default_factory=SpeedRequest)  # fast generation (engines/speed.py)
     host: str = "127.0.0.1"
     port: int = 7860
     share: bool = False
@@ -85,8 +149,6 @@ class Settings:
         for key, name in (("device", "DEVICE"), ("memory_mode", "MEMORY_MODE"), ("host", "HOST")):
             if env.get(f"LORA_STUDIO_{name}"):
                 values[key] = env[f"LORA_STUDIO_{name}"]
-        if env.get("LORA_STUDIO_COMPILE"):
-            values["compile"] = env["LORA_STUDIO_COMPILE"].lower() in ("1", "true", "yes")
         if env.get("LORA_STUDIO_PORT"):
             values["port"] = int(env["LORA_STUDIO_PORT"])
         if env.get("LORA_STUDIO_SHARE"):
@@ -98,6 +160,12 @@ class Settings:
         replicate = {field: env[var] for field, var in REPLICATE_ENV.items() if env.get(var)}
         if replicate:
             values["replicate"] = replace(ReplicateSettings(), **replicate)
+        speed = overrides.pop("speed", None)
+        if isinstance(speed, SpeedRequest):
+            values["speed"] = speed
+        else:  # flat flags: speed=auto|off, compile=…, quantize=…
+            flags = {k: overrides.pop(k) for k in SPEED_ENV if k != "mode" and k in overrides}
+            values["speed"] = SpeedRequest.from_env(env, {"mode": speed, **flags})
         clean = {k: v for k, v in overrides.items() if v is not None}
         if "model" in clean and "engine" not in clean and engine == "tiny":
             clean["engine"] = "local"

@@ -80,11 +80,26 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, (ValueError, KeyError)):
         text = str(exc)
         return _without_paths(text.strip("'\"") if isinstance(exc, KeyError) else text)
+    wrapped = _wrapped_os_error(str(exc))
+    if wrapped is not None:  # e.g. safetensors' "I/O error: No space left on device (os error 28)"
+        return describe_os_error(wrapped)
     name = type(exc).__name__
     if "out of memory" in str(exc).lower():
         return ("The GPU ran out of memory. Pick a lighter memory mode (8-bit or 4-bit base, "
                 "gradient checkpointing) or a lower resolution.")
     return _without_paths(f"Unexpected {name}: {exc}")
+
+
+_OS_ERROR = re.compile(r"\(os error (\d+)\)|(No space left on device)|(Read-only file system)")
+
+
+def _wrapped_os_error(text: str) -> OSError | None:
+    """A file-system failure that a library reported in its own error type (Rust and C extensions do)."""
+    found = _OS_ERROR.search(text)
+    if found is None:
+        return None
+    code = int(found.group(1)) if found.group(1) else (28 if found.group(2) else 30)
+    return OSError(code, text)
 
 
 _PATH = re.compile(r"(?<![^\s'\"(=])(?:[A-Za-z]:)?(?:[\\/][^\\/\s'\"]+)+[\\/]([^\\/\s'\"]+)")

@@ -79,7 +79,10 @@ class Studio:
                     "noise. Start with --model PATH_OR_HUB_ID (FLUX.1-dev) for real pictures.")
         if self.settings.engine == "replicate":
             return "Replicate (remote GPUs); needs REPLICATE_API_TOKEN in the environment."
-        return f"Local FLUX.1 from {self.settings.model} (loaded by the first job)."
+        from .engines.speed import describe_choice
+
+        speed = describe_choice(self.settings.speed, self.settings.device, self.settings.memory_mode)
+        return f"Local FLUX.1 from {self.settings.model} (loaded by the first job). {speed}"
 
     def gpu_note(self) -> str:
         """A line for the engine banner when GPU work runs as ZeroGPU calls ('' elsewhere)."""

@@ -38,6 +38,11 @@ class PhotoEngine:
         image = ImageEnhance.Color(image).enhance(rng.uniform(0.0, 1.6))
         return image.resize((self.side, self.side))
 
+    edit_batch = 1
+
+    def edit_many(self, requests: list[EditRequest]) -> list[Image.Image]:
+        return [self.edit(request) for request in requests]
+
     def generate(self, request: GenerateRequest) -> Image.Image:
         raise EngineError("The photo test engine only makes sheets.")
 

@@ -232,3 +232,16 @@ def test_an_unwritable_or_damaged_workspace_is_refused_in_words(tmp_path, monkey
     monkeypatch.setattr(store_module.tempfile, "mkstemp", denied)
     with pytest.raises(WorkspaceError, match="may not write to its workspace"):
         Studio(Settings(workspace=tmp_path / "denied"))
+
+
+def test_a_full_disk_reported_in_a_librarys_own_error_type_is_named_in_words():
+    """safetensors (Rust) reports ENOSPC as SafetensorError('... No space left on device (os error 28)')."""
+    from lora_studio.job_records import describe_error
+
+    class LibraryError(Exception):
+        pass
+
+    wrapped = LibraryError("Error while serializing: I/O error: No space left on device (os error 28)")
+    assert describe_error(wrapped).startswith("The disk is full")
+    assert describe_error(LibraryError("write failed: Read-only file system")).startswith("The workspace is on a read-only")
+    assert describe_error(LibraryError("something else")).startswith("Unexpected LibraryError")

@@ -18,4 +18,4 @@ def make_engine(settings: Settings) -> Engine:
 
     model = None if settings.engine == "tiny" else settings.model
     return make_local_engine(model, settings.kontext_model, settings.device, settings.memory_mode,
-                             compile=settings.compile)
+                             speed=settings.speed)

@@ -117,10 +117,13 @@ class Engine(Protocol):
     # The one Flux pipeline held in this process (engines.model_manager.ModelManager), which the
     # trainer borrows; None for a remote engine, which trains where it runs (see RemoteTrainer).
     manager: Any
+    edit_batch: int  # Kontext edits one call takes; the character sheet sends them in groups of this size
 
     def describe(self) -> str: ...
 
     def edit(self, request: EditRequest) -> Image.Image: ...
+
+    def edit_many(self, requests: list[EditRequest]) -> list[Image.Image]: ...
 
     def generate(self, request: GenerateRequest) -> Image.Image: ...
 

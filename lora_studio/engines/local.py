@@ -9,48 +9,75 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ..config import SpeedRequest
 from .base import EditRequest, EngineError, GenerateRequest, OutOfMemory
 from .lora_formats import inspect_lora
 from .model_manager import TINY_ID, ModelManager
+from .speed import SpeedSettings
 
 TINY_STEPS = 4
 TINY_SEQUENCE = 128
 
 
 class LocalEngine:
-    def __init__(self, manager: ModelManager, tiny: bool = False) -> None:
+    def __init__(self, manager: ModelManager, tiny: bool = False, max_sequence_length: int | None = None) -> None:
         self.manager = manager
         self.tiny = tiny
+        # T5 tokens per prompt: the pipeline's 512 unless set (tiny: 128; CPU smoke runs of the wide model: fewer)
+        self.max_sequence_length = max_sequence_length or (TINY_SEQUENCE if tiny else None)
         self.name = "tiny" if tiny else "local"
         self.makes_noise = tiny
+
+    @property
+    def edit_batch(self) -> int:
+        """How many Kontext edits one call takes (the speed setting; the sheet batches by it)."""
+        return self.manager.speed.batch_edits
 
     def describe(self) -> str:
         if self.tiny:
             return ("Tiny built-in Flux (random weights): every step runs for real, but the images are "
                     "noise. Start with --model PATH_OR_HUB_ID (FLUX.1-dev) for real pictures.")
-        note = f" {self.manager.memory_note}" if self.manager.memory_note else ""
-        return f"Local FLUX.1 from {self.manager.model_id} on {self.manager.device.type}.{note}"
+        notes = " ".join(n for n in (self.manager.memory_note, self.manager.speed.reason) if n)
+        return f"Local FLUX.1 from {self.manager.model_id} on {self.manager.device.type}. {notes}".strip()
 
     def _steps(self, steps: int) -> int:
         return min(steps, TINY_STEPS) if self.tiny else steps
 
+    def _auto_resize(self, request: EditRequest) -> bool:
+        """Kontext snaps the reference to its ~1 MP training sizes; below 512² (tiny model, smoke runs) that
+        would only make the small edit slower, so the reference is used as given."""
+        return not self.tiny and request.width * request.height >= 512 * 512
+
     def _kwargs(self) -> dict:
-        return {"max_sequence_length": TINY_SEQUENCE} if self.tiny else {}
+        return {"max_sequence_length": self.max_sequence_length} if self.max_sequence_length else {}
 
     def edit(self, request: EditRequest) -> Image.Image:
+        return self.edit_many([request])[0]
+
+    def edit_many(self, requests: list[EditRequest]) -> list[Image.Image]:
+        """Kontext edits, `edit_batch` per pipeline call; each keeps its own seed (one generator per image),
+        so a batch gives the images one-by-one calls would."""
+        images: list[Image.Image] = []
+        for group in _batches(requests, self.edit_batch):
+            images += self._edit_together(group)
+        return images
+
+    def _edit_together(self, requests: list[EditRequest]) -> list[Image.Image]:
+        first = requests[0]
         with self.manager.lock, _oom_as_error():
             self.manager.apply_loras(())
             pipe = self.manager.kontext()
-            area = request.width * request.height
-            image = request.image
+            image = first.image
             if self.tiny:  # no auto-resize on tiny sizes: give it the target size directly
-                image = image.resize((request.width, request.height))
+                image = image.resize((first.width, first.height))
+            prompts = [r.prompt for r in requests]
+            generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
             return pipe(
-                image=image, prompt=request.prompt, width=request.width,
-                height=request.height, num_inference_steps=self._steps(request.steps),
-                guidance_scale=request.guidance, max_area=area, _auto_resize=not self.tiny,
-                generator=torch.Generator("cpu").manual_seed(request.seed), **self._kwargs(),
-            ).images[0]
+                image=image, prompt=prompts if len(prompts) > 1 else prompts[0], width=first.width,
+                height=first.height, num_inference_steps=self._steps(first.steps), guidance_scale=first.guidance,
+                max_area=first.width * first.height, _auto_resize=self._auto_resize(first),
+                generator=generators if len(generators) > 1 else generators[0], **self._kwargs(),
+            ).images
 
     def generate(self, request: GenerateRequest) -> Image.Image:
         with self.manager.lock, _oom_as_error():
@@ -73,6 +100,22 @@ class LocalEngine:
         self.manager.unload()
 
 
+def _batches(requests: list[EditRequest], size: int) -> list[list[EditRequest]]:
+    """Consecutive requests that can share one call (same reference, size, steps and guidance), `size` at most."""
+    groups: list[list[EditRequest]] = []
+    for request in requests:
+        last = groups[-1] if groups else None
+        if last and len(last) < size and _same_call(last[0], request):
+            last.append(request)
+        else:
+            groups.append([request])
+    return groups
+
+
+def _same_call(a: EditRequest, b: EditRequest) -> bool:
+    return (a.image is b.image and (a.width, a.height, a.steps, a.guidance) == (b.width, b.height, b.steps, b.guidance))
+
+
 class _oom_as_error:
     """Turn CUDA out-of-memory into a message that says what to change."""
 
@@ -92,9 +135,9 @@ class _oom_as_error:
 
 
 def make_local_engine(model: str | None, kontext_model: str | None, device: str, memory_mode: str,
-                      compile: bool = False) -> LocalEngine:
+                      speed: SpeedRequest | SpeedSettings | None = None) -> LocalEngine:
     manager = ModelManager(model=model, kontext_model=kontext_model, device=device, memory_mode=memory_mode,
-                           compile=compile)
+                           speed=speed)
     return LocalEngine(manager, tiny=manager.model_id == TINY_ID)
 
 

@@ -5,15 +5,20 @@ loads one base, derives the Kontext pipeline from it with `from_pipe` (same modu
 LoRAs as named peft adapters on that transformer, and weights them per call with `set_adapters`.
 A strength sweep therefore never reloads anything. Adapters are evicted least-recently-used when
 their total size passes a budget.
+
+Speed settings (engines/speed.py) are applied when the base loads (speed_pipeline.py). With compile on,
+LoRAs go through one hot-swap slot that exists from the start (speed_lora.py), so neither switching
+LoRAs nor changing a strength recompiles; several LoRAs at once fall back to named adapters.
 """
 from __future__ import annotations
 
 import gc
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from diffusers import FluxKontextPipeline, FluxPipeline
@@ -21,12 +26,16 @@ from diffusers import FluxKontextPipeline, FluxPipeline
 from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
+from ..config import SpeedRequest
+from . import speed_pipeline
 from .base import EngineError, LoraWeight
 from .lora_formats import inspect_lora
+from .speed import SpeedSettings, check_supported, gpu_info, pick_device, resolve_speed
+from .speed_lora import HOT_SLOT, add_hot_slot, canonical_lora, canonical_rank, set_hot_weight
 
 TINY_ID = "tiny-flux"
 WIDE_ID = "wide-flux"  # FLUX.1-dev widths, one block of each kind (engines/wide.py): tests, benches
-HOT_SLOT = "hot"
+CANONICAL_CACHE = 4  # LoRAs kept converted for the hot-swap slot (~100-250 MB each for FLUX.1 at rank 16)
 
 # Prompt-truncation notices and dtype hints flood the job logs; real errors still raise.
 diffusers_logging.set_verbosity_error()
@@ -53,16 +62,6 @@ class LoadedAdapter:
         return other is not None and other.path == self.path and other.mtime == self.mtime
 
 
-def pick_device(requested: str = "auto") -> torch.device:
-    if requested != "auto":
-        return torch.device(requested)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
 def pick_dtype(device: torch.device) -> torch.dtype:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -80,8 +79,8 @@ class ModelManager:
         offload: bool = False,
         memory_mode: str = "auto",
         hotswap: bool = False,
-        compile: bool = False,
-        hotswap_rank: int = 64,
+        speed: SpeedSettings | SpeedRequest | None = None,
+        hotswap_rank: int | None = None,
         adapter_budget_bytes: int = 2 * 1024**3,
         loader: Callable[[str, torch.dtype], FluxPipeline] | None = None,
     ) -> None:
@@ -94,13 +93,19 @@ class ModelManager:
         # swaps the transformer's blocks itself (training/block_offload.py).
         self.offload = (offload or memory_mode in ("offload", "lowvram")) and self.device.type == "cuda"
         self.memory_note = ""  # which memory mode the base was loaded in, and why
+        self.speed = self._resolve_speed(speed)
         # Hot-swap: one LoRA slot whose weights are replaced in place, so a compiled transformer is
         # never recompiled when the user switches LoRAs (diffusers' enable_lora_hotswap).
-        self.compile = compile and self.device.type == "cuda"
-        self.hotswap = hotswap or self.compile
-        self.hotswap_rank = hotswap_rank
+        self.hotswap = hotswap or self.speed.hotswap
+        self.hotswap_rank = hotswap_rank or self.speed.hotswap_rank
         self._hot: LoadedAdapter | None = None
-        self._compiled = False
+        self._slot_active = False  # the hot slot (not named adapters) is what the transformer runs
+        self._slot_layers: list = []
+        self._slot_weight: float | None = None
+        self._canonical: "OrderedDict[tuple, dict]" = OrderedDict()  # recent LoRAs, ready to swap in (CPU)
+        self._active: tuple | None = None  # (names, weights) last set on named adapters, or "off"
+        self._training = False  # loaded plain, without the speed settings, for a training run
+        self.fused = False  # QKV projections fused in the loaded base: LoRAs load in the fused form
         self.adapter_budget_bytes = adapter_budget_bytes
         self._loader = loader or self._load_pipeline
         self._lock = threading.RLock()
@@ -109,6 +114,15 @@ class ModelManager:
         self._kontext: FluxKontextPipeline | None = None
         self._adapters: "OrderedDict[str, LoadedAdapter]" = OrderedDict()
         self.load_count = 0  # how many times a base was loaded (benchmarks and tests read it)
+
+    def _resolve_speed(self, speed: SpeedSettings | SpeedRequest | None) -> SpeedSettings:
+        """Flags (a SpeedRequest) resolve against this GPU and skip in words; SpeedSettings given directly
+        are refused in words when this machine cannot run them."""
+        gpu = gpu_info(self.device)
+        if isinstance(speed, SpeedSettings):
+            check_supported(speed, gpu)
+            return speed
+        return resolve_speed(speed or SpeedRequest(), gpu, tiny=self.model_id == TINY_ID, memory_mode=self.memory_mode)
 
     # ---- base pipelines ---------------------------------------------------------------------
     @property
@@ -123,8 +137,8 @@ class ModelManager:
         with self._lock:
             base = self._ensure(self.kontext_id)
             if self._kontext is None:
-                # dtype= is required: from_pipe would otherwise cast the shared modules to fp32.
-                self._kontext = FluxKontextPipeline.from_pipe(base, dtype=self.dtype)
+                # The same module objects, never cast: from_pipe's dtype handling would touch fp8 weights.
+                self._kontext = FluxKontextPipeline(**base.components)
                 self._kontext.set_progress_bar_config(disable=True)
             return self._kontext
 
@@ -135,17 +149,52 @@ class ModelManager:
         if self._pipe is not None and self._loaded_id == model_id:
             return self._pipe
         self.unload()  # free the old base before the new one arrives
+        speed = self._load_speed()
         pipe = self._loader(model_id, self.dtype)
-        if self.offload:
-            pipe.enable_model_cpu_offload(device=self.device)
-        else:
-            pipe.to(self.device)
+        note = speed_pipeline.fuse_qkv(pipe, speed)
+        if note:
+            self.speed = replace(self.speed, reason=f"{self.speed.reason} {note}")
+        fp8_first = speed_pipeline.fp8_before_placing(pipe, self.device, speed)
+        if fp8_first:
+            speed_pipeline.quantize_fp8(pipe, speed)
+        speed_pipeline.place(pipe, self.device, speed, self.offload)
+        if not fp8_first:
+            speed_pipeline.quantize_fp8(pipe, speed)
         pipe.set_progress_bar_config(disable=True)
-        if self.hotswap:
-            pipe.enable_lora_hotswap(target_rank=self.hotswap_rank)  # before the first LoRA load
+        self.fused = speed.fuse_qkv and not note
+        if self.hotswap and not self._training:
+            self._slot_layers = add_hot_slot(pipe, self.hotswap_rank, fused=self.fused)
+            self._slot_active, self._slot_weight = True, 0.0
+        speed_pipeline.accelerate(pipe, speed)
         self._pipe, self._loaded_id = pipe, model_id
         self.load_count += 1
         return pipe
+
+    def _load_speed(self) -> SpeedSettings:
+        """The settings this load applies: all of them, or for training only what loading decides (8-bit)."""
+        if not self._training:
+            return self.speed
+        return SpeedSettings(quantize="8bit" if self.speed.quantize == "8bit" else None)
+
+    @contextmanager
+    def for_training(self) -> Iterator[FluxPipeline]:
+        """The text-to-image pipeline as training needs it: no inference LoRAs active and, when speed settings
+        changed the model (fused, fp8, compiled, offloaded, hot slot), the base reloaded without them for the
+        run (fp8 matmuls have no backward; compiled blocks would recompile) and again with them afterwards."""
+        with self._lock:
+            plain = self.hotswap or speed_pipeline.changes_model(self.speed)
+            if plain:
+                self.unload()
+                self._training = True
+            else:
+                self.apply_loras(())
+            try:
+                yield self.text_to_image()
+            finally:
+                self._active = None  # the lease put adapters back as it found them: set them again next time
+                if plain:
+                    self.unload()
+                    self._training = False
 
     def _base_quantization(self) -> str | None:
         """8bit / nf4 / fp8 / lowvram (nf4) for the frozen base: as set, or by free GPU memory when "auto".
@@ -190,7 +239,12 @@ class ModelManager:
             self.memory_note = "Wide test model (real widths, one block of each kind): full precision."
             return build_wide_flux()
         try:
-            quant = self._base_quantization()
+            speed = self._load_speed()
+            if speed.quantize and self.memory_mode == "auto":  # the speed setting decides the base
+                quant = "8bit" if speed.quantize == "8bit" else None
+                self.memory_note = f"Base weights in {speed.quantize} (speed setting)."
+            else:
+                quant = self._base_quantization()
             if quant:
                 from diffusers import FluxTransformer2DModel
 
@@ -214,7 +268,10 @@ class ModelManager:
             self._loaded_id = None
             self._adapters.clear()
             self._hot = None
-            self._compiled = False
+            self._slot_active, self._slot_layers, self._slot_weight = False, [], None
+            self._canonical.clear()
+            self._active = None
+            self.fused = False
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -228,16 +285,31 @@ class ModelManager:
         with self._lock:
             pipe = self.text_to_image()
             active = [lora for lora in loras if lora.path is not None]
+            if self.hotswap and not self._training and len(active) <= 1:
+                if not active or self._swap_in(pipe, active[0]):
+                    self._use_slot(pipe, float(active[0].weight) if active else 0.0)
+                    return
             if not active:
-                if self._adapters or self._hot:
+                if self._adapters and self._active != "off":
                     pipe.disable_lora()
+                    self._active = "off"
                 return
-            if self.hotswap and len(active) == 1:
-                names = [self._swap_in(pipe, active[0])]
-            else:
-                names = [self._ensure_adapter(pipe, lora) for lora in active]
+            names = [self._ensure_adapter(pipe, lora) for lora in active]
+            wanted = (tuple(names), tuple(float(lora.weight) for lora in active))
+            if wanted != self._active:  # walking every layer costs ~10 ms per call on FLUX.1: only on change
+                pipe.enable_lora()
+                pipe.set_adapters(names, adapter_weights=list(wanted[1]))
+                self._active, self._slot_active = wanted, False
+
+    def _use_slot(self, pipe: FluxPipeline, weight: float) -> None:
+        """Run the hot slot at `weight` (0 = the base exactly), set in place so nothing recompiles."""
+        if not self._slot_active:
             pipe.enable_lora()
-            pipe.set_adapters(names, adapter_weights=[float(lora.weight) for lora in active])
+            pipe.set_adapters([HOT_SLOT], adapter_weights=[1.0])
+            self._slot_active, self._active, self._slot_weight = True, None, None
+        if weight != self._slot_weight:
+            set_hot_weight(self._slot_layers, weight)
+            self._slot_weight = weight
 
     def _ensure_adapter(self, pipe: FluxPipeline, lora: LoraWeight) -> str:
         adapter = _adapter_name(lora.name)
@@ -250,32 +322,44 @@ class ModelManager:
             self._delete_adapter(pipe, adapter)
         inspect_lora(wanted.path, pipe.transformer)  # refuses SDXL/SD1.5 and shape mismatches in words
         self._evict_for(pipe, wanted.nbytes)
+        # From the file, not the converted dict: the file's metadata carries lora_alpha. A fused transformer
+        # takes the canonical form, which has that scale baked in.
+        source = canonical_lora(pipe, wanted.path, fused=True) if self.fused else str(wanted.path)
         try:
-            # From the file, not the converted dict: the file's metadata carries lora_alpha.
-            pipe.load_lora_weights(str(wanted.path), adapter_name=adapter)
+            pipe.load_lora_weights(source, adapter_name=adapter)
         except (ValueError, RuntimeError, KeyError) as exc:
             raise EngineError(f"The LoRA {lora.name!r} does not fit this Flux model: {exc}") from None
         self._adapters[adapter] = wanted
+        self._active = None
         return adapter
 
-    def _swap_in(self, pipe: FluxPipeline, lora: LoraWeight) -> str:
-        """Put this LoRA's weights into the one hot slot, replacing the previous ones in place."""
+    def _swap_in(self, pipe: FluxPipeline, lora: LoraWeight) -> bool:
+        """Copy this LoRA's weights into the hot slot; False when it must load as a named adapter instead
+        (rank above the slot's, text-encoder or DoRA weights)."""
         wanted = LoadedAdapter.on_disk(HOT_SLOT, lora)
         if wanted.same_file(self._hot):
-            return HOT_SLOT
-        inspection = inspect_lora(wanted.path, pipe.transformer)
-        if inspection.rank and inspection.rank > self.hotswap_rank:
-            raise EngineError(f"This LoRA has rank {inspection.rank}; hot-swap is set up for rank "
-                              f"{self.hotswap_rank} or less. Restart with a larger hot-swap rank.")
+            return True
+        key = (wanted.path, wanted.mtime)
+        state = self._canonical.pop(key, None)
+        if state is None:  # first use of this file: check it, convert it
+            inspect_lora(wanted.path, pipe.transformer)
+            try:
+                state = canonical_lora(pipe, wanted.path, fused=self.fused)
+            except EngineError:
+                if self.fused:
+                    raise
+                return False
+        if canonical_rank(state) > self.hotswap_rank:
+            return False
+        self._canonical[key] = state  # switching back to a recent LoRA is then a copy only
+        while len(self._canonical) > CANONICAL_CACHE:
+            self._canonical.popitem(last=False)
         try:
-            pipe.load_lora_weights(str(wanted.path), adapter_name=HOT_SLOT, hotswap=self._hot is not None)
+            pipe.load_lora_weights(state, adapter_name=HOT_SLOT, hotswap=True)
         except (ValueError, RuntimeError, KeyError) as exc:
             raise EngineError(f"The LoRA {lora.name!r} cannot be hot-swapped in: {exc}") from None
-        self._hot = wanted
-        if self.compile and not self._compiled:
-            pipe.transformer.compile(fullgraph=True)  # after the first load, per diffusers' recipe
-            self._compiled = True
-        return HOT_SLOT
+        self._hot, self._slot_weight = wanted, None  # the swap reset the slot's scalings to 1
+        return True
 
     def hot_lora(self) -> Path | None:
         return self._hot.path if self._hot else None
@@ -290,6 +374,7 @@ class ModelManager:
     def _delete_adapter(self, pipe: FluxPipeline, adapter: str) -> None:
         pipe.delete_adapters(adapter)
         self._adapters.pop(adapter, None)
+        self._active = None
 
     def drop_lora(self, name: str) -> None:
         with self._lock:

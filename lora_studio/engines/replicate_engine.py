@@ -36,6 +36,7 @@ class ReplicateEngine:
     name = "replicate"
     makes_noise = False
     manager = None  # nothing is held in this process: training runs on Replicate too
+    edit_batch = 1
 
     def __init__(
         self,
@@ -138,6 +139,9 @@ class ReplicateEngine:
             "output_format": "png",
         }
         return self._predict(self.settings.kontext_model, inputs, "editing the image")
+
+    def edit_many(self, requests: list[EditRequest]) -> list[Image.Image]:
+        return [self.edit(request) for request in requests]  # one prediction per edit
 
     def generate(self, request: GenerateRequest) -> Image.Image:
         inputs: dict[str, Any] = {

@@ -3,7 +3,9 @@
 Each finished variation is saved and recorded the moment it exists, so a stopped or crashed job
 resumes where it left off. With a real model, a variation whose face is missing or drifts from the
 reference is generated again with a new seed (up to `max_tries`); on the tiny engine the images are
-noise, so the gate is off and the job says so.
+noise, so the gate is off and the job says so. Where the engine takes several edits per call
+(`edit_batch`, a speed setting), variations go in groups; each keeps its own seed, so the images are
+those one-by-one calls would give.
 """
 from __future__ import annotations
 
@@ -109,39 +111,44 @@ class SheetService:
             reporter.log(f"Resuming: {kept} variations already exist and are kept.")
         retried: dict[str, int] = {}
         meter = self.costs.meter(params.get("max_usd"), spent=self._spent(reporter.job_id))
-        for index, prompt in enumerate(todo):
+        tries = params["max_tries"] if scorer else 1
+        batch = max(1, engine.edit_batch)  # edits per engine call (a speed setting of the local engine)
+        queue = [_Variation(prompt) for prompt in todo]  # first tries in sheet order; retries go to the front
+        finished = 0
+        while queue:
             reporter.check_cancel()
-            reporter.progress(index / max(1, len(todo)),
-                              f"Variation {index + 1}/{len(todo)}: {prompt.category} · {prompt.label}")
-            seed = 1000 + prompt.slot
-            best, tries = None, 0
-            for attempt in range(params["max_tries"] if scorer else 1):
-                tries = attempt + 1
-                reporter.check_cancel()
-                try:  # finished images are saved at once, so a stop at the cap keeps every one
-                    image = meter.call("kontext", engine.edit, EditRequest(
-                        image=reference, prompt=prompt.prompt, seed=seed + 7919 * attempt, width=self.image_size,
-                        height=self.image_size, steps=params["steps"]))
-                except SpendingCapReached:
-                    if best is not None:  # a retry the cap refused: keep the closest try so far
-                        self._save(character_id, prompt, best[0], best[2], attempt, best[1])
-                    raise
-                finally:
-                    if meter.paid:
-                        reporter.output("spending", meter.summary())
+            group, queue = queue[:batch], queue[batch:]
+            reporter.progress(finished / max(1, len(todo)), _progress_text(group, finished, len(todo)))
+            requests = [EditRequest(image=reference, prompt=v.prompt.prompt, seed=v.seed, width=self.image_size,
+                                    height=self.image_size, steps=params["steps"]) for v in group]
+            try:  # finished images are saved at once, so a stop at the cap keeps every one
+                images = meter.call("kontext", engine.edit_many, requests, units=len(requests))
+            except SpendingCapReached:
+                for variation in group + queue:  # retries the cap refused: keep the closest try so far
+                    if variation.best is not None:
+                        image, score, used_seed = variation.best
+                        self._save(character_id, variation.prompt, image, used_seed, variation.tries - 1, score)
+                raise
+            finally:
+                if meter.paid:
+                    reporter.output("spending", meter.summary())
+            again = []
+            for variation, image in zip(group, images):
                 score = scorer.score(image) if scorer else None
                 verdict = scorer.verdict(score) if scorer else None
-                if best is None or (score and _better(score, best[1])):
-                    best = (image, score, seed + 7919 * attempt)
-                if verdict is None:
-                    break
-                if tries < params["max_tries"]:
+                variation.keep_if_better(image, score)
+                label = variation.prompt.label
+                if verdict is not None and variation.tries < tries:
                     retried[verdict] = retried.get(verdict, 0) + 1
-                    reporter.log(f"{prompt.label}: {verdict}; trying again with a new seed.")
-                else:
-                    reporter.log(f"{prompt.label}: {verdict} after {tries} tries; keeping the closest.")
-            image, score, used_seed = best
-            self._save(character_id, prompt, image, used_seed, tries, score)
+                    reporter.log(f"{label}: {verdict}; trying again with a new seed.")
+                    again.append(variation.next_try())
+                    continue
+                if verdict is not None:
+                    reporter.log(f"{label}: {verdict} after {variation.tries} tries; keeping the closest.")
+                image, score, used_seed = variation.best
+                self._save(character_id, variation.prompt, image, used_seed, variation.tries, score)
+                finished += 1
+            queue = again + queue
         if self._score_sheet is not None:
             reporter.progress(0.99, "Measuring faces against the reference")
             self._score_sheet(character_id)
@@ -164,6 +171,34 @@ class SheetService:
             slot=prompt.slot, category=prompt.category, label=prompt.label, prompt=prompt.prompt,
             seed=seed, tries=tries, width=image.width, height=image.height,
             score=score.to_dict() if score else None))
+
+
+class _Variation:
+    """One sheet slot on its way: which try it is on and the best image so far (seeds depend only on both)."""
+
+    def __init__(self, prompt) -> None:
+        self.prompt = prompt
+        self.tries = 1
+        self.best = None  # (image, score, seed)
+
+    @property
+    def seed(self) -> int:
+        return 1000 + self.prompt.slot + 7919 * (self.tries - 1)
+
+    def keep_if_better(self, image, score) -> None:
+        if self.best is None or (score and _better(score, self.best[1])):
+            self.best = (image, score, self.seed)
+
+    def next_try(self) -> "_Variation":
+        self.tries += 1
+        return self
+
+
+def _progress_text(group: list[_Variation], finished: int, total: int) -> str:
+    first = group[0].prompt
+    if len(group) == 1:
+        return f"Variation {finished + 1}/{total}: {first.category} · {first.label}"
+    return f"Variations {finished + 1}–{finished + len(group)}/{total}: " + ", ".join(v.prompt.label for v in group)
 
 
 def _better(a, b) -> bool:

@@ -68,9 +68,7 @@ KEEP_LAST_CHECKPOINTS = 2
 def train_on_manager(manager: "ModelManager", request: TrainRequest, reporter: Reporter,
                      sample_scorer: Callable[["Image.Image"], float | None] | None = None) -> TrainResult:
     """Train on the model manager's loaded base; inference waits until the pipeline is handed back."""
-    with manager.lock:
-        manager.apply_loras(())
-        pipe = manager.text_to_image()
+    with manager.for_training() as pipe:
         return train_lora(pipe, request, reporter, device=manager.device, dtype=manager.dtype,
                           sample_scorer=sample_scorer)
 
