@@ -61,10 +61,21 @@ def open_tab(browser, url, tab: str):
     return page
 
 
+def wait_idle(page, selector: str = "#selection-gallery") -> None:
+    """Until no event is running on this component: while one runs, Gradio lays a status overlay over it
+    that takes the clicks, and the component re-renders when the event ends."""
+    page.wait_for_function(
+        """sel => [...document.querySelectorAll(`${sel} [data-testid="status-tracker"]`)].every(
+             el => el.classList.contains("hide") || getComputedStyle(el).display === "none"
+                   || getComputedStyle(el).visibility === "hidden" || getComputedStyle(el).opacity === "0")""",
+        arg=selector, timeout=WAIT)
+
+
 def thumbnail_pixels(page, index: int) -> np.ndarray:
     """The thumbnail as pixels, cut to 140x140 (its box can round to a pixel more or less), once its
     image has loaded: a click re-renders the gallery, and a screenshot taken before the new <img> is
     decoded shows a blank box."""
+    wait_idle(page)  # a running event lays a translucent overlay over the gallery
     item = page.locator("#selection-gallery .thumbnail-item").nth(index)
     item.locator("img").evaluate(
         "img => img.complete && img.naturalWidth ? true : new Promise(r => img.addEventListener('load', r, {once: true}))")
@@ -88,6 +99,7 @@ def test_selected_and_unselected_images_look_different(browser, sheet_app, tmp_p
     page.mouse.move(0, 0)
     unselected = thumbnail_pixels(page, 0)
 
+    wait_idle(page)
     first.click()
     summary.get_by_text("1 selected").wait_for(timeout=WAIT)  # the count follows each click
     first.locator('img[alt^="✓"]').wait_for(timeout=WAIT)
@@ -102,6 +114,7 @@ def test_selected_and_unselected_images_look_different(browser, sheet_app, tmp_p
     details = page.locator("#selection-details")
     details.get_by_text("Face distance to the reference").wait_for(timeout=WAIT)
 
+    wait_idle(page)
     first.click()
     summary.get_by_text("0 selected").wait_for(timeout=WAIT)
     first.locator('img[alt^="○"]').wait_for(timeout=WAIT)
@@ -114,8 +127,10 @@ def test_selected_and_unselected_images_look_different(browser, sheet_app, tmp_p
     assert label.evaluate("e => getComputedStyle(e).whiteSpace") == "normal"
     assert "face d=" in label.inner_text()
 
+    wait_idle(page)
     page.get_by_role("button", name="Quick-select 25").click()
     summary.get_by_text("25 selected").wait_for(timeout=WAIT)
+    wait_idle(page)
     page.locator("#selection-gallery .thumbnail-item").nth(2).click()
     summary.get_by_text("24 selected").wait_for(timeout=WAIT)
     page.mouse.move(0, 0)
@@ -134,6 +149,7 @@ def test_an_error_leaves_the_gallery_as_it_was(browser, sheet_app):
     page = open_tab(browser, url, "3 · Selection")
     summary, thumbnails = page.locator("#selection-summary"), page.locator("#selection-gallery .thumbnail-item")
     summary.get_by_text("20 selected").wait_for(timeout=WAIT)
+    wait_idle(page)  # the tab's own refresh has finished
     # Behind the page's back the last image leaves the sheet (another tab, another user): clicking it fails.
     record = studio.store.get("images", items[-1].id)
     studio.store.delete("images", [items[-1].id])
@@ -144,6 +160,7 @@ def test_an_error_leaves_the_gallery_as_it_was(browser, sheet_app):
         assert "Error" not in page.locator("#selection-gallery").inner_text()  # ...with no error placeholder
         assert summary.get_by_text("20 selected").is_visible()
         # The next good click clears the message and works as usual.
+        wait_idle(page)
         thumbnails.nth(25).click()
         summary.get_by_text("21 selected").wait_for(timeout=WAIT)
         assert page.locator("#selection-message").inner_text().strip() == ""
