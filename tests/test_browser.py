@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -72,16 +73,21 @@ def wait_idle(page, selector: str = "#selection-gallery") -> None:
 
 
 def thumbnail_pixels(page, index: int) -> np.ndarray:
-    """The thumbnail as pixels, cut to 140x140 (its box can round to a pixel more or less), once its
-    image has loaded: a click re-renders the gallery, and a screenshot taken before the new <img> is
-    decoded shows a blank box."""
-    wait_idle(page)  # a running event lays a translucent overlay over the gallery
+    """The thumbnail as pixels, cut to 140x140 (its box can round to a pixel more or less), once it
+    is drawn and still: a click re-renders the gallery, a new <img> is blank until decoded, and a
+    running event dims the gallery. So shots are taken until two in a row agree and show a picture."""
     item = page.locator("#selection-gallery .thumbnail-item").nth(index)
-    item.locator("img").evaluate(
-        "img => img.complete && img.naturalWidth ? true : new Promise(r => img.addEventListener('load', r, {once: true}))")
-    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
-    shot = item.screenshot()
-    return np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"), dtype=np.float32)[:140, :140]
+    deadline, previous = time.monotonic() + WAIT / 1000, None
+    while True:
+        wait_idle(page)
+        shot = np.asarray(Image.open(io.BytesIO(item.screenshot())).convert("RGB"), dtype=np.float32)[:140, :140]
+        drawn = shot.std() > 20  # a blank or half-loaded box is nearly flat
+        if drawn and previous is not None and previous.shape == shot.shape and np.abs(shot - previous).mean() < 0.5:
+            return shot
+        if time.monotonic() > deadline:
+            raise AssertionError("the thumbnail never settled into one drawn picture")
+        previous = shot
+        page.wait_for_timeout(150)
 
 
 def colourfulness(pixels: np.ndarray) -> float:
