@@ -70,12 +70,15 @@ def main(argv=None) -> None:
         studio = Studio(settings)
     except StudioError as exc:  # e.g. a read-only or unwritable workspace: one line, no traceback
         sys.exit(f"error: {exc}")
-    # Loading dlib's face models takes about a second: do it now, off the request path.
+    # Off the request path: dlib's face models (about a second) and the Training tab's memory plan
+    # (it counts FLUX.1-dev's parameters on the meta device, which imports torch and diffusers).
     import threading
 
     from lora_studio import identity
 
-    threading.Thread(target=_quiet(identity.warm_up), name="identity-warm-up", daemon=True).start()
+    threading.Thread(target=_quiet(identity.warm_up, "face identity"), name="identity-warm-up", daemon=True).start()
+    threading.Thread(target=_quiet(lambda: studio.training.memory_plan(None), "the memory plan"), name="plan-warm-up",
+                     daemon=True).start()
     print(f"LoRA Studio · engine: {studio.engine_description()}\nWorkspace: {studio.store.root}", flush=True)
     if gpu_calls.zero_gpu_active():
         print("ZeroGPU: GPU work runs as spaces.GPU calls; loading the model before launch.", flush=True)
@@ -88,12 +91,12 @@ def main(argv=None) -> None:
         auth=settings.auth, inbrowser=inbrowser, **launch_kwargs(studio))
 
 
-def _quiet(fn):
+def _quiet(fn, what: str):
     def run():
         try:
             fn()
-        except Exception as exc:  # noqa: BLE001 - scoring will report the same problem when used
-            print(f"note: face identity is unavailable ({exc})", flush=True)
+        except Exception as exc:  # noqa: BLE001 - the feature reports the same problem when used
+            print(f"note: {what} is unavailable ({exc})", flush=True)
     return run
 
 
