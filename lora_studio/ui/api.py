@@ -21,7 +21,7 @@ from ..services.strength_analysis import parse_strengths
 from ..services.tester import SweepRequest
 from ..services.training import TrainOptions
 from ..studio import Studio
-from .common import friendly, parse_weights, upload_paths
+from .common import friendly, or_preset, parse_weights, upload_paths
 from .files import deliver, discard_uploads
 
 JSON_INT = 2**53  # larger integers do not survive JavaScript (and past 2**64, not the JSON encoder)
@@ -50,11 +50,6 @@ def job_json(job: JobView, studio: Studio) -> dict:
     data["done"] = job.done
     data["metrics"] = {k: v[-50:] for k, v in job.metrics.items()}
     return public(studio.store.relative(data))
-
-
-def _optional(value):
-    """0, "" or nothing means "use the preset's value"."""
-    return None if value in (None, "", 0, "0") else value
 
 
 def _below_zero(value) -> bool:
@@ -138,9 +133,9 @@ def register(studio: Studio) -> None:
                        steps: int = 0, rank: int = 0, learning_rate: float = 0.0, resolution: int = 0,
                        memory_mode: str = "", max_usd: float = -1.0) -> dict:
         # Blank memory mode and a negative cap mean "the preset's"; a cap of 0 means none.
-        options = TrainOptions(name=name, trigger=trigger, preset=preset, steps=_optional(steps),
-                               rank=_optional(rank), learning_rate=_optional(learning_rate),
-                               resolution=_optional(resolution), memory_mode=memory_mode or None,
+        options = TrainOptions(name=name, trigger=trigger, preset=preset, steps=or_preset(steps),
+                               rank=or_preset(rank), learning_rate=or_preset(learning_rate),
+                               resolution=or_preset(resolution), memory_mode=memory_mode or None,
                                max_usd=None if _below_zero(max_usd) else max_usd)
         return job_json(studio.training.start(dataset_id, options), studio)
 

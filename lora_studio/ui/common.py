@@ -158,6 +158,11 @@ def fresh_choices(choices: list[tuple[str, str]], current, shown: str | None, pi
     return gr.update(choices=choices, value=value), signature
 
 
+def or_preset(value):
+    """A form or API number left at 0, "" or nothing means "use the preset's value"."""
+    return None if value in (None, "", 0, "0") else value
+
+
 def upload_paths(files) -> list[str]:
     """Local paths of Gradio uploads (plain strings or tempfile wrappers, depending on the caller)."""
     if files is None:

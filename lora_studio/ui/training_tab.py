@@ -9,12 +9,9 @@ from ..services.costs import parse_cap
 from ..services.training import TrainOptions
 from . import wording
 from .tester_tab import prompt_for
-from .common import UIContext, beside, estimate_text, fresh_choices, job_choices, job_logs, lora_choices, progress_html
+from .common import (UIContext, beside, estimate_text, fresh_choices, job_choices, job_logs, lora_choices,
+                     or_preset, progress_html)
 from .files import shown
-
-def _number(value):
-    return None if value in (None, "", 0) else value
-
 
 def loss_frame(job: JobView | None) -> pd.DataFrame:
     rows = []
@@ -40,8 +37,8 @@ def preset_values(studio, name: str) -> tuple:
 
 def form_options(n_steps, n_rank, rate, res, mode, cap, **named) -> TrainOptions:
     return TrainOptions(name=named.get("name", ""), trigger=named.get("trigger", ""),
-                        preset=named.get("preset") or "Standard", steps=_number(n_steps), rank=_number(n_rank),
-                        learning_rate=_number(rate), resolution=_number(res), memory_mode=mode or "auto",
+                        preset=named.get("preset") or "Standard", steps=or_preset(n_steps), rank=or_preset(n_rank),
+                        learning_rate=or_preset(rate), resolution=or_preset(res), memory_mode=mode or "auto",
                         max_usd=parse_cap(cap) or 0.0)
 
 
