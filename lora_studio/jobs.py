@@ -9,11 +9,16 @@ become `interrupted` and can be resumed; jobs still `queued` are queued again.
 The worker never dies: whatever a job raises, even while its failure is being written (a full
 disk), is caught; a status that cannot be written is kept and written again when the disk allows,
 and the next job runs. The queue is bounded (`QueueLimits`), so a stranger cannot bury it.
+
+History is bounded too: the store rewrites `studio.json` whole on each write, so a stranger's ten
+thousand generations would slow every click. Past the newest few hundred ended jobs of a quick kind,
+a record moves to `jobs/<id>/record.json` beside its log; it still opens by id, its files stay.
 """
 from __future__ import annotations
 
 import json
 import queue
+import re
 import sys
 import threading
 import time
@@ -26,7 +31,7 @@ from .job_records import (  # noqa: F401 (re-exported: the UI and services impor
     CANCELED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, SUCCEEDED, JobView, describe_error,
 )
 from .progress import Canceled
-from .store import Store
+from .store import Store, atomic_write_json
 
 LOG_TAIL = 60
 FLUSH_SECONDS = 0.25
@@ -44,6 +49,8 @@ class QueueLimits:
     waiting: int = 20
     per_kind: int = 8
     kinds: dict = field(default_factory=lambda: {"train": 3, "sheet": 4})
+    # ended jobs of these kinds kept in the live list; older ones move beside their logs
+    listed: dict = field(default_factory=lambda: {"generate": 200, "sweep": 100})
 
     def for_kind(self, kind: str) -> int:
         return self.kinds.get(kind, self.per_kind)
@@ -230,7 +237,10 @@ class JobQueue:
             return job_id in self._cancel
 
     def get(self, job_id: str, with_metrics: bool = False) -> JobView:
-        view = JobView.from_record(self.store.require("jobs", job_id))
+        record = self.store.get("jobs", job_id) or _moved_record(self.store, job_id)
+        if record is None:
+            record = self.store.require("jobs", job_id)  # raises the usual "No job with id …"
+        view = JobView.from_record(record)
         if with_metrics:
             view.metrics = self.read_metrics(job_id)
         return view
@@ -345,6 +355,18 @@ class JobQueue:
             self._cancel.discard(job_id)
         final = dict(status=status, error=error, message=message, finished=time.time())
         self._finish(job_id, **{**pending, **final})  # unsaved progress and logs go with the status
+        _quietly(self._move_old, str(job.get("kind")))
+
+    def _move_old(self, kind: str) -> None:
+        """Keep the live list of a quick kind short: the oldest ended records move to their folders."""
+        keep = self.limits.listed.get(kind)
+        if keep is None:
+            return
+        ended = [j for j in self.store.find("jobs", kind=kind)
+                 if j.get("status") in FINISHED and isinstance(j.get("id"), str) and _SAFE_ID.fullmatch(j["id"])]
+        for job in ended[:max(0, len(ended) - keep)]:  # oldest first
+            atomic_write_json(self.store.job_dir(job["id"]) / MOVED_RECORD, job)  # written before it leaves
+            self.store.delete("jobs", [job["id"]])
 
     def _finish(self, job_id: str, **fields: Any) -> None:
         """Write a job's final fields; if the disk refuses, keep them and write them again later."""
@@ -367,6 +389,22 @@ class JobQueue:
                 fields = self._unrecorded.pop(job_id, None)
             if fields is not None:
                 self._finish(job_id, **fields)
+
+
+MOVED_RECORD = "record.json"
+_SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _moved_record(store: Store, job_id: str) -> dict | None:
+    """A record moved out of the live list (see `_move_old`), or None."""
+    if not isinstance(job_id, str) or not _SAFE_ID.fullmatch(job_id):
+        return None
+    path = store.root / "jobs" / job_id / MOVED_RECORD  # a read creates no folder
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("id") == job_id else None
 
 
 def _quietly(fn: Callable, *args) -> None:

@@ -97,3 +97,27 @@ def test_canceled_exception_type(tmp_path):
     queue.start()
     assert queue.wait(queue.submit("c", {}).id, 10).status == "canceled"
     queue.stop()
+
+
+def test_old_quick_jobs_leave_the_live_list_but_still_open_by_id(tmp_path):
+    from lora_studio.jobs import QueueLimits
+    store = Store(tmp_path)
+    queue = JobQueue(store, QueueLimits(listed={"quick": 3}))
+    queue.register("quick", lambda p, r: (r.log(f"made {p['n']}"), {"n": p["n"]})[1])
+    queue.register("train", lambda p, r: {})
+    queue.start()
+    trainings = [queue.wait(queue.submit("train", {}).id, 10) for _ in range(4)]
+    quick = [queue.wait(queue.submit("quick", {"n": n}).id, 10) for n in range(6)]
+    queue.wait_idle(10)
+    listed = [j.id for j in queue.list("quick")]
+    assert listed == [j.id for j in quick[-3:]]  # the newest stay listed, in order
+    assert len(queue.list("train")) == 4  # kinds without a bound are never moved
+    first = queue.get(quick[0].id, with_metrics=True)  # moved beside its log, still whole
+    assert first.status == "succeeded" and first.outputs == {"n": 0} and "made 0" in first.logs[-1]
+    assert (store.job_dir(quick[0].id) / "log.txt").read_text().count("made 0") == 1
+    assert len(store.find("jobs")) == 7
+    with pytest.raises(Exception, match="No job"):
+        queue.get("../../studio")
+    queue.stop()
+    reopened = JobQueue(Store(tmp_path))  # a restart reads the moved record the same way
+    assert reopened.get(quick[1].id).outputs == {"n": 1} and trainings[0].id in [j.id for j in reopened.list()]
