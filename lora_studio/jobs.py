@@ -24,6 +24,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from .errors import UserError  # noqa: F401 (re-exported: services raise it)
@@ -252,9 +253,9 @@ class JobQueue:
         return [JobView.from_record(j) for j in self.store.find("jobs", **equals)]
 
     def read_metrics(self, job_id: str) -> dict[str, list[tuple[int | None, float]]]:
-        path = self.store.root / "jobs" / job_id / "metrics.jsonl"  # a read creates no folder
+        path = _job_file(self.store, job_id, "metrics.jsonl")
         out: dict[str, list[tuple[int | None, float]]] = {}
-        if path.exists():
+        if path is not None and path.exists():
             for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
                 try:
                     row = json.loads(line)
@@ -364,9 +365,11 @@ class JobQueue:
             return
         ended = [j for j in self.store.find("jobs", kind=kind)
                  if j.get("status") in FINISHED and isinstance(j.get("id"), str) and _SAFE_ID.fullmatch(j["id"])]
-        for job in ended[:max(0, len(ended) - keep)]:  # oldest first
-            atomic_write_json(self.store.job_dir(job["id"]) / MOVED_RECORD, job)  # written before it leaves
-            self.store.delete("jobs", [job["id"]])
+        leaving = ended[:max(0, len(ended) - keep)]  # oldest first
+        for job in leaving:  # every file is written before any record leaves
+            atomic_write_json(self.store.job_dir(job["id"]) / MOVED_RECORD, job)
+        if leaving:
+            self.store.delete("jobs", [job["id"] for job in leaving])  # one rewrite of the database
 
     def _finish(self, job_id: str, **fields: Any) -> None:
         """Write a job's final fields; if the disk refuses, keep them and write them again later."""
@@ -395,13 +398,18 @@ MOVED_RECORD = "record.json"
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-def _moved_record(store: Store, job_id: str) -> dict | None:
-    """A record moved out of the live list (see `_move_old`), or None."""
+def _job_file(store: Store, job_id: str, name: str) -> Path | None:
+    """A file in a job's folder, for reading (no folder is made); None for an id that is no name."""
     if not isinstance(job_id, str) or not _SAFE_ID.fullmatch(job_id):
         return None
-    path = store.root / "jobs" / job_id / MOVED_RECORD  # a read creates no folder
+    return store.root / "jobs" / job_id / name
+
+
+def _moved_record(store: Store, job_id: str) -> dict | None:
+    """A record moved out of the live list (see `_move_old`), or None."""
+    path = _job_file(store, job_id, MOVED_RECORD)
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads(path.read_text(encoding="utf-8")) if path is not None else None
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) and record.get("id") == job_id else None
