@@ -205,3 +205,37 @@ def test_launch_passes_the_decision_to_gradio(tmp_path, args, env, inbrowser):
     launched = json.loads(out.stdout.strip().splitlines()[-1])
     assert launched["inbrowser"] is inbrowser and launched["server_port"] == 7990
     assert ("Browser: opening the app" in out.stdout) is inbrowser
+
+
+RACE = """
+import threading
+from lora_studio.config import Settings
+from lora_studio.engines import make_engine, memory
+from lora_studio.engines.base import GenerateRequest
+
+errors, go = [], threading.Barrier(2)
+
+def guard(fn):
+    def run():
+        go.wait()
+        try:
+            fn()
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+    return run
+
+plan = guard(lambda: memory.describe_plans("auto", 512, 16, False, None))
+first_job = guard(lambda: make_engine(Settings(engine="tiny")).generate(GenerateRequest("a cat", width=64, height=64, steps=2)))
+threads = [threading.Thread(target=plan), threading.Thread(target=first_job)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print("errors:", errors)
+"""
+
+
+def test_the_first_job_does_not_race_the_launch_warm_up_for_diffusers():
+    # launch.py computes the memory plan in a thread while the first job builds the engine; both are
+    # the process's first import of diffusers, which once failed the job ("cannot import name …").
+    done = subprocess.run([sys.executable, "-c", RACE], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "errors: []", done.stdout[-2000:]

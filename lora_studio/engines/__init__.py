@@ -14,6 +14,9 @@ def make_engine(settings: Settings) -> Engine:
         from .replicate_engine import ReplicateEngine
 
         return ReplicateEngine(settings.replicate, work_dir=settings.workspace / "replicate")
+    from . import flux_stack
+
+    flux_stack.load()  # before local.py imports diffusers: a warm-up thread may be importing it too
     from .local import make_local_engine
 
     model = None if settings.engine == "tiny" else settings.model

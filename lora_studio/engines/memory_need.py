@@ -141,9 +141,13 @@ def _transformer_counts(key: tuple | None) -> TransformerCounts:
     import inspect
 
     import torch
+
+    from . import flux_stack
+    from .lora_targets import target_modules
+
+    flux_stack.load()  # the launch's warm-up runs this beside the first job
     from diffusers import FluxTransformer2DModel
 
-    from .lora_targets import target_modules
     from .wide import full_transformer_on_meta
 
     config = None
