@@ -55,21 +55,38 @@ def sheet_app(tmp_path_factory, astronaut_path):
 
 
 def open_tab(browser, url, tab: str):
+    """A new page on `tab` once the opening events have ended: the remembered character arrives after
+    the first render and refreshes the tab a second time, so one idle moment is not the end of it."""
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.goto(url, wait_until="load")
     page.locator("#engine-banner").wait_for(timeout=WAIT)  # the page has rendered
+    settle(page)
     page.get_by_role("tab", name=tab).click()
+    settle(page)
     return page
+
+
+IDLE = """sel => [...document.querySelectorAll(`${sel} [data-testid="status-tracker"]`)].every(
+             el => el.classList.contains("hide") || getComputedStyle(el).display === "none"
+                   || getComputedStyle(el).visibility === "hidden" || getComputedStyle(el).opacity === "0")"""
 
 
 def wait_idle(page, selector: str = "#selection-gallery") -> None:
     """Until no event is running on this component: while one runs, Gradio lays a status overlay over it
     that takes the clicks, and the component re-renders when the event ends."""
+    page.wait_for_function(IDLE, arg=selector, timeout=WAIT)
+
+
+def settle(page, quiet_ms: int = 1500) -> None:
+    """Until no component of the page has shown a running event for `quiet_ms` in a row."""
     page.wait_for_function(
-        """sel => [...document.querySelectorAll(`${sel} [data-testid="status-tracker"]`)].every(
-             el => el.classList.contains("hide") || getComputedStyle(el).display === "none"
-                   || getComputedStyle(el).visibility === "hidden" || getComputedStyle(el).opacity === "0")""",
-        arg=selector, timeout=WAIT)
+        f"""([sel, quiet]) => {{
+             const now = performance.now();
+             if (!({IDLE})(sel)) {{ window.__busyAt = now; return false; }}
+             if (window.__busyAt === undefined) window.__busyAt = now;
+             return now - window.__busyAt >= quiet;
+           }}""",
+        arg=["body", quiet_ms], timeout=WAIT, polling=100)
 
 
 def thumbnail_pixels(page, index: int) -> np.ndarray:
