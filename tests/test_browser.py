@@ -78,15 +78,16 @@ def wait_idle(page, selector: str = "#selection-gallery") -> None:
 
 
 def settle(page, quiet_ms: int = 1500) -> None:
-    """Until no component of the page has shown a running event for `quiet_ms` in a row."""
+    """Until no component of the page has shown a running event for `quiet_ms` in a row, counted from
+    this call: an event just dispatched (a click) may not have drawn its overlay yet."""
+    page.evaluate("() => { window.__busyAt = performance.now(); }")
     page.wait_for_function(
-        f"""([sel, quiet]) => {{
+        f"""quiet => {{
              const now = performance.now();
-             if (!({IDLE})(sel)) {{ window.__busyAt = now; return false; }}
-             if (window.__busyAt === undefined) window.__busyAt = now;
+             if (!({IDLE})("body")) {{ window.__busyAt = now; return false; }}
              return now - window.__busyAt >= quiet;
            }}""",
-        arg=["body", quiet_ms], timeout=WAIT, polling=100)
+        arg=quiet_ms, timeout=WAIT, polling=100)
 
 
 def thumbnail_pixels(page, index: int) -> np.ndarray:
