@@ -114,6 +114,8 @@ class Settings:
     tasks_file: Path | None = None  # task table for Studio.generate(task=...)
     sheet_size: int = 64  # tiny engine image side; real engines use 1024
     replicate: ReplicateSettings = field(default_factory=ReplicateSettings)
+    space_id: str | None = None  # set on a Hugging Face Space (SPACE_ID)
+    space_author: str | None = None  # the Space's owner (SPACE_AUTHOR_NAME): the one visitor who owns settings
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -128,6 +130,13 @@ class Settings:
     @property
     def is_tiny(self) -> bool:
         return self.engine == "tiny"
+
+    @property
+    def private_launch(self) -> bool:
+        """Only this machine can reach the app: no public link, no Space, a loopback address.
+        Then whoever holds the page is the owner; otherwise owner settings need a login (ui/owner.py)."""
+        loopback = self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
+        return loopback and not self.share and not self.space_id
 
     @property
     def image_size(self) -> int:
@@ -155,6 +164,9 @@ class Settings:
             values["share"] = env["LORA_STUDIO_SHARE"].lower() in ("1", "true", "yes")
         if env.get("LORA_STUDIO_AUTH"):
             values["auth"] = parse_auth(env["LORA_STUDIO_AUTH"])
+        if env.get("SPACE_ID"):
+            values["space_id"] = env["SPACE_ID"]
+            values["space_author"] = env.get("SPACE_AUTHOR_NAME") or None
         if env.get("LORA_STUDIO_TASKS"):
             values["tasks_file"] = Path(env["LORA_STUDIO_TASKS"])
         replicate = {field: env[var] for field, var in REPLICATE_ENV.items() if env.get(var)}

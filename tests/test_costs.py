@@ -200,7 +200,7 @@ def _dataset(studio, tmp_path) -> str:
 
 
 def test_the_settings_table_round_trips_through_the_editor(tmp_path):
-    from lora_studio.ui.settings_tab import EDITABLE, price_frame
+    from lora_studio.ui.settings_prices import EDITABLE, price_frame
 
     with Studio(Settings(engine="replicate", workspace=tmp_path), start=False) as studio:
         frame = price_frame(studio).astype(object)

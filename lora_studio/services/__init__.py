@@ -3,6 +3,6 @@
 `StudioError` is the one error type callers catch: every refusal from a workflow, an engine, the
 store or an image check is one, with a message fit to show as it is.
 """
-from ..errors import StudioError
+from ..errors import StudioError, UserError
 
-__all__ = ["StudioError"]
+__all__ = ["StudioError", "UserError"]

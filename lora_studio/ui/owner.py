@@ -1,0 +1,35 @@
+"""Who may change the owner's settings (engine and models, tokens, prices, caps, shared presets).
+
+On a private launch (loopback, no --share, no Space) the person at the page is the owner. Elsewhere
+anyone holding the link reaches every event by its index, hidden or not, so each owner-only handler
+asks here first: a logged-in user (`--auth`) owns the app, and on a Space only the Space's author
+logged in with Hugging Face does.
+"""
+from __future__ import annotations
+
+import gradio as gr
+
+from ..services import UserError
+from ..studio import Studio
+
+NOT_OWNER = ("Only the owner of this app changes its settings. On a shared link they are set where it is "
+             "started (flags or LORA_STUDIO_* variables; on a Space, its variables and secrets), or after "
+             "logging in.")
+
+
+def is_owner(studio: Studio, request: gr.Request | None) -> bool:
+    settings = studio.settings
+    if settings.private_launch:
+        return True
+    user = getattr(request, "username", None) if request is not None else None
+    if not user:
+        return False
+    if settings.space_id and settings.auth is None:
+        return bool(settings.space_author) and user == settings.space_author
+    return True
+
+
+def require_owner(studio: Studio, request: gr.Request | None) -> None:
+    """Raise the sentence a visitor sees; call it first in every owner-only handler."""
+    if not is_owner(studio, request):
+        raise UserError(NOT_OWNER)
