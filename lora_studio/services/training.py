@@ -160,8 +160,11 @@ class TrainingService:
         return dict(steps=steps, rank=rank, learning_rate=learning_rate, resolution=resolution)
 
     def check_alpha(self, alpha, rank: int) -> float:
-        """A number above 0, at most 4x the rank (scale alpha/rank up to 4)."""
+        """A number above 0, at most 4x the rank (scale alpha/rank up to 4); the rank itself on Replicate."""
         alpha = limits.number(alpha, "Alpha", 0.0, MAX_ALPHA_PER_RANK * rank, rank)
+        if self.limits.engine == "replicate" and alpha != rank:
+            raise UserError(f"Replicate's Flux trainer (ai-toolkit) always trains with alpha = rank; leave Alpha "
+                            f"blank or give {rank}.")
         errors = validate_alpha(alpha, rank)
         if errors:
             raise UserError(" ".join(errors))

@@ -16,7 +16,6 @@ unfolded adapter, since training continues under the same alpha.
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import torch
@@ -24,6 +23,7 @@ from diffusers import FluxPipeline
 from peft.tuners.lora import LoraLayer
 from peft.utils import get_peft_model_state_dict
 
+from ..engines.lora_formats import save_lora_file, scale_one_config
 from ..store import atomic_write_text
 from .flow_matching import ADAPTER_NAME
 from .kohya_export import save_kohya
@@ -37,7 +37,8 @@ def write_outputs(transformer, output_dir: Path, metadata: dict, save_dtype: tor
     output_dir.mkdir(parents=True, exist_ok=True)
     state, rank = folded_state(transformer, save_dtype)
     lora_path = output_dir / LORA_FILE
-    save_lora_file(lora_path, state, folded_config(transformer))
+    ranks = {k.removesuffix('.lora_A.weight'): rank for k in state if k.endswith('.lora_A.weight')}
+    save_lora_file(lora_path, state, scale_one_config(ranks))
     kohya_path = save_kohya(output_dir / KOHYA_FILE, state, rank, rank,
                             metadata={"ss_trigger": metadata["trigger"],
                                       TRAINED_ALPHA_KEY: f"{float(metadata['alpha']):g}"})
@@ -64,22 +65,6 @@ def folded_state(transformer, save_dtype: torch.dtype) -> tuple[dict[str, torch.
     if len(ranks) != 1:
         raise ValueError(f"Expected one LoRA rank across the adapter, found {sorted(ranks)}.")
     return state, ranks.pop()
-
-
-def folded_config(transformer) -> dict:
-    """The adapter's peft config with alpha = rank everywhere (scale 1: the scale is in the weights)."""
-    config = transformer.peft_config[ADAPTER_NAME].to_dict()
-    config["lora_alpha"] = config["r"]
-    config["alpha_pattern"] = dict(config.get("rank_pattern") or {})
-    return config
-
-
-def save_lora_file(path: Path, state: dict[str, torch.Tensor], config: dict) -> None:
-    """A diffusers LoRA file with its peft config as metadata, written under a temporary name."""
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".tmp_lora_") as tmp:
-        FluxPipeline.save_lora_weights(tmp, transformer_lora_layers=state,
-                                       transformer_lora_adapter_metadata=config, weight_name=path.name)
-        Path(tmp, path.name).replace(path)
 
 
 def save_diffusers_lora(transformer, folder: Path, weight_name: str, save_dtype: torch.dtype) -> None:
