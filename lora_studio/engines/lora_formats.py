@@ -153,18 +153,21 @@ class LoraScale:
         return dict(asdict(self), text=self.describe())
 
 
-def _raw(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+def _header(path: Path) -> tuple[dict[str, int], dict[str, float], dict]:
+    """({layer: rank}, {layer: alpha tensor's value}, safetensors metadata), reading only the alphas."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt", device="cpu") as handle:
-        return {k: handle.get_tensor(k) for k in handle.keys()}, handle.metadata() or {}
+        keys = list(handle.keys())
+        downs = {k.rsplit(".lora_", 1)[0]: handle.get_slice(k).get_shape()[0] for k in keys
+                 if k.endswith((".lora_down.weight", ".lora_A.weight"))}
+        alphas = {k.removesuffix(".alpha"): float(handle.get_tensor(k).float().reshape(-1)[0]) for k in keys
+                  if k.endswith(".alpha")}
+        return downs, alphas, handle.metadata() or {}
 
 
-def _meant_scales(raw: dict[str, torch.Tensor], config) -> tuple[str, list[tuple[float, int]]]:
+def _meant_scales(downs: dict[str, int], alphas: dict[str, float], config) -> tuple[str, list[tuple[float, int]]]:
     """(where alpha came from, [(alpha, rank)] per layer) as the file's own tool reads it."""
-    downs = {k.rsplit(".lora_", 1)[0]: t.shape[0] for k, t in raw.items()
-             if k.endswith((".lora_down.weight", ".lora_A.weight")) and t.ndim == 2}
-    alphas = {k.removesuffix(".alpha"): float(t.float().reshape(-1)[0]) for k, t in raw.items() if k.endswith(".alpha")}
     if alphas:
         return "alpha tensors", [(alphas.get(m, float(r)), r) for m, r in downs.items()]
     if config is not None:
@@ -241,11 +244,11 @@ def fold_lora(source: Path, target: Path) -> LoraScale:
     """Write `source` to `target` in diffusers naming with every layer's alpha/rank folded into lora_B and
     alpha = rank recorded, so every tool applies what its author meant; returns the scale it read.
     A file that cannot be folded (see `scaled_pairs`) raises EngineError and writes nothing."""
-    raw, header = _raw(source)
+    downs, alphas, header = _header(source)
     pairs, config, dtype = scaled_pairs(source)
     if not pairs:
         raise EngineError("This LoRA holds no transformer layers to fold.")
-    where, meant = _meant_scales(raw, config if METADATA_KEY in header else None)
+    where, meant = _meant_scales(downs, alphas, config if METADATA_KEY in header else None)
     state = {}
     for module, (a, b) in pairs.items():
         state[f"{module}.lora_A.weight"] = a.to(dtype).clone()  # kohya qkv files share one A: copies
@@ -263,7 +266,7 @@ def _summary(where: str, meant: list[tuple[float, int]], folded: bool) -> LoraSc
 
 def read_scale(path: Path) -> LoraScale:
     """The alpha/rank a file's author meant, without folding (for files kept as they are)."""
-    raw, header = _raw(path)
+    downs, alphas, header = _header(path)
     config = None
     if METADATA_KEY in header:
         from peft import LoraConfig
@@ -271,4 +274,4 @@ def read_scale(path: Path) -> LoraScale:
         fields = {k.removeprefix("transformer."): v for k, v in json.loads(header[METADATA_KEY]).items()
                   if k.startswith("transformer.")}
         config = LoraConfig(**fields) if fields else None
-    return _summary(*_meant_scales(raw, config), folded=False)
+    return _summary(*_meant_scales(downs, alphas, config), folded=False)

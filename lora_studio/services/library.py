@@ -219,7 +219,8 @@ class LibraryService:
         """A trained LoRA's model card at the strength its last test recommended (1.0 when untested)."""
         from ..training.model_card import model_card
 
-        return model_card(record.get("metadata", {}), (record.get("scores") or {}).get("recommended_strength"))
+        scores = record.get("scores") or {}
+        return model_card(record.get("metadata", {}), scores.get("recommended_strength"), tested=bool(scores))
 
     def export(self, lora_id: str) -> Path:
         """One zip with every file of the LoRA (diffusers + kohya formats, metadata, card)."""

@@ -209,7 +209,8 @@ class TrainingService:
 
     def _run(self, params: dict, reporter: JobReporter) -> dict:
         params = {**params, **self.check_numbers(params)}  # queued by an older version: re-check
-        params["alpha"] = self.check_alpha(params.get("alpha") or params["rank"], params["rank"])
+        alpha = params["rank"] if self.limits.engine == "replicate" else params.get("alpha") or params["rank"]
+        params["alpha"] = self.check_alpha(alpha, params["rank"])  # Replicate trains at alpha = rank whatever
         params["memory_mode"] = self.check_memory_mode(params.get("memory_mode"))
         params["seed"] = limits.seed(params.get("seed", 0), "The training seed")
         params["trigger"] = validate_trigger(params.get("trigger"))

@@ -13,8 +13,11 @@ LORA_FILE = "lora.safetensors"
 KOHYA_FILE = "lora_kohya.safetensors"
 
 
-def strength_line(strength: float | None) -> tuple[float, str]:
+def strength_line(strength: float | None, tested: bool = False) -> tuple[float, str]:
     """The strength to write in every tool's example, and where it comes from, in words."""
+    if strength is None and tested:
+        return 1.0, ("1.0 - the strength test recommended none (see its reason in the Library tab); "
+                     "try 0.8-1.2 and judge by eye.")
     if strength is None:
         return 1.0, ("1.0 - no strength test has run yet: run the Strength tester tab, then export again "
                      "for a measured recommendation (try 0.8-1.2 meanwhile).")
@@ -26,11 +29,12 @@ def _number(meta: dict, key: str) -> str:
     return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"
 
 
-def model_card(meta: dict, strength: float | None = None) -> str:
-    """The card for a LoRA trained with `meta` (training metadata), at `strength` (None: untested)."""
+def model_card(meta: dict, strength: float | None = None, tested: bool = False) -> str:
+    """The card for a LoRA trained with `meta` (training metadata), at the strength the tester
+    recommended (None: untested, or `tested` without a recommendation)."""
     trigger = meta.get("trigger") or "your trigger word"
     base = meta.get("base_model") or "black-forest-labs/FLUX.1-dev"
-    value, said = strength_line(strength)
+    value, said = strength_line(strength, tested)
     loss = meta.get("final_loss")
     kohya_stem = Path(KOHYA_FILE).stem
     return f"""# {trigger} - FLUX.1 LoRA
