@@ -287,6 +287,13 @@ def test_alpha_defaults_to_the_presets_ratio_so_the_rank_alone_never_changes_the
         assert studio.training.preset_fields("Standard")["alpha"] is None  # blank in the form: = rank
 
 
+def test_replicate_trains_at_alpha_equal_to_rank_and_says_so(tmp_path):
+    with Studio(Settings(engine="replicate", workspace=tmp_path), start=False) as studio:
+        assert studio.training.resolve(TrainOptions(name="x", trigger="t", rank=32))["alpha"] == 32
+        with pytest.raises(UserError, match="alpha = rank"):
+            studio.training.resolve(TrainOptions(name="x", trigger="t", rank=32, alpha=16))
+
+
 def test_cli_takes_alpha():
     from lora_studio.cli import build_parser
 
