@@ -94,7 +94,8 @@ def kohya_rule(sd: dict, modules: list[str], hidden: int) -> list[Patch]:
 def aitoolkit_rule(sd: dict, modules: list[str], hidden: int) -> list[Patch]:
     """ai-toolkit's Flux (peft-format) network: lora_A/lora_B on diffusers modules, alpha = rank."""
     return [(*bfl_place(m, hidden)[:2], sd[f"transformer.{m}.lora_B.weight"].float(),
-             sd[f"transformer.{m}.lora_A.weight"].float(), 1.0) for m in modules if f"transformer.{m}.lora_A.weight" in sd]
+             sd[f"transformer.{m}.lora_A.weight"].float(), 1.0)
+            for m in modules if f"transformer.{m}.lora_A.weight" in sd]
 
 
 def diffusers_rule(sd: dict, metadata: dict, modules: list[str], hidden: int) -> list[Patch]:
@@ -266,7 +267,8 @@ def test_kohya_and_ai_toolkit_files_keep_their_authors_scale(studio, tmp_path):
     save_file(ai_toolkit, str(tmp_path / "aitk.safetensors"))
     plain = studio.library.import_file(tmp_path / "aitk.safetensors", "aitk")
     assert plain["metadata"]["scale"]["text"].startswith("alpha 4 / rank 4 → ×1, nothing to fold (no alpha")
-    assert torch.equal(load_file(str(studio.library.path(plain)))[next(iter(ai_toolkit))], next(iter(ai_toolkit.values())))
+    key, tensor = next(iter(ai_toolkit.items()))
+    assert torch.equal(load_file(str(studio.library.path(plain)))[key], tensor)
 
 
 # ---- alpha as a setting ------------------------------------------------------------------------------

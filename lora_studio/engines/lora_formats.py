@@ -184,8 +184,8 @@ def _config_alpha(config, module: str) -> float:
 
 def scaled_pairs(path: Path) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], object, torch.dtype]:
     """{transformer module: (A, B with its alpha/r multiplied in, in float32)} as diffusers reads the file,
-    the peft config diffusers builds for it and the file's dtype. Refuses (EngineError) what cannot be folded: text-encoder
-    parts, DoRA, LoKr, LoRA biases."""
+    the peft config diffusers builds for it and the file's dtype. Refuses (EngineError) what cannot be
+    folded: text-encoder parts, DoRA, LoKr, LoRA biases."""
     from diffusers import FluxPipeline
     from diffusers.utils.peft_utils import _create_lora_config
 
