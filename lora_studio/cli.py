@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="Standard")
     p.add_argument("--steps", type=int)
     p.add_argument("--rank", type=int)
+    p.add_argument("--alpha", type=float, help="LoRA alpha (default: the rank times the preset's alpha/rank, "
+                   "i.e. alpha = rank for the built-in presets)")
     p.add_argument("--learning-rate", type=float)
     p.add_argument("--resolution", type=int)
     p = command("strengths", "sweep a LoRA's strength for one prompt and seed(s)")
@@ -169,7 +171,7 @@ def _train(studio, args):
 
     dataset_id = dataset_from_folder(studio.store, folder_images(args.folder), args.trigger)["id"]
     job = studio.training.start(dataset_id, TrainOptions(
-        name=args.name, trigger=args.trigger, preset=args.preset, steps=args.steps, rank=args.rank,
+        name=args.name, trigger=args.trigger, preset=args.preset, steps=args.steps, rank=args.rank, alpha=args.alpha,
         learning_rate=args.learning_rate, resolution=args.resolution))
     done = _wait(studio, job.id, args)
     lora = studio.library.get(done.outputs["lora_id"])

@@ -1,7 +1,7 @@
 """Training presets: the three built-ins plus the user's own, saved in the workspace.
 
-A user preset is the whole training form (steps, rank, learning rate, resolution, memory mode and
-the spending cap) under a name, kept in `presets.json` so it survives restarts. Built-in names are
+A user preset is the whole training form (steps, rank, alpha, learning rate, resolution, memory mode
+and the spending cap) under a name, kept in `presets.json` so it survives restarts. Built-in names are
 reserved in any letter case: a user can neither overwrite nor delete Beginner, Standard or Expert.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from ..config import MEMORY_MODES
 from ..jobs import UserError
 from ..store import atomic_write_json
-from ..training.presets import PRESETS, TrainingPreset, validate_hyperparameters
+from ..training.presets import PRESETS, TrainingPreset, validate_alpha, validate_hyperparameters
 
 FILE_NAME = "presets.json"
 MAX_USER_PRESETS = 50
@@ -32,6 +32,7 @@ class PresetFields:
     resolution: int
     memory_mode: str = "auto"
     max_usd: float = 0.0  # per-job spending cap on Replicate; 0 = none
+    alpha: float | None = None  # None: the rank times the preset's alpha/rank (built-ins: alpha = rank)
     description: str = ""
     builtin: bool = False
 
@@ -105,6 +106,8 @@ class PresetStore:
         fields = _typed(fields, name)
         errors = validate_hyperparameters(fields.steps, fields.rank, fields.learning_rate, fields.resolution,
                                           tiny=self.tiny)
+        if fields.alpha is not None:
+            errors += validate_alpha(fields.alpha, fields.rank)
         if fields.memory_mode not in MEMORY_MODES:
             errors.append(f"Memory mode must be one of {', '.join(MEMORY_MODES)}.")
         if not 0.0 <= fields.max_usd <= 10_000:
@@ -136,15 +139,16 @@ class PresetStore:
         return presets
 
 
-_FORM_KEYS = ("steps", "rank", "learning_rate", "resolution", "memory_mode", "max_usd")
+_FORM_KEYS = ("steps", "rank", "learning_rate", "resolution", "memory_mode", "max_usd", "alpha")
 
 
 def _typed(fields: PresetFields, name: str) -> PresetFields:
     try:
         typed = PresetFields(int(fields.steps), int(fields.rank), float(fields.learning_rate),
-                             int(fields.resolution), str(fields.memory_mode or "auto"), float(fields.max_usd or 0.0))
+                             int(fields.resolution), str(fields.memory_mode or "auto"), float(fields.max_usd or 0.0),
+                             None if fields.alpha in (None, "", 0) else float(fields.alpha))
     except (TypeError, ValueError, OverflowError):
-        raise UserError("Steps, rank and resolution must be whole numbers; learning rate a number.") from None
+        raise UserError("Steps, rank and resolution must be whole numbers; learning rate and alpha numbers.") from None
     return PresetFields(**typed.form(), description=_describe(name, typed))
 
 
@@ -167,6 +171,7 @@ def _builtin_name(name: str) -> str | None:
 
 
 def _describe(name: str, fields: PresetFields) -> str:
-    text = (f"Your preset{f' {name}' if name else ''}: {fields.steps} steps, rank {fields.rank}, "
+    alpha = f", alpha {fields.alpha:g}" if fields.alpha is not None else ""
+    text = (f"Your preset{f' {name}' if name else ''}: {fields.steps} steps, rank {fields.rank}{alpha}, "
             f"learning rate {fields.learning_rate:g}, {fields.resolution} px, memory mode {fields.memory_mode}")
     return text + (f", cap ${fields.max_usd:g}." if fields.max_usd else ".")

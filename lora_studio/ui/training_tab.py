@@ -26,20 +26,20 @@ def identity_frame(job: JobView | None) -> pd.DataFrame:
     return pd.DataFrame(rows or [{"step": 0, "distance": None}])
 
 
-PRESET_FIELDS = ("steps", "rank", "learning_rate", "resolution", "memory_mode", "max_usd")
+PRESET_FIELDS = ("steps", "rank", "learning_rate", "resolution", "memory_mode", "max_usd", "alpha")
 
 
 def preset_values(studio, name: str) -> tuple:
-    """The preset's form values (steps, rank, lr, resolution, memory mode, cap), so each can be edited."""
+    """The preset's form values (steps, rank, lr, resolution, memory mode, cap, alpha), so each can be edited."""
     fields = studio.training.preset_fields(name)
     return tuple(fields[k] for k in PRESET_FIELDS)
 
 
-def form_options(n_steps, n_rank, rate, res, mode, cap, **named) -> TrainOptions:
+def form_options(n_steps, n_rank, rate, res, mode, cap, n_alpha=None, **named) -> TrainOptions:
     return TrainOptions(name=named.get("name", ""), trigger=named.get("trigger", ""),
                         preset=named.get("preset") or "Standard", steps=or_preset(n_steps), rank=or_preset(n_rank),
                         learning_rate=or_preset(rate), resolution=or_preset(res), memory_mode=mode or "auto",
-                        max_usd=parse_cap(cap) or 0.0)
+                        max_usd=parse_cap(cap) or 0.0, alpha=or_preset(n_alpha))
 
 
 def stats_text(job: JobView | None) -> str:
@@ -77,6 +77,7 @@ def render(ctx: UIContext, timer: gr.Timer):
             with gr.Row():
                 steps = gr.Number(first[0], label="Steps", precision=0, elem_id="training-steps")
                 rank = gr.Number(first[1], label="Rank", precision=0)
+                alpha = gr.Number(first[6], label=wording.ALPHA_LABEL, info=wording.ALPHA_INFO, minimum=0)
             with gr.Row():
                 lr = gr.Number(first[2], label="Learning rate")
                 resolution = gr.Number(first[3], label="Resolution (px)", precision=0)
@@ -139,9 +140,11 @@ def render(ctx: UIContext, timer: gr.Timer):
     live_count = 9  # progress, stats, loss, identity, samples, logs, done, next_step, message
 
     @beside(live_count + 1, live_count)
-    def begin(dataset_id, lora_name, trigger_word, preset_name_, n_steps, n_rank, rate, res, mode, cap_usd):
+    def begin(dataset_id, lora_name, trigger_word, preset_name_, n_steps, n_rank, rate, res, mode, cap_usd,
+              n_alpha=None):
         job = studio.training.start(dataset_id, form_options(
-            n_steps, n_rank, rate, res, mode, cap_usd, name=lora_name, trigger=trigger_word, preset=preset_name_))
+            n_steps, n_rank, rate, res, mode, cap_usd, n_alpha, name=lora_name, trigger=trigger_word,
+            preset=preset_name_))
         return (gr.update(choices=job_choices(studio.jobs.list("train")), value=job.id), *show(job.id)[:-1], "")
 
     @beside(live_count, live_count - 1)
@@ -166,8 +169,8 @@ def render(ctx: UIContext, timer: gr.Timer):
         return (fields["description"], *preset_values(studio, name_), "")
 
     @beside(3, 2)
-    def keep_preset(name_, n_steps, n_rank, rate, res, mode, cap_usd):
-        saved = studio.training.save_preset(name_, form_options(n_steps, n_rank, rate, res, mode, cap_usd))
+    def keep_preset(name_, n_steps, n_rank, rate, res, mode, cap_usd, n_alpha=None):
+        saved = studio.training.save_preset(name_, form_options(n_steps, n_rank, rate, res, mode, cap_usd, n_alpha))
         info = studio.training.preset_fields(saved)["description"]
         return gr.update(choices=studio.training.presets(), value=saved), info, f"Saved preset **{saved}**."
 
@@ -191,7 +194,7 @@ def render(ctx: UIContext, timer: gr.Timer):
         return (gr.Tabs(selected="tester"), gr.update(choices=lora_choices(studio), value=lora_id),
                 prompt_for(studio, lora_id))
 
-    form = [steps, rank, lr, resolution, memory, cap]
+    form = [steps, rank, lr, resolution, memory, cap, alpha]
     live = [progress, stats, loss, identity, samples, logs, done, next_step, message]
     preset.input(apply_preset, [preset], [preset_info, *form, preset_message], api_visibility="private")
     save_preset.click(keep_preset, [preset_name, *form], [preset, preset_info, preset_message],

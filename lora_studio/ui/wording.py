@@ -24,6 +24,9 @@ SHEET_DONE = "**The character sheet is ready.** Pick the 20–30 most consistent
 TRAINING_DONE = "**The LoRA is trained and in the library.** Test which strength keeps the face next."
 SELECTION_DETAILS = "Click an image to (de)select it; its distance and flags appear here in full. Hover an image to read its caption."
 PRESET_HELP = "Save the form as your own preset; it is kept in the workspace. Beginner, Standard and Expert are built in and stay as they are."
+ALPHA_LABEL = "Alpha (blank = same as rank)"
+ALPHA_INFO = ("LoRA scale = alpha / rank. Blank keeps the preset's ratio (1 for the built-ins), so changing the "
+              "rank alone keeps the strength. The exported files carry this scale in their weights.")
 CAP_LABEL = "Spending cap for this job (USD, 0 = none)"
 CAP_INFO = "The job stops before the paid call that would pass it; what was made is kept."
 GO_FAST_LABEL = "Replicate fast mode (go_fast: fp8, and Replicate multiplies LoRA strengths by 1.5)"
