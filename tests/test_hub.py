@@ -99,6 +99,7 @@ def test_download_shows_bytes_then_the_local_engine_draws_from_it(hub, studio, m
     engine = make_local_engine(OPEN, None, "cpu", "auto")  # from_pretrained(id) finds it in the cache
     image = engine.generate(GenerateRequest(prompt="a test", width=32, height=32, steps=2, guidance=3.5, seed=1))
     assert image.size == (32, 32)
+    assert hub.bytes_served(OPEN) == served  # loading asked the Hub for metadata at most, no byte again
 
 
 def test_gated_repo_says_what_to_do_for_each_refusal(hub, studio, models):
@@ -215,3 +216,25 @@ def test_a_restart_mid_download_resumes_in_the_new_process(hub, tmp_path):
     assert hub.served[(OPEN, WEIGHTS)] == size
     for path, count in needed(hub, OPEN).items():
         assert hub.served[(OPEN, path)] == count, path
+
+
+def test_a_model_that_cannot_load_says_how_to_get_it(hub):
+    from huggingface_hub import hf_hub_download
+
+    from lora_studio.engines.base import GenerateRequest
+    from lora_studio.engines.hub import load_failure_text
+    from lora_studio.engines.local import make_local_engine
+
+    with pytest.raises(OSError) as gated:  # the real client's refusal, as from_pretrained would meet it
+        hf_hub_download(GATED, "model_index.json")
+    assert "https://huggingface.co/settings/tokens" in load_failure_text(GATED, gated.value)
+    engine = make_local_engine(GATED, None, "cpu", "auto")  # from_pretrained meets the gate: the fix in words
+    with pytest.raises(StudioError) as failed:
+        engine.generate(GenerateRequest(prompt="x", width=32, height=32, steps=1, guidance=3.5, seed=0))
+    text = str(failed.value)
+    assert "https://huggingface.co/settings/tokens" in text and f"https://huggingface.co/{GATED}" in text
+    assert "already in your" not in text
+    missing = make_local_engine("test/not-there", None, "cpu", "auto")
+    with pytest.raises(StudioError) as failed:
+        missing.generate(GenerateRequest(prompt="x", width=32, height=32, steps=1, guidance=3.5, seed=0))
+    assert "models download test/not-there" in str(failed.value)

@@ -283,3 +283,28 @@ def forget_token() -> None:
         return
     for path in (constants.HF_TOKEN_PATH, constants.HF_STORED_TOKENS_PATH):  # logout() raises while HF_TOKEN is set
         Path(path).unlink(missing_ok=True)
+
+
+def load_failure_text(model_id: str, exc: BaseException) -> str:
+    """Why `from_pretrained` could not load a model, and the fix: a token or the licence for a gated
+    repo, a download for a hub id not in the cache, the layout for a folder."""
+    from huggingface_hub import errors
+
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for item in chain:
+        if isinstance(item, errors.GatedRepoError):
+            status = getattr(getattr(item, "response", None), "status_code", None)
+            return gated_text(model_id, 403 if status == 403 else 401)
+    reason = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
+    if Path(model_id).expanduser().is_dir():
+        return (f"Could not load the Flux model in the folder {Path(model_id).name} ({reason}). It needs the "
+                "FLUX.1 weights in diffusers layout (model_index.json, transformer/, vae/, text_encoder*/, tokenizer*/).")
+    if is_repo_id(model_id):
+        return (f"Could not load {model_id} ({reason}). If it is not downloaded yet, download it under Settings → "
+                f"Models or with `python -m lora_studio models download {model_id}`; a gated model also needs a "
+                f"read token ({TOKENS_PAGE}) and its licence accepted at https://huggingface.co/{model_id}.")
+    return (f"Could not load the Flux model {model_id!r} ({reason}): give a Hugging Face model id (owner/name) "
+            "or a folder with the FLUX.1 weights in diffusers layout.")

@@ -180,7 +180,9 @@ class ModelsService:
         except hub.HubError as exc:
             on_disk = 1 if hub.in_cache(model) else 0
             return ModelRow(model, title, note, None, on_disk, free, need, fits, advice, problem=str(exc))
-        return ModelRow(model, title, note, repo.total, min(repo.total, bytes_kept(repo)), free, need, fits, advice)
+        kept = min(repo.total, bytes_kept(repo))
+        index = sum(f.size for f in repo.files if f.path == "model_index.json")  # read by the listing itself
+        return ModelRow(model, title, note, repo.total, kept if kept > index else 0, free, need, fits, advice)
 
     def listing(self, repo_id: str, refresh: bool = False, transformer_only: bool | None = None) -> hub.RepoFiles:
         with self._lock:
