@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -238,3 +239,49 @@ def test_a_model_that_cannot_load_says_how_to_get_it(hub):
     with pytest.raises(StudioError) as failed:
         missing.generate(GenerateRequest(prompt="x", width=32, height=32, steps=1, guidance=3.5, seed=0))
     assert "models download test/not-there" in str(failed.value)
+
+
+def test_a_download_does_not_wait_behind_gpu_work(hub, studio, models):
+    import threading
+
+    busy, release = threading.Event(), threading.Event()
+
+    def gpu_work(params, reporter):  # stands for a training holding the one GPU worker
+        busy.set()
+        release.wait(120)
+        return {}
+
+    studio.jobs.register("hold_gpu", gpu_work)
+    held = studio.jobs.submit("hold_gpu", {})
+    assert busy.wait(60)
+    try:
+        done = studio.jobs.wait(models.start_download(OPEN).id, timeout=120)
+        assert done.status == "succeeded" and studio.jobs.get(held.id).status == "running"
+    finally:
+        release.set()
+    assert studio.jobs.wait(held.id, timeout=60).status == "succeeded"
+
+
+def test_downloads_land_in_hf_hub_cache_and_a_weights_folder_is_used_as_it_is(hub, studio, models, repo_folders):
+    from huggingface_hub import constants
+
+    studio.jobs.wait(models.start_download(OPEN).id, timeout=120)
+    assert (Path(constants.HF_HUB_CACHE) / "models--test--tiny-flux" / "refs" / "main").read_text() == \
+        hub.repos[OPEN].sha
+    dev, _ = repo_folders
+    row = models.describe(str(dev))
+    assert row.local_folder and row.status == "local folder, used as it is"
+    with pytest.raises(StudioError, match="needs no download"):
+        models.start_download(str(dev))
+
+
+def test_speed_and_time_left_are_counted_per_byte():
+    from lora_studio.services.models import Rate
+
+    now = [100.0]
+    rate = Rate(done=1_000_000_000, total=30_000_000_000, clock=lambda: now[0])
+    for _ in range(4):
+        now[0] += 1.0
+        rate.add(50_000_000)  # 50 MB a second
+    assert round(rate.per_second) == 50_000_000 and rate.fraction == pytest.approx(0.04)
+    assert rate.text() == "1.20 GB of 30.00 GB · 50.0 MB/s · about 10 min left"  # 28.8 GB at 50 MB/s

@@ -138,3 +138,28 @@ def test_a_refusal_reads_the_same_in_the_page_api_and_cli(hub, tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     assert json.loads(run.stdout)["status"] == "succeeded"
+
+
+def test_cli_login_reads_the_token_from_stdin_and_never_prints_it(hub, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_OFFLINE": "0",
+           "HF_HUB_DISABLE_TELEMETRY": "1"}
+    env.pop("HF_TOKEN", None)
+    command = [sys.executable, "-m", "lora_studio", "models"]
+    workspace = ["--workspace", str(tmp_path / "ws")]
+    bad = subprocess.run(command + ["login"] + workspace, input="hf_not_a_known_token\n", cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and "refused" in bad.stderr and "hf_not_a_known_token" not in bad.stderr
+    good = subprocess.run(command + ["login", "--json"] + workspace, input=TOKEN + "\n", cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert good.returncode == 0, good.stderr
+    assert json.loads(good.stdout) == {"user": "ada", "source": "file"} and TOKEN not in good.stdout + good.stderr
+    assert (tmp_path / "hf-home" / "token").read_text().strip() == TOKEN  # huggingface_hub's file, as `hf` reads it
+    out = subprocess.run(command + ["logout"] + workspace, cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and not (tmp_path / "hf-home" / "token").exists()

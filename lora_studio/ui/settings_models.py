@@ -32,9 +32,15 @@ def frame(rows) -> pd.DataFrame:
 
 
 def render(ctx: UIContext) -> None:
+    # Closed until opened: listing asks the Hub and the memory planner, which no page load should wait for.
+    with gr.Accordion("Models: downloads and the Hugging Face token (local engine)", open=False) as section:
+        _render_controls(ctx, section)
+
+
+def _render_controls(ctx: UIContext, section: gr.Accordion) -> None:
     studio = ctx.studio
     models = studio.models
-    gr.Markdown("### Models\n" + wording.MODELS_HELP)
+    gr.Markdown(wording.MODELS_HELP)
     if not studio.settings.private_launch:
         gr.Markdown(f"_{NOT_OWNER}_")
     token_status = gr.Markdown(elem_id="hf-token-status")
@@ -55,7 +61,6 @@ def render(ctx: UIContext) -> None:
     with gr.Row():
         cancel = gr.Button("Cancel download")
         resume = gr.Button("Resume download")
-    opening = gr.Timer(0.2)  # a one-shot load: ticks once, then turns itself off
     poll = gr.Timer(1.0, active=False)
 
     # ---- API endpoints (named, for gradio_client); each asks for the owner first ----------
@@ -127,18 +132,15 @@ def render(ctx: UIContext) -> None:
         return jobs[-1] if jobs else None
 
     def models_open(request: gr.Request):
-        stop = gr.Timer(active=False)
         if not is_owner(studio, request):
-            return NOT_OWNER, gr.skip(), gr.skip(), "", stop, gr.Timer(active=False)
+            return NOT_OWNER, gr.skip(), gr.skip(), "", gr.Timer(active=False)
         job = latest()
         try:
             rows = frame(models.catalogue())
         except Exception as exc:  # noqa: BLE001 - the section still opens; the reason is shown
-            rows = gr.skip()
-            return error_text(exc), rows, gr.skip(), "", stop, gr.Timer(active=False)
+            return error_text(exc), gr.skip(), gr.skip(), "", gr.Timer(active=False)
         running = job is not None and not job.done
-        return (models.token_status().text(), rows, job.id if job else "", shown(job), stop,
-                gr.Timer(active=running))
+        return models.token_status().text(), rows, job.id if job else "", shown(job), gr.Timer(active=running)
 
     @friendly
     def models_save_token(value, request: gr.Request):
@@ -188,7 +190,7 @@ def render(ctx: UIContext) -> None:
         return shown(models.resume(current)), gr.Timer(active=True)
 
     private = {"api_visibility": "private"}
-    opening.tick(models_open, None, [token_status, table, job_id, progress, opening, poll], **private)
+    section.expand(models_open, None, [token_status, table, job_id, progress, poll], **private)
     save.click(models_save_token, [token], [token_status, token], **private)
     forget.click(models_log_out, None, [token_status], **private)
     check.click(models_check, [model], [table], **private)
