@@ -128,11 +128,10 @@ def list_repo(repo_id: str, token: str | None = None, transformer_only: bool | N
     if offline():
         raise HubError("HF_HUB_OFFLINE is set, so nothing can be listed or downloaded from the Hub. "
                        "Unset it to download, or give a folder that holds the weights.")
-    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub import hf_hub_download
 
     try:
-        info = HfApi(endpoint=endpoint()).model_info(repo_id, revision=revision, files_metadata=True,
-                                                   token=token or None)
+        info = _api().model_info(repo_id, revision=revision, files_metadata=True, token=token or None)
         files = [HubFile(s.rfilename, int(s.size or 0)) for s in info.siblings or []]
         index = None
         if any(f.path == "model_index.json" for f in files):
@@ -225,6 +224,19 @@ class TokenState:
         return self.user is not None
 
 
+_APIS: dict = {}
+
+
+def _api():
+    """One client per endpoint, so its whoami cache lasts."""
+    from huggingface_hub import HfApi
+
+    url = endpoint()
+    if url not in _APIS:
+        _APIS[url] = HfApi(endpoint=url)
+    return _APIS[url]
+
+
 def _environment_token() -> str | None:
     return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
 
@@ -235,12 +247,11 @@ def active_token() -> str | None:
     return get_token()
 
 
-def whoami(token: str) -> str:
-    """The user a token belongs to; HubError in words when it is refused."""
-    from huggingface_hub import HfApi
-
+def whoami(token: str, cache: bool = False) -> str:
+    """The user a token belongs to; HubError in words when it is refused. `cache`: the Hub rate-limits
+    this call, so a status shown on every page open asks once per token and process."""
     try:
-        return str(HfApi(endpoint=endpoint()).whoami(token=token)["name"])
+        return str(_api().whoami(token=token, cache=cache)["name"])
     except Exception as exc:  # noqa: BLE001
         status = getattr(getattr(exc, "response", None), "status_code", None)
         if status == 401:
@@ -256,7 +267,7 @@ def token_state() -> TokenState:
         return TokenState(None, None)
     source = "environment" if _environment_token() else "file"
     try:
-        return TokenState(whoami(token), source)
+        return TokenState(whoami(token, cache=True), source)
     except HubError as exc:
         return TokenState(None, source, str(exc))
 

@@ -169,7 +169,7 @@ class ModelsService:
         mode = entry.memory_mode if entry else "checkpointing"
         free = self.free_space(hub.cache_root())
         need, fits, advice = self._fit(mode, entry)
-        if not hub.is_repo_id(model) and Path(model).expanduser().is_dir():
+        if Path(model).expanduser().is_dir():  # a folder wins over a hub id of the same spelling, as in diffusers
             folder = Path(model).expanduser()
             if not hub.has_weights(folder):
                 raise UserError(f"The folder {folder.name} holds no FLUX.1 weights in diffusers layout "
@@ -225,8 +225,10 @@ class ModelsService:
     def start_download(self, model: str) -> JobView:
         """Queue a download after the checks that need no byte of it: the id, access, the free space."""
         model = _model_text(model)
+        if Path(model).expanduser().is_dir():
+            raise UserError(f"{Path(model).name} is a folder here: it needs no download (choose it as the model).")
         if not hub.is_repo_id(model):
-            raise UserError(f"{model!r} is not a Hugging Face model id (owner/name). A local folder needs no download.")
+            raise UserError(f"{model!r} is not a Hugging Face model id (owner/name).")
         for job in self.jobs.list(KIND):
             if job.params.get("repo_id") == model and job.status not in FINISHED and job.status != "interrupted":
                 raise UserError(f"{model} is already being downloaded (job {job.id}).")

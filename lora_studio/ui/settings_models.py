@@ -172,7 +172,10 @@ def _render_controls(ctx: UIContext, section: gr.Accordion) -> None:
     def models_tick(current, request: gr.Request):
         if not is_owner(studio, request) or not current:
             return gr.skip(), gr.Timer(active=False)
-        job = studio.jobs.get(current)
+        try:
+            job = studio.jobs.get(limits.record_id(current, "job id"))
+        except Exception:  # noqa: BLE001 - a timer must not raise every second; it stops instead
+            return gr.skip(), gr.Timer(active=False)
         return shown(job), gr.Timer(active=not job.done)
 
     @friendly
