@@ -285,3 +285,15 @@ def test_speed_and_time_left_are_counted_per_byte():
         rate.add(50_000_000)  # 50 MB a second
     assert round(rate.per_second) == 50_000_000 and rate.fraction == pytest.approx(0.04)
     assert rate.text() == "1.20 GB of 30.00 GB · 50.0 MB/s · about 10 min left"  # 28.8 GB at 50 MB/s
+
+
+def test_offline_a_downloaded_model_still_shows_as_on_disk(hub, studio, models, monkeypatch):
+    from huggingface_hub import constants
+
+    studio.jobs.wait(models.start_download(OPEN).id, timeout=120)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    row = models.describe(OPEN, refresh=True)
+    assert row.download_bytes is None and row.status == "on disk (the Hub was not asked)"
+    assert "HF_HUB_OFFLINE" in row.problem
+    with pytest.raises(StudioError, match="HF_HUB_OFFLINE"):
+        models.start_download(OPEN)

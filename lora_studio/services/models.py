@@ -68,11 +68,14 @@ class ModelRow:
     recommendation: str
     problem: str = ""  # why the size is unknown (gated, offline, ...)
     local_folder: bool = False
+    in_cache: bool = False  # the cache's snapshot looks loadable (judged without the Hub)
 
     @property
     def status(self) -> str:
         if self.local_folder:
             return "local folder, used as it is"
+        if self.download_bytes is None and self.in_cache:
+            return "on disk (the Hub was not asked)"
         if self.download_bytes is not None and self.on_disk_bytes >= self.download_bytes:
             return "on disk"
         if self.on_disk_bytes:
@@ -178,8 +181,8 @@ class ModelsService:
         try:
             repo = self.listing(model, refresh, transformer_only=True if entry and entry.kontext else None)
         except hub.HubError as exc:
-            on_disk = 1 if hub.in_cache(model) else 0
-            return ModelRow(model, title, note, None, on_disk, free, need, fits, advice, problem=str(exc))
+            return ModelRow(model, title, note, None, 0, free, need, fits, advice, problem=str(exc),
+                            in_cache=hub.in_cache(model))
         kept = min(repo.total, bytes_kept(repo))
         index = sum(f.size for f in repo.files if f.path == "model_index.json")  # read by the listing itself
         return ModelRow(model, title, note, repo.total, kept if kept > index else 0, free, need, fits, advice)
