@@ -333,7 +333,7 @@ class JobQueue:
             return None
         except OSError as exc:  # the disk refused even this: leave it queued and try again later
             _warn(f"job {job_id} could not start ({exc}); trying again in {RETRY_SECONDS:.0f} s")
-            timer = threading.Timer(RETRY_SECONDS, self._queue.put, [job_id])
+            timer = threading.Timer(RETRY_SECONDS, self._lane(claimed.get("kind")).put, [job_id])
             timer.daemon = True
             timer.start()
             return None

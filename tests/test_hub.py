@@ -297,3 +297,12 @@ def test_offline_a_downloaded_model_still_shows_as_on_disk(hub, studio, models, 
     assert "HF_HUB_OFFLINE" in row.problem
     with pytest.raises(StudioError, match="HF_HUB_OFFLINE"):
         models.start_download(OPEN)
+
+
+def test_the_fake_hub_pages_its_tree_for_the_real_snapshot_download(hub):
+    from huggingface_hub import snapshot_download
+
+    folder = snapshot_download(OPEN, allow_patterns=["model_index.json", "transformer/*"])
+    assert (Path(folder) / WEIGHTS).is_file()
+    pages = [p for m, p, _ in hub.requests if "/tree/" in p]
+    assert len(pages) >= 2  # more entries than one page (7) holds: the client followed Link: rel="next"
