@@ -190,8 +190,8 @@ class JobQueue:
     def stop(self) -> None:
         for lane, worker in ((self._side, self._side_worker), (self._queue, self._worker)):
             if worker is not None:
-                lane.put(None)
-                worker.join(timeout=30)
+                lane.put(None)  # a download keeps its bytes: the next start resumes it, so no long wait for it
+                worker.join(timeout=30 if lane is self._queue else 2)
         self._worker = self._side_worker = None
 
     # ---- public API ------------------------------------------------------------------------
