@@ -163,3 +163,24 @@ def test_cli_login_reads_the_token_from_stdin_and_never_prints_it(hub, tmp_path)
     out = subprocess.run(command + ["logout"] + workspace, cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0 and not (tmp_path / "hf-home" / "token").exists()
+
+
+def test_cli_lists_the_catalogue_as_json(hub, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_OFFLINE": "0",
+           "HF_HUB_DISABLE_TELEMETRY": "1", "CUDA_VISIBLE_DEVICES": ""}
+    run = subprocess.run([sys.executable, "-m", "lora_studio", "models", "list", "--json", "--workspace",
+                          str(tmp_path / "ws")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    rows = json.loads(run.stdout)
+    assert [r["repo_id"] for r in rows] == ["black-forest-labs/FLUX.1-dev", "diffusers/FLUX.1-dev-bnb-8bit",
+                                            "diffusers/FLUX.1-dev-bnb-4bit", "black-forest-labs/FLUX.1-Kontext-dev"]
+    needs = [r["need_gb"] for r in rows[:3]]
+    assert needs == sorted(needs, reverse=True)  # the quantized copies plan for less GPU memory
+    assert all(r["status"] == "not known" and "No model" in r["problem"] for r in rows)  # not on this hub
+    assert all("No NVIDIA GPU" in r["recommendation"] for r in rows[:3])
