@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int)
     p.add_argument("--out", default="", help="where to save the PNG (default: the job folder)")
     command("jobs", "list jobs in the workspace")
+    p = command("models", "local FLUX.1 models: list the catalogue, download one, or log in to Hugging Face")
+    p.add_argument("action", choices=("list", "download", "login", "logout"))
+    p.add_argument("model", nargs="?", help="hub id (owner/name) for download")
     return parser
 
 
@@ -127,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
 def run(args) -> tuple[object, str]:
     if args.command in ("score", "select"):
         return _score_or_select(args)
+    if args.command == "models":
+        from .cli_models import models_command
+
+        return models_command(args, settings_from)
     from .studio import Studio
 
     with Studio(settings_from(args)) as studio:

@@ -21,6 +21,7 @@ from .services.characters import Characters
 from .services.costs import CostService
 from .services.generate import GenerateOptions, GenerateService
 from .services.library import LibraryService
+from .services.models import ModelsService
 from .services.preferences import Preferences
 from .services.limits import limits_for
 from .services.selection import SelectionService
@@ -35,7 +36,7 @@ class Studio:
                  start: bool = True) -> None:
         self.settings = settings or Settings.from_env()
         self.store = Store(self.settings.workspace)
-        self.jobs = JobQueue(self.store)
+        self.jobs = JobQueue(self.store, side_kinds=("download",))  # downloads never wait for the GPU
         self._engine = engine
         self._engine_lock = threading.Lock()
         size = self.settings.image_size
@@ -55,8 +56,10 @@ class Studio:
                                     costs=self.costs, engine_limits=self.limits)
         self.generator = GenerateService(self.store, self.jobs, self.library, self.engine, size,
                                          self.settings.tasks_file, costs=self.costs, engine_limits=self.limits)
+        self.models = ModelsService(self.store, self.jobs, device=self.settings.device)
         if start:
             self.jobs.start()
+            self.models.resume_interrupted()
 
     def engine(self) -> Engine:
         """The configured engine, built the first time work needs it."""

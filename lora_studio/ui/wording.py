@@ -36,3 +36,11 @@ PRICES_HELP = (
     "this table. Prices change: check the source and edit a row (USD, seconds, source, date), then save. "
     "It is kept in the workspace (`replicate_prices.json`)."
 )
+# ---- Settings → Models (local model catalogue, downloads, Hugging Face token) ----
+MODELS_HELP = (
+    "FLUX.1 weights for the **local** engine. Sizes are what the pipeline loads (no single-file checkpoints); "
+    "downloads go to the Hugging Face cache (`HF_HOME` / `HF_HUB_CACHE`), run beside the GPU queue, and "
+    "keep every finished byte across a cancel, a dropped connection or a restart. A folder that already "
+    "holds the weights is used as it is. Then start with `--model <id or folder>`."
+)
+TOKEN_HELP = "Gated models (FLUX.1-dev, FLUX.1-Kontext-dev) need a Hugging Face **read** token and the licence accepted on the model's page."
