@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from ..config import MEMORY_MODES
 from ..engines.memory import QUANTIZED_MODES
 from ..errors import InvalidInput
+from . import text as stored_text
 
 SEED_MAX = 2**32 - 1  # numpy's and most UIs' seed range; torch would take more, no one needs it
 MAX_SEEDS = 6
@@ -125,25 +126,14 @@ def parse_seeds(value, limit: int = MAX_SEEDS) -> list[int]:
 
 # ---- text --------------------------------------------------------------------------------
 def text(value, what: str, max_chars: int = MAX_TEXT, required: bool = False, example: str = "") -> str:
-    """Text as sent, stripped; refused when it is not text, too long, or empty but required."""
-    if value is None:
-        value = ""
-    if not isinstance(value, str):
-        raise InvalidInput(f"{what} must be text.")
-    value = value.strip()
-    if len(value) > max_chars:
-        raise InvalidInput(f"{what} is {len(value)} characters long; keep it under {max_chars}.")
-    if required and not value:
-        raise InvalidInput(f"{what} is empty" + (f"; write e.g. {example!r}." if example else "."))
-    return value
+    """Text as sent, stripped; refused when it is not text, not storable (services/text.py), too long, or
+    empty but required."""
+    return stored_text.check_text(value, what, max_chars, required=required, example=example)
 
 
 def name(value, what: str = "The name", example: str = "Mila") -> str:
-    """A label shown in lists: printable, at most MAX_NAME characters (refused, not cut)."""
-    value = text(value, what, max_chars=MAX_NAME, example=example)
-    if any(not ch.isprintable() for ch in value):
-        raise InvalidInput(f"{what} contains control characters; use letters, digits and spaces.")
-    return value
+    """A label shown in lists: one line, printable, NFKC, one alphabet, at most MAX_NAME characters."""
+    return stored_text.check_name(value, what, MAX_NAME, example=example)
 
 
 def record_id(value, what: str = "id") -> str:
