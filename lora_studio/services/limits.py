@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from ..config import MEMORY_MODES
 from ..engines.memory import QUANTIZED_MODES
 from ..errors import InvalidInput
+from ..training.presets import validate_hyperparameters
 from . import text as stored_text
 
 SEED_MAX = 2**32 - 1  # numpy's and most UIs' seed range; torch would take more, no one needs it
@@ -94,6 +95,22 @@ def number(value, what: str, low: float, high: float, example: str | float | Non
     if not low <= result <= high:
         raise InvalidInput(f"{what} {_quote(value)} is out of range; give {hint}.")
     return result
+
+
+def training_numbers(values: dict, lim: EngineLimits, tiny: bool, image_size: int) -> dict:
+    """Steps, rank, learning rate and resolution: well-formed, sensible and within the engine's reach.
+    The one rule for a training start and a saved preset, so a saved preset always starts."""
+    steps = whole_number(values.get("steps"), "Steps", 1, lim.max_steps, 1000)
+    rank = whole_number(values.get("rank"), "Rank", 1, lim.max_rank, 16)
+    learning_rate = number(values.get("learning_rate"), "Learning rate", 0.0, lim.max_lr, 0.0001)
+    low, high = lim.train_resolution
+    resolution = whole_number(values.get("resolution"), "Resolution", low, high, image_size if tiny else 768)
+    if resolution % lim.resolution_multiple:
+        raise InvalidInput(f"Resolution {resolution} does not fit this engine; give one {lim.resolution_hint()}.")
+    errors = validate_hyperparameters(steps, rank, learning_rate, resolution, tiny=tiny)
+    if errors:
+        raise InvalidInput(" ".join(errors))
+    return dict(steps=steps, rank=rank, learning_rate=learning_rate, resolution=resolution)
 
 
 def flag(value, what: str) -> bool:

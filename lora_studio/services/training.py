@@ -15,7 +15,7 @@ from .. import gpu_calls
 from ..engines.base import Engine, EngineError, TrainRequest
 from ..jobs import JobQueue, JobReporter, JobView, UserError
 from ..store import Store
-from ..training.presets import DEFAULT_PRESET, PRESETS, validate_hyperparameters
+from ..training.presets import DEFAULT_PRESET, PRESETS
 from . import limits
 from .characters import Characters
 from .costs import CostService, Estimate, parse_cap
@@ -52,9 +52,9 @@ class TrainingService:
         self.tiny = tiny
         self.device, self.remote = device, remote  # for the memory plan, without building the engine
         self.image_size = image_size
-        self.saved_presets = PresetStore(store.root, tiny, image_size)
         self.costs = costs or CostService(store.root, paid=False)
         self.limits = engine_limits or limits.limits_for("tiny" if tiny else "local")
+        self.saved_presets = PresetStore(store.root, tiny, image_size, self.limits)
         jobs.register(JOB_KIND, self._run)
 
     default_preset = DEFAULT_PRESET
@@ -138,19 +138,7 @@ class TrainingService:
 
     def check_numbers(self, values: dict) -> dict:
         """Steps, rank, learning rate and resolution: well-formed, sensible and within the engine's reach."""
-        lim = self.limits
-        steps = limits.whole_number(values.get("steps"), "Steps", 1, lim.max_steps, 1000)
-        rank = limits.whole_number(values.get("rank"), "Rank", 1, lim.max_rank, 16)
-        learning_rate = limits.number(values.get("learning_rate"), "Learning rate", 0.0, lim.max_lr, 0.0001)
-        low, high = lim.train_resolution
-        resolution = limits.whole_number(values.get("resolution"), "Resolution", low, high,
-                                         self.image_size if self.tiny else 768)
-        if resolution % lim.resolution_multiple:
-            raise UserError(f"Resolution {resolution} does not fit this engine; give one {lim.resolution_hint()}.")
-        errors = validate_hyperparameters(steps, rank, learning_rate, resolution, tiny=self.tiny)
-        if errors:
-            raise UserError(" ".join(errors))
-        return dict(steps=steps, rank=rank, learning_rate=learning_rate, resolution=resolution)
+        return limits.training_numbers(values, self.limits, self.tiny, self.image_size)
 
     def check_memory_mode(self, mode) -> str:
         """A known mode this machine can run: quantized bases need a real model on an NVIDIA GPU."""
