@@ -133,7 +133,8 @@ def _set_aside(path: Path, why: str) -> MovedAside:
         counter += 1
         target = path.with_name(f"{path.stem}.broken-{stamp}-{counter}{path.suffix}")
     os.replace(path, target)
-    moved = MovedAside(path.name, target.name, why[:200])
+    plain = "".join(ch for ch in why if ch.isprintable() and ch not in "<>[]`*_#|\\")[:200]  # shown as Markdown
+    moved = MovedAside(path.name, target.name, plain)
     logging.getLogger("lora_studio").warning(moved.sentence())
     return moved
 

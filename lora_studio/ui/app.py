@@ -22,6 +22,8 @@ def build_app(studio: Studio) -> gr.Blocks:
         banner = wording.TINY_BANNER if studio.draws_noise() else studio.engine_description()
         if studio.gpu_note():  # on a ZeroGPU Space: how long jobs are split into GPU calls
             banner += f"\n\n{studio.gpu_note()}"
+        for note in studio.startup_notes():  # a settings file set aside at this start: which, and where
+            banner += f"\n\n**Settings file set aside:** {note}"
         gr.Markdown(banner, elem_id="engine-banner")
         with gr.Row():
             choices = character_choices(studio)
