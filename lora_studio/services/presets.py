@@ -50,6 +50,13 @@ class PresetFields:
     def form(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in ("description", "builtin")}
 
+    @classmethod
+    def of(cls, options) -> "PresetFields":
+        """The training form's values (a TrainOptions) as a preset keeps them."""
+        return cls(steps=options.steps, rank=options.rank, learning_rate=options.learning_rate,
+                   resolution=options.resolution, memory_mode=options.memory_mode or "auto",
+                   max_usd=options.max_usd or 0.0)
+
 
 class PresetStore:
     """Built-in presets (read-only) and the user's presets (one JSON file, written atomically)."""

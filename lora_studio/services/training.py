@@ -70,10 +70,7 @@ class TrainingService:
 
     def save_preset(self, name: str, options: TrainOptions) -> str:
         """Save the form's values under a name (returned as stored); built-in names are refused in any case."""
-        fields = PresetFields(steps=options.steps, rank=options.rank, learning_rate=options.learning_rate,
-                              resolution=options.resolution, memory_mode=options.memory_mode or "auto",
-                              max_usd=options.max_usd or 0.0)
-        return self.saved_presets.save(name, fields)
+        return self.saved_presets.save(name, PresetFields.of(options))
 
     def delete_preset(self, name: str) -> None:
         self.saved_presets.delete(name)
