@@ -151,3 +151,13 @@ def test_the_logged_in_owner_saves_and_deletes_shared_presets(owned):
     page.outputs("drop_preset", "For everyone", "", [])
     assert "For everyone" not in studio.training.presets()
     page.close()
+
+
+@pytest.mark.parametrize("name, words", [(SURROGATE, "not valid Unicode"), ("Mi\x1bla", "control"),
+                                         ("Mіla", "alphabets"), ("Mila\u202e", "control")])
+def test_names_that_cannot_be_served_back_or_pass_for_another_are_refused(shared, name, words):
+    studio, url = shared
+    page = Browser(url)
+    with unchanged(studio.store.root):
+        assert words in page.refusal("create_character", name)
+    page.close()

@@ -27,6 +27,12 @@ def browser_state(studio, key: str, default) -> gr.BrowserState:
     return gr.BrowserState(default, storage_key=key, secret=secret)
 
 
+def browser_states(ctx: UIContext) -> None:
+    """Made at the top of the page, outside any tab: a tab's components are mounted only when it is
+    first opened, and a state not yet mounted has not read the browser's storage when the page loads."""
+    ctx.share("own_presets", browser_state(ctx.studio, PRESETS_KEY, []))
+
+
 def restored(key: str, value, choices: list | None, latest_if_missing: bool = False):
     """What a component gets on page load: the saved value if it is still valid, else as it is."""
     if choices is None:
@@ -60,7 +66,7 @@ def wire_preferences(demo: gr.Blocks, ctx: UIContext) -> None:
     studio = ctx.studio
     private = studio.settings.private_launch
     kept = browser_state(studio, PREFERENCES_KEY, {})
-    own_presets = ctx.shared.get("training.own_presets") or browser_state(studio, PRESETS_KEY, [])
+    own_presets = ctx.shared["own_presets"]
     entries = [("character", ctx.character, lambda: character_choices(studio)), *ctx.remembered]
     for key, component, _ in entries:
         component.change(saver(studio, key, private), [component, kept], [kept], api_visibility="private",

@@ -16,7 +16,6 @@ from .common import (UIContext, beside, estimate_text, fresh_choices, job_choice
                      or_preset, progress_html)
 from .files import shown
 from .owner import NOT_OWNER, is_owner
-from .remembered import PRESETS_KEY, browser_state
 
 def loss_frame(job: JobView | None) -> pd.DataFrame:
     rows = []
@@ -122,8 +121,7 @@ def render(ctx: UIContext, timer: gr.Timer):
             samples = gr.Gallery(label="Samples", columns=4, height=200)
             logs = gr.Textbox(label="Log", lines=6, max_lines=12, autoscroll=True)
     shown_jobs = gr.State(None)
-    own_presets = browser_state(studio, PRESETS_KEY, [])  # a visitor's own presets, in their browser
-    ctx.share("training.own_presets", own_presets)
+    own_presets = ctx.shared["own_presets"]  # a visitor's own presets, in their browser (made in app.py)
 
     def jobs_for(character_id):
         return [j for j in studio.jobs.list("train")
