@@ -161,3 +161,16 @@ def test_names_that_cannot_be_served_back_or_pass_for_another_are_refused(shared
     with unchanged(studio.store.root):
         assert words in page.refusal("create_character", name)
     page.close()
+
+
+@pytest.mark.parametrize("forged", ["not a list", {"presets": 1}, [[1, 2]], [{"name": None}], [{"name": "x" * 10_000}],
+                                    [{"name": "Ok", "steps": 10, "rank": 4, "learning_rate": 1e-3, "resolution": 64}] * 500])
+def test_whatever_a_browser_sends_back_as_its_presets_is_read_by_the_rules(shared, forged):
+    studio, url = shared
+    page = Browser(url)
+    with unchanged(studio.store.root):
+        description, steps, *_ = page.outputs("apply_preset", "Standard", forged)
+        assert description.startswith("Balanced") and steps == 1500
+        choices, _, message, own = page.outputs("keep_preset", "Mine", *PRESET_FORM, forged)
+        assert "Saved preset" in message and len(own) <= 2 and own[-1]["name"] == "Mine"
+    page.close()
