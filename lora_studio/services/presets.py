@@ -61,7 +61,8 @@ class PresetFields:
 class PresetStore:
     """Built-in presets (read-only) and the user's presets (one JSON file, written atomically)."""
 
-    def __init__(self, root: Path, tiny: bool, image_size: int, engine_limits: limits.EngineLimits | None = None) -> None:
+    def __init__(self, root: Path, tiny: bool, image_size: int,
+                 engine_limits: limits.EngineLimits | None = None) -> None:
         self.path = Path(root) / FILE_NAME
         self.tiny, self.image_size = tiny, image_size
         self.limits = engine_limits or limits.limits_for("tiny" if tiny else "local")

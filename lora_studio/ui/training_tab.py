@@ -223,7 +223,8 @@ def render(ctx: UIContext, timer: gr.Timer):
     form = [steps, rank, lr, resolution, memory, cap]
     live = [progress, stats, loss, identity, samples, logs, done, next_step, message]
     preset.input(apply_preset, [preset, own_presets], [preset_info, *form, preset_message], api_visibility="private")
-    save_preset.click(keep_preset, [preset_name, *form, own_presets], [preset, preset_info, preset_message, own_presets],
+    save_preset.click(keep_preset, [preset_name, *form, own_presets],
+                      [preset, preset_info, preset_message, own_presets],
                       api_visibility="private")
     delete_preset.click(drop_preset, [preset, preset_name, own_presets],
                         [preset, preset_info, *form, preset_message, own_presets], api_visibility="private")
