@@ -47,3 +47,15 @@ def test_text_shown_inside_markdown_must_be_plain(value):
     with pytest.raises(InvalidInput, match="plain text"):
         check_plain(value, "The source", 200)
     assert check_plain("replicate.com/pricing (gpu-h100); 20 min", "The source", 200)
+
+
+def test_a_lora_name_that_only_looks_like_another_is_taken(tmp_path):
+    from lora_studio.config import Settings
+    from lora_studio.store import new_id
+    from lora_studio.studio import Studio
+
+    with Studio(Settings(workspace=tmp_path), start=False) as studio:
+        studio.store.insert("loras", dict(id=new_id("lora_"), name="Ape", trigger="ape_v1", source="trained"))
+        for name in ("APE", "Аре", "ａｐｅ"):  # letter case, Cyrillic look-alikes, full-width letters
+            assert "already exists" in (studio.library.name_taken(name) or "")
+        assert studio.library.name_taken("Apes") is None
