@@ -22,13 +22,14 @@ from .services.costs import CostService
 from .services.generate import GenerateOptions, GenerateService
 from .services.library import LibraryService
 from .services.models import ModelsService
+from .services import preferences
 from .services.preferences import Preferences
 from .services.limits import limits_for
 from .services.selection import SelectionService
 from .services.sheet import SheetService
 from .services.tester import SweepRequest, TesterService
 from .services.training import TrainingService
-from .store import Store
+from .store import MovedAside, Store, recover_json
 
 
 class Studio:
@@ -57,9 +58,26 @@ class Studio:
         self.generator = GenerateService(self.store, self.jobs, self.library, self.engine, size,
                                          self.settings.tasks_file, costs=self.costs, engine_limits=self.limits)
         self.models = ModelsService(self.store, self.jobs, device=self.settings.device)
+        self.moved = self.store.moved + self._recover_settings()
         if start:
             self.jobs.start()
             self.models.resume_interrupted()
+
+    def _recover_settings(self) -> list[MovedAside]:
+        """Each settings file that cannot be read, served or pass its own rules is set aside with a
+        timestamp and the defaults are used: nothing stored by a request can stop the next start."""
+        from .services.generate import load_tasks
+
+        root, tasks = self.store.root, self.generator.tasks_file
+        checks = ((root / "replicate_prices.json", self.costs.verify),
+                  (self.training.saved_presets.path, self.training.saved_presets.verify),
+                  (self.preferences.path, preferences.verify),
+                  (tasks, lambda raw: load_tasks(tasks)))
+        return [moved for path, check in checks if (moved := recover_json(path, check))]
+
+    def startup_notes(self) -> list[str]:
+        """One sentence per settings file set aside at this start (the banner and the log show them)."""
+        return [moved.sentence() for moved in self.moved]
 
     def engine(self) -> Engine:
         """The configured engine, built the first time work needs it."""

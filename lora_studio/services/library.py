@@ -30,6 +30,7 @@ from ..engines.base import Engine, EngineError, LoraWeight
 from ..jobs import QUEUED, RUNNING, UserError
 from ..store import Store, atomic_copy, atomic_write_bytes, atomic_write_json, atomic_write_text, new_id
 from . import limits
+from .text import name_key
 
 MAX_IMPORT_BYTES = 1024**3  # a rank-64 bf16 Flux LoRA on every layer is ~0.7 GB; most are under 0.3 GB
 MAX_LORAS = 500
@@ -61,18 +62,19 @@ class LibraryService:
         return found[0] if found else None
 
     def _named(self, name: str) -> list[dict]:
-        key = (name or "").strip().lower()
-        return [r for r in self.list() if str(r.get("name", "")).lower() == key] if key else []
+        """Records whose name reads as `name`: letter case and look-alike letters aside (services/text.py)."""
+        key = name_key(name or "")
+        return [r for r in self.list() if name_key(str(r.get("name", ""))) == key] if key else []
 
     def name_taken(self, name: str, ignore_id: str | None = None) -> str | None:
         """Why `name` cannot be given to a new LoRA (an existing one, or a queued training), or None."""
-        key = name.strip().lower()
+        key = name_key(name)
         for record in self._named(name):
             if record["id"] != ignore_id:
                 return f"A LoRA named {record['name']!r} already exists; pick another name or delete it."
         for job in self.store.find("jobs", kind=TRAIN_KIND):
             params = job.get("params") if isinstance(job.get("params"), dict) else {}
-            if job.get("status") in (QUEUED, RUNNING) and str(params.get("name", "")).lower() == key \
+            if job.get("status") in (QUEUED, RUNNING) and name_key(str(params.get("name", ""))) == key \
                     and job.get("id") != ignore_id:
                 return (f"A training in the queue will save a LoRA named {params['name']!r}; pick another name, "
                         "or cancel that training first.")

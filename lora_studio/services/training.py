@@ -15,7 +15,7 @@ from .. import gpu_calls
 from ..engines.base import Engine, EngineError, TrainRequest
 from ..jobs import JobQueue, JobReporter, JobView, UserError
 from ..store import Store
-from ..training.presets import DEFAULT_PRESET, MAX_ALPHA_PER_RANK, PRESETS, validate_alpha, validate_hyperparameters
+from ..training.presets import DEFAULT_PRESET, MAX_ALPHA_PER_RANK, PRESETS, validate_alpha
 from . import limits
 from .characters import Characters
 from .costs import CostService, Estimate, parse_cap
@@ -53,9 +53,9 @@ class TrainingService:
         self.tiny = tiny
         self.device, self.remote = device, remote  # for the memory plan, without building the engine
         self.image_size = image_size
-        self.saved_presets = PresetStore(store.root, tiny, image_size)
         self.costs = costs or CostService(store.root, paid=False)
         self.limits = engine_limits or limits.limits_for("tiny" if tiny else "local")
+        self.saved_presets = PresetStore(store.root, tiny, image_size, self.limits)
         jobs.register(JOB_KIND, self._run)
 
     default_preset = DEFAULT_PRESET
@@ -71,10 +71,7 @@ class TrainingService:
 
     def save_preset(self, name: str, options: TrainOptions) -> str:
         """Save the form's values under a name (returned as stored); built-in names are refused in any case."""
-        fields = PresetFields(steps=options.steps, rank=options.rank, learning_rate=options.learning_rate,
-                              resolution=options.resolution, memory_mode=options.memory_mode or "auto",
-                              max_usd=options.max_usd or 0.0, alpha=options.alpha)
-        return self.saved_presets.save(name, fields)
+        return self.saved_presets.save(name, PresetFields.of(options))
 
     def delete_preset(self, name: str) -> None:
         self.saved_presets.delete(name)
@@ -145,19 +142,7 @@ class TrainingService:
 
     def check_numbers(self, values: dict) -> dict:
         """Steps, rank, learning rate and resolution: well-formed, sensible and within the engine's reach."""
-        lim = self.limits
-        steps = limits.whole_number(values.get("steps"), "Steps", 1, lim.max_steps, 1000)
-        rank = limits.whole_number(values.get("rank"), "Rank", 1, lim.max_rank, 16)
-        learning_rate = limits.number(values.get("learning_rate"), "Learning rate", 0.0, lim.max_lr, 0.0001)
-        low, high = lim.train_resolution
-        resolution = limits.whole_number(values.get("resolution"), "Resolution", low, high,
-                                         self.image_size if self.tiny else 768)
-        if resolution % lim.resolution_multiple:
-            raise UserError(f"Resolution {resolution} does not fit this engine; give one {lim.resolution_hint()}.")
-        errors = validate_hyperparameters(steps, rank, learning_rate, resolution, tiny=self.tiny)
-        if errors:
-            raise UserError(" ".join(errors))
-        return dict(steps=steps, rank=rank, learning_rate=learning_rate, resolution=resolution)
+        return limits.training_numbers(values, self.limits, self.tiny, self.image_size)
 
     def check_alpha(self, alpha, rank: int) -> float:
         """A number above 0, at most 4x the rank (scale alpha/rank up to 4); the rank itself on Replicate."""

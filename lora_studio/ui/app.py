@@ -9,7 +9,7 @@ from ..studio import Studio
 from . import (api, files, library_tab, reference_tab, selection_tab, settings_tab, sheet_tab, tester_tab,
                training_tab, wording)
 from .common import UIContext, character_choices, friendly
-from .remembered import wire_preferences
+from .remembered import browser_states, wire_preferences
 from .style import CSS
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -22,6 +22,8 @@ def build_app(studio: Studio) -> gr.Blocks:
         banner = wording.TINY_BANNER if studio.draws_noise() else studio.engine_description()
         if studio.gpu_note():  # on a ZeroGPU Space: how long jobs are split into GPU calls
             banner += f"\n\n{studio.gpu_note()}"
+        for note in studio.startup_notes():  # a settings file set aside at this start: which, and where
+            banner += f"\n\n**Settings file set aside:** {note}"
         gr.Markdown(banner, elem_id="engine-banner")
         with gr.Row():
             choices = character_choices(studio)
@@ -30,6 +32,7 @@ def build_app(studio: Studio) -> gr.Blocks:
             new_name = gr.Textbox(label="New character name", placeholder="Mila", scale=2)
             create = gr.Button("Create character", scale=1)
         ctx = UIContext(studio=studio, character=character)
+        browser_states(ctx)  # what a visitor keeps in their own browser (shared links)
         timer = gr.Timer(1.0)
         refreshers = []
         with gr.Tabs() as tabs:
