@@ -16,7 +16,7 @@ from tests.hostile_kit import Browser, unchanged
 
 SURROGATE = "x \ud800 y"
 OWNER = ("owner", "s3cret-pw")
-PRESET_FORM = [10, 4, 1e-3, 64, "auto", 0]  # steps, rank, learning rate, resolution, memory mode, cap
+PRESET_FORM = [10, 4, 1e-3, 64, "auto", 0, None]  # steps, rank, learning rate, resolution, memory mode, cap, alpha
 
 
 def price_table(**row) -> dict:
@@ -110,8 +110,11 @@ def test_presets_are_checked_for_this_engine_and_bounded_before_they_are_kept(ow
     studio, url = owned
     page = Browser(url, login=OWNER)
     with unchanged(studio.store.root):
-        for form, words in (([10, 4, 1e-3, 1e300, "auto", 0], "Resolution"), ([10, 4, 1e-3, 1024, "auto", 0], "Resolution"),
-                            ([10**30, 4, 1e-3, 64, "auto", 0], "Steps"), ([10, 4, 1e-3, 64, "nf4", 0], "Memory mode")):
+        for form, words in (([10, 4, 1e-3, 1e300, "auto", 0, None], "Resolution"),
+                            ([10, 4, 1e-3, 1024, "auto", 0, None], "Resolution"),
+                            ([10**30, 4, 1e-3, 64, "auto", 0, None], "Steps"),
+                            ([10, 4, 1e-3, 64, "nf4", 0, None], "Memory mode"),
+                            ([10, 4, 1e-3, 64, "auto", 0, 1e300], "Alpha")):
             assert words in page.refusal("keep_preset", "Huge", *form, [])
         for name in ("Stаndard", "ЅТАNDАRD", "x \ud800", "a\x00b", "x" * 41):
             assert "preset" in page.refusal("keep_preset", name, *PRESET_FORM, []).lower()
@@ -123,7 +126,7 @@ def test_a_visitor_cannot_touch_the_owners_presets_and_keeps_their_own(shared):
     alice, bob = Browser(url), Browser(url)
     with unchanged(studio.store.root):
         assert NOT_OWNER in alice.refusal("drop_preset", "Team", "team", [])
-        assert "owner" in alice.refusal("keep_preset", "TEAM", 30, 4, 1e-3, 64, "auto", 0, [])
+        assert "owner" in alice.refusal("keep_preset", "TEAM", 30, 4, 1e-3, 64, "auto", 0, None, [])
         assert "built-in" in alice.refusal("drop_preset", "Standard", "Standard", [])
         own = []
         for i in range(50):  # fifty slots, in her own browser: the owner's file never grows

@@ -57,6 +57,7 @@ KEYS: dict[str, Callable[[Any], Any]] = {
     "training.resolution": _number(0, 4096),
     "training.memory_mode": _text,
     "training.max_usd": _number(0, 10_000),
+    "training.alpha": _number(0, 1024),
     "tester.lora": _text,
     "tester.prompt": _text,
     "tester.strengths": _text,
