@@ -42,6 +42,7 @@ WORKER_MODULE = "lora_studio.training.worker"
 POLL_SECONDS = 0.2
 FAULT_ENV = "LORA_STUDIO_WORKER_FAULT"  # test hook, e.g. "oom@2" or "oom@2:1" (step 2, rank 1)
 HEARTBEAT_ENV = "LORA_STUDIO_WORKER_HEARTBEAT"  # seconds of silence before the workers count as hung
+STARTUP_SECONDS = 300.0  # more silence allowed before the first beat: importing torch and diffusers
 ROOT = Path(__file__).resolve().parents[2]
 SIGNALS = {signal.SIGKILL: "SIGKILL: the system's out-of-memory killer or a kill -9",
            signal.SIGSEGV: "a segmentation fault, often a GPU kernel or a quantization library",
@@ -139,6 +140,8 @@ def train_in_workers(plan: WorkerPlan, request: TrainRequest, reporter: Reporter
     with open(folder / "launcher.log", "ab") as log:
         run.proc = subprocess.Popen(argv, env=env, cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        (folder / PIDS).mkdir(exist_ok=True)
+        (folder / PIDS / "launcher").write_text(str(run.proc.pid), encoding="utf-8")
         try:
             run.follow()
         finally:
@@ -173,8 +176,9 @@ class _Run:
                 self.stop_sent = now
             if self.stop_sent is not None and now - self.stop_sent > self.plan.grace_s:
                 return  # the checkpoint had its time: stop_all kills what is left
-            silent = now - max(self.started, _mtime_monotonic(self.folder / HEARTBEAT))
-            if silent > self.plan.heartbeat_s:
+            last = _mtime_monotonic(self.folder / HEARTBEAT)
+            silent = now - (last if last else self.started)
+            if silent > self.plan.heartbeat_s + (0 if last else STARTUP_SECONDS):
                 self.hung = silent
                 return
             time.sleep(POLL_SECONDS)
@@ -214,25 +218,30 @@ class _Run:
         if self.hung is not None:
             raise EngineError(f"The training workers stopped answering{where}: no word for {self.hung:.0f} s, "
                               f"so they were stopped.{self._kept(request, ' ')} The app kept serving.")
-        for failure in sorted(self.failures, key=lambda f: f.get("error_type") not in ("OutOfMemory",
-                                                                                        "OutOfMemoryError")):
+        ordered = sorted(self.failures, key=lambda f: f.get("error_type") not in ("OutOfMemory", "OutOfMemoryError"))
+        for failure in ordered:  # out of memory first: another rank's failure is often its echo
             message = str(failure.get("message") or "it failed")
             if failure.get("error_type") == "OutOfMemory":
                 raise OutOfMemory(message)
             if failure.get("error_type") == "OutOfMemoryError":
                 raise OutOfMemory(f"Out of memory in worker {failure.get('rank', 0)}{where}: {message}."
                                   f"{self._kept(request, ' ')}")
-            if failure.get("error_type") in ("EngineError", "UserError"):
-                raise EngineError(message)
-            raise EngineError(f"Training worker {failure.get('rank', 0)} failed{where}: {message}."
-                              f"{self._kept(request, ' ')} The app kept serving.")
-        raise EngineError(f"A training worker process died{where} ({self._death()}).{self._kept(request, ' ')} "
-                          "The app kept serving.")
+        death = self._death()
+        if death.startswith("killed") or not ordered:  # a signal is the cause; the others lost their peer
+            raise EngineError(f"A training worker process died{where} ({death}).{self._kept(request, ' ')} "
+                              "The app kept serving.")
+        failure = ordered[0]
+        message = str(failure.get("message") or "it failed")
+        if failure.get("error_type") in ("EngineError", "UserError", "InvalidInput"):
+            raise EngineError(message)
+        raise EngineError(f"Training worker {failure.get('rank', 0)} failed{where}: {message}."
+                          f"{self._kept(request, ' ')} The app kept serving.")
 
     def _death(self) -> str:
         codes = []
         try:
             text = (self.folder / "launcher.log").read_text(encoding="utf-8", errors="replace")[-20000:]
+            text = text[text.rfind("Root Cause"):] if "Root Cause" in text else text  # torchrun's first failure
             codes = [int(c) for c in re.findall(r"exitcode\s*:\s*(-?\d+)", text)]
         except OSError:
             pass

@@ -33,3 +33,5 @@ PRICES_HELP = (
     "this table. Prices change: check the source and edit a row (USD, seconds, source, date), then save. "
     "It is kept in the workspace (`replicate_prices.json`)."
 )
+
+TRAIN_ON_LABEL = "Where it trains"
