@@ -96,7 +96,7 @@ def run(folder: Path) -> int:
     accelerator = Accelerator(cpu=spec.get("device") == "cpu")
     parallel = DataParallel(accelerator)
     write_pid(folder, parallel.rank)
-    reporter = EventWriter(folder) if parallel.is_main else QuietReporter()
+    reporter = EventWriter(folder, spec.get("app_pid")) if parallel.is_main else QuietReporter()
     try:
         if parallel.is_main:
             reporter.log(f"Worker processes started: {parallel.world} on {accelerator.device} "

@@ -68,8 +68,9 @@ def read_pids(folder: Path) -> dict[int, int]:
 class EventWriter:
     """The Reporter rank 0 trains with: every call becomes an event (and a heartbeat)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, app_pid: int | None = None) -> None:
         self.folder = Path(folder)
+        self.app_pid = app_pid
 
     def _event(self, kind: str, *args: Any) -> None:
         append_event(self.folder, kind, args=list(args))
@@ -90,7 +91,19 @@ class EventWriter:
     @property
     def cancel_requested(self) -> bool:
         beat(self.folder)  # asked before every step and encoding: a live loop keeps beating
-        return (self.folder / CANCEL).exists()
+        return (self.folder / CANCEL).exists() or not self._app_alive()
+
+    def _app_alive(self) -> bool:
+        """The app that launched us still runs; if it died, stop with a checkpoint (its restart resumes)."""
+        if not self.app_pid:
+            return True
+        try:
+            os.kill(self.app_pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
 
     def check_cancel(self) -> None:
         if self.cancel_requested:

@@ -130,10 +130,11 @@ def train_in_workers(plan: WorkerPlan, request: TrainRequest, reporter: Reporter
 
     job_dir = Path(request.work_dir)
     folder = job_dir / "worker"
+    _stop_leftovers(folder)  # a launch of this job from before an app restart must not write beside this one
     _fresh(folder)
     atomic_write_json(folder / SPEC, dict(
         request=request_fields(request), model=model, memory_mode=memory_mode, device=plan.device,
-        reference=reference, fault=parse_fault(os.environ.get(FAULT_ENV))))
+        reference=reference, fault=parse_fault(os.environ.get(FAULT_ENV)), app_pid=os.getpid()))
     argv, env = launch_command(plan, job_dir)
     reporter.log(f"Training in {plan.describe()} (each loads the model itself); the app keeps serving.")
     run = _Run(plan, folder, reporter)
@@ -270,6 +271,16 @@ def _train_result(fields: dict) -> TrainResult:
     fields["lora_path"] = Path(fields["lora_path"])
     fields["extra_files"] = {k: Path(v) for k, v in (fields.get("extra_files") or {}).items()}
     return TrainResult(**fields)
+
+
+def _stop_leftovers(folder: Path) -> None:
+    pids = list(read_pids(folder).values())
+    try:
+        pids.append(int((folder / PIDS / "launcher").read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        pass
+    for pid in pids:
+        _kill_tree(pid)
 
 
 def _fresh(folder: Path) -> None:
