@@ -86,7 +86,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--processes", default="1,2", help="worker process counts to measure (default 1,2)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per process (default 1: the tiny model's matmuls are too small to "
+                             "split, and more threads than free cores make every run wait on the others)")
     args = parser.parse_args(argv)
+    import os
+
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the workers inherit it
+    torch.set_num_threads(args.threads)
     counts = [int(n) for n in args.processes.split(",")]
     with tempfile.TemporaryDirectory(prefix="train_scaling_") as tmp:
         root = Path(tmp)
@@ -95,7 +104,8 @@ def main(argv=None) -> int:
         for n in counts:
             rows.append((f"{n} worker process{'es' if n > 1 else ''}", in_workers(root / f"w{n}", data, args.steps, n)))
     base = rows[0][1]["steps/s"]
-    print(f"Tiny Flux on the CPU, {args.steps} steps at 64 px, rank 4; one sample per process per step.\n")
+    print(f"Tiny Flux on the CPU, {args.steps} steps at 64 px, rank 4, {args.threads} thread(s) per process; "
+          "one sample per process per step.\n")
     print("| run | batch | steps/s | images/s | images/s vs in-process | start-up s (apart) |")
     print("|---|---|---|---|---|---|")
     for name, row in rows:
