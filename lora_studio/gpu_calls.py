@@ -29,6 +29,7 @@ from .engines.base import EditRequest, EngineError, GenerateRequest, TrainReques
 from .errors import StudioError
 from .progress import Canceled, Reporter
 
+ACCELERATE_CONFIG_ENV = "LORA_STUDIO_ACCELERATE_CONFIG"  # an `accelerate config` file for worker trainings
 ZERO_GPU_ENV = "SPACES_ZERO_GPU"  # set by Hugging Face on ZeroGPU hardware (read by `spaces` too)
 
 # Estimates for FLUX.1 in bf16 on ZeroGPU's H200 slice, in seconds; unmeasured here (no GPU):
@@ -303,6 +304,13 @@ def worker_processes(placement: TrainPlacement) -> int:
         return 1
     if placement.cpu_processes:
         return placement.cpu_processes
+    config = os.environ.get(ACCELERATE_CONFIG_ENV)
+    if config:  # several machines: every process of every machine takes a share
+        from .training.workers import config_processes
+
+        total = config_processes(config)
+        if total:
+            return total
     if placement.gpus is not None:
         return len(placement.gpus)
     import torch

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from lora_studio.config import Settings
 from lora_studio.engines.base import EngineError, OutOfMemory
+from lora_studio.errors import UserError
 from lora_studio.engines.tiny import build_tiny_flux
 from lora_studio.progress import NullReporter
 from lora_studio.services.datasets import dataset_from_folder
@@ -205,10 +206,10 @@ def test_a_worker_run_training_through_the_running_app(tmp_path):
     with running_app(tmp_path / "ws", train_gpus="isolated") as (studio, url):
         client = Client(url, verbose=False)
         dataset_id = dataset(studio, tmp_path / "set")
-        with pytest.raises(Exception, match="can run"):  # only the offered places, whatever a stranger sends
-            client.predict(dataset_id, "mila", "mila_v1", "Standard", 6, 4, 0.001, 0, "", -1.0, "cpu:8",
-                           api_name="/start_training")
-        job = client.predict(dataset_id, "mila", "mila_v1", "Standard", 6, 4, 0.001, 0, "", -1.0, "isolated",
+        with pytest.raises(UserError, match="can run"):  # only the offered places, whatever a stranger sends
+            studio.training.start(dataset_id, TrainOptions(name="x", trigger="mila_v1", train_on="cpu:8"))
+        # The API's /start_training keeps its inputs; it trains where the app trains by default.
+        job = client.predict(dataset_id, "mila", "mila_v1", "Standard", 6, 4, 0.001, 0, "", -1.0,
                              api_name="/start_training")
         deadline = time.monotonic() + 240
         while not job["done"] and time.monotonic() < deadline:
@@ -222,7 +223,7 @@ def test_a_worker_run_training_through_the_running_app(tmp_path):
         assert studio.jobs.read_metrics(job["id"])["loss"]
 
 
-def test_where_a_training_runs_is_parsed_and_launched_by_the_right_launcher(tmp_path):
+def test_where_a_training_runs_is_parsed_and_launched_by_the_right_launcher(tmp_path, monkeypatch):
     from lora_studio.config import TrainPlacement
     from lora_studio.training.workers import launch_command
 
@@ -242,3 +243,11 @@ def test_where_a_training_runs_is_parsed_and_launched_by_the_right_launcher(tmp_
     assert argv[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
     argv, env = launch_command(WorkerPlan(1, "cuda", (3,)), tmp_path)
     assert argv[1:3] == ["-m", "lora_studio.training.worker"] and env["CUDA_VISIBLE_DEVICES"] == "3"
+
+    from lora_studio import gpu_calls
+
+    config = tmp_path / "machine0.yaml"  # two machines: the batch takes one image per process of both
+    config.write_text("distributed_type: MULTI_GPU\nnum_machines: 2\nnum_processes: 8\nmachine_rank: 0\n")
+    monkeypatch.setenv("LORA_STUDIO_ACCELERATE_CONFIG", str(config))
+    assert gpu_calls.worker_processes(TrainPlacement.parse("0,1,2,3")) == 8
+    assert gpu_calls.worker_processes(TrainPlacement.parse("isolated")) == 1

@@ -92,6 +92,17 @@ def resolve_plan(kind: str, gpus: tuple[int, ...] | None, cpu_processes: int, ap
     return WorkerPlan(len(ids), "cuda", ids, accelerate_config=config, heartbeat_s=heartbeat)
 
 
+def config_processes(path: str) -> int | None:
+    """`num_processes` of an `accelerate config` file: every process on every machine."""
+    try:
+        import yaml
+
+        value = (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}).get("num_processes")
+        return int(value) if value else None
+    except (OSError, ValueError, TypeError, AttributeError, ImportError):
+        return None
+
+
 def launch_command(plan: WorkerPlan, job_dir: Path) -> tuple[list[str], dict[str, str]]:
     """The launcher's command line and environment (see the module docstring for the choice)."""
     worker = ["-m", WORKER_MODULE, "--job-dir", str(job_dir)]
