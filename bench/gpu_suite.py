@@ -15,6 +15,8 @@ not depend on the values. Rows, grouped for --only:
     sheet      the 30-image Kontext character sheet on our engine
     train      training steps at 512² and 1024², rank 16, in every memory mode, through the real trainer
     ablations  our engine with each auto speed setting turned off in turn, and with the first-block cache
+    scaling    training in Accelerate worker processes, one row per GPU count (1 … every GPU), one image
+               per GPU per step: steps/s, images/s against one GPU, and the start-up cost apart
 
 One failing row never stops the run: its error (or "out of memory") is written in its cell. The table
 is rewritten after every row, so an interrupted run keeps what it measured.
@@ -52,7 +54,7 @@ from train_overhead import TimingReporter  # noqa: E402 - progress time stamps: 
 
 README = ROOT / "bench" / "README.md"
 START, END = "<!-- gpu-suite:start -->", "<!-- gpu-suite:end -->"
-GROUPS = ("generate", "switch", "sheet", "train", "ablations")
+GROUPS = ("generate", "switch", "sheet", "train", "ablations", "scaling")
 PROMPT = "photo of mila_v1, portrait, soft window light"
 RANK = 16
 GOALS = {
@@ -163,6 +165,8 @@ class Results:
                                                                    "peak GB", "notes"]),
             ("ablations", "Our engine, one setting changed (same rows as text-to-image)", "",
              ["variant", "settings", "s/image", "TFLOP/s", "peak GB", "vs plain image", "notes"]),
+            ("scaling", "Training in worker processes, data-parallel (rank 16, one image per process per step)",
+             "", ["processes", "steps/s", "images/s", "vs 1 process", "start-up s", "notes"]),
         ]
         for key, title, goal, columns in tables:
             rows = [(k.split("/", 1)[1], v) for k, v in self.rows.items() if k.startswith(key + "/")]
@@ -535,6 +539,29 @@ def ablation_rows(ctx: Context) -> None:
         ctx.row("ablations", name, measure)
 
 
+def scaling_rows(ctx: Context) -> None:
+    """One row per GPU count: the same loop in 1 … N worker processes (training/workers.py), each loading
+    the random-weight folder itself; on --smoke one CPU worker proves the row runs."""
+    from train_scaling import in_workers
+
+    cfg = ctx.cfg
+    cuda = cfg.device == "cuda"
+    counts = range(1, torch.cuda.device_count() + 1) if cuda else [1]
+    resolution = cfg.train_resolutions[0]
+    data = make_dataset(cfg.work / "data" / f"scaling-{resolution}", resolution, count=8)
+    for n in counts:
+        def measure(n=n):
+            row = in_workers(cfg.work / "scaling" / str(n), data, cfg.train_steps + 1, n, model=str(ctx.folder),
+                             device="cuda" if cuda else "cpu", gpu_ids=tuple(range(n)) if cuda else (),
+                             resolution=resolution)
+            images = row["steps/s"] * n if row["steps/s"] else None
+            first = ctx.results.rows.get(f"scaling/1 {'GPU' if cuda else 'CPU process'}", {}).get("images/s")
+            return {"processes": n, "steps/s": row["steps/s"], "images/s": images, "start-up s": row["start s"],
+                    "vs 1 process": f"{images / first:.2f}x" if images and first else "",
+                    "notes": f"{resolution}², memory mode auto, batch {n}"}
+        ctx.row("scaling", f"{n} {'GPU' if cuda else 'CPU process'}{'s' if n > 1 else ''}", measure)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="CPU, wide Flux, tiny sizes: proves the suite runs")
@@ -577,6 +604,9 @@ def main(argv=None) -> int:
     if "train" in groups:
         torch.set_grad_enabled(True)
         train_rows(ctx)
+    if "scaling" in groups:
+        torch.set_grad_enabled(True)
+        scaling_rows(ctx)
     results.save(cfg.out, readme=not cfg.smoke)
     print(results.markdown())
     print(f"\nTable written to {cfg.out}")

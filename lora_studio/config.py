@@ -99,6 +99,59 @@ def _typed(name: str, text: str):
 
 
 @dataclass(frozen=True)
+class TrainPlacement:
+    """Where a training runs (`--train-gpus`): in the app's process, or in worker processes.
+
+    "app" (the default) borrows the app's loaded model: no second copy, no reload, right for one GPU.
+    "isolated" is one worker process on the app's device, so a crash (out of memory, a segfault) ends
+    the worker, not the app. "workers" is data-parallel worker processes, one per GPU in `gpus`
+    (None = every visible GPU), or `cpu_processes` processes on the CPU (tests and benchmarks).
+    """
+
+    kind: str = "app"  # app | isolated | workers
+    gpus: tuple[int, ...] | None = None
+    cpu_processes: int = 0
+
+    @classmethod
+    def parse(cls, text: str | None) -> "TrainPlacement":
+        value = (text or "").strip().lower().replace(" ", "")
+        if value in ("", "off", "app", "in-app", "none"):
+            return cls()
+        if value == "isolated":
+            return cls("isolated")
+        if value == "all":
+            return cls("workers")
+        if value.startswith("cpu:"):
+            count = value.removeprefix("cpu:")
+            if count.isdigit() and 1 <= int(count) <= 8:
+                return cls("workers", cpu_processes=int(count))
+            raise ValueError("--train-gpus cpu:N takes N from 1 to 8 (CPU worker processes, for tests).")
+        parts = value.split(",")
+        if all(p.isdigit() for p in parts) and len(set(parts)) == len(parts) and len(parts) <= 64:
+            return cls("workers", gpus=tuple(int(p) for p in parts))
+        raise ValueError(f"--train-gpus takes off, isolated, all, a list of GPU numbers such as 0,1, or cpu:N; "
+                         f"not {text!r}.")
+
+    def spec(self) -> str:
+        """The text `parse` reads back (stored with a job)."""
+        if self.kind != "workers":
+            return "off" if self.kind == "app" else self.kind
+        if self.cpu_processes:
+            return f"cpu:{self.cpu_processes}"
+        return "all" if self.gpus is None else ",".join(map(str, self.gpus))
+
+    def describe(self) -> str:
+        if self.kind == "app":
+            return "in the app's process, on its loaded model"
+        if self.kind == "isolated":
+            return "in one worker process (a crash there cannot stop the app)"
+        if self.cpu_processes:
+            return f"data-parallel in {self.cpu_processes} CPU worker processes"
+        return "data-parallel on " + ("every GPU" if self.gpus is None else
+                                      f"GPU{'s' if len(self.gpus) > 1 else ''} {', '.join(map(str, self.gpus))}")
+
+
+@dataclass(frozen=True)
 class Settings:
     engine: str = "tiny"
     model: str | None = None  # FLUX.1-dev (text-to-image + training) path or hub id
@@ -116,6 +169,7 @@ class Settings:
     replicate: ReplicateSettings = field(default_factory=ReplicateSettings)
     space_id: str | None = None  # set on a Hugging Face Space (SPACE_ID)
     space_author: str | None = None  # the Space's owner (SPACE_AUTHOR_NAME): the one visitor who owns settings
+    train_gpus: str = "off"  # where trainings run by default (TrainPlacement.parse): off | isolated | all | 0,1 | cpu:N
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -126,6 +180,11 @@ class Settings:
             )
         if self.engine == "local" and not self.model:
             raise ValueError("The local engine needs --model (a FLUX.1 folder or hub id).")
+        TrainPlacement.parse(self.train_gpus)  # refuses a malformed --train-gpus at start-up
+
+    @property
+    def train_placement(self) -> TrainPlacement:
+        return TrainPlacement.parse(self.train_gpus)
 
     @property
     def is_tiny(self) -> bool:
@@ -155,7 +214,8 @@ class Settings:
         values["engine"] = engine
         if env.get("LORA_STUDIO_WORKSPACE"):
             values["workspace"] = Path(env["LORA_STUDIO_WORKSPACE"])
-        for key, name in (("device", "DEVICE"), ("memory_mode", "MEMORY_MODE"), ("host", "HOST")):
+        for key, name in (("device", "DEVICE"), ("memory_mode", "MEMORY_MODE"), ("host", "HOST"),
+                          ("train_gpus", "TRAIN_GPUS")):
             if env.get(f"LORA_STUDIO_{name}"):
                 values[key] = env[f"LORA_STUDIO_{name}"]
         if env.get("LORA_STUDIO_PORT"):

@@ -52,7 +52,7 @@ class Studio:
         self.training = TrainingService(self.store, self.jobs, self.characters, self.library, self.engine,
                                         tiny=self.settings.is_tiny, image_size=size, device=self.settings.device,
                                         remote=self.settings.engine == "replicate", costs=self.costs,
-                                        engine_limits=self.limits)
+                                        engine_limits=self.limits, train_gpus=self.settings.train_gpus)
         self.tester = TesterService(self.store, self.jobs, self.characters, self.library, self.engine, size,
                                     costs=self.costs, engine_limits=self.limits)
         self.generator = GenerateService(self.store, self.jobs, self.library, self.engine, size,

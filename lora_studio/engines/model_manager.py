@@ -196,6 +196,21 @@ class ModelManager:
                     self.unload()
                     self._training = False
 
+    def give_up(self, gpu_ids: tuple[int, ...]) -> str:
+        """Free the GPUs training worker processes are about to use: unload the base when it sits on one
+        of them (the next image reloads it), keep it when it does not. Returns what happened, in words."""
+        if self.device.type != "cuda" or not gpu_ids:
+            return ""
+        index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+        if index not in gpu_ids:
+            return (f"The app keeps its model loaded on GPU {index}, which the workers do not use (images still "
+                    "wait in the one job queue until the training ends).")
+        with self._lock:
+            loaded = self._pipe is not None
+            self.unload()
+        return (f"The app's model left GPU {index} for the workers" if loaded else
+                f"The app's model stays off GPU {index} while the workers use it") + "; the next image reloads it."
+
     def _base_quantization(self) -> str | None:
         """8bit / nf4 / fp8 / lowvram (nf4) for the frozen base: as set, or by free GPU memory when "auto".
 

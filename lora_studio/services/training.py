@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 from .. import gpu_calls
+from ..config import TrainPlacement
 from ..engines.base import Engine, EngineError, TrainRequest
 from ..jobs import JobQueue, JobReporter, JobView, UserError
 from ..store import Store
@@ -41,13 +42,14 @@ class TrainOptions:
     checkpoint_every: int | None = None
     sample_every: int | None = None
     seed: int = 0
+    train_on: str | None = None  # where it trains (TrainPlacement spec: off | isolated | 0,1 | …); None = the app's
 
 
 class TrainingService:
     def __init__(self, store: Store, jobs: JobQueue, characters: Characters, library: LibraryService,
                  engine: Callable[[], Engine], tiny: bool, image_size: int, device: str = "auto",
                  remote: bool = False, costs: CostService | None = None,
-                 engine_limits: limits.EngineLimits | None = None) -> None:
+                 engine_limits: limits.EngineLimits | None = None, train_gpus: str = "off") -> None:
         self.store, self.jobs, self.characters, self.library = store, jobs, characters, library
         self._engine = engine
         self.tiny = tiny
@@ -56,7 +58,40 @@ class TrainingService:
         self.costs = costs or CostService(store.root, paid=False)
         self.limits = engine_limits or limits.limits_for("tiny" if tiny else "local")
         self.saved_presets = PresetStore(store.root, tiny, image_size, self.limits)
+        self.default_placement = "off" if remote else TrainPlacement.parse(train_gpus).spec()
         jobs.register(JOB_KIND, self._run)
+
+    def placements(self) -> list[tuple[str, str]]:
+        """(label, value) of the places a training may run here: the app's process, one isolated worker,
+        and the data-parallel workers the app was started with (--train-gpus), if any."""
+        if self.remote:
+            return [("On Replicate's GPUs", "off")]
+        found = {"off": "In the app's process (one GPU, no second copy of the model)",
+                 "isolated": "In an isolated worker process (a crash there cannot stop the app)"}
+        chosen = TrainPlacement.parse(self.default_placement)
+        if chosen.kind == "workers":
+            found[chosen.spec()] = f"In worker processes: {chosen.describe()}"
+        return [(label, value) for value, label in found.items()]
+
+    def check_placement(self, value) -> str:
+        """One of the offered places (blank: the app's default); refused in words otherwise."""
+        value = limits.text(value, "Where it trains", 40) or self.default_placement
+        offered = [choice for _, choice in self.placements()]
+        if value not in offered:
+            raise UserError(f"A training can run {' or '.join(repr(v) for v in offered)} here, not {value!r}.")
+        return value
+
+    def placement_note(self, value) -> str:
+        """What a place means for the app's own model, in words (Training tab)."""
+        try:
+            placement = TrainPlacement.parse(self.check_placement(value))
+        except (UserError, ValueError) as exc:
+            return str(exc)
+        if self.remote or placement.kind == "app":
+            return f"Trains {placement.describe()}."
+        return (f"Trains {placement.describe()}: the workers load the model themselves, so a failure there "
+                "fails the job, not the app. The app's model leaves any GPU they use (the next image reloads it) "
+                "and stays on a GPU they do not use; the job log says which.")
 
     default_preset = DEFAULT_PRESET
 
@@ -138,6 +173,7 @@ class TrainingService:
         values["memory_mode"] = self.check_memory_mode(options.memory_mode or preset.memory_mode)
         values["max_usd"] = parse_cap(preset.max_usd if options.max_usd is None else options.max_usd)
         values["seed"] = limits.seed(options.seed, "The training seed")
+        values["train_on"] = self.check_placement(options.train_on)
         return values
 
     def check_numbers(self, values: dict) -> dict:
@@ -199,6 +235,7 @@ class TrainingService:
         params["memory_mode"] = self.check_memory_mode(params.get("memory_mode"))
         params["seed"] = limits.seed(params.get("seed", 0), "The training seed")
         params["trigger"] = validate_trigger(params.get("trigger"))
+        placement = self._placement(params, reporter)
         engine = self._engine()
         dataset = self.store.get("datasets", str(params.get("dataset_id")))
         if dataset is None:
@@ -217,6 +254,7 @@ class TrainingService:
             trigger=params["trigger"], steps=params["steps"], rank=params["rank"], alpha=params.get("alpha"),
             learning_rate=params["learning_rate"], resolution=params["resolution"],
             train_mlp=params.get("train_mlp", True), memory_mode=params["memory_mode"],
+            batch_size=params.get("batch_size") or 1,
             checkpoint_every=params["checkpoint_every"], sample_every=params["sample_every"],
             sample_prompt=f"photo of {params['trigger']}, portrait, looking at the camera",
             reference_image=reference, seed=params.get("seed", 0), resume=True,
@@ -235,7 +273,7 @@ class TrainingService:
                     reporter.output("spending", meter.summary())
         else:  # here, or in GPU-call-sized chunks on a ZeroGPU Space
             scorer = None if engine.makes_noise else _sample_scorer(reference)
-            result = gpu_calls.train(engine, request, reporter, sample_scorer=scorer)
+            result = gpu_calls.train(engine, request, reporter, sample_scorer=scorer, placement=placement)
         lora = self.library.register_trained(
             name=params["name"], trigger=params["trigger"], result=result, job_id=reporter.job_id,
             character_id=dataset.get("character_id"), dataset=dataset, params=params,
@@ -247,6 +285,27 @@ class TrainingService:
                               "training ran.")
             reporter.log(out["summary"])
         return out
+
+
+    def _placement(self, params: dict, reporter: JobReporter) -> TrainPlacement:
+        """Where this run trains, and the effective batch it keeps for life: one sample per process of its
+        first run (kohya's batch per device), stored with the job, so a resume on another number of
+        processes splits the same global batch and continues the same run."""
+        try:
+            spec = self.check_placement(params.get("train_on"))
+        except UserError:
+            spec = self.default_placement
+            reporter.log(f"This job asked to train {params.get('train_on')!r}, which this app no longer offers; "
+                         f"it trains {TrainPlacement.parse(spec).describe()} instead.")
+        placement = TrainPlacement.parse(spec)
+        if not isinstance(params.get("batch_size"), int) or not 1 <= params["batch_size"] <= 64:
+            params["batch_size"] = gpu_calls.worker_processes(placement) if not self.remote else 1
+            self.store.mutate("jobs", reporter.job_id,
+                              lambda job: job.setdefault("params", {}).update(batch_size=params["batch_size"]))
+        if params["batch_size"] > 1 or placement.kind == "workers":
+            reporter.log(f"Effective batch {params['batch_size']} per step (split across the processes), learning "
+                         f"rate {params['learning_rate']:g} as given, {params['steps']} optimizer steps.")
+        return placement
 
 
 def _sample_scorer(reference_path):

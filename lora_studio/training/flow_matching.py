@@ -24,6 +24,7 @@ from ..engines.base import EngineError
 from ..engines.lora_targets import target_modules  # noqa: F401 - the trainer imports it from here
 from ..engines.memory import MemoryPlan
 from .dataset import TextEmbedding
+from .parallel import Shard
 
 ADAPTER_NAME = "lora_studio_training"
 
@@ -38,8 +39,14 @@ ADAM_EPS = 1e-8
 def train_step(
     transformer, optimizer, params, latents: torch.Tensor, texts: list[TextEmbedding],
     sigmas_table: torch.Tensor, timesteps_table: torch.Tensor, generator: torch.Generator,
-    image_ids: dict, guidance_embeds: bool, autocast,
+    image_ids: dict, guidance_embeds: bool, autocast, shard: Shard | None = None, backward=None,
 ) -> float:
+    """One optimizer step on `latents` (the whole global batch); returns the loss this process trained.
+
+    With a `shard` (data-parallel workers, see parallel.py) the noise and timesteps are drawn for the
+    whole global batch, so every rank's generator stays in step, and only the shard's samples run; the
+    returned value is the shard's mean loss times its weight (their mean over the ranks is the batch's).
+    """
     batch, channels, height, width = latents.shape
     device, dtype = latents.device, latents.dtype
 
@@ -47,6 +54,14 @@ def train_step(
     u = compute_density_for_timestep_sampling(
         WEIGHTING_SCHEME, batch, logit_mean=0.0, logit_std=1.0, mode_scale=1.29, generator=generator
     )
+    weight = 1.0
+    if shard is not None and len(shard.positions) != batch:
+        mine = torch.tensor(shard.positions)
+        latents, noise, u = latents[mine], noise[mine], u[mine]
+        texts = [texts[i] for i in shard.positions]
+        batch, weight = len(shard.positions), shard.weight
+    elif shard is not None:
+        weight = shard.weight
     index = (u * len(sigmas_table)).long().clamp(0, len(sigmas_table) - 1)
     sigmas = sigmas_table[index].to(device=device, dtype=dtype)
     timesteps = timesteps_table[index].to(device=device)
@@ -77,8 +92,10 @@ def train_step(
     target = noise - latents
     weighting = compute_loss_weighting_for_sd3(WEIGHTING_SCHEME, sigmas).view(batch, 1, 1, 1)
     loss = (weighting.float() * (prediction.float() - target.float()) ** 2).reshape(batch, -1).mean(1).mean()
+    if weight != 1.0:
+        loss = loss * weight
 
-    loss.backward()
+    (backward or torch.Tensor.backward)(loss)
     torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)

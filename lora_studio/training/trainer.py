@@ -25,7 +25,7 @@ from diffusers import FluxPipeline
 from peft import LoraConfig
 
 from ..engines.base import EngineError, OutOfMemory, TrainRequest, TrainResult
-from ..engines.memory import is_out_of_memory, lighter_mode, plan_for_pipeline
+from ..engines.memory import is_out_of_memory, plan_for_pipeline
 from ..progress import Canceled, Reporter
 from . import checkpoints as ckpt
 from .checkpoints import LoopState
@@ -51,6 +51,8 @@ from .flow_matching import (
     trainable_parameters,
 )
 from .lease import PipelineLease
+from .oom import out_of_memory_sentence
+from .parallel import SINGLE, DataParallel
 from .monitoring import report_step, sample
 from .outputs import KOHYA_FILE, LORA_FILE, base_model_id, save_diffusers_lora, write_outputs
 from .resume import fingerprint as fingerprint_run
@@ -81,6 +83,7 @@ def train_lora(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     sample_scorer: Callable[["Image.Image"], float | None] | None = None,
+    parallel: DataParallel = SINGLE,
 ) -> TrainResult:
     """Train a LoRA on `request.dataset_dir` and write it to `request.output_dir`.
 
@@ -91,6 +94,9 @@ def train_lora(
 
     Raises progress.Canceled (after saving a checkpoint), engines.base.OutOfMemory (naming a
     lighter memory mode) or EngineError for settings this machine cannot run.
+
+    With `parallel` (worker processes, see parallel.py and worker.py) every rank runs this loop on its
+    shard of each global batch; only rank 0 caches, samples, checkpoints and writes the outputs.
     """
     started = time.perf_counter()
     device = torch.device(device)
@@ -126,6 +132,9 @@ def train_lora(
         f"bucket(s) ({', '.join(f'{b}: {len(m)}' for b, m in groups.items())}), {request.steps} steps, "
         f"rank {rank}, alpha {alpha:g}, learning rate {request.learning_rate:g}, batch {request.batch_size}, "
         f"{request.resolution} px, on {device} in {str(dtype).replace('torch.', '')}."
+        + (f" Data-parallel over {parallel.world} processes: each step's batch of {request.batch_size} is "
+           "split between them and their gradients averaged (learning rate not scaled)."
+           if parallel.distributed else "")
     )
     reporter.log(plan.explain())
 
@@ -134,6 +143,14 @@ def train_lora(
     optimizer = None
     generator = torch.Generator("cpu").manual_seed(request.seed)
     checkpoints_dir = work_dir / "checkpoints"
+    main = parallel.is_main
+
+    def check_cancel() -> None:
+        """In step on every rank: rank 0 hears the user, all stop at the same step."""
+        if not parallel.distributed:
+            reporter.check_cancel()
+        elif parallel.any(main and reporter.cancel_requested, device):
+            raise Canceled("Canceled by the user.")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     try:
@@ -144,10 +161,14 @@ def train_lora(
             lease.take_offload_hooks()
         blockwise_t5 = plan.base_quant is not None and lease.device_of("text_encoder_2") != device
         cache = EmbeddingCache(work_dir / "cache", pipe, request.resolution)
+        if not main:
+            parallel.barrier()  # rank 0 fills the cache first; the others then only read it
         data = cache.load_all(
             examples, bucket_of, [sample_prompt], device,
             before_encoding=lambda: lease.move_encoders(device, blockwise_t5), check=reporter.check_cancel,
         )
+        if main:
+            parallel.barrier()
         if data.encoded_images or data.encoded_texts:
             reporter.log(
                 f"Cached {data.encoded_images} latent(s) and {data.encoded_texts} text embedding(s) "
@@ -177,6 +198,7 @@ def train_lora(
         if plan.offload_blocks:  # after the adapter exists: its weights stay on the GPU, the rest travels
             lease.offload_transformer_blocks(device)
         optimizer = make_optimizer(params, request.learning_rate, plan, device)
+        model = parallel.wrap(transformer)  # DDP when distributed: gradients averaged in backward
 
         # 5. Resume from the newest matching checkpoint.
         if request.resume:
@@ -184,13 +206,16 @@ def train_lora(
             if found is not None:
                 resume_from(found, transformer, optimizer, generator, loop)
                 reporter.log(f"Resumed from {found.name} (step {loop.step} of {request.steps}).")
-        elif checkpoints_dir.exists():
+        elif checkpoints_dir.exists() and main:
             shutil.rmtree(checkpoints_dir)
 
         def write_lora(folder: Path, weight_name: str = ckpt.LORA_FILE, save_dtype=torch.float32) -> None:
             save_diffusers_lora(transformer, folder, weight_name, save_dtype)
 
         def save_checkpoint() -> Path:
+            if not main:  # the state is the same on every rank: rank 0 writes it
+                loop.saved_steps.add(loop.step)
+                return ckpt.checkpoint_dir(checkpoints_dir, loop.step)
             position = schedule.position(loop.step) if loop.step else (0, 0)
             state = ckpt.TrainingState(
                 step=loop.step, fingerprint=fingerprint, loss_ema=loop.loss_ema, last_loss=loop.last_loss,
@@ -214,22 +239,25 @@ def train_lora(
         end = min(request.steps, loop.step + request.stop_after) if request.stop_after else request.steps
         try:
             for step in range(loop.step + 1, end + 1):
-                reporter.check_cancel()
+                check_cancel()
                 tick = time.perf_counter()
                 batch = schedule.batch(step)
                 loss = train_step(
-                    transformer, optimizer, params,
+                    model, optimizer, params,
                     torch.stack([latents[i] for i in batch]),
                     [example_texts[i] for i in batch],
                     sigmas_table, timesteps_table, generator, image_ids, guidance_embeds, autocast,
+                    shard=parallel.shard(len(batch)) if parallel.distributed else None,
+                    backward=parallel.backward if parallel.distributed else None,
                 )
+                loss = parallel.mean(loss, device)
                 loop.step, loop.last_loss = step, loss
                 loop.loss_ema = loss if loop.loss_ema is None else EMA_BETA * loop.loss_ema + (1 - EMA_BETA) * loss
                 loop.step_seconds = (loop.step_seconds + [time.perf_counter() - tick])[-20:]
                 report_step(reporter, loop, request.steps, device, log_every)
 
                 last = step == request.steps
-                if request.sample_every > 0 and (step % request.sample_every == 0 or last):
+                if main and request.sample_every > 0 and (step % request.sample_every == 0 or last):
                     score = sample(
                         pipe, lease, texts[sample_prompt], step, request, work_dir, device, dtype, autocast,
                         loop, reporter, sample_scorer,
@@ -248,7 +276,7 @@ def train_lora(
                 reporter.log(f"Canceled at step {loop.step}; saved {path.name} to resume from.")
             raise
 
-        if loop.step < request.steps:  # paused at `stop_after`: the checkpoint just saved continues it
+        if loop.step < request.steps or not main:  # paused at `stop_after`, or a helper rank: done here
             transformer.eval()
             lora = ckpt.checkpoint_dir(checkpoints_dir, loop.step) / ckpt.LORA_FILE
             return TrainResult(lora_path=lora, steps=loop.step, final_loss=loop.loss_ema, stopped_at=loop.step)
@@ -267,6 +295,7 @@ def train_lora(
             "learning_rate": request.learning_rate,
             "resolution": request.resolution,
             "batch_size": request.batch_size,
+            "processes": parallel.world,
             "seed": request.seed,
             "train_mlp": request.train_mlp,
             "images": len(examples),
@@ -301,19 +330,11 @@ def train_lora(
         if not is_out_of_memory(error):
             raise
         optimizer = None
+        sentence = out_of_memory_sentence(plan, request, loop.step + 1, device, checkpoints_dir)
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        lighter = lighter_mode(plan.mode)
-        advice = (
-            f"try memory mode '{lighter}' or a lower resolution"
-            if lighter
-            else "try a lower resolution (512) or a GPU with more memory"
-        )
-        raise OutOfMemory(
-            f"Out of GPU memory while training in memory mode '{plan.mode}' at {request.resolution} px: "
-            f"{advice}. Nothing was saved from this attempt."
-        ) from error
+        raise OutOfMemory(sentence) from error
     finally:
         optimizer = None  # noqa: F841 - drop the optimizer state before handing the pipeline back
         lease.restore()

@@ -49,7 +49,8 @@ def form_options(n_steps, n_rank, rate, res, mode, cap, n_alpha=None, **named) -
     return TrainOptions(name=named.get("name", ""), trigger=named.get("trigger", ""),
                         preset=named.get("preset") or "Standard", steps=or_preset(n_steps), rank=or_preset(n_rank),
                         learning_rate=or_preset(rate), resolution=or_preset(res), memory_mode=mode or "auto",
-                        max_usd=parse_cap(cap) or 0.0, alpha=or_preset(n_alpha))
+                        max_usd=parse_cap(cap) or 0.0, alpha=or_preset(n_alpha),
+                        train_on=named.get("train_on") or None)
 
 
 def stats_text(job: JobView | None) -> str:
@@ -93,6 +94,10 @@ def render(ctx: UIContext, timer: gr.Timer):
                 resolution = gr.Number(first[3], label="Resolution (px)", precision=0)
             memory = gr.Dropdown(studio.training.memory_modes(), value="auto", label="Memory mode")
             memory_plan = gr.Markdown()
+            places = studio.training.placements()
+            train_on = gr.Dropdown(places, value=studio.training.default_placement, label=wording.TRAIN_ON_LABEL,
+                                   visible=len(places) > 1, elem_id="training-where")
+            train_on_note = gr.Markdown(studio.training.placement_note(None), visible=len(places) > 1)
             cap = gr.Number(0, label=wording.CAP_LABEL, info=wording.CAP_INFO, minimum=0, visible=ctx.paid)
             with gr.Accordion("Save these settings as a preset", open=False):
                 gr.Markdown(wording.PRESET_HELP)
@@ -152,10 +157,10 @@ def render(ctx: UIContext, timer: gr.Timer):
 
     @beside(live_count + 1, live_count)
     def begin(dataset_id, lora_name, trigger_word, preset_name_, n_steps, n_rank, rate, res, mode, cap_usd,
-              n_alpha=None):
+              n_alpha, where):
         job = studio.training.start(dataset_id, form_options(
             n_steps, n_rank, rate, res, mode, cap_usd, n_alpha, name=lora_name, trigger=trigger_word,
-            preset=shared_preset(studio, preset_name_)))
+            preset=shared_preset(studio, preset_name_), train_on=where))
         return (gr.update(choices=job_choices(studio.jobs.list("train")), value=job.id), *show(job.id)[:-1], "")
 
     @beside(live_count, live_count - 1)
@@ -230,7 +235,9 @@ def render(ctx: UIContext, timer: gr.Timer):
                       api_visibility="private")
     delete_preset.click(drop_preset, [preset, preset_name, own_presets],
                         [preset, preset_info, *form, preset_message, own_presets], api_visibility="private")
-    start.click(begin, [dataset, name, trigger, preset, *form], [job_pick, *live], api_visibility="private")
+    start.click(begin, [dataset, name, trigger, preset, *form, train_on], [job_pick, *live], api_visibility="private")
+    train_on.change(studio.training.placement_note, [train_on], [train_on_note], api_visibility="private",
+                    show_progress="hidden")
     gr.on(None, studio.training.memory_plan, [resolution, memory, rank], [memory_plan],  # on load and on change
           api_visibility="private", show_progress="hidden")
     cancel.click(stop, [job_pick], live, api_visibility="private")

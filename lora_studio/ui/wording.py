@@ -47,3 +47,5 @@ MODELS_HELP = (
     "holds the weights is used as it is. Then start with `--model <id or folder>`."
 )
 TOKEN_HELP = "Gated models (FLUX.1-dev, FLUX.1-Kontext-dev) need a Hugging Face **read** token and the licence accepted on the model's page."
+
+TRAIN_ON_LABEL = "Where it trains"
