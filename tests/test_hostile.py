@@ -159,11 +159,11 @@ def test_not_a_number_learning_rate_is_refused_in_words(app):
     with unchanged(studio.store.root):
         refused(client, "Learning rate 'nan' is not a finite number; give a number from 0 to 0.01",
                 *train_args(dataset, lr="nan"), api_name="/start_training")
-        body = ('{"data": ["%s", "mila", "", "Beginner", 8, 4, NaN, 0, "auto", -1]}' % dataset["id"]).encode()
+        body = ('{"data": ["%s", "mila", "", "Beginner", 8, 4, NaN, 0, "auto", -1, 0]}' % dataset["id"]).encode()
         kind, message = raw_call(url, "start_training", body)
         assert kind == "error" and "Learning rate nan is not a finite number" in message
         for value in ("Infinity", "-1", "1e9"):
-            body = ('{"data": ["%s", "mila", "", "Beginner", 8, 4, %s, 0, "auto", -1]}' % (dataset["id"], value)).encode()
+            body = ('{"data": ["%s", "mila", "", "Beginner", 8, 4, %s, 0, "auto", -1, 0]}' % (dataset["id"], value)).encode()
             kind, message = raw_call(url, "start_training", body)
             assert kind == "error" and "Learning rate" in message
 
