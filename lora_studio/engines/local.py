@@ -37,8 +37,9 @@ class LocalEngine:
         if self.tiny:
             return ("Tiny built-in Flux (random weights): every step runs for real, but the images are "
                     "noise. Start with --model PATH_OR_HUB_ID (FLUX.1-dev) for real pictures.")
-        notes = " ".join(n for n in (self.manager.memory_note, self.manager.speed.reason) if n)
-        return f"Local FLUX.1 from {self.manager.model_id} on {self.manager.device.type}. {notes}".strip()
+        manager = self.manager
+        notes = " ".join(n for n in (manager.memory_note, manager.speed.reason, manager.transformers.note) if n)
+        return f"Local FLUX.1 from {manager.model_id} on {manager.device.type}. {kontext_line(manager)} {notes}".strip()
 
     def _steps(self, steps: int) -> int:
         return min(steps, TINY_STEPS) if self.tiny else steps
@@ -65,8 +66,7 @@ class LocalEngine:
     def _edit_together(self, requests: list[EditRequest]) -> list[Image.Image]:
         first = requests[0]
         with self.manager.lock, _oom_as_error():
-            self.manager.apply_loras(())
-            pipe = self.manager.kontext()
+            pipe = self.manager.kontext()  # FLUX.1-Kontext-dev's transformer, no LoRA
             image = first.image
             if self.tiny:  # no auto-resize on tiny sizes: give it the target size directly
                 image = image.resize((first.width, first.height))
@@ -98,6 +98,19 @@ class LocalEngine:
 
     def unload(self) -> None:
         self.manager.unload()
+
+
+def kontext_line(manager: ModelManager) -> str:
+    """Which model draws the character sheet, in a sentence for the banner."""
+    choice = manager.choice()
+    if choice.refusal_text:
+        return f"Character sheet only: {choice.refusal_text}"
+    if choice.refusal_sheet:
+        return "No FLUX.1 Kontext model chosen yet, so the character sheet is refused until one is (Settings)."
+    if choice.shared:
+        return "The same random weights draw the character sheet."
+    return (f"Character sheet with FLUX.1 Kontext from {choice.kontext}: only its transformer, swapped under the same "
+            "text encoders and VAE (the idle one waits in CPU memory when it fits).")
 
 
 def _batches(requests: list[EditRequest], size: int) -> list[list[EditRequest]]:
