@@ -23,9 +23,10 @@ import sys
 import threading
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .errors import UserError  # noqa: F401 (re-exported: services raise it)
 from .job_records import (  # noqa: F401 (re-exported: the UI and services import them from here)
@@ -155,6 +156,7 @@ class JobQueue:
         self._worker: threading.Thread | None = None
         self._idle = threading.Event()
         self._idle.set()
+        self._running = threading.Lock()  # held while a job runs; `exclusive()` holds it to switch engines
 
     def register(self, kind: str, handler: Handler) -> None:
         self._handlers[kind] = handler
@@ -233,6 +235,16 @@ class JobQueue:
         self.store.mutate("jobs", job_id, stop)  # atomic: the worker cannot start it halfway through
         return self.get(job_id)
 
+    @contextmanager
+    def exclusive(self, refusal: str) -> Iterator[None]:
+        """No job runs inside this block (queued ones wait for its end); `refusal` if one runs now."""
+        if not self._running.acquire(blocking=False):
+            raise UserError(refusal)
+        try:
+            yield
+        finally:
+            self._running.release()
+
     def cancel_requested(self, job_id: str) -> bool:
         with self._lock:
             return job_id in self._cancel
@@ -293,7 +305,8 @@ class JobQueue:
                 return
             self._idle.clear()
             try:
-                self._run_one(job_id)
+                with self._running:  # an engine switch in progress: this job waits for it
+                    self._run_one(job_id)
             except BaseException as exc:  # noqa: BLE001 - the one worker must outlive any job
                 _warn(f"job {job_id}: the worker caught {type(exc).__name__}: {exc}")
                 self._finish(job_id, status=FAILED, error=describe_error(exc),

@@ -13,56 +13,15 @@ Kontext runs (the sheet uses none) and are active again when it swaps back.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import psutil
 import torch
 
 from .base import EngineError
-from .model_kind import DEV_HUB_ID, KONTEXT_CLASS, KONTEXT_HUB_ID, is_kontext, pipeline_class
+from .model_kind import KONTEXT_CLASS, KONTEXT_HUB_ID, KontextChoice, choose, is_kontext, pipeline_class
+
 HOST_RAM_HEADROOM = 4 * 1024**3  # left free for the OS, the app and the next image's buffers
-
-NEEDS_KONTEXT = (
-    "The character sheet needs FLUX.1 Kontext, and {model} is not a Kontext model (its model_index.json "
-    "names {cls}): FLUX.1-dev was never trained to edit an image. Download {kontext} in Settings → Models "
-    "and choose it as the Kontext model in Settings → Engine (or start with --kontext-model)."
-)
-NEEDS_DEV = (
-    "{model} is FLUX.1 Kontext, an image editor: text-to-image and training need FLUX.1-dev. Choose "
-    "{dev} as the dev model in Settings → Engine (or --model) and keep {model} as the Kontext model."
-)
-
-
-@dataclass(frozen=True)
-class KontextChoice:
-    """Which transformer each job runs: `kontext` None means the sheet uses the dev transformer
-    (the test configs only), `dev` None means text-to-image and training are refused."""
-
-    dev: str | None
-    kontext: str | None
-    shared: bool  # one transformer serves both (tiny/wide random weights)
-    refusal_sheet: str = ""
-    refusal_text: str = ""
-
-
-def choose(model_id: str, kontext_id: str | None, random_weights: bool) -> KontextChoice:
-    """Decide from the two configured ids what a sheet and a text image run on."""
-    if random_weights and not kontext_id:
-        return KontextChoice(model_id, None, shared=True)
-    model_is_kontext = not random_weights and is_kontext(model_id)
-    if model_is_kontext:
-        refusal = NEEDS_DEV.format(model=model_id, dev=DEV_HUB_ID)
-        return KontextChoice(None, model_id, shared=True, refusal_text=refusal)
-    if kontext_id and kontext_id != model_id:
-        cls = None if random_weights else pipeline_class(kontext_id)
-        if cls is not None and cls != KONTEXT_CLASS:
-            refusal = NEEDS_KONTEXT.format(model=kontext_id, cls=cls, kontext=KONTEXT_HUB_ID)
-            return KontextChoice(model_id, None, shared=False, refusal_sheet=refusal)
-        return KontextChoice(model_id, kontext_id, shared=False)
-    cls = pipeline_class(model_id) or "no Kontext pipeline"
-    return KontextChoice(model_id, None, shared=False,
-                         refusal_sheet=NEEDS_KONTEXT.format(model=model_id, cls=cls, kontext=KONTEXT_HUB_ID))
 
 
 def load_transformer(model_id: str, dtype: torch.dtype, quantization_config=None) -> torch.nn.Module:

@@ -12,6 +12,7 @@ from PIL import Image
 from ..config import SpeedRequest
 from .base import EditRequest, EngineError, GenerateRequest, OutOfMemory
 from .lora_formats import inspect_lora
+from .model_kind import sheet_sentence
 from .model_manager import TINY_ID, ModelManager
 from .speed import SpeedSettings
 
@@ -39,7 +40,7 @@ class LocalEngine:
                     "noise. Start with --model PATH_OR_HUB_ID (FLUX.1-dev) for real pictures.")
         manager = self.manager
         notes = " ".join(n for n in (manager.memory_note, manager.speed.reason, manager.transformers.note) if n)
-        return f"Local FLUX.1 from {manager.model_id} on {manager.device.type}. {kontext_line(manager)} {notes}".strip()
+        return f"Local FLUX.1 from {manager.model_id} on {manager.device.type}. {sheet_sentence(manager.choice())} {notes}".strip()
 
     def _steps(self, steps: int) -> int:
         return min(steps, TINY_STEPS) if self.tiny else steps
@@ -98,19 +99,6 @@ class LocalEngine:
 
     def unload(self) -> None:
         self.manager.unload()
-
-
-def kontext_line(manager: ModelManager) -> str:
-    """Which model draws the character sheet, in a sentence for the banner."""
-    choice = manager.choice()
-    if choice.refusal_text:
-        return f"Character sheet only: {choice.refusal_text}"
-    if choice.refusal_sheet:
-        return "No FLUX.1 Kontext model chosen yet, so the character sheet is refused until one is (Settings)."
-    if choice.shared:
-        return "The same random weights draw the character sheet."
-    return (f"Character sheet with FLUX.1 Kontext from {choice.kontext}: only its transformer, swapped under the same "
-            "text encoders and VAE (the idle one waits in CPU memory when it fits).")
 
 
 def _batches(requests: list[EditRequest], size: int) -> list[list[EditRequest]]:

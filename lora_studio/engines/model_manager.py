@@ -32,11 +32,10 @@ from . import kontext as kontext_swap
 from . import speed_pipeline
 from .base import EngineError, LoraWeight
 from .lora_formats import inspect_lora
+from .model_kind import RANDOM_WEIGHTS, TINY_ID, WIDE_ID  # noqa: F401 (re-exported)
 from .speed import SpeedSettings, check_supported, gpu_info, pick_device, resolve_speed
 from .speed_lora import HOT_SLOT, add_hot_slot, canonical_lora, canonical_rank, set_hot_weight
 
-TINY_ID = "tiny-flux"
-WIDE_ID = "wide-flux"  # FLUX.1-dev widths, one block of each kind (engines/wide.py): tests, benches
 CANONICAL_CACHE = 4  # LoRAs kept converted for the hot-swap slot (~100-250 MB each for FLUX.1 at rank 16)
 
 # Prompt-truncation notices and dtype hints flood the job logs; real errors still raise.
@@ -90,7 +89,7 @@ class ModelManager:
         self.model_id = model or TINY_ID
         self.kontext_id = kontext_model or None  # FLUX.1-Kontext-dev; only its transformer is loaded
         # Random weights (tiny, wide, a loader building in memory): one transformer may serve both jobs.
-        self.random_weights = self.model_id in (TINY_ID, WIDE_ID) or loader is not None
+        self.random_weights = self.model_id in RANDOM_WEIGHTS or loader is not None
         self._choice: kontext_swap.KontextChoice | None = None
         self._quant: str | None = None  # the base's load-time quantization, reused for Kontext's transformer
         self.device = pick_device(device)

@@ -33,3 +33,23 @@ PRICES_HELP = (
     "this table. Prices change: check the source and edit a row (USD, seconds, source, date), then save. "
     "It is kept in the workspace (`replicate_prices.json`)."
 )
+FIRST_RUN = (
+    "**First run? Choose what draws your pictures** in *Settings → Engine*: `local` runs FLUX.1-dev on this "
+    "machine's GPU (download it in *Settings → Models*, plus FLUX.1-Kontext-dev for the character sheet), "
+    "`replicate` runs on Replicate's GPUs with your API token. No restart needed."
+)
+SETUP_BUTTON = "Set up an engine →"
+ENGINE_HELP = (
+    "Which engine draws the pictures, and from which models. A model is a Hugging Face hub id (e.g. "
+    "`black-forest-labs/FLUX.1-dev`) or the absolute path of a folder in diffusers layout. The character "
+    "sheet needs FLUX.1 Kontext (`black-forest-labs/FLUX.1-Kontext-dev`): only its transformer is loaded, "
+    "under FLUX.1-dev's text encoders and VAE. Switching waits for no one: it is refused while a job runs, "
+    "and queued jobs run on the new engine. Values set by a flag or a LORA_STUDIO_* variable win over this page."
+)
+REPLICATE_HELP = (
+    "Your Replicate API token is checked with Replicate's account call and kept in a file only this "
+    "computer's user can read (never in the database, the logs or a reply). `REPLICATE_API_TOKEN` in the "
+    "environment wins when set. Trained LoRAs become versions of a model in your account: pick one or create "
+    "a private one."
+)
+SWITCHED = "Switched to **{engine}**. {detail}"
