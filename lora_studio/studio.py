@@ -119,7 +119,7 @@ class Studio:
         speed = describe_choice(self.settings.speed, self.settings.device, self.settings.memory_mode)
         sheet = sheet_sentence(choose(self.settings.model or "", self.settings.kontext_model,
                                       random_weights=self.settings.model in RANDOM_WEIGHTS))
-        return f"Local FLUX.1 from {self.settings.model} (loaded by the first job). {sheet} {speed}"
+        return f"Local FLUX.1 from {self.settings.model} (loaded by the first job). {speed} {sheet}"
 
     def gpu_note(self) -> str:
         """A line for the engine banner when GPU work runs as ZeroGPU calls ('' elsewhere)."""
