@@ -149,18 +149,20 @@ def test_loras_stay_on_the_dev_transformer_across_a_sheet(folders, tmp_path):
     assert not np.array_equal(text(engine), with_lora)
 
 
-def test_without_room_in_host_memory_the_idle_transformer_is_read_again(folders, monkeypatch):
+def test_without_room_in_host_memory_the_idle_transformer_is_read_again(folders, monkeypatch, tmp_path):
     import psutil
 
+    lora = LoraWeight("mila", 0.8, make_tiny_lora(tmp_path / "mila.safetensors", seed=5))
     engine = LocalEngine(ModelManager(model=folders.dev, kontext_model=folders.kontext, device="cpu"))
-    first = edit(engine)
+    first, with_lora = edit(engine), text(engine, lora)
     Memory = namedtuple("Memory", "available total")
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Memory(0, 0))
-    text(engine)
-    assert "kontext" not in engine.manager.transformers.modules
+    edit(engine)  # dev's transformer (with its LoRA) is dropped
+    assert "dev" not in engine.manager.transformers.modules
     assert "read again from disk" in engine.manager.transformers.note
+    assert np.array_equal(text(engine, lora), with_lora)  # read again, and the LoRA loaded again onto it
     assert np.array_equal(edit(engine), first)
-    assert engine.manager.transformers.loads["kontext"] == 2
+    assert engine.manager.transformers.loads == {"dev": 2, "kontext": 2}
 
 
 @pytest.mark.wide
@@ -183,3 +185,16 @@ def test_wide_sheet_runs_kontext_and_text_runs_dev(wide_pipe, tmp_path):
     assert manager.kontext().text_encoder_2 is t5 and manager.kontext().vae is manager.text_to_image().vae
     assert ran(lambda: engine.generate(request)) == pytest.approx(dev_sum)
     assert manager.load_count == 1 and manager.transformers.loads == {"dev": 1, "kontext": 1}
+
+
+def test_the_speed_settings_reach_the_swapped_in_transformer(folders):
+    """Fused QKV (and with it compile, fp8, offloading: the same path) is applied to Kontext's transformer
+    when it loads, and the sheet draws the image the plain engine draws."""
+    from lora_studio.engines.speed import SpeedSettings
+
+    fast = LocalEngine(ModelManager(model=folders.dev, kontext_model=folders.kontext, device="cpu",
+                                    speed=SpeedSettings(fuse_qkv=True)))
+    plain = LocalEngine(ModelManager(model=folders.dev, kontext_model=folders.kontext, device="cpu"))
+    assert np.abs(edit(fast) - edit(plain)).max() <= 1
+    transformer = fast.manager.kontext().transformer
+    assert fast.manager.running() == "kontext" and hasattr(transformer.transformer_blocks[0].attn, "to_qkv")

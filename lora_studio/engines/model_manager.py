@@ -153,8 +153,13 @@ class ModelManager:
             return pipe
 
     def _swap(self, pipe: FluxPipeline, role: str) -> torch.nn.Module:
-        before = self.transformers.active
+        before, reads = self.transformers.active, self.transformers.loads["dev"]
         transformer = self.transformers.swap(pipe, role)
+        if self.transformers.loads["dev"] != reads:  # dev's was dropped for lack of RAM: its adapters went too
+            self._forget_adapters()
+            if self.hotswap and not self._training:
+                self._slot_layers = add_hot_slot(pipe, self.hotswap_rank, fused=self.fused)
+                self._slot_active, self._slot_weight = True, 0.0
         if before != role and self.offload and self._load_speed().group_offload is None:
             pipe.enable_model_cpu_offload(device=self.device)  # lay the hooks over the new transformer
         return transformer
@@ -250,34 +255,11 @@ class ModelManager:
                     self._training = False
 
     def _base_quantization(self) -> str | None:
-        """8bit / nf4 / fp8 / lowvram (nf4) for the frozen base: as set, or by free GPU memory when "auto".
+        """8bit / nf4 / fp8 / lowvram (nf4) for the frozen base, as set or by free GPU memory (memory.py)."""
+        from .memory import base_quantization
 
-        Public FLUX.1-dev inference peaks: bf16 ~36 GB, 8-bit ~24 GB, NF4 ~17 GB. Training on top of
-        the loaded base adapts to it (checkpointing etc.), so the base is chosen for inference.
-        """
-        from .memory import library_available
-
-        if self.device.type != "cuda":
-            return None
-        mode = self.memory_mode
-        if mode == "lowvram":
-            self.memory_note = "Base weights in nf4, each model on the GPU only while it runs (memory mode lowvram)."
-            return mode
-        if mode in ("8bit", "nf4", "fp8"):
-            self.memory_note = f"Base weights in {mode} (memory mode set)."
-            return mode
-        if mode != "auto":
-            self.memory_note = f"Base weights in bf16 (memory mode {mode})."
-            return None
-        free_gb = torch.cuda.mem_get_info(self.device)[0] / 1024**3
-        if free_gb >= 40:
-            choice = None
-        elif not library_available("bitsandbytes"):
-            self.offload, choice = True, None
-        else:
-            choice = "8bit" if free_gb >= 26 else "nf4"
-        label = choice or ("bf16 with CPU offload" if self.offload else "bf16")
-        self.memory_note = f"Base weights in {label}: auto-picked for {free_gb:.0f} GB of free GPU memory."
+        choice, offload, self.memory_note = base_quantization(self.device, self.memory_mode)
+        self.offload = self.offload or offload
         return choice
 
     def _load_pipeline(self, model_id: str, dtype: torch.dtype) -> FluxPipeline:
@@ -317,21 +299,22 @@ class ModelManager:
 
     def unload(self) -> None:
         with self._lock:
-            self._pipe = None
-            self._kontext = None
-            self._loaded_id = None
+            self._pipe, self._kontext, self._loaded_id = None, None, None
             self.transformers.clear()
-            self._adapters.clear()
-            self._hot = None
-            self._slot_active, self._slot_layers, self._slot_weight = False, [], None
+            self._forget_adapters()
             self._canonical.clear()
-            self._active = None
             self.fused = False
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
 
     # ---- LoRA adapters ----------------------------------------------------------------------
+    def _forget_adapters(self) -> None:
+        """The transformer holding them is gone (unloaded, or dropped and read again)."""
+        self._adapters.clear()
+        self._hot, self._active = None, None
+        self._slot_active, self._slot_layers, self._slot_weight = False, [], None
+
     def adapter_names(self) -> list[str]:
         return list(self._adapters)
 
