@@ -120,3 +120,24 @@ def test_switch_tiny_local_tiny_in_the_page_and_draw_each_time(dev_folder, tmp_p
         assert "Switched to **tiny**" in status and "noise" in banner
         assert np.array_equal(draw(), first)
         assert json.loads((studio.store.root / "setup.json").read_text())["engine"] == "tiny"
+
+
+def test_the_owner_too_is_bounded_at_the_door(tmp_path):
+    """A private launch makes the page's user the owner; their values are still checked before anything
+    is written or switched."""
+    from gradio_client import Client
+
+    from tests.app_server import running_app
+    from tests.hostile_kit import refused, unchanged
+
+    with running_app(tmp_path / "ws") as (studio, url):
+        client = Client(url, verbose=False)
+        with unchanged(studio.store.root):
+            refused(client, "not in the list of choices|Choose the engine", "../../etc", "", "", api_name="/setup_engine")
+            refused(client, "up to 500 characters", "local", "x" * 100_000, "", api_name="/setup_engine")
+            refused(client, "neither a hub id", "local", "a/b/c", "", api_name="/setup_engine")
+            refused(client, "no model_index.json", "local", "/etc", "", api_name="/setup_engine")
+            refused(client, "one word", "r8 " + "a" * 10_000, api_name="/replicate_token")
+            refused(client, "lowercase letters", "Not A Name!", api_name="/replicate_create_model")
+        assert studio.settings.engine == "tiny"
+        assert "First run" in client.predict("tiny", "", "", api_name="/setup_engine")[2]

@@ -120,10 +120,17 @@ def model_exists(client, destination: str) -> bool:
     return True
 
 
+def model_name(name: str) -> str:
+    """A name Replicate accepts for a new model, or a refusal that says what it takes."""
+    name = (name or "").strip()
+    if not MODEL_NAME.match(name):
+        raise EngineError("A model name is lowercase letters, digits, '-', '_' or '.', up to 100 characters.")
+    return name
+
+
 def create_model(client, owner: str, name: str) -> str:
     """A private model under the account, to receive trained versions."""
-    if not MODEL_NAME.match(name or ""):
-        raise EngineError("A model name is lowercase letters, digits, '-', '_' or '.', up to 100 characters.")
+    name = model_name(name)
     _call(lambda: client.models.create(owner=owner, name=name, visibility="private", hardware=DESTINATION_HARDWARE),
           "creating the model")
     return f"{owner}/{name}"
@@ -152,4 +159,4 @@ def _call(fn, action: str):
 
 
 __all__ = ["TokenFile", "TokenState", "current_token", "clean_token", "client_for", "account_name",
-           "account_models", "model_exists", "create_model", "TOKEN_PAGE"]
+           "account_models", "model_exists", "model_name", "create_model", "TOKEN_PAGE"]

@@ -48,9 +48,7 @@ class ReplicateSetup:
         if check and token and not self._username:
             try:
                 self._username = account.account_name(account.client_for(token, self.base_url))
-            except UserError:
-                raise
-            except Exception:  # noqa: BLE001 - the status line must not break the page
+            except Exception:  # noqa: BLE001 - a status line: an unreachable Replicate shows no name, no error
                 self._username = ""
         return ReplicateStatus(self._username if token else "", state.source)
 
@@ -59,7 +57,8 @@ class ReplicateSetup:
         token = account.clean_token(token)
         username = account.account_name(account.client_for(token, self.base_url))
         self.token_file.save(token)
-        self._username = username if not account.current_token(None)[0] else ""
+        env_wins = account.current_token(None)[1].present  # REPLICATE_API_TOKEN: another account may be in use
+        self._username = "" if env_wins else username
         return self.status(check=True)
 
     def forget_token(self) -> ReplicateStatus:
@@ -88,8 +87,9 @@ class ReplicateSetup:
         return destination
 
     def create_destination(self, name: str) -> str:
+        name = account.model_name(name)  # refused before any call
         client = self._client()
-        return account.create_model(client, account.account_name(client), (name or "").strip())
+        return account.create_model(client, account.account_name(client), name)
 
 
 __all__ = ["ReplicateSetup", "ReplicateStatus"]
