@@ -66,7 +66,7 @@ class Studio:
         self.training = TrainingService(self.store, self.jobs, self.characters, self.library, self.engine,
                                         tiny=settings.is_tiny, image_size=size, device=settings.device,
                                         remote=settings.engine == "replicate", costs=self.costs,
-                                        engine_limits=self.limits)
+                                        engine_limits=self.limits, kontext_model=settings.kontext_model)
         self.tester = TesterService(self.store, self.jobs, self.characters, self.library, self.engine, size,
                                     costs=self.costs, engine_limits=self.limits)
         self.generator = GenerateService(self.store, self.jobs, self.library, self.engine, size,

@@ -141,3 +141,15 @@ def test_the_owner_too_is_bounded_at_the_door(tmp_path):
             refused(client, "lowercase letters", "Not A Name!", api_name="/replicate_create_model")
         assert studio.settings.engine == "tiny"
         assert "First run" in client.predict("tiny", "", "", api_name="/setup_engine")[2]
+
+
+def test_the_memory_plan_counts_the_kontext_transformer(tmp_path):
+    settings = Settings(engine="local", model="black-forest-labs/FLUX.1-dev",
+                        kontext_model="black-forest-labs/FLUX.1-Kontext-dev", workspace=tmp_path / "ws")
+    with Studio(settings, start=False) as studio:
+        plan = studio.training.memory_plan(512)
+        assert "FLUX.1-Kontext-dev's transformer (~23.8 GB in bf16) waits in CPU memory" in plan
+        assert "Character sheet with FLUX.1 Kontext from black-forest-labs/FLUX.1-Kontext-dev" in \
+            studio.engine_description()
+    with Studio(Settings(engine="local", model="x/flux", workspace=tmp_path / "ws2"), start=False) as studio:
+        assert "Kontext" not in studio.training.memory_plan(512)

@@ -205,6 +205,21 @@ def base_quantization(device: torch.device, mode: str) -> tuple[str | None, bool
     return choice, offload, f"Base weights in {label}: auto-picked for {free_gb:.0f} GB of free GPU memory."
 
 
+def idle_transformer_note() -> str:
+    """The second transformer in the plan: FLUX.1-Kontext-dev's is off the GPU while FLUX.1-dev's trains,
+    so the GPU plan above stands; it costs host RAM instead, when there is that much free."""
+    import psutil
+
+    from .kontext import fits_in_host_ram
+    from .model_kind import TRANSFORMER_BF16_GB
+
+    free = psutil.virtual_memory().available / GB
+    fits = fits_in_host_ram(int(TRANSFORMER_BF16_GB * GB))
+    where = "it fits" if fits else "too little: it is read again from disk after"
+    return (f"FLUX.1-Kontext-dev's transformer (~{TRANSFORMER_BF16_GB} GB in bf16) waits in CPU memory meanwhile, "
+            f"not on the GPU ({free:.0f} GB of RAM free now: {where}).")
+
+
 def library_available(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
