@@ -43,8 +43,8 @@ ENGINE_HELP = (
     "Which engine draws the pictures, and from which models. A model is a Hugging Face hub id (e.g. "
     "`black-forest-labs/FLUX.1-dev`) or the absolute path of a folder in diffusers layout. The character "
     "sheet needs FLUX.1 Kontext (`black-forest-labs/FLUX.1-Kontext-dev`): only its transformer is loaded, "
-    "under FLUX.1-dev's text encoders and VAE. Switching waits for no one: it is refused while a job runs, "
-    "and queued jobs run on the new engine. Values set by a flag or a LORA_STUDIO_* variable win over this page."
+    "under FLUX.1-dev's text encoders and VAE. Switching needs no restart: it is refused while a job runs, "
+    "and jobs queued meanwhile run on the new engine. Values set by a flag or a LORA_STUDIO_* variable win over this page."
 )
 REPLICATE_HELP = (
     "Your Replicate API token is checked with Replicate's account call and kept in a file only this "
