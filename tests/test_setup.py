@@ -153,3 +153,12 @@ def test_the_memory_plan_counts_the_kontext_transformer(tmp_path):
             studio.engine_description()
     with Studio(Settings(engine="local", model="x/flux", workspace=tmp_path / "ws2"), start=False) as studio:
         assert "Kontext" not in studio.training.memory_plan(512)
+
+
+def test_values_given_in_code_win_like_flags(dev_folder, tmp_path):
+    """A script's Settings(model=…) is not overridden by what the page once saved in the workspace."""
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "ws" / "setup.json").write_text(json.dumps({"engine": "tiny"}))
+    with Studio(Settings(engine="local", model=str(dev_folder), workspace=tmp_path / "ws"), start=False) as studio:
+        assert (studio.settings.engine, studio.settings.model) == ("local", str(dev_folder))
+        assert {r.name: r.source for r in studio.setup.rows(studio.settings)}["model"] == "flag"

@@ -77,8 +77,7 @@ class SetupService:
         """Save the page's choice; a value pinned by a flag or variable keeps what the page saved before,
         so it is not taken for the page's own choice once the flag is gone."""
         before = self.saved() or EngineChoice()
-        kept = {name: getattr(before, name) for name in FIELDS
-                if settings.sources.get(name) in ("flag", "environment")}
+        kept = {name: getattr(before, name) for name in explicit(settings)}
         atomic_write_json(self.path, replace(choice, **kept).as_dict())
 
     def choice(self, settings: Settings) -> EngineChoice:
@@ -92,13 +91,11 @@ class SetupService:
         choice = choice if choice is not None else self.saved()
         if choice is None:
             return settings
-        pinned = {k: v for k, v in settings.sources.items() if v in ("flag", "environment")}
+        pinned = explicit(settings)
         values: dict = {}
         for name in ("engine", "model", "kontext_model"):
             if name not in pinned:
                 values[name] = getattr(choice, name) or None
-        if "model" in pinned and "engine" not in pinned:  # a pinned model keeps the local engine
-            values.pop("engine", None)
         sources = {**{k: "page" for k in values if getattr(choice, k)}, **pinned}
         replicate = settings.replicate
         if "destination" not in pinned and choice.destination:
@@ -110,9 +107,9 @@ class SetupService:
         return replace(settings, **values, replicate=replicate, sources=sources)
 
     def rows(self, settings: Settings) -> list[SetupRow]:
-        values = {"engine": settings.engine, "model": settings.model or "", "kontext_model": settings.kontext_model or "",
-                  "destination": settings.replicate.destination}
-        return [SetupRow(name, values[name], settings.sources.get(name, "default")) for name in FIELDS]
+        values, pinned = current_values(settings), explicit(settings)
+        return [SetupRow(name, values[name], pinned.get(name) or settings.sources.get(name, "default"))
+                for name in FIELDS]
 
     def pinned_conflict(self, settings: Settings, choice: EngineChoice) -> str:
         """A sentence when the page asks to change a value a flag or variable pinned ('' when none)."""
@@ -122,6 +119,24 @@ class SetupService:
                 return (f"{LABELS[row.name]} is {row.describe().split(': ', 1)[1]}: flags and environment variables "
                         "win over this page. Start the app without it to choose here.")
         return ""
+
+
+def current_values(settings: Settings) -> dict[str, str]:
+    return {"engine": settings.engine, "model": settings.model or "", "kontext_model": settings.kontext_model or "",
+            "destination": settings.replicate.destination}
+
+
+def explicit(settings: Settings) -> dict[str, str]:
+    """The values the page may not change: set by a flag or variable, or given in code (`Settings(model=…)`
+    from a script differs from the default without a recorded source: it counts as a flag)."""
+    pinned = {k: v for k, v in settings.sources.items() if v in ("flag", "environment")}
+    defaults = current_values(Settings())
+    for name, value in current_values(settings).items():
+        if name not in settings.sources and value != defaults[name]:
+            pinned[name] = "flag"
+    if "model" in pinned and "engine" not in pinned and "engine" not in settings.sources:
+        pinned["engine"] = pinned["model"]  # the engine a given model implies
+    return pinned
 
 
 def check(choice: EngineChoice, need_models: bool = True) -> EngineChoice:
