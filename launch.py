@@ -80,6 +80,8 @@ def main(argv=None) -> None:
     threading.Thread(target=_quiet(lambda: studio.training.memory_plan(None), "the memory plan"), name="plan-warm-up",
                      daemon=True).start()
     print(f"LoRA Studio · engine: {studio.engine_description()}\nWorkspace: {studio.store.root}", flush=True)
+    for note in studio.startup_notes():  # a settings file that could not be used was moved aside
+        print(f"warning: {note}", flush=True)
     if gpu_calls.zero_gpu_active():
         print("ZeroGPU: GPU work runs as spaces.GPU calls; loading the model before launch.", flush=True)
         gpu_calls.preload(studio.engine())

@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="Standard")
     p.add_argument("--steps", type=int)
     p.add_argument("--rank", type=int)
+    p.add_argument("--alpha", type=float, help="LoRA alpha (default: the rank times the preset's alpha/rank, "
+                   "i.e. alpha = rank for the built-in presets)")
     p.add_argument("--learning-rate", type=float)
     p.add_argument("--resolution", type=int)
     p = command("strengths", "sweep a LoRA's strength for one prompt and seed(s)")
@@ -92,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int)
     p.add_argument("--out", default="", help="where to save the PNG (default: the job folder)")
     command("jobs", "list jobs in the workspace")
+    p = command("models", "local FLUX.1 models: list the catalogue, download one, or log in to Hugging Face")
+    p.add_argument("action", choices=("list", "download", "login", "logout"))
+    p.add_argument("model", nargs="?", help="hub id (owner/name) for download")
     return parser
 
 
@@ -125,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
 def run(args) -> tuple[object, str]:
     if args.command in ("score", "select"):
         return _score_or_select(args)
+    if args.command == "models":
+        from .cli_models import models_command
+
+        return models_command(args, settings_from)
     from .studio import Studio
 
     with Studio(settings_from(args)) as studio:
@@ -169,7 +178,7 @@ def _train(studio, args):
 
     dataset_id = dataset_from_folder(studio.store, folder_images(args.folder), args.trigger)["id"]
     job = studio.training.start(dataset_id, TrainOptions(
-        name=args.name, trigger=args.trigger, preset=args.preset, steps=args.steps, rank=args.rank,
+        name=args.name, trigger=args.trigger, preset=args.preset, steps=args.steps, rank=args.rank, alpha=args.alpha,
         learning_rate=args.learning_rate, resolution=args.resolution))
     done = _wait(studio, job.id, args)
     lora = studio.library.get(done.outputs["lora_id"])

@@ -23,12 +23,12 @@ import sys
 import threading
 import time
 import traceback
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from .errors import UserError  # noqa: F401 (re-exported: services raise it)
+from .job_gate import JobGate
 from .job_records import (  # noqa: F401 (re-exported: the UI and services import them from here)
     CANCELED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, SUCCEEDED, JobView, describe_error,
 )
@@ -144,11 +144,17 @@ class JobReporter:
 
 
 class JobQueue:
-    def __init__(self, store: Store, limits: QueueLimits | None = None) -> None:
+    """`side_kinds` run on a second worker (downloads: network and disk, never the GPU), so they
+    neither wait behind a training nor hold one up."""
+
+    def __init__(self, store: Store, limits: QueueLimits | None = None, side_kinds: tuple[str, ...] = ()) -> None:
         self.store = store
         self.limits = limits or QueueLimits()
         self._handlers: dict[str, Handler] = {}
         self._queue: "queue.Queue[str | None]" = queue.Queue()
+        self.side_kinds = frozenset(side_kinds)
+        self._side: "queue.Queue[str | None]" = queue.Queue()
+        self._side_worker: threading.Thread | None = None
         self._cancel: set[str] = set()
         self._lock = threading.Lock()
         self._submit_lock = threading.Lock()
@@ -156,7 +162,7 @@ class JobQueue:
         self._worker: threading.Thread | None = None
         self._idle = threading.Event()
         self._idle.set()
-        self._running = threading.Lock()  # held while a job runs; `exclusive()` holds it to switch engines
+        self.gate = JobGate()  # GPU-lane jobs run through it; an engine switch holds it (studio.py)
 
     def register(self, kind: str, handler: Handler) -> None:
         self._handlers[kind] = handler
@@ -172,15 +178,23 @@ class JobQueue:
         if self._worker is None:
             self._worker = threading.Thread(target=self._run, name="lora-studio-jobs", daemon=True)
             self._worker.start()
+        if self.side_kinds and self._side_worker is None:
+            self._side_worker = threading.Thread(target=self._run, args=(self._side,), daemon=True,
+                                                 name="lora-studio-side-jobs")
+            self._side_worker.start()
         for job in self.store.find("jobs", status=QUEUED):
             if isinstance(job.get("id"), str):  # a record edited by hand may have lost it
-                self._queue.put(job["id"])
+                self._lane(job.get("kind")).put(job["id"])
+
+    def _lane(self, kind) -> "queue.Queue[str | None]":
+        return self._side if kind in self.side_kinds else self._queue
 
     def stop(self) -> None:
-        if self._worker is not None:
-            self._queue.put(None)
-            self._worker.join(timeout=30)
-            self._worker = None
+        for lane, worker in ((self._side, self._side_worker), (self._queue, self._worker)):
+            if worker is not None:
+                lane.put(None)  # a download keeps its bytes: the next start resumes it, so no long wait for it
+                worker.join(timeout=30 if lane is self._queue else 2)
+        self._worker = self._side_worker = None
 
     # ---- public API ------------------------------------------------------------------------
     def submit(self, kind: str, params: dict, title: str = "", **fields: Any) -> JobView:
@@ -194,7 +208,7 @@ class JobQueue:
                      error=None, logs=[], outputs={}, params=params, started=None, finished=None,
                      attempts=0, **fields),
             )
-        self._queue.put(record["id"])
+        self._lane(kind).put(record["id"])
         return self.get(record["id"])
 
     def _check_room(self, kind: str) -> None:
@@ -220,7 +234,7 @@ class JobQueue:
             with self._lock:
                 self._cancel.discard(job_id)
             self.store.mutate("jobs", job_id, requeue)
-        self._queue.put(job_id)
+        self._lane(job.get("kind")).put(job_id)
         return self.get(job_id)
 
     def cancel(self, job_id: str) -> JobView:
@@ -234,16 +248,6 @@ class JobQueue:
 
         self.store.mutate("jobs", job_id, stop)  # atomic: the worker cannot start it halfway through
         return self.get(job_id)
-
-    @contextmanager
-    def exclusive(self, refusal: str) -> Iterator[None]:
-        """No job runs inside this block (queued ones wait for its end); `refusal` if one runs now."""
-        if not self._running.acquire(blocking=False):
-            raise UserError(refusal)
-        try:
-            yield
-        finally:
-            self._running.release()
 
     def cancel_requested(self, job_id: str) -> bool:
         with self._lock:
@@ -294,25 +298,28 @@ class JobQueue:
         raise TimeoutError("The job queue did not drain.")
 
     # ---- worker ----------------------------------------------------------------------------
-    def _run(self) -> None:
+    def _run(self, lane: "queue.Queue[str | None] | None" = None) -> None:
+        lane = self._queue if lane is None else lane
+        idle = self._idle if lane is self._queue else threading.Event()
+        gate = self.gate if lane is self._queue else JobGate()  # downloads use no engine: nothing holds theirs
         while True:
             self._record_unrecorded()
             try:
-                job_id = self._queue.get(timeout=RETRY_SECONDS if self._unrecorded else None)
+                job_id = lane.get(timeout=RETRY_SECONDS if self._unrecorded else None)
             except queue.Empty:
                 continue
             if job_id is None:
                 return
-            self._idle.clear()
+            idle.clear()
             try:
-                with self._running:  # an engine switch in progress: this job waits for it
+                with gate:
                     self._run_one(job_id)
             except BaseException as exc:  # noqa: BLE001 - the one worker must outlive any job
                 _warn(f"job {job_id}: the worker caught {type(exc).__name__}: {exc}")
                 self._finish(job_id, status=FAILED, error=describe_error(exc),
                              message=f"Failed: {describe_error(exc)}", finished=time.time())
             finally:
-                self._idle.set()
+                idle.set()
 
     def _claim(self, job_id: str) -> dict | None:
         """Mark a queued job running, atomically; None if it is no longer queued (canceled, gone)."""
@@ -330,7 +337,7 @@ class JobQueue:
             return None
         except OSError as exc:  # the disk refused even this: leave it queued and try again later
             _warn(f"job {job_id} could not start ({exc}); trying again in {RETRY_SECONDS:.0f} s")
-            timer = threading.Timer(RETRY_SECONDS, self._queue.put, [job_id])
+            timer = threading.Timer(RETRY_SECONDS, self._lane(claimed.get("kind")).put, [job_id])
             timer.daemon = True
             timer.start()
             return None

@@ -13,6 +13,7 @@ live beside them and are never served.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -20,6 +21,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from tinydb import Query, TinyDB
@@ -68,6 +70,75 @@ def atomic_write_json(path: Path, value: Any) -> None:
     atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
+@dataclass(frozen=True)
+class MovedAside:
+    """A settings file that could not be read or served at start-up, kept under another name."""
+
+    name: str
+    moved_to: str
+    why: str
+
+    def sentence(self) -> str:
+        return (f"{self.name} could not be used ({self.why}); it was moved aside to {self.moved_to} and the "
+                "defaults are used. Fix and rename it back, or delete it.")
+
+
+def recover_json(path: Path, check: Callable[[Any], None] | None = None) -> MovedAside | None:
+    """Read a settings file as JSON whose every string can be served back, then `check` it (raising
+    on anything wrong); a file that fails is renamed with a timestamp so the next start is clean.
+    Nothing a visitor once stored can then stop the app from starting."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        return _set_aside(path, "not readable as UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc))
+    if not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        return _set_aside(path, "not valid JSON")
+    if not servable(value):
+        return _set_aside(path, "it holds text that is not valid Unicode")
+    try:
+        if check is not None:
+            check(value)
+    except Exception as exc:  # noqa: BLE001 - any failure of the file's own rules sets it aside
+        return _set_aside(path, str(exc) or type(exc).__name__)
+    return None
+
+
+def servable(value: Any) -> bool:
+    """Every string valid Unicode (a lone surrogate from a JSON escape cannot be written as UTF-8)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(servable(k) and servable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(servable(v) for v in value)
+    return True
+
+
+def _set_aside(path: Path, why: str) -> MovedAside:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.stem}.broken-{stamp}{path.suffix}")
+    counter = 1
+    while target.exists():
+        counter += 1
+        target = path.with_name(f"{path.stem}.broken-{stamp}-{counter}{path.suffix}")
+    os.replace(path, target)
+    plain = "".join(ch for ch in why if ch.isprintable() and ch not in "<>[]`*_#|\\")[:200]  # shown as Markdown
+    moved = MovedAside(path.name, target.name, plain)
+    logging.getLogger("lora_studio").warning(moved.sentence())
+    return moved
+
+
 def new_id(prefix: str = "") -> str:
     return prefix + uuid.uuid4().hex[:12]
 
@@ -106,6 +177,8 @@ class Store:
         self.root = Path(root).resolve()
         _check_writable(self.root)
         self._lock = threading.RLock()
+        # A database that cannot be parsed or served is set aside (kept, renamed) so the app still starts.
+        self.moved: list[MovedAside] = [m for m in [recover_json(self.root / "studio.json", _tables)] if m]
         self._db = TinyDB(str(self.root / "studio.json"), storage=AtomicJSONStorage)
         self._db.tables()  # read once now: a damaged database is reported at start-up, in words
 
@@ -210,6 +283,11 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _tables(value: Any) -> None:
+    if not isinstance(value, dict) or not all(isinstance(t, dict) for t in value.values()):
+        raise ValueError("not a TinyDB database")
 
 
 def _created(record: dict) -> float:

@@ -21,6 +21,8 @@ from .services.characters import Characters
 from .services.costs import CostService
 from .services.generate import GenerateOptions, GenerateService
 from .services.library import LibraryService
+from .services.models import ModelsService
+from .services import preferences
 from .services.preferences import Preferences
 from .services.limits import limits_for
 from .services.replicate_setup import ReplicateSetup
@@ -30,7 +32,7 @@ from .services.setup import check as check_choice
 from .services.sheet import SheetService
 from .services.tester import SweepRequest, TesterService
 from .services.training import TrainingService
-from .store import Store
+from .store import MovedAside, Store, recover_json
 
 JOB_RUNS = ("A job is running: the engine switches when it ends. Wait for it, or stop it under Library → "
             "All jobs, then switch (queued jobs wait for the switch and run on the new engine).")
@@ -43,15 +45,18 @@ class Studio:
         self.store = Store(settings.workspace)
         self.setup = SetupService(self.store.root)
         self.settings = self.setup.apply(settings)  # the page's last choice, where no flag or variable pinned one
-        self.jobs = JobQueue(self.store)
+        self.jobs = JobQueue(self.store, side_kinds=("download",))  # downloads never wait for the GPU
         self._engine = engine
         self._engine_lock = threading.Lock()
         self.preferences = Preferences(self.store.root)
         self.characters = Characters(self.store)
         self.selection = SelectionService(self.store, self.characters)
         self._build_engine_services()
+        self.models = ModelsService(self.store, self.jobs, device=self.settings.device)
+        self.moved = self.store.moved + self._recover_settings()
         if start:
             self.jobs.start()
+            self.models.resume_interrupted()
 
     def _build_engine_services(self) -> None:
         """Everything whose behaviour depends on the engine: costs, limits, image size and the workflows.
@@ -72,6 +77,23 @@ class Studio:
         self.generator = GenerateService(self.store, self.jobs, self.library, self.engine, size,
                                          settings.tasks_file, costs=self.costs, engine_limits=self.limits)
 
+    def _recover_settings(self) -> list[MovedAside]:
+        """Each settings file that cannot be read, served or pass its own rules is set aside with a
+        timestamp and the defaults are used: nothing stored by a request can stop the next start."""
+        from .services.generate import load_tasks
+
+        root, tasks = self.store.root, self.generator.tasks_file
+        checks = ((root / "replicate_prices.json", self.costs.verify),
+                  (self.training.saved_presets.path, self.training.saved_presets.verify),
+                  (self.preferences.path, preferences.verify),
+                  (tasks, lambda raw: load_tasks(tasks)))
+        return [moved for path, check in checks if (moved := recover_json(path, check))]
+
+    def startup_notes(self) -> list[str]:
+        """One sentence per settings file set aside at this start (the banner and the log show them), and
+        the page's engine choice when setup.json could not be used."""
+        return [moved.sentence() for moved in self.moved] + ([self.setup.note] if self.setup.note else [])
+
     def engine(self) -> Engine:
         """The configured engine, built the first time work needs it."""
         with self._engine_lock:
@@ -89,7 +111,7 @@ class Studio:
         conflict = self.setup.pinned_conflict(self.settings, choice)
         if conflict:
             raise UserError(conflict)
-        with self.jobs.exclusive(JOB_RUNS):
+        with self.jobs.gate.hold(JOB_RUNS):
             settings = self.setup.apply(self.settings, choice)
             self.setup.remember(self.settings, choice)  # first: a disk that refuses it changes nothing
             with self._engine_lock:

@@ -104,3 +104,52 @@ def dataset_for(studio, name: str, reference: Path, trigger: str = "mila_v1") ->
     cid, ids = character_with_sheet(studio, name, reference)
     studio.selection.set_selection(cid, ids[:20])
     return studio.selection.export_dataset(cid, trigger)
+
+
+class Browser:
+    """One visitor's page as the browser drives it: its own session and cookies, every event reached
+    by its index over /gradio_api/queue/join, hidden (api_visibility="private") or not."""
+
+    def __init__(self, url: str, login: tuple[str, str] | None = None) -> None:
+        import uuid
+
+        self.http = httpx.Client(base_url=url, timeout=120)
+        self.session = uuid.uuid4().hex[:11]
+        if login:
+            answer = self.http.post("login", data={"username": login[0], "password": login[1]})
+            assert answer.status_code == 200, answer.text
+        config = self.http.get("config").json()
+        self.events = {d["api_name"]: d["id"] for d in config["dependencies"] if d.get("api_name")}
+
+    def call(self, name: str, *data) -> dict:
+        """Run event `name` (its index looked up once, as the page does) and return Gradio's
+        process_completed message: {"success": bool, "output": {"data": [...]} or {"error": ...}}."""
+        body = {"data": list(data), "fn_index": self.events[name], "session_hash": self.session,
+                "event_data": None, "trigger_id": None}
+        joined = self.http.post("gradio_api/queue/join", content=json.dumps(body).encode(),  # "\ud800" escapes too
+                                headers={"content-type": "application/json"})
+        assert joined.status_code == 200, joined.text
+        event_id = joined.json()["event_id"]
+        with self.http.stream("GET", "gradio_api/queue/data", params={"session_hash": self.session}) as stream:
+            for line in stream.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                message = json.loads(line[5:])
+                if message.get("event_id") == event_id and message.get("msg") == "process_completed":
+                    return message
+        raise AssertionError(f"{name}: the stream ended without a result")
+
+    def outputs(self, name: str, *data) -> list:
+        message = self.call(name, *data)
+        assert message.get("success"), f"{name} failed: {message.get('output')}"
+        return message["output"]["data"]
+
+    def refusal(self, name: str, *data) -> str:
+        """The words a refused event shows: a raised gr.Error, or the notice a `beside` handler returns."""
+        message = self.call(name, *data)
+        if not message.get("success"):
+            return str(message["output"].get("error"))
+        return " ".join(str(v) for v in message["output"]["data"] if isinstance(v, str))
+
+    def close(self) -> None:
+        self.http.close()

@@ -222,3 +222,58 @@ def test_a_saved_preset_reloads_after_an_app_restart(browser, tmp_path):
                                timeout=WAIT)
         assert steps.input_value() == "123"
         page.close()
+
+
+def test_the_page_opens_after_a_poisoned_preference(browser, tmp_path):
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "preferences.json").write_text('{"tester.prompt": "x \\ud800 y", "character": "c1"}')
+    with running_app(workspace) as (_, url):
+        page = open_tab(browser, url, "5 · Strength tester")
+        banner = page.locator("#engine-banner")
+        banner.get_by_text("set aside").wait_for(timeout=WAIT)
+        assert "preferences.json" in banner.inner_text()
+        assert "Error" not in page.locator("#character").inner_text()
+        assert page.get_by_text("Connection to the server was lost").count() == 0
+        page.close()
+
+
+def test_a_visitor_keeps_their_presets_and_choices_in_their_own_browser(browser, tmp_path):
+    workspace = tmp_path / "ws"
+    with running_app(workspace, host="0.0.0.0") as (_, url):  # a shared launch: nobody here is the owner
+        alice = browser.new_context(viewport={"width": 1280, "height": 1000})
+        page = alice.new_page()
+        page.goto(url, wait_until="load")
+        page.locator("#engine-banner").wait_for(timeout=WAIT)
+        settle(page)
+        page.get_by_role("tab", name="4 · Training").click()
+        settle(page)
+        steps = page.locator("#training-steps input")
+        steps.fill("123")
+        steps.press("Tab")
+        page.get_by_text("Save these settings as a preset").click()
+        page.locator("#preset-name textarea, #preset-name input").first.fill("Alice 123")
+        page.get_by_role("button", name="Save preset").click()
+        page.get_by_text("Saved preset").wait_for(timeout=WAIT)
+        settle(page)
+        page.close()
+        again = alice.new_page()  # her browser, a new page
+        again.goto(url, wait_until="load")
+        again.locator("#engine-banner").wait_for(timeout=WAIT)
+        settle(again)
+        again.get_by_role("tab", name="4 · Training").click()
+        again.locator("#training-preset").get_by_text("Alice 123").wait_for(timeout=WAIT)
+        again.wait_for_function("() => document.querySelector('#training-steps input').value === '123'",
+                                timeout=WAIT)
+        alice.close()
+        bob = browser.new_context(viewport={"width": 1280, "height": 1000})  # another visitor: none of it reaches his page
+        other = bob.new_page()
+        other.goto(url, wait_until="load")
+        other.locator("#engine-banner").wait_for(timeout=WAIT)
+        settle(other)
+        other.get_by_role("tab", name="4 · Training").click()
+        settle(other)
+        assert other.locator("#training-preset").get_by_text("Alice 123").count() == 0
+        assert other.locator("#training-steps input").input_value() != "123"
+        bob.close()
+    assert not (workspace / "presets.json").exists() and not (workspace / "preferences.json").exists()

@@ -219,12 +219,13 @@ def test_a_read_only_workspace_is_refused_at_start_up_in_words(tmp_path):
         assert "error: The workspace folder" in done.stderr and "read-only disk" in done.stderr
 
 
-def test_an_unwritable_or_damaged_workspace_is_refused_in_words(tmp_path, monkeypatch):
+def test_an_unwritable_workspace_is_refused_in_words_and_a_damaged_database_set_aside(tmp_path, monkeypatch):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "studio.json").write_text("{not json")
-    with pytest.raises(WorkspaceError, match="studio.json is damaged"):
-        Studio(Settings(workspace=tmp_path / "bad"))
-    assert (tmp_path / "bad" / "studio.json").read_text() == "{not json"  # left as it was
+    with Studio(Settings(workspace=tmp_path / "bad"), start=False) as studio:  # a damaged database: set aside
+        [note] = studio.startup_notes()
+        assert "studio.json could not be used (not valid JSON)" in note
+        assert (tmp_path / "bad" / studio.moved[0].moved_to).read_text() == "{not json"  # kept as it was
 
     def denied(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")

@@ -120,6 +120,8 @@ def test_trainer_writes_the_kohya_file(trained):
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
         keys = set(f.keys())
-    assert meta["ss_network_dim"] == str(RANK) and float(meta["ss_network_alpha"]) == ALPHA
+    # the scale is folded into the weights (alpha = rank); the trained alpha is recorded beside it
+    assert meta["ss_network_dim"] == str(RANK) and float(meta["ss_network_alpha"]) == RANK
+    assert float(meta["lora_studio_trained_alpha"]) == ALPHA
     assert meta["ss_trigger"] == "ohwx"
-    assert keys == set(to_kohya(load_file(str(trained.lora_path)), ALPHA, RANK))
+    assert keys == set(to_kohya(load_file(str(trained.lora_path)), RANK, RANK))

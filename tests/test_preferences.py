@@ -32,7 +32,10 @@ def test_only_known_keys_and_bounded_values_are_kept(tmp_path):
                        ("training.learning_rate", float("nan")), ("sheet.gate", "yes"), ("tester.prompt", None)):
         assert prefs.set(key, value) is False
     assert not (tmp_path / "preferences.json").exists()
-    assert prefs.set("tester.prompt", "x" * 5000) and len(prefs.get("tester.prompt")) == 500
+    assert not prefs.set("tester.prompt", "x" * 5000)  # refused, not cut
+    for poison in ("x \ud800 y", "a\x00b", "\u202eevil"):
+        assert prefs.set("generate.prompt", poison) is False
+    assert not (tmp_path / "preferences.json").exists()
     (tmp_path / "preferences.json").write_text(json.dumps({"tester.seeds": "1, 2", "training.rank": 1e9, "evil": 1}))
     assert prefs.all() == {"tester.seeds": "1, 2"}  # a hand-edited file is read through the same rules
     (tmp_path / "preferences.json").write_text("{broken")

@@ -64,8 +64,8 @@ def test_names_are_bounded_and_plain(tmp_path, name):
 
 def test_values_are_checked_like_a_training_start(tmp_path):
     with Studio(Settings(workspace=tmp_path), start=False) as studio:
-        for bad, words in ((form(rank=12), "Rank"), (form(memory_mode="turbo"), "Memory mode"),
-                           (form(steps=None), "whole numbers"), (form(max_usd=-1), "spending cap"),
+        for bad, words in ((form(rank=12), "Rank"), (form(memory_mode="turbo"), "memory mode"),
+                           (form(steps=None), "whole number"), (form(max_usd=-1), "spending cap"),
                            (form(learning_rate=float("nan")), "Learning rate")):
             with pytest.raises(UserError, match=words):
                 studio.training.save_preset("Bad", bad)
@@ -106,3 +106,43 @@ def test_the_number_of_saved_presets_is_bounded(tmp_path):
     with pytest.raises(UserError, match="At most"):
         store.save("one more", fields)
     store.save("p0", fields)  # replacing one is still fine
+
+
+def test_presets_are_checked_against_the_running_engine_and_bounded_before_they_are_stored(tmp_path):
+    with Studio(Settings(engine="replicate", workspace=tmp_path), start=False) as studio:
+        for bad, words in ((form(resolution=64), "Resolution"), (form(resolution=1e300), "Resolution"),
+                           (form(steps=10**30), "Steps"), (form(rank=256), "Rank")):
+            with pytest.raises(UserError, match=words):
+                studio.training.save_preset("Bad", bad)
+        assert not (tmp_path / "presets.json").exists()
+        saved = studio.training.save_preset("Replicate 768", form(resolution=768))
+        assert studio.training.resolve(TrainOptions(name="x", trigger="t", preset=saved))["resolution"] == 768
+    (tmp_path / "presets.json").write_text(json.dumps({"presets": [
+        {"name": "Huge", "steps": 10, "rank": 4, "learning_rate": 1e-3, "resolution": 1e300}]}))
+    assert PresetStore(tmp_path, tiny=True, image_size=64).names() == BUILT_INS  # a 301-digit int is never read
+
+
+@pytest.mark.parametrize("name", ["Stаndard", "ЅТАNDАRD", "ｓｔａｎｄａｒｄ", "Ехрert"])
+def test_look_alikes_of_a_built_in_are_refused(tmp_path, name):
+    store = PresetStore(tmp_path, tiny=True, image_size=64)
+    with pytest.raises(UserError):
+        store.save(name, PresetFields(steps=10, rank=4, learning_rate=1e-3, resolution=64))
+    assert store.names() == BUILT_INS
+
+
+def test_a_visitors_own_presets_are_checked_like_the_owners_and_never_written(tmp_path):
+    store = PresetStore(tmp_path, tiny=True, image_size=64)
+    fields = PresetFields(steps=10, rank=4, learning_rate=1e-3, resolution=64)
+    store.save("Owner's", fields)
+    own, name = store.save_own(None, "  mine ", fields)
+    assert name == "mine" and [p["name"] for p in own] == ["mine"]
+    assert store.names(own) == BUILT_INS + ["Owner's", "mine"] and store.get("MINE", own).steps == 10
+    with pytest.raises(UserError, match="owner"):
+        store.save_own(own, "OWNER'S", fields)
+    with pytest.raises(UserError, match="Resolution"):
+        store.save_own(own, "big", PresetFields(steps=10, rank=4, learning_rate=1e-3, resolution=1e300))
+    forged = own + [{"name": "Stаndard", "steps": 10, "rank": 4, "learning_rate": 1e-3, "resolution": 64},
+                    {"name": "x", "steps": "1e300", "rank": 4, "learning_rate": 1e-3, "resolution": 64}, "junk"]
+    assert list(store.own(forged)) == ["mine"]  # what a browser sends back is read by the same rules
+    assert store.delete_own(own, "Mine") == []
+    assert [p["name"] for p in json.loads((tmp_path / "presets.json").read_text())["presets"]] == ["Owner's"]

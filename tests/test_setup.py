@@ -88,7 +88,7 @@ def test_switching_is_refused_while_a_job_runs_and_queued_jobs_wait(dev_folder, 
         assert studio.settings.engine == "tiny" and not (studio.store.root / "setup.json").exists()
         release.set()
         studio.jobs.wait(running.id, 30)
-        with studio.jobs.exclusive("busy"):  # the switch holds the queue: a job queued meanwhile waits for it
+        with studio.jobs.gate.hold("busy"):  # the switch holds the queue: a job queued meanwhile waits for it
             queued = studio.jobs.submit("which", {})
             assert studio.jobs.get(queued.id).status == "queued"
         assert studio.jobs.wait(queued.id, 30).status == "succeeded"

@@ -32,9 +32,9 @@ def load_transformer(model_id: str, dtype: torch.dtype, quantization_config=None
     try:
         return FluxTransformer2DModel.from_pretrained(model_id, subfolder="transformer", dtype=dtype, **kwargs)
     except (OSError, ValueError) as exc:
-        raise EngineError(
-            f"Could not load the Kontext transformer of {model_id!r} ({str(exc).rstrip('.')}). Give a local "
-            f"folder or a downloaded hub id of {KONTEXT_HUB_ID} (Settings → Models).") from None
+        from .hub import load_failure_text  # a token, the licence or a download: the fix in words
+
+        raise EngineError(f"FLUX.1 Kontext's transformer: {load_failure_text(model_id, exc)}") from None
 
 
 def module_bytes(module: torch.nn.Module) -> int:

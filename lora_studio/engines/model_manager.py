@@ -292,10 +292,9 @@ class ModelManager:
                 return FluxPipeline.from_pretrained(model_id, transformer=transformer, dtype=dtype)
             return FluxPipeline.from_pretrained(model_id, dtype=dtype)
         except (OSError, ValueError) as exc:
-            raise EngineError(
-                f"Could not load the Flux model {model_id!r} ({str(exc).rstrip('.')}). Give a local folder with the "
-                "FLUX.1 weights in diffusers layout, or a hub id already in your Hugging Face cache."
-            ) from None
+            from .hub import load_failure_text  # a token, the licence or a download: the fix in words
+
+            raise EngineError(load_failure_text(model_id, exc)) from None
 
     def unload(self) -> None:
         with self._lock:

@@ -39,7 +39,8 @@ def transformer_config(model_id: str) -> dict:
     except (OSError, ValueError) as exc:
         raise EngineError(
             f"Could not read the transformer config of {model_id!r} to check the LoRA against it "
-            f"({str(exc).rstrip('.')}). Give a local FLUX.1 folder or a hub id already in your cache.") from None
+            f"({str(exc).rstrip('.')}). Give a local FLUX.1 folder, or download the model first (Settings → Models "
+            f"or `python -m lora_studio models download {model_id}`).") from None
     return {k: v for k, v in dict(config).items() if not k.startswith("_")}
 
 

@@ -16,12 +16,12 @@ Two things make a plain `load_lora_weights` wrong or slow there:
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
 
 from .base import EngineError
+from .lora_formats import scaled_pairs
 
 HOT_SLOT = "hot"
 QKV_GROUPS = (("to_q", "to_k", "to_v", "to_qkv"), ("add_q_proj", "add_k_proj", "add_v_proj", "to_added_qkv"))
@@ -30,32 +30,14 @@ _UNFUSED = {name for group in QKV_GROUPS for name in group[:3]}
 
 def canonical_lora(pipe, path: Path, fused: bool) -> dict[str, torch.Tensor]:
     """The LoRA in `path` as a transformer state dict of scale-1, single-rank modules (see the module doc)."""
-    from diffusers.utils.peft_utils import _create_lora_config
-
-    state, alphas, metadata = pipe.lora_state_dict(str(path), return_alphas=True, return_lora_metadata=True)
-    if any(not key.startswith("transformer.") for key in state):
-        raise EngineError("This LoRA also changes the text encoder, which the hot-swap and fused-QKV modes do not "
-                          "support. Start with --no-compile --no-fuse-qkv to use it.")
-    part = {k.removeprefix("transformer."): v for k, v in state.items()}
-    if any(".lora_magnitude_vector" in k or k.endswith("lora_B.bias") or ".lokr_" in k for k in part):
-        raise EngineError("DoRA, LoKr and LoRA-with-bias files cannot be hot-swapped or fused; start with "
-                          "--no-compile --no-fuse-qkv to use this one.")
-    alphas = {k.removeprefix("transformer."): v for k, v in (alphas or {}).items() if k.startswith("transformer.")}
-    metadata = {k.removeprefix("transformer."): v for k, v in (metadata or {}).items()
-                if k.startswith("transformer.")} or None
-    ranks = {f"^{k}": v.shape[1] for k, v in part.items() if "lora_B" in k and v.ndim == 2}
-    config = _create_lora_config(part, alphas or None, metadata, ranks)
-    pairs = {}
-    for key, a in part.items():
-        if not key.endswith(".lora_A.weight"):
-            continue
-        module = key.removesuffix(".lora_A.weight")
-        b = part[f"{module}.lora_B.weight"]
-        pairs[module] = (a.float(), b.float() * _scale(config, module))
+    try:
+        pairs, _, dtype = scaled_pairs(path)
+    except EngineError as exc:
+        raise EngineError(f"{exc} The hot-swap and fused-QKV modes fold every LoRA: start with "
+                          "--no-compile --no-fuse-qkv to use this one.") from None
     if fused:
         pairs = _onto_fused(pairs, pipe.transformer)
     rank = max(a.shape[0] for a, _ in pairs.values())
-    dtype = next(iter(part.values())).dtype
     out = {}
     for module, (a, b) in pairs.items():
         out[f"transformer.{module}.lora_A.weight"] = _pad_rows(a, rank).to(dtype)
@@ -65,15 +47,6 @@ def canonical_lora(pipe, path: Path, fused: bool) -> dict[str, torch.Tensor]:
 
 def canonical_rank(state: dict[str, torch.Tensor]) -> int:
     return max(t.shape[0] for k, t in state.items() if k.endswith("lora_A.weight"))
-
-
-def _scale(config, module: str) -> float:
-    """The alpha/r peft would give this module (same pattern matching as peft's LoraModel)."""
-    from peft.utils.other import get_pattern_key
-
-    rank = config.rank_pattern.get(get_pattern_key(config.rank_pattern.keys(), module), config.r)
-    alpha = config.alpha_pattern.get(get_pattern_key(config.alpha_pattern.keys(), module), config.lora_alpha)
-    return alpha / math.sqrt(rank) if config.use_rslora else alpha / rank
 
 
 def _onto_fused(pairs: dict, transformer) -> dict:

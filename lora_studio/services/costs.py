@@ -22,9 +22,15 @@ from typing import Any, Callable
 from ..jobs import UserError
 from ..progress import SpendingCapReached
 from ..store import atomic_write_json
+from .text import check_plain
 
 FILE_NAME = "replicate_prices.json"
 UNITS = ("prediction", "second")
+# A row's price stays within these multiples of its built-in price: never $0 (a cap would then allow
+# unlimited paid calls) and never so high that every capped job is refused.
+LOWEST_SHARE, HIGHEST_TIMES = 0.1, 100
+MAX_SECONDS, MAX_FIXED_SECONDS = 3600.0, 86_400.0
+MAX_SOURCE, MAX_DATE = 200, 40
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,10 @@ class Price:
 
     def usd_for(self, units: float = 1) -> float:
         return self.usd * self.seconds_for(units) if self.unit == "second" else self.usd * units
+
+    def at_least(self) -> "Price":
+        """This row priced no lower than its floor: what the meter charges, whatever the table says."""
+        return replace(self, usd=max(self.usd, lowest_usd(self.key)))
 
 
 _PAGE = "replicate.com model page, price per output image"
@@ -124,6 +134,17 @@ class CostService:
                 except UserError:
                     continue  # a damaged row falls back to the default
         return PriceTable(prices)
+
+    def verify(self, raw: Any) -> None:
+        """Start-up rule for the saved table: known rows, each within the bounds an edit must meet."""
+        defaults = {p.key: p for p in DEFAULT_PRICES}
+        rows = raw.get("prices") if isinstance(raw, dict) else None
+        if not isinstance(rows, dict):
+            raise ValueError("no price rows")
+        for key, values in rows.items():
+            if key not in defaults or not isinstance(values, dict):
+                raise ValueError(f"unknown price row {key!r}")
+            _checked(defaults[key], values)
 
     def save(self, rows: list[dict]) -> PriceTable:
         """Rows as the settings table edits them: key plus any of usd, seconds, fixed_seconds, source, date."""
@@ -204,7 +225,7 @@ class Meter:
         """Raise SpendingCapReached if this call would take the job past its cap."""
         if not self.paid or self.cap is None:
             return
-        cost = self.table[key].usd_for(units)
+        cost = self.table[key].at_least().usd_for(units)
         if self.usd + cost > self.cap + 1e-9:
             self.stopped = True
             raise SpendingCapReached(
@@ -217,7 +238,7 @@ class Meter:
         if not self.paid:
             return fn(*args, **kwargs)
         self.check(key, units)
-        price = self.table[key]
+        price = self.table[key].at_least()  # counted as checked: never below the row's floor
         started = time.monotonic()
         try:
             result = fn(*args, **kwargs)
@@ -244,7 +265,7 @@ class Meter:
         """Billed seconds the cap still allows for per-second work (None: no limit)."""
         if not self.paid or self.cap is None or self.table[key].unit != "second":
             return None
-        return max(0.0, (self.cap - self.usd) / self.table[key].usd)
+        return max(0.0, (self.cap - self.usd) / self.table[key].at_least().usd)  # the floor is above 0
 
     def summary(self) -> dict:
         return {"paid_calls": self.calls, "usd": round(self.usd, 4), "measured_s": round(self.seconds, 2),
@@ -284,21 +305,30 @@ def parse_cap(value: Any) -> float | None:
     return cap or None
 
 
+def lowest_usd(key: str) -> float:
+    return next(p.usd for p in DEFAULT_PRICES if p.key == key) * LOWEST_SHARE
+
+
 def _checked(base: Price, values: dict) -> Price:
+    """One row as an edit or the file gives it: prices within bounds of the built-in, plain text."""
+    builtin = next(p for p in DEFAULT_PRICES if p.key == base.key)
+    bounds = {"usd": (lowest_usd(base.key), builtin.usd * HIGHEST_TIMES), "seconds": (0.0, MAX_SECONDS),
+              "fixed_seconds": (0.0, MAX_FIXED_SECONDS)}
     changes = {}
-    for name in ("usd", "seconds", "fixed_seconds"):
+    for name, (low, high) in bounds.items():
         if values.get(name) not in (None, ""):
             try:
                 number = float(values[name])
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise UserError(f"{base.label}: {name} must be a number.") from None
-            if not math.isfinite(number) or number < 0 or number > 1e6:
-                raise UserError(f"{base.label}: {name} must be a number from 0 to 1,000,000.")
+            if not math.isfinite(number) or not low <= number <= high:
+                raise UserError(f"{base.label}: {name} must be a number from {low:g} to {high:g}"
+                                + (" (a tenth to a hundred times the built-in price)." if name == "usd" else "."))
             changes[name] = number
-    for name in ("source", "date"):
+    for name, most in (("source", MAX_SOURCE), ("date", MAX_DATE)):
         text = values.get(name)
         if isinstance(text, str):  # an emptied table cell can come back as NaN: that keeps the old text
-            changes[name] = " ".join(text.split())[:200]
+            changes[name] = check_plain(text, f"{base.label}: {name}", most)
     return replace(base, **changes)
 
 

@@ -9,6 +9,12 @@ Names are unique, case-insensitively, at the moment a LoRA is registered (one lo
 import or a second training with that name is refused at once; the first one queued keeps it. If a
 name is taken anyway while a training runs (an older queued job, a rename), the finished LoRA is
 saved as "name (2)" and the job says so: hours of training are never thrown away over a label.
+
+Strength: an imported file is stored with each layer's alpha/rank folded into its weights (diffusers
+naming, alpha = rank; the file as given is kept beside it as `original.safetensors`), so it means
+what its author meant in every tool it is exported to; the record keeps the scale it read
+(`metadata.scale`), which the Library tab shows. A trained LoRA's model card is rewritten with the
+strength tester's recommendation when a test finishes, so an export names the tested strength.
 """
 from __future__ import annotations
 
@@ -22,8 +28,9 @@ from typing import Callable
 
 from ..engines.base import Engine, EngineError, LoraWeight
 from ..jobs import QUEUED, RUNNING, UserError
-from ..store import Store, atomic_copy, atomic_write_bytes, atomic_write_json, new_id
+from ..store import Store, atomic_copy, atomic_write_bytes, atomic_write_json, atomic_write_text, new_id
 from . import limits
+from .text import name_key
 
 MAX_IMPORT_BYTES = 1024**3  # a rank-64 bf16 Flux LoRA on every layer is ~0.7 GB; most are under 0.3 GB
 MAX_LORAS = 500
@@ -55,18 +62,19 @@ class LibraryService:
         return found[0] if found else None
 
     def _named(self, name: str) -> list[dict]:
-        key = (name or "").strip().lower()
-        return [r for r in self.list() if str(r.get("name", "")).lower() == key] if key else []
+        """Records whose name reads as `name`: letter case and look-alike letters aside (services/text.py)."""
+        key = name_key(name or "")
+        return [r for r in self.list() if name_key(str(r.get("name", ""))) == key] if key else []
 
     def name_taken(self, name: str, ignore_id: str | None = None) -> str | None:
         """Why `name` cannot be given to a new LoRA (an existing one, or a queued training), or None."""
-        key = name.strip().lower()
+        key = name_key(name)
         for record in self._named(name):
             if record["id"] != ignore_id:
                 return f"A LoRA named {record['name']!r} already exists; pick another name or delete it."
         for job in self.store.find("jobs", kind=TRAIN_KIND):
             params = job.get("params") if isinstance(job.get("params"), dict) else {}
-            if job.get("status") in (QUEUED, RUNNING) and str(params.get("name", "")).lower() == key \
+            if job.get("status") in (QUEUED, RUNNING) and name_key(str(params.get("name", ""))) == key \
                     and job.get("id") != ignore_id:
                 return (f"A training in the queue will save a LoRA named {params['name']!r}; pick another name, "
                         "or cancel that training first.")
@@ -111,9 +119,12 @@ class LibraryService:
             atomic_copy(source, shown / source.name)
         stored["samples"] = [str((shown / p.name).relative_to(self.store.root)) for p in sample_paths]
         metadata = dict(result.metadata, trigger=trigger, steps=result.steps, rank=params.get("rank"),
+                        alpha=result.metadata.get("alpha", params.get("alpha")),
                         learning_rate=params.get("learning_rate"), resolution=params.get("resolution"),
                         dataset_hash=dataset.get("hash"), final_loss=result.final_loss,
                         best_checkpoint=result.best_checkpoint, seconds=round(seconds, 1))
+        if "folded_scale" not in metadata and "lora" in stored:  # trained elsewhere (Replicate): read its scale
+            metadata["scale"] = _read_scale(self.store.path(stored["lora"]))
         atomic_write_json(folder / "metadata.json", metadata)
         with self._names:
             free = self._free_name(name, job_id)
@@ -164,7 +175,7 @@ class LibraryService:
         folder = self.store.root / "loras" / lora_id
         try:
             target = self.store.lora_dir(lora_id) / "lora.safetensors"
-            atomic_copy(source, target)
+            scale = _store_folded(source, target)
             rel = str(target.relative_to(self.store.root))
             with self._names:
                 why = self.name_taken(name)
@@ -173,7 +184,7 @@ class LibraryService:
                 return self.store.insert("loras", dict(
                     id=lora_id, name=name, trigger=trigger, source="imported", path=rel,
                     files={"lora": rel}, metadata={"format": info.get("format"), "rank": info.get("rank"),
-                                                    "original_file": source.name[:120]},
+                                                    "original_file": source.name[:120], "scale": scale},
                     scores={}, remote=None, character_id=None))
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
@@ -200,7 +211,18 @@ class LibraryService:
         shutil.rmtree(self.store.root / "public" / "loras" / record["id"], ignore_errors=True)
 
     def set_scores(self, lora_id: str, scores: dict) -> dict:
-        return self.store.mutate("loras", lora_id, lambda r: r.setdefault("scores", {}).update(scores))
+        record = self.store.mutate("loras", lora_id, lambda r: r.setdefault("scores", {}).update(scores))
+        card = record.get("files", {}).get("card")
+        if card and "recommended_strength" in scores:  # the card names the tested strength per tool
+            atomic_write_text(self.store.path(card), self.card(record))
+        return record
+
+    def card(self, record: dict) -> str:
+        """A trained LoRA's model card at the strength its last test recommended (1.0 when untested)."""
+        from ..training.model_card import model_card
+
+        scores = record.get("scores") or {}
+        return model_card(record.get("metadata", {}), scores.get("recommended_strength"), tested=bool(scores))
 
     def export(self, lora_id: str) -> Path:
         """One zip with every file of the LoRA (diffusers + kohya formats, metadata, card)."""
@@ -217,3 +239,42 @@ class LibraryService:
         target = self.store.folder("exports") / f"{record['id']}.zip"
         atomic_write_bytes(target, buffer.getvalue())
         return target
+
+
+def scale_text(record: dict) -> str:
+    """The alpha/rank a LoRA applies, in words, e.g. "alpha 16 / rank 32 → ×0.5 folded"."""
+    meta = record.get("metadata") or {}
+    if isinstance(meta.get("scale"), dict):
+        return str(meta["scale"].get("text", ""))
+    alpha, rank = meta.get("alpha"), meta.get("rank")
+    if not isinstance(alpha, (int, float)) or not isinstance(rank, int) or rank <= 0:
+        return ""
+    text = f"alpha {alpha:g} / rank {rank} → ×{alpha / rank:g}"
+    if alpha == rank:
+        return text + ", nothing to fold"
+    return text + (" folded" if "folded_scale" in meta else " (lora.safetensors from an older version: only "
+                                                              "diffusers reads it so; use lora_kohya.safetensors)")
+
+
+def _read_scale(path: Path) -> dict:
+    from ..engines import lora_formats
+
+    try:
+        return lora_formats.read_scale(path).to_dict()
+    except Exception:  # noqa: BLE001 - a file the engine accepted but this reader cannot: say so, keep it
+        return {"text": "alpha/rank not read: kept as is (diffusers applies it on load)", "folded": False}
+
+
+def _store_folded(source: Path, target: Path) -> dict:
+    """Copy an imported LoRA into the library with its alpha/rank folded into the weights (the file as
+    given kept beside it); a file that cannot be folded (text-encoder parts, DoRA...) is stored as given,
+    which diffusers still reads at its meant strength. Returns the scale read, for the record."""
+    from ..engines import lora_formats
+
+    try:
+        scale = lora_formats.fold_lora(source, target)
+    except Exception:  # noqa: BLE001 - an odd but loadable file is kept as it is rather than refused
+        atomic_copy(source, target)
+        return _read_scale(target)
+    atomic_copy(source, target.with_name("original.safetensors"))
+    return scale.to_dict()

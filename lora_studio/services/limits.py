@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from ..config import MEMORY_MODES
 from ..engines.memory import QUANTIZED_MODES
 from ..errors import InvalidInput
+from ..training.presets import validate_hyperparameters
+from . import text as stored_text
 
 SEED_MAX = 2**32 - 1  # numpy's and most UIs' seed range; torch would take more, no one needs it
 MAX_SEEDS = 6
@@ -95,6 +97,22 @@ def number(value, what: str, low: float, high: float, example: str | float | Non
     return result
 
 
+def training_numbers(values: dict, lim: EngineLimits, tiny: bool, image_size: int) -> dict:
+    """Steps, rank, learning rate and resolution: well-formed, sensible and within the engine's reach.
+    The one rule for a training start and a saved preset, so a saved preset always starts."""
+    steps = whole_number(values.get("steps"), "Steps", 1, lim.max_steps, 1000)
+    rank = whole_number(values.get("rank"), "Rank", 1, lim.max_rank, 16)
+    learning_rate = number(values.get("learning_rate"), "Learning rate", 0.0, lim.max_lr, 0.0001)
+    low, high = lim.train_resolution
+    resolution = whole_number(values.get("resolution"), "Resolution", low, high, image_size if tiny else 768)
+    if resolution % lim.resolution_multiple:
+        raise InvalidInput(f"Resolution {resolution} does not fit this engine; give one {lim.resolution_hint()}.")
+    errors = validate_hyperparameters(steps, rank, learning_rate, resolution, tiny=tiny)
+    if errors:
+        raise InvalidInput(" ".join(errors))
+    return dict(steps=steps, rank=rank, learning_rate=learning_rate, resolution=resolution)
+
+
 def flag(value, what: str) -> bool:
     """A yes/no: true/false (or 1/0); anything else is refused rather than read as "yes"."""
     if isinstance(value, bool):
@@ -125,25 +143,14 @@ def parse_seeds(value, limit: int = MAX_SEEDS) -> list[int]:
 
 # ---- text --------------------------------------------------------------------------------
 def text(value, what: str, max_chars: int = MAX_TEXT, required: bool = False, example: str = "") -> str:
-    """Text as sent, stripped; refused when it is not text, too long, or empty but required."""
-    if value is None:
-        value = ""
-    if not isinstance(value, str):
-        raise InvalidInput(f"{what} must be text.")
-    value = value.strip()
-    if len(value) > max_chars:
-        raise InvalidInput(f"{what} is {len(value)} characters long; keep it under {max_chars}.")
-    if required and not value:
-        raise InvalidInput(f"{what} is empty" + (f"; write e.g. {example!r}." if example else "."))
-    return value
+    """Text as sent, stripped; refused when it is not text, not storable (services/text.py), too long, or
+    empty but required."""
+    return stored_text.check_text(value, what, max_chars, required=required, example=example)
 
 
 def name(value, what: str = "The name", example: str = "Mila") -> str:
-    """A label shown in lists: printable, at most MAX_NAME characters (refused, not cut)."""
-    value = text(value, what, max_chars=MAX_NAME, example=example)
-    if any(not ch.isprintable() for ch in value):
-        raise InvalidInput(f"{what} contains control characters; use letters, digits and spaces.")
-    return value
+    """A label shown in lists: one line, printable, NFKC, one alphabet, at most MAX_NAME characters."""
+    return stored_text.check_name(value, what, MAX_NAME, example=example)
 
 
 def record_id(value, what: str = "id") -> str:

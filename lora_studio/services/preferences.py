@@ -1,9 +1,12 @@
 """Remembered settings: the user's last choices, so a restart opens the app where they left it.
 
 Only engine-independent choices are kept (the character, the tester's prompt, strengths and seeds,
-the training form), each under a known key with its own type and bound, in `preferences.json` in
-the workspace. Writes are atomic and happen on every change; reads happen on page load. A damaged
-file reads as "nothing remembered".
+the training form), each under a known key with its own type and bound. On a private launch they
+live in `preferences.json` in the workspace (written atomically on every change, read on page load);
+on a shared link each visitor's live in their own browser (ui/remembered.py) and pass the same
+`clean` rules whenever they come back. Every text goes through the one door (services/text.py), so a
+remembered value can always be served back. A damaged file reads as "nothing remembered" and is set
+aside at the next start (`verify`).
 """
 from __future__ import annotations
 
@@ -14,13 +17,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..store import atomic_write_json
+from .limits import MAX_PROMPT
+from .text import check_text
 
 FILE_NAME = "preferences.json"
-MAX_TEXT = 500
+MAX_TEXT = MAX_PROMPT  # the longest remembered text is a prompt
+MAX_ENTRIES = 64
 
 
 def _text(value: Any) -> str:
-    return str(value)[:MAX_TEXT]
+    return check_text(value, "A remembered text", MAX_TEXT)
 
 
 def _number(low: float, high: float) -> Callable[[Any], float]:
@@ -72,26 +78,15 @@ class Preferences:
             raw = json.loads(self.path.read_text(encoding="utf-8"))
         except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
             return {}
-        if not isinstance(raw, dict):
-            return {}
-        clean = {}
-        for key, value in raw.items():
-            try:
-                clean[key] = KEYS[key](value)
-            except (KeyError, TypeError, ValueError):
-                continue  # unknown or out-of-bounds values are forgotten, not trusted
-        return clean
+        return clean(raw)
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.all().get(key, default)
 
     def set(self, key: str, value: Any) -> bool:
         """Remember one choice; False (and nothing written) for an unknown key or a bad value."""
+        value = checked(key, value)
         if value is None:
-            return False
-        try:
-            value = KEYS[key](value)
-        except (KeyError, TypeError, ValueError):
             return False
         with self._lock:
             current = self.all()
@@ -100,3 +95,34 @@ class Preferences:
             current[key] = value
             atomic_write_json(self.path, current)
         return True
+
+
+def checked(key: str, value: Any) -> Any:
+    """The value as it may be remembered, or None when the key is unknown or the value out of bounds."""
+    if value is None:
+        return None
+    try:
+        return KEYS[key](value)
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+
+
+def clean(raw: Any) -> dict[str, Any]:
+    """Only known keys with values in bounds; a visitor's browser or a hand-edited file is not trusted."""
+    if not isinstance(raw, dict):
+        return {}
+    kept = {}
+    for key, value in list(raw.items())[:MAX_ENTRIES * 4]:
+        value = checked(key, value) if isinstance(key, str) else None
+        if value is not None:
+            kept[key] = value
+    return kept
+
+
+def verify(raw: Any) -> None:
+    """Start-up rule for preferences.json: a mapping whose known keys all hold values in bounds."""
+    if not isinstance(raw, dict):
+        raise ValueError("not a mapping of choices")
+    bad = [key for key, value in raw.items() if key in KEYS and checked(key, value) is None]
+    if bad:
+        raise ValueError(f"unusable value for {', '.join(bad[:3])}")

@@ -15,7 +15,7 @@ from .. import gpu_calls
 from ..engines.base import Engine, EngineError, TrainRequest
 from ..jobs import JobQueue, JobReporter, JobView, UserError
 from ..store import Store
-from ..training.presets import DEFAULT_PRESET, PRESETS, validate_hyperparameters
+from ..training.presets import DEFAULT_PRESET, MAX_ALPHA_PER_RANK, PRESETS, validate_alpha
 from . import limits
 from .characters import Characters
 from .costs import CostService, Estimate, parse_cap
@@ -33,6 +33,7 @@ class TrainOptions:
     preset: str = "Standard"
     steps: int | None = None
     rank: int | None = None
+    alpha: float | None = None  # None: the rank times the preset's alpha/rank (see resolve)
     learning_rate: float | None = None
     resolution: int | None = None
     memory_mode: str | None = None  # None = the preset's
@@ -53,9 +54,9 @@ class TrainingService:
         self.tiny = tiny
         self.device, self.remote = device, remote  # for the memory plan, without building the engine
         self.image_size = image_size
-        self.saved_presets = PresetStore(store.root, tiny, image_size)
         self.costs = costs or CostService(store.root, paid=False)
         self.limits = engine_limits or limits.limits_for("tiny" if tiny else "local")
+        self.saved_presets = PresetStore(store.root, tiny, image_size, self.limits)
         jobs.register(JOB_KIND, self._run)
 
     default_preset = DEFAULT_PRESET
@@ -71,10 +72,7 @@ class TrainingService:
 
     def save_preset(self, name: str, options: TrainOptions) -> str:
         """Save the form's values under a name (returned as stored); built-in names are refused in any case."""
-        fields = PresetFields(steps=options.steps, rank=options.rank, learning_rate=options.learning_rate,
-                              resolution=options.resolution, memory_mode=options.memory_mode or "auto",
-                              max_usd=options.max_usd or 0.0)
-        return self.saved_presets.save(name, fields)
+        return self.saved_presets.save(name, PresetFields.of(options))
 
     def delete_preset(self, name: str) -> None:
         self.saved_presets.delete(name)
@@ -116,20 +114,26 @@ class TrainingService:
         return text
 
     def resolve(self, options: TrainOptions) -> dict:
-        """Preset values overridden by what the user typed, validated, as TrainRequest fields."""
+        """Preset values overridden by what the user typed, validated, as TrainRequest fields.
+
+        Alpha: the one typed, else the rank times the preset's alpha/rank ratio (1 for the built-ins
+        and for saved presets without an alpha). A typed rank with no alpha keeps the ratio, so
+        changing only the rank never changes the LoRA's scale alpha/rank."""
         preset_name = limits.text(options.preset, "The preset", 40) or DEFAULT_PRESET
         preset = self.saved_presets.get(preset_name)
         builtin = self.saved_presets.builtin(preset_name)
         values = dict(steps=preset.steps, rank=preset.rank, learning_rate=preset.learning_rate,
                       resolution=builtin.resolution if builtin else preset.resolution,
-                      alpha=builtin.alpha if builtin else float(preset.rank),
                       train_mlp=builtin.train_mlp if builtin else True)
         for key in ("steps", "rank", "learning_rate", "resolution"):
             if getattr(options, key) is not None:
                 values[key] = getattr(options, key)
+        ratio = builtin.alpha / builtin.rank if builtin else (preset.alpha or preset.rank) / preset.rank
         if self.tiny and options.resolution is None and builtin:
             values["resolution"] = self.image_size
         values.update(self.check_numbers(values))
+        alpha = values["rank"] * ratio if options.alpha is None else options.alpha
+        values["alpha"] = self.check_alpha(alpha, values["rank"])
         every = max(1, values["steps"] // 4)
         values["checkpoint_every"] = limits.whole_number(options.checkpoint_every or every, "Checkpoint every", 1,
                                                          values["steps"])
@@ -141,19 +145,18 @@ class TrainingService:
 
     def check_numbers(self, values: dict) -> dict:
         """Steps, rank, learning rate and resolution: well-formed, sensible and within the engine's reach."""
-        lim = self.limits
-        steps = limits.whole_number(values.get("steps"), "Steps", 1, lim.max_steps, 1000)
-        rank = limits.whole_number(values.get("rank"), "Rank", 1, lim.max_rank, 16)
-        learning_rate = limits.number(values.get("learning_rate"), "Learning rate", 0.0, lim.max_lr, 0.0001)
-        low, high = lim.train_resolution
-        resolution = limits.whole_number(values.get("resolution"), "Resolution", low, high,
-                                         self.image_size if self.tiny else 768)
-        if resolution % lim.resolution_multiple:
-            raise UserError(f"Resolution {resolution} does not fit this engine; give one {lim.resolution_hint()}.")
-        errors = validate_hyperparameters(steps, rank, learning_rate, resolution, tiny=self.tiny)
+        return limits.training_numbers(values, self.limits, self.tiny, self.image_size)
+
+    def check_alpha(self, alpha, rank: int) -> float:
+        """A number above 0, at most 4x the rank (scale alpha/rank up to 4); the rank itself on Replicate."""
+        alpha = limits.number(alpha, "Alpha", 0.0, MAX_ALPHA_PER_RANK * rank, rank)
+        if self.limits.engine == "replicate" and alpha != rank:
+            raise UserError(f"Replicate's Flux trainer (ai-toolkit) always trains with alpha = rank; leave Alpha "
+                            f"blank or give {rank}.")
+        errors = validate_alpha(alpha, rank)
         if errors:
             raise UserError(" ".join(errors))
-        return dict(steps=steps, rank=rank, learning_rate=learning_rate, resolution=resolution)
+        return alpha
 
     def check_memory_mode(self, mode) -> str:
         """A known mode this machine can run: quantized bases need a real model on an NVIDIA GPU."""
@@ -194,6 +197,8 @@ class TrainingService:
 
     def _run(self, params: dict, reporter: JobReporter) -> dict:
         params = {**params, **self.check_numbers(params)}  # queued by an older version: re-check
+        alpha = params["rank"] if self.limits.engine == "replicate" else params.get("alpha") or params["rank"]
+        params["alpha"] = self.check_alpha(alpha, params["rank"])  # Replicate trains at alpha = rank whatever
         params["memory_mode"] = self.check_memory_mode(params.get("memory_mode"))
         params["seed"] = limits.seed(params.get("seed", 0), "The training seed")
         params["trigger"] = validate_trigger(params.get("trigger"))

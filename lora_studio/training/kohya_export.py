@@ -6,7 +6,10 @@ ComfyUI, Forge and most LoRA tools read this layout:
     lora_unet_double_blocks_{i}_img_attn_qkv.lora_up.weight     [out, rank]
     lora_unet_double_blocks_{i}_img_attn_qkv.alpha              scalar
 
-Effective update of a module: ``up @ down * alpha / rank``.
+Effective update of a module: ``up @ down * alpha / rank``. The trainer exports its adapter with
+the alpha/rank scale already folded into the weights and alpha = rank (training/outputs.py), so
+every `.alpha` here equals its module's rank: a loader that reads `.alpha` and one that ignores it
+(scale 1.0) apply the same update.
 
 BFL's reference model fuses some linears that diffusers keeps apart:
 

@@ -1,45 +1,74 @@
 """What a finished training leaves behind: the LoRA in diffusers and kohya naming, its metadata and
-a model card that says how to use it in diffusers, ComfyUI and Forge. Every file is written under a
-temporary name and renamed, so a crash never leaves half a LoRA.
+a model card that says how to use it in diffusers, ComfyUI, Forge and ai-toolkit. Every file is
+written under a temporary name and renamed, so a crash never leaves half a LoRA.
+
+One strength everywhere. The adapter trains with peft's scale alpha/rank, but loaders disagree on
+where to find alpha: diffusers reads `lora_adapter_metadata` (safetensors metadata), ComfyUI and
+ai-toolkit read tensors only (an `.alpha` tensor, else scale 1.0) and kohya loaders (Forge/A1111,
+sd-scripts) read `.alpha` tensors (else alpha = rank). So both exported files carry each module's
+scale folded into lora_B (B' = B * alpha/rank, the update peft applied while training and sampling)
+and record alpha = rank: the diffusers metadata says `lora_alpha = r`, the kohya file's `.alpha`
+tensors equal each module's rank. Every loader, whether it reads alpha or not, then applies exactly
+the update the app used, so the strength tester's recommendation carries over unchanged. The
+training's own alpha stays in metadata.json and the card. Checkpoints (for resuming) keep the raw,
+unfolded adapter, since training continues under the same alpha.
 """
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from diffusers import FluxPipeline
+from peft.tuners.lora import LoraLayer
 from peft.utils import get_peft_model_state_dict
 
+from ..engines.lora_formats import save_lora_file, scale_one_config
+from ..store import atomic_write_text
 from .flow_matching import ADAPTER_NAME
 from .kohya_export import save_kohya
+from .model_card import KOHYA_FILE, LORA_FILE, model_card
 
-LORA_FILE = "lora.safetensors"
-KOHYA_FILE = "lora_kohya.safetensors"
+TRAINED_ALPHA_KEY = "lora_studio_trained_alpha"  # kohya metadata: the alpha the LoRA was trained with
 
 
 def write_outputs(transformer, output_dir: Path, metadata: dict, save_dtype: torch.dtype) -> dict[str, Path]:
-    """The finished adapter in both namings, its metadata and model card; returns their paths."""
+    """The finished adapter in both namings (scale folded, alpha = rank), its metadata and model card."""
     output_dir.mkdir(parents=True, exist_ok=True)
+    state, rank = folded_state(transformer, save_dtype)
     lora_path = output_dir / LORA_FILE
-    with tempfile.TemporaryDirectory(dir=output_dir, prefix=".tmp_lora_") as tmp:
-        save_diffusers_lora(transformer, Path(tmp), LORA_FILE, save_dtype)
-        os.replace(Path(tmp) / LORA_FILE, lora_path)
-    state = get_peft_model_state_dict(transformer, adapter_name=ADAPTER_NAME)
-    state = {k: v.to(save_dtype) for k, v in state.items()}
-    kohya_path = save_kohya(output_dir / KOHYA_FILE, state, metadata["alpha"], metadata["rank"],
-                            metadata={"ss_trigger": metadata["trigger"]})
-    return {
-        "lora": lora_path,
-        "kohya": kohya_path,
-        "metadata": write_text(output_dir / "metadata.json", json.dumps(metadata, indent=2)),
-        "card": write_text(output_dir / "README.md", model_card(metadata)),
-    }
+    ranks = {k.removesuffix('.lora_A.weight'): rank for k in state if k.endswith('.lora_A.weight')}
+    save_lora_file(lora_path, state, scale_one_config(ranks))
+    kohya_path = save_kohya(output_dir / KOHYA_FILE, state, rank, rank,
+                            metadata={"ss_trigger": metadata["trigger"],
+                                      TRAINED_ALPHA_KEY: f"{float(metadata['alpha']):g}"})
+    card = output_dir / "README.md"
+    meta_path = output_dir / "metadata.json"
+    atomic_write_text(meta_path, json.dumps(metadata, indent=2))
+    atomic_write_text(card, model_card(metadata))
+    return {"lora": lora_path, "kohya": kohya_path, "metadata": meta_path, "card": card}
+
+
+def folded_state(transformer, save_dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], int]:
+    """The trained adapter as diffusers LoRA tensors with each layer's scaling multiplied into lora_B,
+    and its rank. The scaling is read from the layers themselves: exactly what their forward applies."""
+    state: dict[str, torch.Tensor] = {}
+    ranks = set()
+    for name, module in transformer.named_modules():
+        if not isinstance(module, LoraLayer) or ADAPTER_NAME not in module.lora_A:
+            continue
+        a = module.lora_A[ADAPTER_NAME].weight.detach().float()
+        b = module.lora_B[ADAPTER_NAME].weight.detach().float() * float(module.scaling[ADAPTER_NAME])
+        state[f"{name}.lora_A.weight"] = a.to(device="cpu", dtype=save_dtype).contiguous()
+        state[f"{name}.lora_B.weight"] = b.to(device="cpu", dtype=save_dtype).contiguous()
+        ranks.add(a.shape[0])
+    if len(ranks) != 1:
+        raise ValueError(f"Expected one LoRA rank across the adapter, found {sorted(ranks)}.")
+    return state, ranks.pop()
 
 
 def save_diffusers_lora(transformer, folder: Path, weight_name: str, save_dtype: torch.dtype) -> None:
+    """The raw (unfolded) adapter with its true alpha in the metadata: checkpoints resume from it."""
     state = get_peft_model_state_dict(transformer, adapter_name=ADAPTER_NAME)
     state = {k: v.detach().to(device="cpu", dtype=save_dtype).contiguous() for k, v in state.items()}
     FluxPipeline.save_lora_weights(
@@ -59,50 +88,3 @@ def base_model_id(pipe) -> str | None:
         if name:
             return str(name)
     return None
-
-
-def write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def model_card(meta: dict) -> str:
-    trigger = meta["trigger"]
-    base = meta["base_model"] or "black-forest-labs/FLUX.1-dev"
-    return f"""# {trigger} - FLUX.1 LoRA
-
-Trained with LoRA Studio on {meta['images']} images of one character.
-
-- **Trigger word:** `{trigger}` - put it in every prompt.
-- Base model: `{base}`
-- Steps {meta['steps']}, rank {meta['rank']}, alpha {meta['alpha']:g}, learning rate {meta['learning_rate']:g}, \
-{meta['resolution']} px, memory mode `{meta['memory_mode']}`.
-- Final loss (smoothed): {meta['final_loss'] if meta['final_loss'] is None else round(meta['final_loss'], 4)}
-- Recommended strength: start at 1.0 and try 0.8-1.2.
-
-## Files
-- `{LORA_FILE}` - diffusers format (with its LoRA config, so `lora_alpha` reloads correctly).
-- `{KOHYA_FILE}` - kohya / sd-scripts naming (`lora_unet_double_blocks_...`), for ComfyUI, Forge and
-  other tools.
-
-## diffusers
-```python
-import torch
-from diffusers import FluxPipeline
-
-pipe = FluxPipeline.from_pretrained("{base}", torch_dtype=torch.bfloat16).to("cuda")
-pipe.load_lora_weights("path/to/this/folder", weight_name="{LORA_FILE}", adapter_name="{trigger}")
-pipe.set_adapters(["{trigger}"], [1.0])
-image = pipe("{trigger}, portrait photo", num_inference_steps=28, guidance_scale=3.5).images[0]
-```
-
-## ComfyUI
-Copy `{KOHYA_FILE}` (or `{LORA_FILE}`) into `ComfyUI/models/loras/`, add a **LoraLoaderModelOnly**
-node after the FLUX.1 model loader, pick the file and set `strength_model` to 1.0.
-
-## Forge
-Copy `{KOHYA_FILE}` into `models/Lora/` and write `<lora:{Path(KOHYA_FILE).stem}:1>` in the prompt,
-together with the trigger word `{trigger}`.
-"""

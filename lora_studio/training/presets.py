@@ -13,7 +13,10 @@ images:
   run from freezing the face (the best checkpoint is kept).
 
 Alpha equals the rank in every preset (LoRA scale 1.0), so the learning rate means the same thing
-across ranks.
+across ranks. The alpha rule: alpha is what the user gives, else the rank times the preset's
+alpha/rank ratio (`TrainingPreset.alpha_for`). Changing only the rank therefore keeps the scale
+alpha/rank, and with it how strongly the LoRA acts; the exported files carry that scale folded into
+their weights (training/outputs.py), so it reads the same in every tool.
 """
 from __future__ import annotations
 
@@ -33,6 +36,10 @@ class TrainingPreset:
     resolution: int
     train_mlp: bool
     description: str
+
+    def alpha_for(self, rank: int) -> float:
+        """The alpha this preset gives a LoRA of `rank`: its alpha/rank ratio kept, so the scale is too."""
+        return float(rank) * self.alpha / self.rank
 
     def request_fields(self) -> dict:
         """The TrainRequest fields this preset sets."""
@@ -106,6 +113,21 @@ def preset_request(name: str, **overrides) -> dict:
     fields = get_preset(name).request_fields()
     fields.update(overrides)
     return fields
+
+
+MAX_ALPHA_PER_RANK = 4  # alpha up to 4x the rank (scale 4); the usual alpha is the rank (scale 1)
+
+
+def validate_alpha(alpha, rank: int) -> list[str]:
+    """Plain-language problems with this alpha for this rank; empty when it is fine."""
+    try:
+        ok = 0.0 < float(alpha) <= MAX_ALPHA_PER_RANK * int(rank)
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if ok:
+        return []
+    return [f"Alpha must be above 0 and at most {MAX_ALPHA_PER_RANK} x the rank (scale alpha/rank up to "
+            f"{MAX_ALPHA_PER_RANK}); the usual alpha is the rank itself."]
 
 
 def validate_hyperparameters(steps: int, rank: int, lr: float, resolution: int, *, tiny: bool = False) -> list[str]:

@@ -263,6 +263,7 @@ def train_lora(
             "steps": request.steps,
             "rank": rank,
             "alpha": alpha,
+            "folded_scale": alpha / rank,  # in the weights of both files, which record alpha = rank
             "learning_rate": request.learning_rate,
             "resolution": request.resolution,
             "batch_size": request.batch_size,

@@ -131,12 +131,13 @@ def register(studio: Studio) -> None:
     @friendly
     def start_training(dataset_id: str, name: str, trigger: str = "", preset: str = "Standard",
                        steps: int = 0, rank: int = 0, learning_rate: float = 0.0, resolution: int = 0,
-                       memory_mode: str = "", max_usd: float = -1.0) -> dict:
-        # Blank memory mode and a negative cap mean "the preset's"; a cap of 0 means none.
+                       memory_mode: str = "", max_usd: float = -1.0, alpha: float = 0.0) -> dict:
+        # Blank memory mode and a negative cap mean "the preset's"; a cap of 0 means none; alpha 0 means
+        # the rank times the preset's alpha/rank (alpha = rank for the built-ins).
         options = TrainOptions(name=name, trigger=trigger, preset=preset, steps=or_preset(steps),
                                rank=or_preset(rank), learning_rate=or_preset(learning_rate),
                                resolution=or_preset(resolution), memory_mode=memory_mode or None,
-                               max_usd=None if _below_zero(max_usd) else max_usd)
+                               max_usd=None if _below_zero(max_usd) else max_usd, alpha=or_preset(alpha))
         return job_json(studio.training.start(dataset_id, options), studio)
 
     @friendly

@@ -9,7 +9,7 @@ from ..studio import Studio
 from . import (api, files, library_tab, reference_tab, selection_tab, settings_engine, settings_tab, sheet_tab,
                tester_tab, training_tab, wording)
 from .common import UIContext, character_choices, friendly
-from .remembered import wire_preferences
+from .remembered import browser_states, wire_preferences
 from .style import CSS
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -30,6 +30,7 @@ def build_app(studio: Studio) -> gr.Blocks:
         ctx = UIContext(studio=studio, character=character)
         ctx.share("banner", banner)
         ctx.share("first_run", first_run)
+        browser_states(ctx)  # what a visitor keeps in their own browser (shared links)
         timer = gr.Timer(1.0)
         refreshers = []
         with gr.Tabs() as tabs:

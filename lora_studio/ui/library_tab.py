@@ -5,21 +5,24 @@ import pandas as pd
 import gradio as gr
 
 from ..services.generate import GenerateOptions
+from ..services.library import scale_text
 from ..services.strength_analysis import VERDICT_WORDS
 from . import wording
 from .common import (UIContext, beside, fresh_choices, friendly, job_choices, lora_choices, parse_weights,
                      progress_html, upload_paths)
 from .files import deliver, discard_uploads, shown
 
-COLUMNS = ["name", "trigger", "source", "rank", "steps", "recommended strength", "strength test", "id"]
+COLUMNS = ["name", "trigger", "source", "rank", "scale (alpha/rank)", "steps", "recommended strength", "strength test",
+           "id"]
 
 
 def table(studio) -> pd.DataFrame:
     rows = []
     for r in studio.library.list():
         meta, scores = r.get("metadata", {}), r.get("scores", {})
-        rows.append([r["name"], r.get("trigger", ""), r.get("source", ""), meta.get("rank"), meta.get("steps"),
-                     scores.get("recommended_strength"), VERDICT_WORDS.get(scores.get("verdict"), "not run"), r["id"]])
+        rows.append([r["name"], r.get("trigger", ""), r.get("source", ""), meta.get("rank"), scale_text(r),
+                     meta.get("steps"), scores.get("recommended_strength"),
+                     VERDICT_WORDS.get(scores.get("verdict"), "not run"), r["id"]])
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -100,7 +103,8 @@ def render(ctx: UIContext, timer: gr.Timer):
             record = studio.library.import_file(upload_paths(file)[0], name, trigger)
         finally:
             discard_uploads(upload_paths(file))
-        return (*lora_views(), f"Imported **{record['name']}** ({record['metadata'].get('format')} format).")
+        return (*lora_views(), f"Imported **{record['name']}** ({record['metadata'].get('format')} format; "
+                               f"scale: {scale_text(record) or 'not read'}).")
 
     @friendly
     def rename_lora(lora_id, name):
@@ -140,6 +144,8 @@ def render(ctx: UIContext, timer: gr.Timer):
         if facts:
             lines.append(" · ".join(f"{k.replace('_', ' ')}: {v:.4g}" if isinstance(v, float)
                                     else f"{k.replace('_', ' ')}: {v}" for k, v in facts.items()))
+        if scale_text(record):
+            lines.append(f"Scale: {scale_text(record)}")
         if scores.get("reason"):
             lines.append(f"Strength test: {scores['reason']}")
         return "\n\n".join(lines), shown(studio, [str(p) for p in studio.library.samples(lora_id)])

@@ -1,16 +1,36 @@
 """Remembered settings in the page: each remembered component saves its value when it changes, and
-a fresh page (also after a restart) gets the saved values back (services.preferences holds them)."""
+a fresh page (also after a restart) gets the saved values back (services.preferences checks them).
+
+Where they are kept depends on who can reach the app. On a private launch (loopback, no link) the
+one person at the page owns the workspace, so choices go to `preferences.json` and any browser on
+this machine opens where they left off. On a shared link or a Space every visitor keeps their own
+in their own browser (`gr.BrowserState`): the server writes nothing, and one visitor's prompt never
+opens on another's page. Both paths pass the same `preferences.clean` rules.
+"""
 from __future__ import annotations
 
-import functools
+import hashlib
 
 import gradio as gr
 
+from ..services import preferences
 from .common import UIContext, character_choices
 
+PREFERENCES_KEY = "lora-studio-preferences"
+PRESETS_KEY = "lora-studio-presets"
 
-def _save(studio, key: str, value) -> None:
-    studio.preferences.set(key, value)
+
+def browser_state(studio, key: str, default) -> gr.BrowserState:
+    """A value kept in the visitor's browser. Gradio sends the secret to the page, so it hides
+    nothing; it is fixed per workspace only so the values still read after a restart."""
+    secret = hashlib.sha256(f"{key}:{studio.store.root}".encode()).hexdigest()[:32]
+    return gr.BrowserState(default, storage_key=key, secret=secret)
+
+
+def browser_states(ctx: UIContext) -> None:
+    """Made at the top of the page, outside any tab: a tab's components are mounted only when it is
+    first opened, and a state not yet mounted has not read the browser's storage when the page loads."""
+    ctx.share("own_presets", browser_state(ctx.studio, PRESETS_KEY, []))
 
 
 def restored(key: str, value, choices: list | None, latest_if_missing: bool = False):
@@ -25,16 +45,41 @@ def restored(key: str, value, choices: list | None, latest_if_missing: bool = Fa
     return gr.update(choices=choices)
 
 
+def saver(studio, key: str, private: bool):
+    """The change handler for one remembered component (named after its key, so each event has its own name)."""
+
+    def save(value, kept):
+        if private:
+            studio.preferences.set(key, value)
+            return gr.skip()
+        value = preferences.checked(key, value)
+        if value is None:
+            return gr.skip()
+        kept = preferences.clean(kept)
+        return {**kept, key: value}
+
+    save.__name__ = "remember_" + key.replace(".", "_")
+    return save
+
+
 def wire_preferences(demo: gr.Blocks, ctx: UIContext) -> None:
     studio = ctx.studio
+    private = studio.settings.private_launch
+    kept = browser_state(studio, PREFERENCES_KEY, {})
+    own_presets = ctx.shared["own_presets"]
     entries = [("character", ctx.character, lambda: character_choices(studio)), *ctx.remembered]
     for key, component, _ in entries:
-        component.change(functools.partial(_save, studio, key), [component], None, api_visibility="private",
+        component.change(saver(studio, key, private), [component, kept], [kept], api_visibility="private",
                          show_progress="hidden")
 
-    def on_load():
-        saved = studio.preferences.all()
-        return tuple(restored(key, saved.get(key), choices() if choices else None, latest_if_missing=key == "character")
+    def choices_for(key, choices, own):
+        if key == "training.preset":  # the visitor's own presets are listed after the shared ones
+            return studio.training.saved_presets.names(own)
+        return choices() if choices else None
+
+    def on_load(browser_kept, own):
+        saved = studio.preferences.all() if private else preferences.clean(browser_kept)
+        return tuple(restored(key, saved.get(key), choices_for(key, choices, own), latest_if_missing=key == "character")
                      for key, _, choices in entries)
 
-    demo.load(on_load, None, [component for _, component, _ in entries], api_visibility="private")
+    demo.load(on_load, [kept, own_presets], [component for _, component, _ in entries], api_visibility="private")

@@ -22,6 +22,8 @@ def banner_text(studio: Studio) -> str:
     text = f"{wording.TINY_BANNER}\n\n{wording.FIRST_RUN}" if studio.draws_noise() else studio.engine_description()
     if studio.gpu_note():  # on a ZeroGPU Space: how long jobs are split into GPU calls
         text += f"\n\n{studio.gpu_note()}"
+    for note in studio.startup_notes():  # a settings file set aside at this start: which, and where
+        text += f"\n\n**Settings file set aside:** {note}"
     return text
 
 

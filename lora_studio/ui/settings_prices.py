@@ -6,6 +6,7 @@ import pandas as pd
 
 from . import wording
 from .common import UIContext, friendly
+from .owner import require_owner
 
 COLUMNS = ["key", "what", "model", "usd", "per", "seconds", "fixed_seconds", "source", "date"]
 EDITABLE = {"usd", "seconds", "fixed_seconds", "source", "date"}
@@ -33,13 +34,15 @@ def render(ctx: UIContext) -> None:
     status = gr.Markdown()
 
     @friendly
-    def save_prices(frame):
-        rows = frame.to_dict("records") if isinstance(frame, pd.DataFrame) else []
+    def save_prices(frame, request: gr.Request):
+        require_owner(studio, request)  # what every visitor's estimates and caps rest on
+        rows = frame.to_dict("records")[:20] if isinstance(frame, pd.DataFrame) else []
         studio.costs.save([{k: r.get(k) for k in ("key", *EDITABLE)} for r in rows])
         return price_frame(studio), "Saved. New estimates use these prices."
 
     @friendly
-    def reset_prices():
+    def reset_prices(request: gr.Request):
+        require_owner(studio, request)
         studio.costs.reset()
         return price_frame(studio), "Back to the built-in prices."
 

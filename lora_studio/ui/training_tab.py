@@ -5,13 +5,17 @@ import pandas as pd
 import gradio as gr
 
 from ..jobs import JobView
+from ..services import UserError
 from ..services.costs import parse_cap
+from ..services.presets import PresetFields
+from ..services.text import same_name
 from ..services.training import TrainOptions
 from . import wording
 from .tester_tab import prompt_for
 from .common import (UIContext, beside, estimate_text, fresh_choices, job_choices, job_logs, lora_choices,
                      or_preset, progress_html)
 from .files import shown
+from .owner import NOT_OWNER, is_owner
 
 def loss_frame(job: JobView | None) -> pd.DataFrame:
     rows = []
@@ -29,20 +33,26 @@ def identity_frame(job: JobView | None) -> pd.DataFrame:
     return pd.DataFrame(rows or [{"step": 0, "distance": None}])
 
 
-PRESET_FIELDS = ("steps", "rank", "learning_rate", "resolution", "memory_mode", "max_usd")
+PRESET_FIELDS = ("steps", "rank", "learning_rate", "resolution", "memory_mode", "max_usd", "alpha")
 
 
-def preset_values(studio, name: str) -> tuple:
-    """The preset's form values (steps, rank, lr, resolution, memory mode, cap), so each can be edited."""
-    fields = studio.training.preset_fields(name)
+def preset_values(studio, name: str, own=None) -> tuple:
+    """The preset's form values (steps, rank, lr, resolution, memory mode, cap, alpha), so each can be edited."""
+    fields = studio.training.saved_presets.get(name, own).form()
     return tuple(fields[k] for k in PRESET_FIELDS)
 
 
-def form_options(n_steps, n_rank, rate, res, mode, cap, **named) -> TrainOptions:
+def shared_preset(studio, name: str) -> str:
+    """The preset a training starts from: a visitor's own one lives in their browser, so the server
+    starts from the default and the form (which holds all of that preset's values) overrides it."""
+    return name if name in studio.training.presets() else studio.training.default_preset
+
+
+def form_options(n_steps, n_rank, rate, res, mode, cap, n_alpha=None, **named) -> TrainOptions:
     return TrainOptions(name=named.get("name", ""), trigger=named.get("trigger", ""),
                         preset=named.get("preset") or "Standard", steps=or_preset(n_steps), rank=or_preset(n_rank),
                         learning_rate=or_preset(rate), resolution=or_preset(res), memory_mode=mode or "auto",
-                        max_usd=parse_cap(cap) or 0.0)
+                        max_usd=parse_cap(cap) or 0.0, alpha=or_preset(n_alpha))
 
 
 def stats_text(job: JobView | None) -> str:
@@ -80,6 +90,7 @@ def render(ctx: UIContext, timer: gr.Timer):
             with gr.Row():
                 steps = gr.Number(first[0], label="Steps", precision=0, elem_id="training-steps")
                 rank = gr.Number(first[1], label="Rank", precision=0)
+                alpha = gr.Number(first[6], label=wording.ALPHA_LABEL, info=wording.ALPHA_INFO, minimum=0)
             with gr.Row():
                 lr = gr.Number(first[2], label="Learning rate")
                 resolution = gr.Number(first[3], label="Resolution (px)", precision=0)
@@ -114,6 +125,7 @@ def render(ctx: UIContext, timer: gr.Timer):
             samples = gr.Gallery(label="Samples", columns=4, height=200)
             logs = gr.Textbox(label="Log", lines=6, max_lines=12, autoscroll=True)
     shown_jobs = gr.State(None)
+    own_presets = ctx.shared["own_presets"]  # a visitor's own presets, in their browser (made in app.py)
 
     def jobs_for(character_id):
         return [j for j in studio.jobs.list("train")
@@ -142,9 +154,11 @@ def render(ctx: UIContext, timer: gr.Timer):
     live_count = 9  # progress, stats, loss, identity, samples, logs, done, next_step, message
 
     @beside(live_count + 1, live_count)
-    def begin(dataset_id, lora_name, trigger_word, preset_name_, n_steps, n_rank, rate, res, mode, cap_usd):
+    def begin(dataset_id, lora_name, trigger_word, preset_name_, n_steps, n_rank, rate, res, mode, cap_usd,
+              n_alpha=None):
         job = studio.training.start(dataset_id, form_options(
-            n_steps, n_rank, rate, res, mode, cap_usd, name=lora_name, trigger=trigger_word, preset=preset_name_))
+            n_steps, n_rank, rate, res, mode, cap_usd, n_alpha, name=lora_name, trigger=trigger_word,
+            preset=shared_preset(studio, preset_name_)))
         return (gr.update(choices=job_choices(studio.jobs.list("train")), value=job.id), *show(job.id)[:-1], "")
 
     @beside(live_count, live_count - 1)
@@ -164,23 +178,40 @@ def render(ctx: UIContext, timer: gr.Timer):
         update, shown = fresh_choices(job_choices(jobs_for(character_id)), job_id, shown)
         return (update, shown, *show(job_id))
 
-    def apply_preset(name_):
-        fields = studio.training.preset_fields(name_)
-        return (fields["description"], *preset_values(studio, name_), "")
+    @beside(2 + len(PRESET_FIELDS), 1 + len(PRESET_FIELDS))
+    def apply_preset(name_, own):
+        fields = studio.training.saved_presets.get(name_, own)
+        return (fields.description, *preset_values(studio, name_, own), "")
 
-    @beside(3, 2)
-    def keep_preset(name_, n_steps, n_rank, rate, res, mode, cap_usd):
-        saved = studio.training.save_preset(name_, form_options(n_steps, n_rank, rate, res, mode, cap_usd))
-        info = studio.training.preset_fields(saved)["description"]
-        return gr.update(choices=studio.training.presets(), value=saved), info, f"Saved preset **{saved}**."
+    @beside(4, 2)
+    def keep_preset(name_, n_steps, n_rank, rate, res, mode, cap_usd, n_alpha, own, request: gr.Request):
+        """The owner saves for everyone (the workspace); on a shared link a visitor saves in their browser."""
+        options = form_options(n_steps, n_rank, rate, res, mode, cap_usd, n_alpha)
+        own_update = gr.skip()
+        if is_owner(studio, request):
+            saved = studio.training.save_preset(name_, options)
+        else:
+            own, saved = studio.training.saved_presets.save_own(own, name_, PresetFields.of(options))
+            own_update = own
+        info = studio.training.saved_presets.get(saved, own).description
+        return (gr.update(choices=studio.training.saved_presets.names(own), value=saved), info,
+                f"Saved preset **{saved}**.", own_update)
 
-    @beside(3 + len(PRESET_FIELDS), 2 + len(PRESET_FIELDS))
-    def drop_preset(current, typed):
+    @beside(4 + len(PRESET_FIELDS), 2 + len(PRESET_FIELDS))
+    def drop_preset(current, typed, own, request: gr.Request):
         target = (typed or "").strip() or current
-        studio.training.delete_preset(target)
-        fields = studio.training.preset_fields(default)
-        return (gr.update(choices=studio.training.presets(), value=default), fields["description"],
-                *preset_values(studio, default), f"Deleted preset **{target}**.")
+        presets = studio.training.saved_presets
+        own_update = gr.skip()
+        shared = studio.training.presets()
+        if not same_name(target, shared) and same_name(target, presets.own(own)):
+            own = own_update = presets.delete_own(own, target)
+        elif presets.is_builtin(target) or is_owner(studio, request):
+            studio.training.delete_preset(target)  # a built-in is refused there, in its own words
+        else:
+            raise UserError(NOT_OWNER)
+        fields = presets.get(default, own)
+        return (gr.update(choices=presets.names(own), value=default), fields.description,
+                *preset_values(studio, default, own), f"Deleted preset **{target}**.", own_update)
 
     def expected(n_steps):
         return estimate_text(studio.training.estimate(n_steps)) if ctx.paid else ""
@@ -194,13 +225,14 @@ def render(ctx: UIContext, timer: gr.Timer):
         return (gr.Tabs(selected="tester"), gr.update(choices=lora_choices(studio), value=lora_id),
                 prompt_for(studio, lora_id))
 
-    form = [steps, rank, lr, resolution, memory, cap]
+    form = [steps, rank, lr, resolution, memory, cap, alpha]
     live = [progress, stats, loss, identity, samples, logs, done, next_step, message]
-    preset.input(apply_preset, [preset], [preset_info, *form, preset_message], api_visibility="private")
-    save_preset.click(keep_preset, [preset_name, *form], [preset, preset_info, preset_message],
+    preset.input(apply_preset, [preset, own_presets], [preset_info, *form, preset_message], api_visibility="private")
+    save_preset.click(keep_preset, [preset_name, *form, own_presets],
+                      [preset, preset_info, preset_message, own_presets],
                       api_visibility="private")
-    delete_preset.click(drop_preset, [preset, preset_name], [preset, preset_info, *form, preset_message],
-                        api_visibility="private")
+    delete_preset.click(drop_preset, [preset, preset_name, own_presets],
+                        [preset, preset_info, *form, preset_message, own_presets], api_visibility="private")
     start.click(begin, [dataset, name, trigger, preset, *form], [job_pick, *live], api_visibility="private")
     gr.on(None, studio.training.memory_plan, [resolution, memory, rank], [memory_plan],  # on load and on change
           api_visibility="private", show_progress="hidden")

@@ -23,7 +23,12 @@ NEXT_TESTER = "Next: find the right strength → 5 · Strength tester"
 SHEET_DONE = "**The character sheet is ready.** Pick the 20–30 most consistent images next."
 TRAINING_DONE = "**The LoRA is trained and in the library.** Test which strength keeps the face next."
 SELECTION_DETAILS = "Click an image to (de)select it; its distance and flags appear here in full. Hover an image to read its caption."
-PRESET_HELP = "Save the form as your own preset; it is kept in the workspace. Beginner, Standard and Expert are built in and stay as they are."
+PRESET_HELP = ("Save the form as a preset. On this machine (or logged in as the owner) it is kept in the workspace "
+               "and listed for everyone; a visitor on a shared link keeps theirs in their own browser. Beginner, "
+               "Standard and Expert are built in and stay as they are.")
+ALPHA_LABEL = "Alpha (blank = same as rank)"
+ALPHA_INFO = ("LoRA scale = alpha / rank. Blank keeps the preset's ratio (1 for the built-ins), so changing the "
+              "rank alone keeps the strength. The exported files carry this scale in their weights.")
 CAP_LABEL = "Spending cap for this job (USD, 0 = none)"
 CAP_INFO = "The job stops before the paid call that would pass it; what was made is kept."
 GO_FAST_LABEL = "Replicate fast mode (go_fast: fp8, and Replicate multiplies LoRA strengths by 1.5)"
@@ -31,7 +36,8 @@ GO_FAST_OFF_NOTE = "The strength tester always runs with go_fast off, so its str
 PRICES_HELP = (
     "What a paid call on Replicate costs and how long it usually takes; every estimate in the app reads "
     "this table. Prices change: check the source and edit a row (USD, seconds, source, date), then save. "
-    "It is kept in the workspace (`replicate_prices.json`)."
+    "It is kept in the workspace (`replicate_prices.json`) and only the owner saves it. Each price stays "
+    "between a tenth and a hundred times the built-in one; the source is plain text (no links)."
 )
 FIRST_RUN = (
     "**First run? Choose what draws your pictures** in *Settings → Engine*: `local` runs FLUX.1-dev on this "
@@ -53,3 +59,11 @@ REPLICATE_HELP = (
     "a private one."
 )
 SWITCHED = "Switched to **{engine}**. {detail}"
+# ---- Settings → Models (local model catalogue, downloads, Hugging Face token) ----
+MODELS_HELP = (
+    "FLUX.1 weights for the **local** engine. Sizes are what the pipeline loads (no single-file checkpoints); "
+    "downloads go to the Hugging Face cache (`HF_HOME` / `HF_HUB_CACHE`), run beside the GPU queue, and "
+    "keep every finished byte across a cancel, a dropped connection or a restart. A folder that already "
+    "holds the weights is used as it is. Then choose it in *Settings → Engine* (or start with `--model <id or folder>`)."
+)
+TOKEN_HELP = "Gated models (FLUX.1-dev, FLUX.1-Kontext-dev) need a Hugging Face **read** token and the licence accepted on the model's page."

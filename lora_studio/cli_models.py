@@ -1,0 +1,52 @@
+"""`python -m lora_studio models list|download ID|login|logout`: the Settings → Models section, headless.
+
+`download` runs the same download job as the page (bytes kept across a cancel or a restart, the
+free-space check first), uses the token huggingface_hub finds (`HF_TOKEN` first, then its token
+file), prints the page's sentences and exits non-zero on a refusal. `login` reads the token from the
+terminal without echo (or one line of stdin), never from the command line, where `ps` would show it.
+"""
+from __future__ import annotations
+
+import getpass
+import sys
+import time
+from typing import Callable
+
+
+def models_command(args, settings_from: Callable) -> tuple[object, str]:
+    from .studio import Studio
+
+    with Studio(settings_from(args)) as studio:
+        models = studio.models
+        if args.action == "list":
+            rows = [r.to_dict() for r in models.catalogue()]
+            lines = [f"{r['repo_id']:<40} {r['status']:<24} {_size(r['download_bytes']):>10}  "
+                     f"{r['problem'] or r['recommendation']}" for r in rows]
+            return rows, "\n".join(lines)
+        if args.action in ("login", "logout"):
+            state = models.logout() if args.action == "logout" else models.login(_read_token())
+            return {"user": state.user, "source": state.source}, state.text().replace("**", "")
+        if not args.model:
+            raise SystemExit("error: give the model to download, e.g. black-forest-labs/FLUX.1-dev")
+        job = models.start_download(args.model)
+        shown = ""
+        while not (view := studio.jobs.get(job.id)).done:
+            if not args.json and view.message != shown:
+                shown = view.message
+                print(f"\r{shown:<70}", end="", file=sys.stderr, flush=True)
+            time.sleep(0.5)
+        if not args.json:
+            print(file=sys.stderr)
+        studio.wait(job.id)  # raises the job's reason when it did not succeed
+        report = models.progress(job.id)
+        return report, f"{args.model}: {_size(report['bytes_total'])} on disk."
+
+
+def _read_token() -> str:
+    if sys.stdin.isatty():
+        return getpass.getpass("Hugging Face token (hidden): ")
+    return sys.stdin.readline().strip()
+
+
+def _size(count) -> str:
+    return "?" if count is None else f"{count / 1e9:.2f} GB"

@@ -1,0 +1,321 @@
+"""What a model on the Hugging Face Hub holds, what of it is already on disk, and the Hub token.
+
+No torch here (the Settings tab and the CLI list models without loading any), and nothing fetched
+behind the caller's back: listing reads the repo's file metadata and its `model_index.json` only.
+Every path comes from huggingface_hub's own settings, read at call time, so `HF_HOME`,
+`HF_HUB_CACHE` and `HF_ENDPOINT` are respected and the cache stays the one `from_pretrained` reads.
+
+Only the files a diffusers pipeline loads are counted and fetched: `model_index.json` and the
+folders it names (weights in safetensors when a folder has them). Root single-file checkpoints
+(`flux1-dev.safetensors`, `ae.safetensors`), pictures and READMEs are left on the Hub. A Kontext repo
+gives only `transformer/` and its index: its text encoders and VAE are FLUX.1-dev's.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .base import EngineError
+
+KONTEXT_CLASS = "FluxKontextPipeline"
+TOKENS_PAGE = "https://huggingface.co/settings/tokens"
+OTHER_WEIGHTS = (".bin", ".pt", ".ckpt", ".msgpack", ".h5", ".onnx", ".onnx_data", ".gguf")
+_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
+
+
+class HubError(EngineError):
+    """The Hub refused or failed; the message says what to do (a token, a licence, a name)."""
+
+
+class GatedError(HubError):
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class HubFile:
+    path: str
+    size: int
+
+
+@dataclass(frozen=True)
+class RepoFiles:
+    """The files of one repo at one commit that a pipeline needs (and nothing else)."""
+
+    repo_id: str
+    commit: str
+    files: tuple[HubFile, ...]
+    pipeline_class: str | None = None
+
+    @property
+    def total(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def is_kontext(self) -> bool:
+        return self.pipeline_class == KONTEXT_CLASS
+
+
+# ---- where things are ----------------------------------------------------------------------
+def endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def cache_root() -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def repo_cache(repo_id: str) -> Path:
+    from huggingface_hub.file_download import repo_folder_name
+
+    return cache_root() / repo_folder_name(repo_id=repo_id, repo_type="model")
+
+
+def offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def is_repo_id(text: str) -> bool:
+    return bool(_REPO_ID.fullmatch(text or "")) and ".." not in text
+
+
+def has_weights(folder: Path) -> bool:
+    """A local folder in diffusers layout with weights in it: used as it is, nothing downloaded."""
+    folder = Path(folder)
+    return (folder / "model_index.json").is_file() and any((folder / "transformer").glob("*.safetensors"))
+
+
+def free_bytes(where: Path | None = None) -> int:
+    """Free bytes on the disk that holds `where` (default: the hub cache), even before it exists."""
+    path = Path(where or cache_root()).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+# ---- what a repo holds ---------------------------------------------------------------------
+def needed_files(files: list[HubFile], model_index: dict | None, transformer_only: bool) -> list[HubFile]:
+    """The pipeline's files: the index plus the folders it names (safetensors preferred per folder)."""
+    if transformer_only:
+        folders = {"transformer"}
+    elif model_index:
+        folders = {k for k, v in model_index.items() if not k.startswith("_") and isinstance(v, list) and v[0]}
+    else:
+        folders = {f.path.split("/", 1)[0] for f in files if "/" in f.path}
+    chosen = [f for f in files if f.path == "model_index.json"
+              or ("/" in f.path and f.path.split("/", 1)[0] in folders)]
+    has_safetensors = {f.path.rsplit("/", 1)[0] for f in chosen if f.path.endswith(".safetensors")}
+    return [f for f in chosen if not (f.path.endswith(OTHER_WEIGHTS) and f.path.rsplit("/", 1)[0] in has_safetensors)]
+
+
+def list_repo(repo_id: str, token: str | None = None, transformer_only: bool | None = None,
+              revision: str | None = None) -> RepoFiles:
+    """The repo's needed files with their sizes (from the Hub's file metadata). `transformer_only`
+    None decides by the index: a Kontext repo gives its transformer only."""
+    if not is_repo_id(repo_id):
+        raise HubError(f"{repo_id!r} is not a Hugging Face model id (owner/name) nor a folder here.")
+    if offline():
+        raise HubError("HF_HUB_OFFLINE is set, so nothing can be listed or downloaded from the Hub. "
+                       "Unset it to download, or give a folder that holds the weights.")
+    from huggingface_hub import hf_hub_download
+
+    try:
+        info = _api().model_info(repo_id, revision=revision, files_metadata=True, token=token or None)
+        files = [HubFile(s.rfilename, int(s.size or 0)) for s in info.siblings or []]
+        index = None
+        if any(f.path == "model_index.json" for f in files):
+            index_path = hf_hub_download(repo_id, "model_index.json", revision=info.sha, endpoint=endpoint(),
+                                         cache_dir=cache_root(), token=token or None)
+            index = json.loads(Path(index_path).read_text(encoding="utf-8"))
+    except Exception as exc:  # noqa: BLE001 - every Hub failure becomes one sentence
+        raise hub_error(exc, repo_id) from None
+    pipeline_class = index.get("_class_name") if isinstance(index, dict) else None
+    only = pipeline_class == KONTEXT_CLASS if transformer_only is None else transformer_only
+    chosen = needed_files(files, index, only)
+    if not any(f.path.startswith("transformer/") for f in chosen):
+        raise HubError(f"{repo_id} has no diffusers-layout transformer/ folder, so it is not a FLUX.1 pipeline "
+                       "this app can load.")
+    return RepoFiles(repo_id, str(info.sha), tuple(chosen), pipeline_class)
+
+
+def cached_commit(repo_id: str) -> str | None:
+    ref = repo_cache(repo_id) / "refs" / "main"
+    try:
+        commit = ref.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return commit if re.fullmatch(r"[0-9a-f]{40}", commit) else None
+
+
+def snapshot_dir(repo_id: str, commit: str) -> Path:
+    return repo_cache(repo_id) / "snapshots" / commit
+
+
+def bytes_on_disk(repo: RepoFiles) -> int:
+    """How much of the repo's needed files the cache already holds (finished files only)."""
+    folder = snapshot_dir(repo.repo_id, repo.commit)
+    return sum(f.size for f in repo.files if (folder / f.path).is_file())
+
+
+def in_cache(repo_id: str) -> bool:
+    """Whether the cache's current snapshot of this repo looks loadable, judged without the network:
+    its index, and weights in transformer/."""
+    commit = cached_commit(repo_id)
+    return commit is not None and has_weights(snapshot_dir(repo_id, commit))
+
+
+# ---- errors in words -----------------------------------------------------------------------
+def gated_text(repo_id: str, status: int) -> str:
+    page = f"https://huggingface.co/{repo_id}"
+    if status == 403:
+        return (f"Your Hugging Face token has no access to {repo_id}: accept its licence at {page} (logged in "
+                "as the token's user), then try again. A fine-grained token also needs \"Read access to "
+                "contents of all public gated repos you can access\".")
+    return (f"{repo_id} is a gated model: it needs a Hugging Face read token. Make one at {TOKENS_PAGE}, "
+            f"give it under Settings → Models (or `python -m lora_studio models login`), and accept the "
+            f"licence at {page}.")
+
+
+def hub_error(exc: BaseException, repo_id: str) -> HubError:
+    """A Hub failure as one sentence that says what to do about it."""
+    from huggingface_hub import errors
+
+    if isinstance(exc, HubError):
+        return exc
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(exc, errors.GatedRepoError):
+        return GatedError(gated_text(repo_id, 403 if status == 403 else 401), 403 if status == 403 else 401)
+    if isinstance(exc, errors.RepositoryNotFoundError):
+        return HubError(f"No model {repo_id} on the Hugging Face Hub (or it is private and your token cannot "
+                        "see it). Check the id on its page.")
+    if isinstance(exc, errors.OfflineModeIsEnabled):
+        return HubError("HF_HUB_OFFLINE is set, so nothing can be downloaded. Unset it to download.")
+    if isinstance(exc, errors.HfHubHTTPError) and status == 401:
+        return HubError(f"The Hugging Face token was refused (invalid or revoked). Make a new read token at "
+                        f"{TOKENS_PAGE} and give it under Settings → Models.")
+    if isinstance(exc, OSError) and getattr(exc, "errno", None) is not None:
+        from ..errors import describe_os_error
+
+        return HubError(describe_os_error(exc))
+    return HubError(f"The Hugging Face Hub could not be reached for {repo_id} ({type(exc).__name__}). "
+                    "Check the connection and try again; finished bytes are kept.")
+
+
+# ---- the token -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TokenState:
+    user: str | None  # who the active token belongs to; None when there is none or it was refused
+    source: str | None  # "environment" (HF_TOKEN wins) | "file" (huggingface_hub's token file) | None
+    problem: str = ""
+
+    @property
+    def logged_in(self) -> bool:
+        return self.user is not None
+
+
+_APIS: dict = {}
+
+
+def _api():
+    """One client per endpoint, so its whoami cache lasts."""
+    from huggingface_hub import HfApi
+
+    url = endpoint()
+    if url not in _APIS:
+        _APIS[url] = HfApi(endpoint=url)
+    return _APIS[url]
+
+
+def _environment_token() -> str | None:
+    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
+
+
+def active_token() -> str | None:
+    from huggingface_hub import get_token
+
+    return get_token()
+
+
+def whoami(token: str, cache: bool = False) -> str:
+    """The user a token belongs to; HubError in words when it is refused. `cache`: the Hub rate-limits
+    this call, so a status shown on every page open asks once per token and process."""
+    try:
+        return str(_api().whoami(token=token, cache=cache)["name"])
+    except Exception as exc:  # noqa: BLE001
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status == 401:
+            raise HubError(f"Hugging Face refused this token (invalid or revoked). Make a read token at "
+                           f"{TOKENS_PAGE} and paste it again.") from None
+        raise HubError(f"The Hugging Face Hub could not check the token ({type(exc).__name__}); try again "
+                       "when the connection is back.") from None
+
+
+def token_state() -> TokenState:
+    token = active_token()
+    if not token:
+        return TokenState(None, None)
+    source = "environment" if _environment_token() else "file"
+    try:
+        return TokenState(whoami(token, cache=True), source)
+    except HubError as exc:
+        return TokenState(None, source, str(exc))
+
+
+def save_token(token: str) -> str:
+    """Check the token, then keep it with `huggingface_hub.login` (the same file the `hf` CLI uses)."""
+    token = (token or "").strip()
+    if not re.fullmatch(r"[A-Za-z0-9_\-]{8,200}", token):
+        raise HubError(f"That does not look like a Hugging Face token (they start with hf_). Copy a read "
+                       f"token from {TOKENS_PAGE}.")
+    user = whoami(token)
+    from huggingface_hub import login
+
+    login(token=token, add_to_git_credential=False, skip_if_logged_in=False)
+    return user
+
+
+def forget_token() -> None:
+    """Remove the saved token (huggingface_hub.logout); HF_TOKEN in the environment stays in force."""
+    from huggingface_hub import constants, logout
+
+    if _environment_token() is None:
+        logout()
+        return
+    for path in (constants.HF_TOKEN_PATH, constants.HF_STORED_TOKENS_PATH):  # logout() raises while HF_TOKEN is set
+        Path(path).unlink(missing_ok=True)
+
+
+def load_failure_text(model_id: str, exc: BaseException) -> str:
+    """Why `from_pretrained` could not load a model, and the fix: a token or the licence for a gated
+    repo, a download for a hub id not in the cache, the layout for a folder."""
+    from huggingface_hub import errors
+
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for item in chain:
+        if isinstance(item, errors.GatedRepoError):
+            status = getattr(getattr(item, "response", None), "status_code", None)
+            return gated_text(model_id, 403 if status == 403 else 401)
+    reason = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
+    if Path(model_id).expanduser().is_dir():
+        return (f"Could not load the Flux model in the folder {Path(model_id).name} ({reason}). It needs the "
+                "FLUX.1 weights in diffusers layout (model_index.json, transformer/, vae/, text_encoder*/, tokenizer*/).")
+    if is_repo_id(model_id):
+        return (f"Could not load {model_id} ({reason}). If it is not downloaded yet, download it under Settings → "
+                f"Models or with `python -m lora_studio models download {model_id}`; a gated model also needs a "
+                f"read token ({TOKENS_PAGE}) and its licence accepted at https://huggingface.co/{model_id}.")
+    return (f"Could not load the Flux model {model_id!r} ({reason}): give a Hugging Face model id (owner/name) "
+            "or a folder with the FLUX.1 weights in diffusers layout.")

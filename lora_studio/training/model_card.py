@@ -1,0 +1,85 @@
+"""The model card (README.md) beside a trained LoRA: per tool, the file to use and the strength to use it at.
+
+Both files the app writes carry scale 1 in every loader (see training/outputs.py), so one strength
+means the same in diffusers, ComfyUI, Forge/A1111 and ai-toolkit: the strength tester's
+recommendation when a test has run, else 1.0, said as untested. Kept free of torch so the library
+can rewrite the card when a strength test finishes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+LORA_FILE = "lora.safetensors"
+KOHYA_FILE = "lora_kohya.safetensors"
+
+
+def strength_line(strength: float | None, tested: bool = False) -> tuple[float, str]:
+    """The strength to write in every tool's example, and where it comes from, in words."""
+    if strength is None and tested:
+        return 1.0, ("1.0 - the strength test recommended none (see its reason in the Library tab); "
+                     "try 0.8-1.2 and judge by eye.")
+    if strength is None:
+        return 1.0, ("1.0 - no strength test has run yet: run the Strength tester tab, then export again "
+                     "for a measured recommendation (try 0.8-1.2 meanwhile).")
+    return float(strength), f"{float(strength):g} - recommended by the strength tester."
+
+
+def _number(meta: dict, key: str) -> str:
+    value = meta.get(key)
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"
+
+
+def model_card(meta: dict, strength: float | None = None, tested: bool = False) -> str:
+    """The card for a LoRA trained with `meta` (training metadata), at the strength the tester
+    recommended (None: untested, or `tested` without a recommendation)."""
+    trigger = meta.get("trigger") or "your trigger word"
+    base = meta.get("base_model") or "black-forest-labs/FLUX.1-dev"
+    value, said = strength_line(strength, tested)
+    loss = meta.get("final_loss")
+    kohya_stem = Path(KOHYA_FILE).stem
+    return f"""# {trigger} - FLUX.1 LoRA
+
+Trained with LoRA Studio on {meta.get('images', '?')} images of one character.
+
+- **Trigger word:** `{trigger}` - put it in every prompt.
+- Base model: `{base}`
+- Steps {meta.get('steps', '?')}, rank {meta.get('rank', '?')}, alpha {_number(meta, 'alpha')}, learning rate \
+{_number(meta, 'learning_rate')}, {meta.get('resolution', '?')} px, memory mode `{meta.get('memory_mode', '?')}`.
+- Final loss (smoothed): {loss if not isinstance(loss, (int, float)) else round(loss, 4)}
+- **Strength: {said}**
+
+## Which file, at which strength
+
+| tool | file | strength |
+|---|---|---|
+| diffusers | `{LORA_FILE}` | `set_adapters(..., [{value:g}])` |
+| ComfyUI | `{KOHYA_FILE}` (or `{LORA_FILE}`) | `strength_model` {value:g} |
+| Forge / A1111 | `{KOHYA_FILE}` | `<lora:{kohya_stem}:{value:g}>` |
+| ai-toolkit | `{LORA_FILE}` | network weight {value:g} |
+
+The training's alpha/rank scale is folded into the weights of both files and each records alpha =
+rank (`lora_adapter_metadata` in `{LORA_FILE}`, `.alpha` tensors in `{KOHYA_FILE}`), so a tool that
+reads alpha and one that ignores it apply the same update: a strength means the same everywhere.
+
+## diffusers
+```python
+import torch
+from diffusers import FluxPipeline
+
+pipe = FluxPipeline.from_pretrained("{base}", torch_dtype=torch.bfloat16).to("cuda")
+pipe.load_lora_weights("path/to/this/folder", weight_name="{LORA_FILE}", adapter_name="{trigger}")
+pipe.set_adapters(["{trigger}"], [{value:g}])
+image = pipe("{trigger}, portrait photo", num_inference_steps=28, guidance_scale=3.5).images[0]
+```
+
+## ComfyUI
+Copy `{KOHYA_FILE}` into `ComfyUI/models/loras/`, add a **LoraLoaderModelOnly** node after the
+FLUX.1 model loader, pick the file and set `strength_model` to {value:g}.
+
+## Forge / A1111
+Copy `{KOHYA_FILE}` into `models/Lora/` and write `<lora:{kohya_stem}:{value:g}>` in the prompt,
+together with the trigger word `{trigger}`.
+
+## ai-toolkit
+Give `{LORA_FILE}` as a LoRA to sample with (or to continue from) at weight {value:g}.
+"""
