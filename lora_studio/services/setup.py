@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..config import ENGINES, Settings
+from ..engines.hub import is_repo_id
 from ..engines.model_kind import DEV_HUB_ID, KONTEXT_CLASS, KONTEXT_HUB_ID, pipeline_class
 from ..errors import InvalidInput
 from ..store import atomic_write_json
@@ -26,7 +27,6 @@ FLAG_NAMES = {"engine": "--engine", "model": "--model", "kontext_model": "--kont
 ENV_NAMES = {"engine": "LORA_STUDIO_ENGINE", "model": "LORA_STUDIO_MODEL",
              "kontext_model": "LORA_STUDIO_KONTEXT_MODEL", "destination": "LORA_STUDIO_REPLICATE_DESTINATION"}
 MAX_MODEL = 500
-HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 DESTINATION = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}/[a-z0-9][a-z0-9._-]{0,99}$")
 
 
@@ -169,7 +169,7 @@ def _model_ref(value: str, what: str) -> str:
         return ""
     if len(value) > MAX_MODEL or not value.isprintable():
         raise InvalidInput(f"The {what} is a hub id (owner/name) or a folder path, up to {MAX_MODEL} characters.")
-    if HUB_ID.match(value) and not Path(value).is_dir():
+    if is_repo_id(value) and not Path(value).is_dir():
         return value
     folder = Path(value).expanduser()
     if not folder.is_absolute():

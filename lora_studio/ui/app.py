@@ -49,10 +49,15 @@ def build_app(studio: Studio) -> gr.Blocks:
                 refreshers.append((library, library_tab.render(ctx, timer)))
             with gr.Tab("Settings", id="settings"):
                 settings_tab.render(ctx)
-        first_run.click(lambda: gr.Tabs(selected="settings"), None, [tabs], api_visibility="private")
+        def open_settings():
+            return gr.Tabs(selected="settings")
+
+        first_run.click(open_settings, None, [tabs], api_visibility="private")
         # A page opened after a switch (from another page) shows the engine as it is now.
-        gr.on(None, lambda: (settings_engine.banner_text(studio), gr.update(visible=studio.draws_noise())), None,
-              [banner, first_run], api_visibility="private")
+        def engine_banner():
+            return settings_engine.banner_text(studio), gr.update(visible=studio.draws_noise())
+
+        gr.on(None, engine_banner, None, [banner, first_run], api_visibility="private")
         for tab, (fn, inputs, outputs) in refreshers:
             tab.select(fn, inputs, outputs, api_visibility="private")
         for wire in ctx.wiring:

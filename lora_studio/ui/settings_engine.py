@@ -69,7 +69,7 @@ def render(ctx: UIContext) -> None:
         replicate_status = gr.Markdown(elem_id="replicate-status")
     editable = [engine, model, kontext, switch, token, save_token, forget, destination, refresh, use, new_name, create]
 
-    def on_load(request: gr.Request):
+    def setup_view(request: gr.Request):
         """Fresh values for this visitor (another page may have switched), read-only for visitors."""
         owner = is_owner(studio, request)
         choice = studio.setup.choice(studio.settings)
@@ -80,7 +80,7 @@ def render(ctx: UIContext) -> None:
                 gr.update(value=choice.engine, interactive=owner), gr.update(value=hide(choice.model), interactive=owner),
                 gr.update(value=hide(choice.kontext_model), interactive=owner), *locked)
 
-    gr.on(None, on_load, None, [sources, status, account, *editable], api_visibility="private")
+    gr.on(None, setup_view, None, [sources, status, account, *editable], api_visibility="private")
 
     @friendly
     def switch_engine(engine_name, model_ref, kontext_ref, request: gr.Request):
