@@ -170,6 +170,9 @@ class Settings:
     space_id: str | None = None  # set on a Hugging Face Space (SPACE_ID)
     space_author: str | None = None  # the Space's owner (SPACE_AUTHOR_NAME): the one visitor who owns settings
     train_gpus: str = "off"  # where trainings run by default (TrainPlacement.parse): off | isolated | all | 0,1 | cpu:N
+    # Where the engine choice came from: field -> "flag" | "environment" (absent = default). Values pinned
+    # there win over the Settings page (services/setup.py), which says so next to each of them.
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -241,10 +244,24 @@ class Settings:
         clean = {k: v for k, v in overrides.items() if v is not None}
         if "model" in clean and "engine" not in clean and engine == "tiny":
             clean["engine"] = "local"
+        values["sources"] = choice_sources(env, clean)
         values.update(clean)
         if isinstance(values.get("workspace"), str):
             values["workspace"] = Path(values["workspace"])
         return cls(**values)
+
+
+CHOICE_ENV = {"engine": "LORA_STUDIO_ENGINE", "model": "LORA_STUDIO_MODEL", "kontext_model": "LORA_STUDIO_KONTEXT_MODEL",
+              "destination": "LORA_STUDIO_REPLICATE_DESTINATION"}
+
+
+def choice_sources(env: Mapping[str, str], flags: Mapping[str, object]) -> dict[str, str]:
+    """Which engine choices a flag or a variable set (an engine implied by a model counts as the model's)."""
+    sources = {name: "environment" for name, var in CHOICE_ENV.items() if env.get(var)}
+    sources.update({name: "flag" for name in CHOICE_ENV if flags.get(name) is not None})
+    if "engine" not in sources and "model" in sources:
+        sources["engine"] = sources["model"]
+    return sources
 
 
 def parse_auth(text: str) -> tuple[str, str]:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import UserError  # noqa: F401 (re-exported: services raise it)
+from .job_gate import JobGate
 from .job_records import (  # noqa: F401 (re-exported: the UI and services import them from here)
     CANCELED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, SUCCEEDED, JobView, describe_error,
 )
@@ -161,6 +162,7 @@ class JobQueue:
         self._worker: threading.Thread | None = None
         self._idle = threading.Event()
         self._idle.set()
+        self.gate = JobGate()  # GPU-lane jobs run through it; an engine switch holds it (studio.py)
 
     def register(self, kind: str, handler: Handler) -> None:
         self._handlers[kind] = handler
@@ -299,6 +301,7 @@ class JobQueue:
     def _run(self, lane: "queue.Queue[str | None] | None" = None) -> None:
         lane = self._queue if lane is None else lane
         idle = self._idle if lane is self._queue else threading.Event()
+        gate = self.gate if lane is self._queue else JobGate()  # downloads use no engine: nothing holds theirs
         while True:
             self._record_unrecorded()
             try:
@@ -309,7 +312,8 @@ class JobQueue:
                 return
             idle.clear()
             try:
-                self._run_one(job_id)
+                with gate:
+                    self._run_one(job_id)
             except BaseException as exc:  # noqa: BLE001 - the one worker must outlive any job
                 _warn(f"job {job_id}: the worker caught {type(exc).__name__}: {exc}")
                 self._finish(job_id, status=FAILED, error=describe_error(exc),

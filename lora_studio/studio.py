@@ -25,43 +25,58 @@ from .services.models import ModelsService
 from .services import preferences
 from .services.preferences import Preferences
 from .services.limits import limits_for
+from .services.replicate_setup import ReplicateSetup
 from .services.selection import SelectionService
+from .services.setup import EngineChoice, SetupService
+from .services.setup import check as check_choice
 from .services.sheet import SheetService
 from .services.tester import SweepRequest, TesterService
 from .services.training import TrainingService
 from .store import MovedAside, Store, recover_json
 
+JOB_RUNS = ("A job is running: the engine switches when it ends. Wait for it, or stop it under Library → "
+            "All jobs, then switch (queued jobs wait for the switch and run on the new engine).")
+
 
 class Studio:
     def __init__(self, settings: Settings | None = None, engine: Engine | None = None,
                  start: bool = True) -> None:
-        self.settings = settings or Settings.from_env()
-        self.store = Store(self.settings.workspace)
+        settings = settings or Settings.from_env()
+        self.store = Store(settings.workspace)
+        self.setup = SetupService(self.store.root)
+        self.settings = self.setup.apply(settings)  # the page's last choice, where no flag or variable pinned one
         self.jobs = JobQueue(self.store, side_kinds=("download",))  # downloads never wait for the GPU
         self._engine = engine
         self._engine_lock = threading.Lock()
-        size = self.settings.image_size
-        self.costs = CostService(self.store.root, paid=self.settings.engine == "replicate")
         self.preferences = Preferences(self.store.root)
-        self.limits = limits_for(self.settings.engine)  # what this engine can serve; checked at the door
         self.characters = Characters(self.store)
-        self.library = LibraryService(self.store, self.engine)
         self.selection = SelectionService(self.store, self.characters)
-        self.sheet = SheetService(self.store, self.jobs, self.characters, self.engine, size,
-                                  score_sheet=self.selection.score, costs=self.costs)
-        self.training = TrainingService(self.store, self.jobs, self.characters, self.library, self.engine,
-                                        tiny=self.settings.is_tiny, image_size=size, device=self.settings.device,
-                                        remote=self.settings.engine == "replicate", costs=self.costs,
-                                        engine_limits=self.limits, train_gpus=self.settings.train_gpus)
-        self.tester = TesterService(self.store, self.jobs, self.characters, self.library, self.engine, size,
-                                    costs=self.costs, engine_limits=self.limits)
-        self.generator = GenerateService(self.store, self.jobs, self.library, self.engine, size,
-                                         self.settings.tasks_file, costs=self.costs, engine_limits=self.limits)
+        self._build_engine_services()
         self.models = ModelsService(self.store, self.jobs, device=self.settings.device)
         self.moved = self.store.moved + self._recover_settings()
         if start:
             self.jobs.start()
             self.models.resume_interrupted()
+
+    def _build_engine_services(self) -> None:
+        """Everything whose behaviour depends on the engine: costs, limits, image size and the workflows.
+        Built again by `reconfigure`; the services reach the engine through `self.engine` at call time."""
+        settings, size = self.settings, self.settings.image_size
+        self.costs = CostService(self.store.root, paid=settings.engine == "replicate")
+        self.limits = limits_for(settings.engine)  # what this engine can serve; checked at the door
+        self.replicate = ReplicateSetup(self.store.root, settings.replicate)
+        self.library = LibraryService(self.store, self.engine)
+        self.sheet = SheetService(self.store, self.jobs, self.characters, self.engine, size,
+                                  score_sheet=self.selection.score, costs=self.costs)
+        self.training = TrainingService(self.store, self.jobs, self.characters, self.library, self.engine,
+                                        tiny=settings.is_tiny, image_size=size, device=settings.device,
+                                        remote=settings.engine == "replicate", costs=self.costs,
+                                        engine_limits=self.limits, kontext_model=settings.kontext_model,
+                                        train_gpus=settings.train_gpus)
+        self.tester = TesterService(self.store, self.jobs, self.characters, self.library, self.engine, size,
+                                    costs=self.costs, engine_limits=self.limits)
+        self.generator = GenerateService(self.store, self.jobs, self.library, self.engine, size,
+                                         settings.tasks_file, costs=self.costs, engine_limits=self.limits)
 
     def _recover_settings(self) -> list[MovedAside]:
         """Each settings file that cannot be read, served or pass its own rules is set aside with a
@@ -76,8 +91,9 @@ class Studio:
         return [moved for path, check in checks if (moved := recover_json(path, check))]
 
     def startup_notes(self) -> list[str]:
-        """One sentence per settings file set aside at this start (the banner and the log show them)."""
-        return [moved.sentence() for moved in self.moved]
+        """One sentence per settings file set aside at this start (the banner and the log show them), and
+        the page's engine choice when setup.json could not be used."""
+        return [moved.sentence() for moved in self.moved] + ([self.setup.note] if self.setup.note else [])
 
     def engine(self) -> Engine:
         """The configured engine, built the first time work needs it."""
@@ -87,6 +103,26 @@ class Studio:
 
                 self._engine = gpu_calls.for_engine(make_engine(self.settings))  # ZeroGPU: GPU calls
             return self._engine
+
+    def reconfigure(self, choice: EngineChoice) -> Settings:
+        """Switch engine and models without a restart: checked first, refused in words while a job runs
+        (queued jobs wait for the switch), flags and variables still win. The old engine's model is
+        freed; the new one loads with the next job. The choice is remembered in the workspace."""
+        choice = check_choice(choice)
+        conflict = self.setup.pinned_conflict(self.settings, choice)
+        if conflict:
+            raise UserError(conflict)
+        with self.jobs.gate.hold(JOB_RUNS):
+            settings = self.setup.apply(self.settings, choice)
+            self.setup.remember(self.settings, choice)  # first: a disk that refuses it changes nothing
+            with self._engine_lock:
+                old, self._engine = self._engine, None
+                self.settings = settings
+                self._build_engine_services()
+            unload = getattr(old, "unload", None)
+            if callable(unload):
+                unload()  # before any job can load the new model: one base in memory at a time
+        return settings
 
     def draws_noise(self) -> bool:
         """Whether pictures are noise (tiny Flux), so the UI says so plainly."""
@@ -99,11 +135,14 @@ class Studio:
             return ("Tiny built-in Flux (random weights): every step runs for real, but the images are "
                     "noise. Start with --model PATH_OR_HUB_ID (FLUX.1-dev) for real pictures.")
         if self.settings.engine == "replicate":
-            return "Replicate (remote GPUs); needs REPLICATE_API_TOKEN in the environment."
+            return f"Replicate (remote GPUs). {self.replicate.status().text()}"
+        from .engines.model_kind import RANDOM_WEIGHTS, choose, sheet_sentence
         from .engines.speed import describe_choice
 
         speed = describe_choice(self.settings.speed, self.settings.device, self.settings.memory_mode)
-        return f"Local FLUX.1 from {self.settings.model} (loaded by the first job). {speed}"
+        sheet = sheet_sentence(choose(self.settings.model or "", self.settings.kontext_model,
+                                      random_weights=self.settings.model in RANDOM_WEIGHTS))
+        return f"Local FLUX.1 from {self.settings.model} (loaded by the first job). {speed} {sheet}"
 
     def gpu_note(self) -> str:
         """A line for the engine banner when GPU work runs as ZeroGPU calls ('' elsewhere)."""

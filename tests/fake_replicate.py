@@ -13,6 +13,9 @@ Like Replicate's FLUX predictors (replicate/cog-flux), `go_fast` defaults to tru
 leaves it out, and with it on every LoRA scale is multiplied by 1.5: the colour of an output encodes
 the scale actually applied, so a test catches a call that forgot to send `go_fast`.
 
+The account: `GET /v1/account` names `username`; `GET /v1/models` lists the account's models (created with
+`POST /v1/models`, kept in `fake.models`) and one public model of someone else.
+
 Failure hooks: a prompt or trigger word containing "FAIL" makes the job fail, "HANG" keeps it
 running forever, and `fake.inject(status, ...)` answers the next matching request with an error.
 """
@@ -91,8 +94,10 @@ class FakeReplicate:
     """The fake server; use as a context manager. `url` is what to pass as the client's base_url."""
 
     def __init__(self, token: str = "r8_test", *, prediction_polls: int = 2, training_polls: int = 4,
-                 weights_as_tar: bool = True, lifetime_s: float = 120.0) -> None:
+                 weights_as_tar: bool = True, lifetime_s: float = 120.0, username: str = "fake-user") -> None:
         self.token = token
+        self.username = username  # the account the token belongs to (GET /v1/account)
+        self.models: dict[str, dict] = {}  # "owner/name" -> model JSON, the account's own models
         self.prediction_polls = prediction_polls  # GETs before a prediction finishes
         self.training_polls = training_polls  # GETs before a training finishes
         self.weights_as_tar = weights_as_tar
@@ -209,10 +214,21 @@ class FakeReplicate:
             if parts[2:] == ["download"]:
                 return 200, entry["content_type"], entry["data"]
             return _json(200, self._file_json(parts[1]))
+        if method == "GET" and parts == ["account"]:
+            return _json(200, {"type": "user", "username": self.username, "name": self.username.title(),
+                               "github_url": None})
+        if parts == ["models"]:
+            if method == "GET":  # one page: the account's models, then someone else's public one
+                others = [self._model_json("someone", "public-model")]
+                return _json(200, {"next": None, "previous": None, "results": [*self.models.values(), *others]})
+            if method == "POST":
+                return self._create_model(body)
         if parts[:1] == ["models"] and len(parts) >= 3:
             owner, name, rest = parts[1], parts[2], parts[3:]
             if method == "GET" and not rest:
-                return _json(200, self._model_json(owner, name))
+                if owner == self.username and f"{owner}/{name}" not in self.models:
+                    return _problem(404, "Not found", "Model not found")
+                return _json(200, self.models.get(f"{owner}/{name}") or self._model_json(owner, name))
             if method == "GET" and len(rest) == 2 and rest[0] == "versions":
                 return _json(200, _version_json(rest[1]))
             if method == "POST" and rest == ["predictions"]:
@@ -236,6 +252,22 @@ class FakeReplicate:
                     job.status, job.completed_at = "canceled", _now()
                 return _json(200, self._job_json(job))
         return _problem(404, "Not found", f"No route for {method} {path}")
+
+    def _create_model(self, body: Any) -> tuple[int, str, bytes]:
+        """POST /v1/models as Replicate answers it: owner must be the account, a name free, hardware given."""
+        body = body if isinstance(body, dict) else {}
+        owner, name = body.get("owner"), body.get("name")
+        if owner != self.username:
+            return _problem(403, "Forbidden", f"You cannot create models for {owner}")
+        if not isinstance(name, str) or not re.match(r"^[a-z0-9][a-z0-9._-]*$", name):
+            return _problem(422, "Invalid", "name is invalid")
+        if body.get("visibility") not in ("public", "private") or not body.get("hardware"):
+            return _problem(422, "Invalid", "visibility and hardware are required")
+        if f"{owner}/{name}" in self.models:
+            return _problem(409, "Conflict", "A model with that name already exists")
+        model = {**self._model_json(owner, name), "visibility": body["visibility"], "latest_version": None}
+        self.models[f"{owner}/{name}"] = model
+        return _json(201, model)
 
     def _upload(self, body: Any) -> tuple[int, str, bytes]:
         if not isinstance(body, dict) or "content" not in body.get("files", {}):

@@ -126,24 +126,26 @@ def test_comfyui_and_ai_toolkit_namings_load(engine, loras, tmp_path):
     assert not np.array_equal(gen(engine), gen(engine, LoraWeight("t", 1.0, tmp_path / "aitk.safetensors")))
 
 
-def test_switching_base_models_frees_the_old_one_first():
+def test_switching_to_kontext_loads_only_its_transformer():
+    """The base (encoders, VAE, dev transformer) loads once; Kontext brings only its transformer, once."""
     from lora_studio.engines.tiny import build_tiny_flux
 
-    alive = []
+    loads = []
 
     def loader(model_id, dtype):
-        assert not [p for p in alive if p() is not None], "old base still in memory while loading the new one"
-        import weakref
+        loads.append(model_id)
+        return build_tiny_flux()
 
-        pipe = build_tiny_flux()
-        alive.append(weakref.ref(pipe.transformer))
-        return pipe
+    def transformer_loader(model_id, dtype):
+        loads.append(f"{model_id}/transformer")
+        return build_tiny_flux(seed=2).transformer
 
-    manager = ModelManager(model="flux-dev", kontext_model="flux-kontext", loader=loader)
-    manager.text_to_image()
-    manager.kontext()
-    manager.text_to_image()
-    assert manager.load_count == 3
+    manager = ModelManager(model="flux-dev", kontext_model="flux-kontext", loader=loader,
+                           transformer_loader=transformer_loader)
+    for _ in range(2):
+        assert manager.kontext().transformer is not manager.text_to_image().transformer
+    assert loads == ["flux-dev", "flux-kontext/transformer"]
+    assert manager.load_count == 1
 
 
 def test_a_model_folder_loads_through_the_real_weights_path(tmp_path):

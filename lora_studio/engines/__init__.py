@@ -11,9 +11,11 @@ from .base import Engine
 
 def make_engine(settings: Settings) -> Engine:
     if settings.engine == "replicate":
+        from .replicate_account import TokenFile
         from .replicate_engine import ReplicateEngine
 
-        return ReplicateEngine(settings.replicate, work_dir=settings.workspace / "replicate")
+        return ReplicateEngine(settings.replicate, work_dir=settings.workspace / "replicate",
+                               token_file=TokenFile(settings.workspace))
     from . import flux_stack
 
     flux_stack.load()  # before local.py imports diffusers: a warm-up thread may be importing it too

@@ -12,6 +12,7 @@ from PIL import Image
 from ..config import SpeedRequest
 from .base import EditRequest, EngineError, GenerateRequest, OutOfMemory
 from .lora_formats import inspect_lora
+from .model_kind import sheet_sentence
 from .model_manager import TINY_ID, ModelManager
 from .speed import SpeedSettings
 
@@ -37,8 +38,9 @@ class LocalEngine:
         if self.tiny:
             return ("Tiny built-in Flux (random weights): every step runs for real, but the images are "
                     "noise. Start with --model PATH_OR_HUB_ID (FLUX.1-dev) for real pictures.")
-        notes = " ".join(n for n in (self.manager.memory_note, self.manager.speed.reason) if n)
-        return f"Local FLUX.1 from {self.manager.model_id} on {self.manager.device.type}. {notes}".strip()
+        manager = self.manager
+        notes = " ".join(n for n in (manager.memory_note, manager.speed.reason, manager.transformers.note) if n)
+        return f"Local FLUX.1 from {manager.model_id} on {manager.device.type}. {sheet_sentence(manager.choice())} {notes}".strip()
 
     def _steps(self, steps: int) -> int:
         return min(steps, TINY_STEPS) if self.tiny else steps
@@ -65,8 +67,7 @@ class LocalEngine:
     def _edit_together(self, requests: list[EditRequest]) -> list[Image.Image]:
         first = requests[0]
         with self.manager.lock, _oom_as_error():
-            self.manager.apply_loras(())
-            pipe = self.manager.kontext()
+            pipe = self.manager.kontext()  # FLUX.1-Kontext-dev's transformer, no LoRA
             image = first.image
             if self.tiny:  # no auto-resize on tiny sizes: give it the target size directly
                 image = image.resize((first.width, first.height))

@@ -180,6 +180,46 @@ def describe_plans(mode: str, resolution: int, rank: int = 16, train_mlp: bool =
     return text
 
 
+def base_quantization(device: torch.device, mode: str) -> tuple[str | None, bool, str]:
+    """(quantization, CPU offload needed, note) for the frozen base at inference: as set, or when "auto"
+    by free GPU memory. Public FLUX.1-dev inference peaks: bf16 ~36 GB, 8-bit ~24 GB, NF4 ~17 GB; training
+    on top adapts to the loaded base (checkpointing etc.), so the base is chosen for inference."""
+    import torch
+
+    if device.type != "cuda":
+        return None, False, ""
+    if mode == "lowvram":
+        return mode, False, "Base weights in nf4, each model on the GPU only while it runs (memory mode lowvram)."
+    if mode in ("8bit", "nf4", "fp8"):
+        return mode, False, f"Base weights in {mode} (memory mode set)."
+    if mode != "auto":
+        return None, False, f"Base weights in bf16 (memory mode {mode})."
+    free_gb = torch.cuda.mem_get_info(device)[0] / 1024**3
+    offload, choice = False, None
+    if free_gb < 40:
+        if not library_available("bitsandbytes"):
+            offload = True
+        else:
+            choice = "8bit" if free_gb >= 26 else "nf4"
+    label = choice or ("bf16 with CPU offload" if offload else "bf16")
+    return choice, offload, f"Base weights in {label}: auto-picked for {free_gb:.0f} GB of free GPU memory."
+
+
+def idle_transformer_note() -> str:
+    """The second transformer in the plan: FLUX.1-Kontext-dev's is off the GPU while FLUX.1-dev's trains,
+    so the GPU plan above stands; it costs host RAM instead, when there is that much free."""
+    import psutil
+
+    from .kontext import fits_in_host_ram
+    from .model_kind import TRANSFORMER_BF16_GB
+
+    free = psutil.virtual_memory().available / GB
+    fits = fits_in_host_ram(int(TRANSFORMER_BF16_GB * GB))
+    where = "it fits" if fits else "too little: it is read again from disk after"
+    return (f"FLUX.1-Kontext-dev's transformer (~{TRANSFORMER_BF16_GB} GB in bf16) waits in CPU memory meanwhile, "
+            f"not on the GPU ({free:.0f} GB of RAM free now: {where}).")
+
+
 def library_available(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 

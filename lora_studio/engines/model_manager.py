@@ -1,10 +1,11 @@
 """One Flux pipeline in memory, shared by text-to-image, Kontext and training.
 
 FLUX.1 is 24 GB of transformer and 9.5 GB of T5 in bf16: a second copy does not fit. So the manager
-loads one base, derives the Kontext pipeline from it with `from_pipe` (same module objects), keeps
-LoRAs as named peft adapters on that transformer, and weights them per call with `set_adapters`.
-A strength sweep therefore never reloads anything. Adapters are evicted least-recently-used when
-their total size passes a budget.
+loads one base (FLUX.1-dev: tokenizers, text encoders, VAE, transformer) and, for the character sheet,
+only FLUX.1-Kontext-dev's transformer, swapped under the same encoders (engines/kontext.py). LoRAs are
+named peft adapters on FLUX.1-dev's transformer, weighted per call with `set_adapters`; they stay on it
+while Kontext runs. A strength sweep therefore never reloads anything. Adapters are evicted
+least-recently-used when their total size passes a budget.
 
 Speed settings (engines/speed.py) are applied when the base loads (speed_pipeline.py). With compile on,
 LoRAs go through one hot-swap slot that exists from the start (speed_lora.py), so neither switching
@@ -27,14 +28,14 @@ from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
 from ..config import SpeedRequest
+from . import kontext as kontext_swap
 from . import speed_pipeline
 from .base import EngineError, LoraWeight
 from .lora_formats import inspect_lora
+from .model_kind import RANDOM_WEIGHTS, TINY_ID, WIDE_ID  # noqa: F401 (re-exported)
 from .speed import SpeedSettings, check_supported, gpu_info, pick_device, resolve_speed
 from .speed_lora import HOT_SLOT, add_hot_slot, canonical_lora, canonical_rank, set_hot_weight
 
-TINY_ID = "tiny-flux"
-WIDE_ID = "wide-flux"  # FLUX.1-dev widths, one block of each kind (engines/wide.py): tests, benches
 CANONICAL_CACHE = 4  # LoRAs kept converted for the hot-swap slot (~100-250 MB each for FLUX.1 at rank 16)
 
 # Prompt-truncation notices and dtype hints flood the job logs; real errors still raise.
@@ -83,9 +84,14 @@ class ModelManager:
         hotswap_rank: int | None = None,
         adapter_budget_bytes: int = 2 * 1024**3,
         loader: Callable[[str, torch.dtype], FluxPipeline] | None = None,
+        transformer_loader: Callable[[str, torch.dtype], torch.nn.Module] | None = None,
     ) -> None:
         self.model_id = model or TINY_ID
-        self.kontext_id = kontext_model or self.model_id
+        self.kontext_id = kontext_model or None  # FLUX.1-Kontext-dev; only its transformer is loaded
+        # Random weights (tiny, wide, a loader building in memory): one transformer may serve both jobs.
+        self.random_weights = self.model_id in RANDOM_WEIGHTS or loader is not None
+        self._choice: kontext_swap.KontextChoice | None = None
+        self._quant: str | None = None  # the base's load-time quantization, reused for Kontext's transformer
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device)
         self.memory_mode = memory_mode
@@ -108,12 +114,15 @@ class ModelManager:
         self.fused = False  # QKV projections fused in the loaded base: LoRAs load in the fused form
         self.adapter_budget_bytes = adapter_budget_bytes
         self._loader = loader or self._load_pipeline
+        self._transformer_loader = transformer_loader or self._load_transformer
         self._lock = threading.RLock()
         self._pipe: FluxPipeline | None = None
         self._loaded_id: str | None = None
         self._kontext: FluxKontextPipeline | None = None
         self._adapters: "OrderedDict[str, LoadedAdapter]" = OrderedDict()
         self.load_count = 0  # how many times a base was loaded (benchmarks and tests read it)
+        self.transformers = kontext_swap.TransformerSlots(self._read_transformer, self._prepare_transformer,
+                                                          self.device)
 
     def _resolve_speed(self, speed: SpeedSettings | SpeedRequest | None) -> SpeedSettings:
         """Flags (a SpeedRequest) resolve against this GPU and skip in words; SpeedSettings given directly
@@ -129,21 +138,69 @@ class ModelManager:
     def lock(self) -> threading.RLock:
         return self._lock
 
+    def choice(self) -> kontext_swap.KontextChoice:
+        """Which transformer a sheet and a text image run on (read from the models' model_index.json once)."""
+        if self._choice is None:
+            self._choice = kontext_swap.choose(self.model_id, self.kontext_id, self.random_weights)
+        return self._choice
+
     def text_to_image(self) -> FluxPipeline:
+        """The pipeline running FLUX.1-dev's transformer (text-to-image and training)."""
         with self._lock:
-            return self._ensure(self.model_id)
+            kontext_swap.refuse(self.choice().refusal_text)
+            pipe = self._ensure(self.model_id)
+            self._swap(pipe, "dev")
+            return pipe
+
+    def _swap(self, pipe: FluxPipeline, role: str) -> torch.nn.Module:
+        before, reads = self.transformers.active, self.transformers.loads["dev"]
+        transformer = self.transformers.swap(pipe, role)
+        if self.transformers.loads["dev"] != reads:  # dev's was dropped for lack of RAM: its adapters went too
+            self._forget_adapters()
+            if self.hotswap and not self._training:
+                self._slot_layers = add_hot_slot(pipe, self.hotswap_rank, fused=self.fused)
+                self._slot_active, self._slot_weight = True, 0.0
+        if before != role and self.offload and self._load_speed().group_offload is None:
+            pipe.enable_model_cpu_offload(device=self.device)  # lay the hooks over the new transformer
+        return transformer
 
     def kontext(self) -> FluxKontextPipeline:
+        """A Kontext pipeline over the same encoders and VAE, running FLUX.1-Kontext-dev's transformer."""
         with self._lock:
-            base = self._ensure(self.kontext_id)
-            if self._kontext is None:
+            choice = self.choice()
+            kontext_swap.refuse(choice.refusal_sheet)
+            base = self._ensure(self.model_id)
+            transformer = self._swap(base, "dev" if choice.shared else "kontext")
+            if choice.shared:  # one transformer for both: the sheet runs it without LoRAs
+                self._loras_off(base)
+            if self._kontext is None or self._kontext.transformer is not transformer:
                 # The same module objects, never cast: from_pipe's dtype handling would touch fp8 weights.
                 self._kontext = FluxKontextPipeline(**base.components)
                 self._kontext.set_progress_bar_config(disable=True)
             return self._kontext
 
+    def running(self) -> str | None:
+        """"dev" or "kontext": the transformer the pipeline runs now (None before the first load)."""
+        return self.transformers.active if self._pipe is not None else None
+
     def loaded(self) -> bool:
         return self._pipe is not None
+
+    def _read_transformer(self, role: str) -> torch.nn.Module:
+        model_id = self.choice().kontext if role == "kontext" else self.model_id
+        return self._transformer_loader(model_id, self.dtype)
+
+    def _load_transformer(self, model_id: str, dtype: torch.dtype) -> torch.nn.Module:
+        config = None
+        if self._quant:
+            from .memory import plan_for, quantization_config
+
+            config = quantization_config(plan_for(self._quant, None, 1024))
+        return kontext_swap.load_transformer(model_id, dtype, config)
+
+    def _prepare_transformer(self, transformer: torch.nn.Module) -> None:
+        """The speed settings and placement the base's transformer got, for a swapped-in one."""
+        speed_pipeline.prepare_transformer(self._pipe, transformer, self.device, self._load_speed(), self.offload)
 
     def _ensure(self, model_id: str) -> FluxPipeline:
         if self._pipe is not None and self._loaded_id == model_id:
@@ -167,6 +224,7 @@ class ModelManager:
             self._slot_active, self._slot_weight = True, 0.0
         speed_pipeline.accelerate(pipe, speed)
         self._pipe, self._loaded_id = pipe, model_id
+        self.transformers.adopt("dev", pipe.transformer)
         self.load_count += 1
         return pipe
 
@@ -212,34 +270,11 @@ class ModelManager:
                 f"The app's model stays off GPU {index} while the workers use it") + "; the next image reloads it."
 
     def _base_quantization(self) -> str | None:
-        """8bit / nf4 / fp8 / lowvram (nf4) for the frozen base: as set, or by free GPU memory when "auto".
+        """8bit / nf4 / fp8 / lowvram (nf4) for the frozen base, as set or by free GPU memory (memory.py)."""
+        from .memory import base_quantization
 
-        Public FLUX.1-dev inference peaks: bf16 ~36 GB, 8-bit ~24 GB, NF4 ~17 GB. Training on top of
-        the loaded base adapts to it (checkpointing etc.), so the base is chosen for inference.
-        """
-        from .memory import library_available
-
-        if self.device.type != "cuda":
-            return None
-        mode = self.memory_mode
-        if mode == "lowvram":
-            self.memory_note = "Base weights in nf4, each model on the GPU only while it runs (memory mode lowvram)."
-            return mode
-        if mode in ("8bit", "nf4", "fp8"):
-            self.memory_note = f"Base weights in {mode} (memory mode set)."
-            return mode
-        if mode != "auto":
-            self.memory_note = f"Base weights in bf16 (memory mode {mode})."
-            return None
-        free_gb = torch.cuda.mem_get_info(self.device)[0] / 1024**3
-        if free_gb >= 40:
-            choice = None
-        elif not library_available("bitsandbytes"):
-            self.offload, choice = True, None
-        else:
-            choice = "8bit" if free_gb >= 26 else "nf4"
-        label = choice or ("bf16 with CPU offload" if self.offload else "bf16")
-        self.memory_note = f"Base weights in {label}: auto-picked for {free_gb:.0f} GB of free GPU memory."
+        choice, offload, self.memory_note = base_quantization(self.device, self.memory_mode)
+        self.offload = self.offload or offload
         return choice
 
     def _load_pipeline(self, model_id: str, dtype: torch.dtype) -> FluxPipeline:
@@ -260,6 +295,7 @@ class ModelManager:
                 self.memory_note = f"Base weights in {speed.quantize} (speed setting)."
             else:
                 quant = self._base_quantization()
+            self._quant = quant
             if quant:
                 from diffusers import FluxTransformer2DModel
 
@@ -277,20 +313,22 @@ class ModelManager:
 
     def unload(self) -> None:
         with self._lock:
-            self._pipe = None
-            self._kontext = None
-            self._loaded_id = None
-            self._adapters.clear()
-            self._hot = None
-            self._slot_active, self._slot_layers, self._slot_weight = False, [], None
+            self._pipe, self._kontext, self._loaded_id = None, None, None
+            self.transformers.clear()
+            self._forget_adapters()
             self._canonical.clear()
-            self._active = None
             self.fused = False
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
 
     # ---- LoRA adapters ----------------------------------------------------------------------
+    def _forget_adapters(self) -> None:
+        """The transformer holding them is gone (unloaded, or dropped and read again)."""
+        self._adapters.clear()
+        self._hot, self._active = None, None
+        self._slot_active, self._slot_layers, self._slot_weight = False, [], None
+
     def adapter_names(self) -> list[str]:
         return list(self._adapters)
 
@@ -299,14 +337,11 @@ class ModelManager:
         with self._lock:
             pipe = self.text_to_image()
             active = [lora for lora in loras if lora.path is not None]
-            if self.hotswap and not self._training and len(active) <= 1:
-                if not active or self._swap_in(pipe, active[0]):
-                    self._use_slot(pipe, float(active[0].weight) if active else 0.0)
-                    return
             if not active:
-                if self._adapters and self._active != "off":
-                    pipe.disable_lora()
-                    self._active = "off"
+                self._loras_off(pipe)
+                return
+            if self.hotswap and not self._training and len(active) == 1 and self._swap_in(pipe, active[0]):
+                self._use_slot(pipe, float(active[0].weight))
                 return
             names = [self._ensure_adapter(pipe, lora) for lora in active]
             wanted = (tuple(names), tuple(float(lora.weight) for lora in active))
@@ -314,6 +349,14 @@ class ModelManager:
                 pipe.enable_lora()
                 pipe.set_adapters(names, adapter_weights=list(wanted[1]))
                 self._active, self._slot_active = wanted, False
+
+    def _loras_off(self, pipe: FluxPipeline) -> None:
+        """The base exactly: the hot slot at 0, or named adapters disabled."""
+        if self.hotswap and not self._training and self._slot_layers:
+            self._use_slot(pipe, 0.0)
+        elif self._adapters and self._active != "off":
+            pipe.disable_lora()
+            self._active = "off"
 
     def _use_slot(self, pipe: FluxPipeline, weight: float) -> None:
         """Run the hot slot at `weight` (0 = the base exactly), set in place so nothing recompiles."""

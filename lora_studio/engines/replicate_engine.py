@@ -21,6 +21,7 @@ from ..config import ReplicateSettings
 from ..progress import Canceled, Reporter, SpendingCapReached
 from .base import EditRequest, EngineError, GenerateRequest, TrainRequest, TrainResult
 from .replicate_files import download_bytes, download_weights, safetensors_header, zip_dataset
+from .replicate_account import TokenFile, current_token
 from .replicate_logs import LogParser
 
 DEFAULT_BASE_URL = "https://api.replicate.com"
@@ -48,8 +49,10 @@ class ReplicateEngine:
         prediction_timeout: float = 600.0,
         training_timeout: float = 4 * 3600.0,
         poll_interval: float | None = None,
+        token_file: TokenFile | None = None,
     ) -> None:
         self.settings = settings
+        self.token_file = token_file  # the Settings page's token (0600); REPLICATE_API_TOKEN wins
         self.work_dir = Path(work_dir) if work_dir else None
         self.prediction_timeout = prediction_timeout
         self.training_timeout = training_timeout
@@ -80,11 +83,11 @@ class ReplicateEngine:
     def _api(self):
         """The client, built on first use from REPLICATE_API_TOKEN so a missing token only fails work."""
         if self._client is None:
-            token = os.environ.get("REPLICATE_API_TOKEN", "").strip()
+            token, _ = current_token(self.token_file)
             if not token:
                 raise EngineError(
-                    "Replicate needs an API token: set REPLICATE_API_TOKEN in the environment "
-                    "(create one at https://replicate.com/account/api-tokens) and restart the app."
+                    "Replicate needs an API token: paste one in Settings → Engine, or set REPLICATE_API_TOKEN "
+                    "in the environment (create one at https://replicate.com/account/api-tokens)."
                 )
             self._client = self._build_client(token)
         return self._client
@@ -117,8 +120,8 @@ class ReplicateEngine:
             f"Replicate at {self.base_url}: edits with {s.kontext_model}, trains with {s.trainer}, "
             f"generates with {s.lora_model}."
         )
-        if self._client is None and not os.environ.get("REPLICATE_API_TOKEN", "").strip():
-            text += " No API token yet: set REPLICATE_API_TOKEN."
+        if self._client is None and not current_token(self.token_file)[1].present:
+            text += " No API token yet: paste one in Settings → Engine, or set REPLICATE_API_TOKEN."
         return text
 
     # ----------------------------------------------------------------- predictions

@@ -91,10 +91,46 @@ def accelerate(pipe, speed: SpeedSettings) -> None:
         transformer.compile_repeated_blocks(fullgraph=whole, backend=speed.compile_backend)
 
 
+class _Holder:
+    """What the steps above read of a pipeline (its transformer), for a transformer loaded on its own."""
+
+    def __init__(self, transformer: torch.nn.Module) -> None:
+        self.transformer = transformer
+
+
+def prepare_transformer(pipe, transformer: torch.nn.Module, device: torch.device, speed: SpeedSettings,
+                        model_offload: bool) -> None:
+    """A transformer swapped in under `pipe`'s encoders (FLUX.1-Kontext-dev) gets the same treatment the
+    base's transformer got: fused QKV, fp8, placement, first-block cache and compile (no hot slot: the
+    sheet runs no LoRA)."""
+    holder = _Holder(transformer)
+    fuse_qkv(holder, speed)
+    transformer.eval().requires_grad_(False)
+    fp8_first = fp8_before_placing(holder, device, speed)
+    if fp8_first:
+        quantize_fp8(holder, speed)
+    place_transformer(pipe, transformer, device, speed, model_offload)
+    if not fp8_first:
+        quantize_fp8(holder, speed)
+    accelerate(holder, speed)
+
+
+def place_transformer(pipe, transformer: torch.nn.Module, device: torch.device, speed: SpeedSettings,
+                      model_offload: bool) -> None:
+    """Put one transformer where `place` would have put the pipeline's; with model CPU offload the hooks
+    are laid again over the pipeline once it runs this transformer (the caller sets it)."""
+    if speed.group_offload == "all":
+        _group_offload(transformer, device, blocks=True)
+    elif model_offload:
+        transformer.to("cpu")
+    elif getattr(transformer, "hf_quantizer", None) is None or device.type == "cuda":
+        transformer.to(device)
+
+
 def changes_model(speed: SpeedSettings) -> bool:
     """Whether a pipeline loaded with `speed` differs from a plain one (training then reloads it plain)."""
     return bool(speed.fuse_qkv or speed.compile or speed.quantize == "fp8" or speed.group_offload
                 or speed.first_block_cache)
 
 
-__all__ = ["fuse_qkv", "place", "fp8_before_placing", "quantize_fp8", "accelerate", "changes_model"]
+__all__ = ["fuse_qkv", "place", "place_transformer", "prepare_transformer", "fp8_before_placing", "quantize_fp8", "accelerate", "changes_model"]

@@ -49,8 +49,10 @@ class TrainingService:
     def __init__(self, store: Store, jobs: JobQueue, characters: Characters, library: LibraryService,
                  engine: Callable[[], Engine], tiny: bool, image_size: int, device: str = "auto",
                  remote: bool = False, costs: CostService | None = None,
-                 engine_limits: limits.EngineLimits | None = None, train_gpus: str = "off") -> None:
+                 engine_limits: limits.EngineLimits | None = None, kontext_model: str | None = None,
+                 train_gpus: str = "off") -> None:
         self.store, self.jobs, self.characters, self.library = store, jobs, characters, library
+        self.kontext_model = kontext_model  # its transformer waits off the GPU while FLUX.1-dev's trains
         self._engine = engine
         self.tiny = tiny
         self.device, self.remote = device, remote  # for the memory plan, without building the engine
@@ -143,6 +145,8 @@ class TrainingService:
         text = memory.describe_plans(mode, resolution, rank, preset.train_mlp, memory.gpu_memory_bytes(self.device))
         if self.tiny:
             text = "Tiny model: it trains on the CPU in seconds. For FLUX.1-dev: " + text
+        elif self.kontext_model:
+            text += " " + memory.idle_transformer_note()
         return text
 
     def resolve(self, options: TrainOptions) -> dict:

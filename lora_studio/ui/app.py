@@ -6,8 +6,8 @@ import os
 import gradio as gr
 
 from ..studio import Studio
-from . import (api, files, library_tab, reference_tab, selection_tab, settings_tab, sheet_tab, tester_tab,
-               training_tab, wording)
+from . import (api, files, library_tab, reference_tab, selection_tab, settings_engine, settings_tab, sheet_tab,
+               tester_tab, training_tab, wording)
 from .common import UIContext, character_choices, friendly
 from .remembered import browser_states, wire_preferences
 from .style import CSS
@@ -19,12 +19,8 @@ def build_app(studio: Studio) -> gr.Blocks:
     with gr.Blocks(title=wording.TITLE, analytics_enabled=False, delete_cache=files.CACHE_CLEANUP) as demo:
         api.register(studio)  # first, so the public endpoints get their plain names
         gr.Markdown(f"# {wording.TITLE}\n{wording.TAGLINE}")
-        banner = wording.TINY_BANNER if studio.draws_noise() else studio.engine_description()
-        if studio.gpu_note():  # on a ZeroGPU Space: how long jobs are split into GPU calls
-            banner += f"\n\n{studio.gpu_note()}"
-        for note in studio.startup_notes():  # a settings file set aside at this start: which, and where
-            banner += f"\n\n**Settings file set aside:** {note}"
-        gr.Markdown(banner, elem_id="engine-banner")
+        banner = gr.Markdown(settings_engine.banner_text(studio), elem_id="engine-banner")
+        first_run = gr.Button(wording.SETUP_BUTTON, size="sm", visible=studio.draws_noise(), elem_id="first-run")
         with gr.Row():
             choices = character_choices(studio)
             character = gr.Dropdown(label="Character", choices=choices,
@@ -32,6 +28,8 @@ def build_app(studio: Studio) -> gr.Blocks:
             new_name = gr.Textbox(label="New character name", placeholder="Mila", scale=2)
             create = gr.Button("Create character", scale=1)
         ctx = UIContext(studio=studio, character=character)
+        ctx.share("banner", banner)
+        ctx.share("first_run", first_run)
         browser_states(ctx)  # what a visitor keeps in their own browser (shared links)
         timer = gr.Timer(1.0)
         refreshers = []
@@ -51,6 +49,15 @@ def build_app(studio: Studio) -> gr.Blocks:
                 refreshers.append((library, library_tab.render(ctx, timer)))
             with gr.Tab("Settings", id="settings"):
                 settings_tab.render(ctx)
+        def open_settings():
+            return gr.Tabs(selected="settings")
+
+        first_run.click(open_settings, None, [tabs], api_visibility="private")
+        # A page opened after a switch (from another page) shows the engine as it is now.
+        def engine_banner():
+            return settings_engine.banner_text(studio), gr.update(visible=studio.draws_noise())
+
+        gr.on(None, engine_banner, None, [banner, first_run], api_visibility="private")
         for tab, (fn, inputs, outputs) in refreshers:
             tab.select(fn, inputs, outputs, api_visibility="private")
         for wire in ctx.wiring:

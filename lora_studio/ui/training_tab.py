@@ -22,7 +22,10 @@ def loss_frame(job: JobView | None) -> pd.DataFrame:
     if job:
         for name in ("loss", "loss_smooth"):
             rows += [{"step": s, "value": v, "series": name} for s, v in job.metrics.get(name, []) if s is not None]
-    return pd.DataFrame(rows or [{"step": 0, "value": 0.0, "series": "loss"}])
+    if not rows:  # no job: an empty plot, not a made-up point at 0 (its axes read "0.000000")
+        return pd.DataFrame({"step": pd.Series(dtype="int64"), "value": pd.Series(dtype="float64"),
+                             "series": pd.Series(dtype="object")})
+    return pd.DataFrame(rows)
 
 
 def identity_frame(job: JobView | None) -> pd.DataFrame:
@@ -55,7 +58,7 @@ def form_options(n_steps, n_rank, rate, res, mode, cap, n_alpha=None, **named) -
 
 def stats_text(job: JobView | None) -> str:
     if not job:
-        return wording.NOTHING_RUNNING
+        return ""  # the progress box above already says there is no job
     last = {k: v[-1][1] for k, v in job.metrics.items() if v}
     parts = [f"**{job.status}**"]
     if "loss_smooth" in last:
@@ -119,7 +122,7 @@ def render(ctx: UIContext, timer: gr.Timer):
             done = gr.Markdown(wording.TRAINING_DONE, visible=False)
             next_step = gr.Button(wording.NEXT_TESTER, variant="primary", visible=False)
             message = gr.HTML()
-            stats = gr.Markdown(wording.NOTHING_RUNNING)
+            stats = gr.Markdown()
             loss = gr.LinePlot(loss_frame(None), x="step", y="value", color="series", label="Loss",
                                height=220)
             identity = gr.LinePlot(identity_frame(None), x="step", y="distance", visible=False,

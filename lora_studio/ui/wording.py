@@ -39,12 +39,32 @@ PRICES_HELP = (
     "It is kept in the workspace (`replicate_prices.json`) and only the owner saves it. Each price stays "
     "between a tenth and a hundred times the built-in one; the source is plain text (no links)."
 )
+FIRST_RUN = (
+    "**First run? Choose what draws your pictures** in *Settings → Engine*: `local` runs FLUX.1-dev on this "
+    "machine's GPU (download it in *Settings → Models*, plus FLUX.1-Kontext-dev for the character sheet), "
+    "`replicate` runs on Replicate's GPUs with your API token. No restart needed."
+)
+SETUP_BUTTON = "Set up an engine →"
+ENGINE_HELP = (
+    "Which engine draws the pictures, and from which models. A model is a Hugging Face hub id (e.g. "
+    "`black-forest-labs/FLUX.1-dev`) or the absolute path of a folder in diffusers layout. The character "
+    "sheet needs FLUX.1 Kontext (`black-forest-labs/FLUX.1-Kontext-dev`): only its transformer is loaded, "
+    "under FLUX.1-dev's text encoders and VAE. Switching needs no restart: it is refused while a job runs, "
+    "and jobs queued meanwhile run on the new engine. Values set by a flag or a LORA_STUDIO_* variable win over this page."
+)
+REPLICATE_HELP = (
+    "Your Replicate API token is checked with Replicate's account call and kept in a file only this "
+    "computer's user can read (never in the database, the logs or a reply). `REPLICATE_API_TOKEN` in the "
+    "environment wins when set. Trained LoRAs become versions of a model in your account: pick one or create "
+    "a private one."
+)
+SWITCHED = "Switched to **{engine}**. {detail}"
 # ---- Settings → Models (local model catalogue, downloads, Hugging Face token) ----
 MODELS_HELP = (
     "FLUX.1 weights for the **local** engine. Sizes are what the pipeline loads (no single-file checkpoints); "
     "downloads go to the Hugging Face cache (`HF_HOME` / `HF_HUB_CACHE`), run beside the GPU queue, and "
     "keep every finished byte across a cancel, a dropped connection or a restart. A folder that already "
-    "holds the weights is used as it is. Then start with `--model <id or folder>`."
+    "holds the weights is used as it is. Then choose it in *Settings → Engine* (or start with `--model <id or folder>`)."
 )
 TOKEN_HELP = "Gated models (FLUX.1-dev, FLUX.1-Kontext-dev) need a Hugging Face **read** token and the licence accepted on the model's page."
 
