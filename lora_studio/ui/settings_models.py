@@ -31,6 +31,11 @@ def frame(rows) -> pd.DataFrame:
                           r.problem or r.recommendation] for r in rows], columns=COLUMNS)
 
 
+def token_reply(state) -> dict:
+    """Who is logged in and from where: never the token itself."""
+    return {"user": state.user, "source": state.source, "text": state.text()}
+
+
 def render(ctx: UIContext) -> None:
     # Closed until opened: listing asks the Hub and the memory planner, which no page load should wait for.
     with gr.Accordion("Models: downloads and the Hugging Face token (local engine)", open=False) as section:
@@ -68,19 +73,19 @@ def _render_controls(ctx: UIContext, section: gr.Accordion) -> None:
     def hf_token_status(request: gr.Request) -> dict:
         require_owner(studio, request)
         state = models.token_status()
-        return {"user": state.user, "source": state.source, "text": state.text()}
+        return token_reply(state)
 
     @friendly
     def hf_login(token: str, request: gr.Request) -> dict:
         require_owner(studio, request)
         state = models.login(token)
-        return {"user": state.user, "source": state.source, "text": state.text()}
+        return token_reply(state)
 
     @friendly
     def hf_logout(request: gr.Request) -> dict:
         require_owner(studio, request)
         state = models.logout()
-        return {"user": state.user, "source": state.source, "text": state.text()}
+        return token_reply(state)
 
     @friendly
     def list_models(refresh: bool, request: gr.Request) -> list:
