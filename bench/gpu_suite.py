@@ -7,7 +7,8 @@
 It builds the whole FLUX.1-dev architecture (19 double + 38 single blocks, T5-XXL, the real VAE) with
 random weights, straight onto the GPU in bf16, and saves it once as a diffusers folder, so every row
 loads through the same code path as real weights (quantized memory modes included). FLUX.1-Kontext-dev
-has the same architecture, so the sheet runs FluxKontextPipeline on those weights. Speed and memory do
+has the same architecture, so the sheet runs FluxKontextPipeline with those weights as its own
+transformer (a second folder naming FluxKontextPipeline, swapped in under the same encoders). Speed and memory do
 not depend on the values. Rows, grouped for --only:
 
     generate   text-to-image 1024², 28 steps, a rank-16 LoRA loaded: plain diffusers vs our engine (auto speed)
@@ -259,6 +260,18 @@ def build_weights(cfg: Config) -> Path:
     return folder
 
 
+def kontext_folder(folder: Path) -> Path:
+    """FLUX.1-Kontext-dev as the app finds it: a model_index.json naming FluxKontextPipeline and a
+    transformer/ (a link to the same random weights: same architecture, so speed and memory are its own)."""
+    kontext = folder.with_name(folder.name + "-kontext")
+    kontext.mkdir(exist_ok=True)
+    index = json.loads((folder / "model_index.json").read_text())
+    (kontext / "model_index.json").write_text(json.dumps(dict(index, _class_name="FluxKontextPipeline")))
+    if not (kontext / "transformer").exists():
+        (kontext / "transformer").symlink_to((folder / "transformer").resolve(), target_is_directory=True)
+    return kontext
+
+
 def make_lora(folder: Path, path: Path, seed: int, rank: int = RANK) -> Path:
     """A random LoRA for the transformer saved in `folder` (built on the meta device: no memory used)."""
     if path.is_file():
@@ -316,7 +329,8 @@ class Context:
         # A fresh engine compiles its own blocks: forget the last engine's graphs, so dynamo's per-function
         # cache limit never quietly sends a later variant to eager mode.
         torch._dynamo.reset()
-        manager = ModelManager(model=str(self.folder), device=self.cfg.device, speed=speed or self.speed())
+        manager = ModelManager(model=str(self.folder), kontext_model=str(kontext_folder(self.folder)),
+                               device=self.cfg.device, speed=speed or self.speed())
         return LocalEngine(manager, tiny=False, max_sequence_length=self.cfg.text_tokens)
 
     def ours_engine(self) -> LocalEngine:
