@@ -207,16 +207,17 @@ def base_quantization(device: torch.device, mode: str) -> tuple[str | None, bool
 
 def idle_transformer_note() -> str:
     """The second transformer in the plan: FLUX.1-Kontext-dev's is off the GPU while FLUX.1-dev's trains,
-    so the GPU plan above stands; it costs host RAM instead, when there is that much free."""
+    so the GPU plan above stands; it costs host RAM instead, when there is that much free. Its size is
+    counted like every other plan figure (same architecture as FLUX.1-dev's, in bf16)."""
     import psutil
 
     from .kontext import fits_in_host_ram
-    from .model_kind import TRANSFORMER_BF16_GB
+    from .memory_need import transformer_counts, weight_bytes
 
+    size = weight_bytes(transformer_counts().total, "bf16")
     free = psutil.virtual_memory().available / GB
-    fits = fits_in_host_ram(int(TRANSFORMER_BF16_GB * GB))
-    where = "it fits" if fits else "too little: it is read again from disk after"
-    return (f"FLUX.1-Kontext-dev's transformer (~{TRANSFORMER_BF16_GB} GB in bf16) waits in CPU memory meanwhile, "
+    where = "it fits" if fits_in_host_ram(int(size)) else "too little: it is read again from disk after"
+    return (f"FLUX.1-Kontext-dev's transformer (~{size / GB:.1f} GB in bf16) waits in CPU memory meanwhile, "
             f"not on the GPU ({free:.0f} GB of RAM free now: {where}).")
 
 

@@ -17,7 +17,6 @@ WIDE_ID = "wide-flux"  # FLUX.1-dev widths, one block of each kind (engines/wide
 RANDOM_WEIGHTS = (TINY_ID, WIDE_ID)  # built in code: one transformer serves text and sheet
 KONTEXT_HUB_ID = "black-forest-labs/FLUX.1-Kontext-dev"
 DEV_HUB_ID = "black-forest-labs/FLUX.1-dev"
-TRANSFORMER_BF16_GB = 23.8  # one FLUX.1 transformer's weights (public measurements, shared/notes)
 NEEDS_KONTEXT = (
     "The character sheet needs FLUX.1 Kontext, and {model} is not a Kontext model (its model_index.json "
     "names {cls}): FLUX.1-dev was never trained to edit an image. Download {kontext} in Settings → Models "
@@ -95,5 +94,5 @@ def sheet_sentence(choice: KontextChoice) -> str:
     if choice.shared:
         return "The same random weights draw the character sheet."
     return (f"Character sheet with FLUX.1 Kontext from {choice.kontext}: only its transformer, swapped under the "
-            f"same text encoders and VAE; the idle one (~{TRANSFORMER_BF16_GB} GB in bf16) waits in CPU memory when "
+            "same text encoders and VAE; the idle one waits in CPU memory when "
             "that much is free, else it is read again from disk.")
