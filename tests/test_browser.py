@@ -193,17 +193,22 @@ def test_an_error_leaves_the_gallery_as_it_was(browser, sheet_app):
         page.close()
 
 
+def save_steps_as_preset(page, steps: str, name: str) -> None:
+    """On the Training tab: type the steps, save the form as a preset, wait for the confirmation."""
+    field = page.locator("#training-steps input")
+    field.fill(steps)
+    field.press("Tab")
+    page.get_by_text("Save these settings as a preset").click()
+    page.locator("#preset-name textarea, #preset-name input").first.fill(name)
+    page.get_by_role("button", name="Save preset").click()
+    page.get_by_text("Saved preset").wait_for(timeout=WAIT)
+
+
 def test_a_saved_preset_reloads_after_an_app_restart(browser, tmp_path):
     workspace = tmp_path / "ws"
     with running_app(workspace) as (_, url):
         page = open_tab(browser, url, "4 · Training")
-        steps = page.locator("#training-steps input")
-        steps.fill("123")
-        steps.press("Tab")
-        page.get_by_text("Save these settings as a preset").click()
-        page.locator("#preset-name textarea, #preset-name input").first.fill("Quick 123")
-        page.get_by_role("button", name="Save preset").click()
-        page.get_by_text("Saved preset").wait_for(timeout=WAIT)
+        save_steps_as_preset(page, "123", "Quick 123")
         page.locator("#training-preset").get_by_text("Quick 123").wait_for(timeout=WAIT)
         page.close()
     assert (workspace / "presets.json").is_file()
@@ -248,13 +253,7 @@ def test_a_visitor_keeps_their_presets_and_choices_in_their_own_browser(browser,
         settle(page)
         page.get_by_role("tab", name="4 · Training").click()
         settle(page)
-        steps = page.locator("#training-steps input")
-        steps.fill("123")
-        steps.press("Tab")
-        page.get_by_text("Save these settings as a preset").click()
-        page.locator("#preset-name textarea, #preset-name input").first.fill("Alice 123")
-        page.get_by_role("button", name="Save preset").click()
-        page.get_by_text("Saved preset").wait_for(timeout=WAIT)
+        save_steps_as_preset(page, "123", "Alice 123")
         settle(page)
         page.close()
         again = alice.new_page()  # her browser, a new page
