@@ -24,9 +24,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from lora_studio.engines.base import GenerateRequest, LoraWeight  # noqa: E402
-from lora_studio.engines.local import TINY_SEQUENCE, LocalEngine  # noqa: E402
-from lora_studio.engines.model_manager import ModelManager  # noqa: E402
-from lora_studio.engines.speed import OFF  # noqa: E402
+from lora_studio.engines.local.engine import TINY_SEQUENCE, LocalEngine  # noqa: E402
+from lora_studio.engines.local.model_manager import ModelManager  # noqa: E402
+from lora_studio.engines.speed.settings import OFF  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_suite import random_lora  # noqa: E402
@@ -50,11 +50,11 @@ def main(argv=None) -> float:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.wide:
-        from lora_studio.engines.model_manager import WIDE_ID as model
-        from lora_studio.engines.wide import build_wide_flux as build
+        from lora_studio.engines.local.model_manager import WIDE_ID as model
+        from lora_studio.engines.builtin.wide import build_wide_flux as build
     else:
-        from lora_studio.engines.model_manager import TINY_ID as model
-        from lora_studio.engines.tiny import build_tiny_flux as build
+        from lora_studio.engines.local.model_manager import TINY_ID as model
+        from lora_studio.engines.builtin.tiny import build_tiny_flux as build
 
     plain = build()
     plain.set_progress_bar_config(disable=True)

@@ -47,10 +47,10 @@ from PIL import Image  # noqa: E402
 from lora_studio.config import SpeedRequest  # noqa: E402
 from lora_studio.engines import memory  # noqa: E402
 from lora_studio.engines.base import EditRequest, GenerateRequest, LoraWeight, TrainRequest  # noqa: E402
-from lora_studio.engines.local import LocalEngine  # noqa: E402
-from lora_studio.engines.model_manager import ModelManager  # noqa: E402
-from lora_studio.engines.speed import OFF, SpeedSettings  # noqa: E402
-from lora_studio.engines.wide import build_flux, transformer_config  # noqa: E402
+from lora_studio.engines.local.engine import LocalEngine  # noqa: E402
+from lora_studio.engines.local.model_manager import ModelManager  # noqa: E402
+from lora_studio.engines.speed.settings import OFF, SpeedSettings  # noqa: E402
+from lora_studio.engines.builtin.wide import build_flux, transformer_config  # noqa: E402
 from train_overhead import TimingReporter  # noqa: E402 - progress time stamps: one per training step
 
 README = ROOT / "bench" / "README.md"
@@ -290,7 +290,7 @@ def random_lora(transformer, path: Path, seed: int, rank: int = RANK, scale: flo
     from diffusers import FluxPipeline
     from peft import LoraConfig
 
-    from lora_studio.training.flow_matching import target_modules
+    from lora_studio.engines.lora.targets import target_modules
 
     generator = torch.Generator().manual_seed(seed)
     state = {}

@@ -27,18 +27,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from lora_studio.engines.model_manager import ModelManager  # noqa: E402
+from lora_studio.engines.local.model_manager import ModelManager  # noqa: E402
 
 
 def write_folders(root: Path, wide: bool) -> tuple[str, str]:
     from diffusers import FluxTransformer2DModel
 
     if wide:
-        from lora_studio.engines.wide import build_wide_flux, transformer_config
+        from lora_studio.engines.builtin.wide import build_wide_flux, transformer_config
 
         pipe, config = build_wide_flux(), transformer_config()
     else:
-        from lora_studio.engines.tiny import TINY_TRANSFORMER, build_tiny_flux
+        from lora_studio.engines.builtin.tiny import TINY_TRANSFORMER, build_tiny_flux
 
         pipe, config = build_tiny_flux(), TINY_TRANSFORMER
     pipe.save_pretrained(root / "dev")

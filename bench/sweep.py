@@ -18,8 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lora_studio.engines.base import GenerateRequest, LoraWeight  # noqa: E402
-from lora_studio.engines.local import LocalEngine  # noqa: E402
-from lora_studio.engines.model_manager import ModelManager  # noqa: E402
+from lora_studio.engines.local.engine import LocalEngine  # noqa: E402
+from lora_studio.engines.local.model_manager import ModelManager  # noqa: E402
 from tests.lora_factory import make_tiny_lora  # noqa: E402
 
 STRENGTHS = (0.0, 0.6, 0.8, 1.0, 1.2)

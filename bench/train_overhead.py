@@ -32,9 +32,10 @@ from peft import LoraConfig  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from lora_studio.engines.base import TrainRequest  # noqa: E402
-from lora_studio.engines.tiny import TEXT_WIDTH, tiny_components  # noqa: E402
+from lora_studio.engines.builtin.tiny import TEXT_WIDTH, tiny_components  # noqa: E402
 from lora_studio.progress import NullReporter  # noqa: E402
-from lora_studio.training.trainer import target_modules, train_lora  # noqa: E402
+from lora_studio.engines.lora.targets import target_modules  # noqa: E402
+from lora_studio.training.trainer import train_lora  # noqa: E402
 
 RESOLUTION = 64
 RANK = 16

@@ -65,7 +65,7 @@ def worker_timing(job_dir: Path, launched: float) -> tuple[list[float], float | 
 
 
 def in_process(work: Path, data: Path, steps: int) -> dict:
-    from lora_studio.engines.tiny import build_tiny_flux
+    from lora_studio.engines.builtin.tiny import build_tiny_flux
     from lora_studio.training.trainer import train_lora
 
     reporter = TimingReporter()

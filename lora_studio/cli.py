@@ -177,7 +177,7 @@ def _sheet(studio, args):
 
 def _train(studio, args):
     from .services.datasets import dataset_from_folder
-    from .services.training import TrainOptions
+    from .services.training_jobs import TrainOptions
 
     dataset_id = dataset_from_folder(studio.store, folder_images(args.folder), args.trigger)["id"]
     job = studio.training.start(dataset_id, TrainOptions(

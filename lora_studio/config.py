@@ -19,7 +19,7 @@ REPLICATE_ENV = {  # ReplicateSettings field -> environment variable
     "lora_model": "LORA_STUDIO_REPLICATE_LORA_MODEL",
     "base_url": "REPLICATE_BASE_URL",
 }
-MEMORY_MODES = ("auto", "full", "checkpointing", "offload", "8bit", "fp8", "nf4", "lowvram")  # = engines.memory.MODES
+MEMORY_MODES = ("auto", "full", "checkpointing", "offload", "8bit", "fp8", "nf4", "lowvram")  # = engines.memory.plan.MODES
 SPEED_MODES = ("auto", "off")
 QUANTIZE_CHOICES = ("none", "fp8", "8bit")
 GROUP_OFFLOAD_CHOICES = ("off", "encoders", "all")
@@ -48,7 +48,7 @@ class ReplicateSettings:
 
 @dataclass(frozen=True)
 class SpeedRequest:
-    """The speed settings asked for. None = let `auto` decide from the GPU (engines/speed.py)."""
+    """The speed settings asked for. None = let `auto` decide from the GPU (engines/speed/settings.py)."""
 
     mode: str = "auto"  # auto | off (then only the settings named here are on)
     fuse_qkv: bool | None = None
@@ -159,7 +159,7 @@ class Settings:
     workspace: Path = Path("workspace")
     device: str = "auto"  # auto | cpu | cuda | mps
     memory_mode: str = "auto"
-    speed: SpeedRequest = field(default_factory=SpeedRequest)  # fast generation (engines/speed.py)
+    speed: SpeedRequest = field(default_factory=SpeedRequest)  # fast generation (engines/speed/settings.py)
     host: str = "127.0.0.1"
     port: int = 7860
     share: bool = False

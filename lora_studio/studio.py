@@ -21,17 +21,17 @@ from .services.characters import Characters
 from .services.costs import CostService
 from .services.generate import GenerateOptions, GenerateService
 from .services.library import LibraryService
-from .services.models import ModelsService
+from .services.settings import ModelsService
 from .services import preferences
 from .services.preferences import Preferences
 from .services.limits import limits_for
-from .services.replicate_setup import ReplicateSetup
+from .services.settings import ReplicateSetup
 from .services.selection import SelectionService
-from .services.setup import EngineChoice, SetupService
-from .services.setup import check as check_choice
+from .services.settings import EngineChoice, SetupService
+from .services.settings import check as check_choice
 from .services.sheet import SheetService
 from .services.tester import SweepRequest, TesterService
-from .services.training import TrainingService
+from .services.training_jobs import TrainingService
 from .store import MovedAside, Store, recover_json
 
 JOB_RUNS = ("A job is running: the engine switches when it ends. Wait for it, or stop it under Library → "
@@ -136,7 +136,7 @@ class Studio:
                     "noise. Start with --model PATH_OR_HUB_ID (FLUX.1-dev) for real pictures.")
         if self.settings.engine == "replicate":
             return f"Replicate (remote GPUs). {self.replicate.status().text()}"
-        from .engines.model_kind import RANDOM_WEIGHTS, choose, sheet_sentence
+        from .engines.local import RANDOM_WEIGHTS, choose, sheet_sentence
         from .engines.speed import describe_choice
 
         speed = describe_choice(self.settings.speed, self.settings.device, self.settings.memory_mode)

@@ -43,16 +43,16 @@ def studio(tmp_path):
 
 @pytest.fixture(scope="session")
 def tiny_pipe():
-    from lora_studio.engines.tiny import build_tiny_flux
+    from lora_studio.engines.builtin.tiny import build_tiny_flux
 
     return build_tiny_flux()
 
 
 @pytest.fixture(scope="session")
 def wide_pipe():
-    """FLUX.1-dev's real widths, one block of each kind (engines/wide.py), built once per session (~20 s).
+    """FLUX.1-dev's real widths, one block of each kind (engines/builtin/wide.py), built once per session (~20 s).
     Tests borrow it through `wide`, which puts it back as it was."""
-    from lora_studio.engines.wide import build_wide_flux
+    from lora_studio.engines.builtin.wide import build_wide_flux
 
     pipe = build_wide_flux()
     pipe.set_progress_bar_config(disable=True)

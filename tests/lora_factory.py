@@ -12,7 +12,7 @@ TARGETS = ["attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0"]
 
 
 def make_tiny_lora(path: Path, seed: int = 0, rank: int = 4, magnitude: float = 0.5) -> Path:
-    from lora_studio.engines.tiny import build_tiny_flux
+    from lora_studio.engines.builtin.tiny import build_tiny_flux
 
     return make_lora(build_tiny_flux().transformer, path, TARGETS, seed=seed, rank=rank, magnitude=magnitude)
 

@@ -12,7 +12,7 @@ from lora_studio.services.costs import DEFAULT_PRICES, CostService, duration, pa
 from lora_studio.services.generate import GenerateOptions
 from lora_studio.services.sheet import SheetOptions
 from lora_studio.services.tester import SweepRequest
-from lora_studio.services.training import TrainOptions
+from lora_studio.services.training_jobs import TrainOptions
 from lora_studio.studio import Studio
 from tests.fake_replicate import serving
 

@@ -24,7 +24,7 @@ from lora_studio.config import Settings
 from lora_studio.errors import WorkspaceError
 from lora_studio.services.generate import GenerateOptions
 from lora_studio.services.sheet import SheetOptions
-from lora_studio.services.training import TrainOptions
+from lora_studio.services.training_jobs import TrainOptions
 from lora_studio.studio import Studio
 from tests.hostile_kit import dataset_for, snapshot
 

@@ -48,7 +48,7 @@ def test_smoke_run_fills_every_table_and_leaves_the_readme_alone(tmp_path):
 
 
 def test_the_transformer_does_74_tflop_per_step_at_1024(suite):
-    from lora_studio.engines.wide import transformer_config
+    from lora_studio.engines.builtin.wide import transformer_config
 
     assert suite.flux_tflop(transformer_config(full_size=True), suite.image_tokens(1024), 512) == \
         pytest.approx(74.3, abs=0.5)
@@ -86,7 +86,7 @@ def test_refusals_are_immediate_and_in_words(suite, capsys):
 
 
 def test_ablations_turn_off_each_auto_setting_in_turn(suite):
-    from lora_studio.engines.speed import auto_speed
+    from lora_studio.engines.speed.settings import auto_speed
     from tests.test_speed_auto import H100
 
     names = [name for name, _, _ in suite.ablation_variants(auto_speed(H100))]

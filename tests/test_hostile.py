@@ -141,7 +141,7 @@ def test_a_cuda_only_mode_is_refused_on_a_cpu_machine(tmp_path):
 
     from lora_studio.jobs import JobQueue
     from lora_studio.services import limits
-    from lora_studio.services.training import TrainingService
+    from lora_studio.services.training_jobs import TrainingService
     from lora_studio.store import Store
 
     engine = SimpleNamespace(manager=SimpleNamespace(device=SimpleNamespace(type="cpu")))

@@ -9,7 +9,7 @@ import json
 import httpx
 import pytest
 
-from lora_studio.services.presets import PresetFields, PresetStore
+from lora_studio.services.preset_store import PresetFields, PresetStore
 from lora_studio.ui.owner import NOT_OWNER
 from tests.app_server import running_app
 from tests.hostile_kit import Browser, unchanged

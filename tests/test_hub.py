@@ -19,7 +19,7 @@ WEIGHTS = "transformer/diffusion_pytorch_model.safetensors"
 def repo_folders(tmp_path_factory):
     from diffusers import FluxKontextPipeline
 
-    from lora_studio.engines.tiny import build_tiny_flux, tiny_components
+    from lora_studio.engines.builtin.tiny import build_tiny_flux, tiny_components
 
     root = tmp_path_factory.mktemp("repos")
     dev = save_pipeline(build_tiny_flux(), root / "dev")
@@ -49,7 +49,7 @@ def models(studio):
 def received(repo_id: str, count: int) -> None:
     """Wait until the downloader has written `count` partial bytes (bytes still in the socket when a
     job stops are lost, as in any download: the tests stop it on a byte boundary)."""
-    from lora_studio.engines.hub import repo_cache
+    from lora_studio.engines.hub.repo import repo_cache
 
     blobs = repo_cache(repo_id) / "blobs"
     for _ in range(1200):
@@ -60,13 +60,13 @@ def received(repo_id: str, count: int) -> None:
 
 
 def needed(hub: FakeHub, repo_id: str) -> dict[str, int]:
-    from lora_studio.engines.hub import list_repo
+    from lora_studio.engines.hub.repo import list_repo
 
     return {f.path: f.size for f in list_repo(repo_id).files}
 
 
 def test_listing_counts_only_what_the_pipeline_loads(hub):
-    from lora_studio.engines.hub import list_repo
+    from lora_studio.engines.hub.repo import list_repo
 
     repo = list_repo(OPEN)
     paths = {f.path for f in repo.files}
@@ -95,7 +95,7 @@ def test_download_shows_bytes_then_the_local_engine_draws_from_it(hub, studio, m
     assert again.status == "succeeded" and hub.bytes_served(OPEN) == served  # nothing fetched twice
 
     from lora_studio.engines.base import GenerateRequest
-    from lora_studio.engines.local import make_local_engine
+    from lora_studio.engines.local.engine import make_local_engine
 
     engine = make_local_engine(OPEN, None, "cpu", "auto")  # from_pretrained(id) finds it in the cache
     image = engine.generate(GenerateRequest(prompt="a test", width=32, height=32, steps=2, guidance=3.5, seed=1))
@@ -223,8 +223,8 @@ def test_a_model_that_cannot_load_says_how_to_get_it(hub):
     from huggingface_hub import hf_hub_download
 
     from lora_studio.engines.base import GenerateRequest
-    from lora_studio.engines.hub import load_failure_text
-    from lora_studio.engines.local import make_local_engine
+    from lora_studio.engines.hub.repo import load_failure_text
+    from lora_studio.engines.local.engine import make_local_engine
 
     with pytest.raises(OSError) as gated:  # the real client's refusal, as from_pretrained would meet it
         hf_hub_download(GATED, "model_index.json")
@@ -276,7 +276,7 @@ def test_downloads_land_in_hf_hub_cache_and_a_weights_folder_is_used_as_it_is(hu
 
 
 def test_speed_and_time_left_are_counted_per_byte():
-    from lora_studio.services.models import Rate
+    from lora_studio.services.settings.local_models import Rate
 
     now = [100.0]
     rate = Rate(done=1_000_000_000, total=30_000_000_000, clock=lambda: now[0])

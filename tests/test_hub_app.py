@@ -24,7 +24,7 @@ NAMED = {"hf_token_status": [], "hf_login": [TOKEN], "hf_logout": [], "list_mode
 
 @pytest.fixture(scope="module")
 def repo_folder(tmp_path_factory):
-    from lora_studio.engines.tiny import build_tiny_flux
+    from lora_studio.engines.builtin.tiny import build_tiny_flux
 
     return save_pipeline(build_tiny_flux(), tmp_path_factory.mktemp("repo") / "dev")
 

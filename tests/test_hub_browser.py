@@ -14,7 +14,7 @@ OPEN, TOKEN = "test/tiny-flux", "hf_browser_token_01234"
 
 @pytest.fixture
 def hub(tmp_path, monkeypatch):
-    from lora_studio.engines.tiny import build_tiny_flux
+    from lora_studio.engines.builtin.tiny import build_tiny_flux
 
     folder = save_pipeline(build_tiny_flux(), tmp_path / "repo")
     with FakeHub() as fake:

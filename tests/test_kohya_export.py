@@ -13,7 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from lora_studio.engines.base import TrainRequest
-from lora_studio.engines.tiny import build_tiny_flux
+from lora_studio.engines.builtin.tiny import build_tiny_flux
 from lora_studio.progress import NullReporter
 from lora_studio.training.kohya_export import to_kohya
 from lora_studio.training.trainer import train_lora

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from lora_studio.engines.base import EditRequest, EngineError, GenerateRequest, LoraWeight
-from lora_studio.engines.local import LocalEngine
-from lora_studio.engines.model_manager import ModelManager
+from lora_studio.engines.local.engine import LocalEngine
+from lora_studio.engines.local.model_manager import ModelManager
 from tests.conftest import noise_image
 from tests.lora_factory import make_tiny_lora
 
@@ -33,7 +33,7 @@ def save_kontext(transformer, folder) -> None:
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    from lora_studio.engines.tiny import build_tiny_flux
+    from lora_studio.engines.builtin.tiny import build_tiny_flux
 
     root = tmp_path_factory.mktemp("models")
     # Names that lie on purpose: Kontext is recognised by model_index.json, never by name.
@@ -169,7 +169,7 @@ def test_without_room_in_host_memory_the_idle_transformer_is_read_again(folders,
 def test_wide_sheet_runs_kontext_and_text_runs_dev(wide_pipe, tmp_path):
     from diffusers import FluxTransformer2DModel
 
-    from lora_studio.engines.wide import transformer_config
+    from lora_studio.engines.builtin.wide import transformer_config
 
     wide_pipe.save_pretrained(tmp_path / "dev")
     torch.manual_seed(11)
@@ -190,7 +190,7 @@ def test_wide_sheet_runs_kontext_and_text_runs_dev(wide_pipe, tmp_path):
 def test_the_speed_settings_reach_the_swapped_in_transformer(folders):
     """Fused QKV (and with it compile, fp8, offloading: the same path) is applied to Kontext's transformer
     when it loads, and the sheet draws the image the plain engine draws."""
-    from lora_studio.engines.speed import SpeedSettings
+    from lora_studio.engines.speed.settings import SpeedSettings
 
     fast = LocalEngine(ModelManager(model=folders.dev, kontext_model=folders.kontext, device="cpu",
                                     speed=SpeedSettings(fuse_qkv=True)))

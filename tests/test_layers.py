@@ -54,19 +54,31 @@ def test_services_and_store_import_no_gradio_or_torch():
 
 
 def test_source_imports_point_down():
-    for path in (PACKAGE / "services").glob("*.py"):
+    for path in (PACKAGE / "services").rglob("*.py"):
         text = path.read_text()
         assert "import gradio" not in text and "import torch" not in text, path
-    for path in (PACKAGE / "engines").glob("*.py"):
+    for path in (PACKAGE / "engines").rglob("*.py"):
         assert "services" not in text_imports(path) and "gradio" not in text_imports(path), path
     for path in (PACKAGE / "ui").glob("*.py"):
         assert "import torch" not in path.read_text(), path
 
 
 def test_engines_never_import_training_or_services():
-    for path in (PACKAGE / "engines").glob("*.py"):
+    for path in (PACKAGE / "engines").rglob("*.py"):
         wrong = {m for m in package_imports(path) if under(m, "training", "services", "ui", "studio", "jobs")}
         assert not wrong, f"{path.name} imports {sorted(wrong)}"
+
+
+def test_a_package_is_entered_through_its_surface():
+    """Outside an engines package, code imports the package, never one of its leaf modules."""
+    packages = [p.parent for p in (PACKAGE / "engines").glob("*/__init__.py")]
+    for path in PACKAGE.rglob("*.py"):
+        for name in package_imports(path):
+            for package in packages:
+                dotted = ".".join(package.relative_to(ROOT).parts)
+                inside = package in path.parents
+                if not inside and name.startswith(dotted + ".") and (package / (name[len(dotted) + 1:].split(".")[0] + ".py")).exists():
+                    raise AssertionError(f"{path.relative_to(PACKAGE)} imports {name}: use {dotted}")
 
 
 def test_ui_imports_only_the_studio_services_jobs_images_and_itself():
@@ -78,7 +90,7 @@ def test_ui_imports_only_the_studio_services_jobs_images_and_itself():
 
 def test_training_and_identity_know_nothing_of_services_or_ui():
     for folder in ("training", "identity"):
-        for path in (PACKAGE / folder).glob("*.py"):
+        for path in (PACKAGE / folder).rglob("*.py"):
             wrong = {m for m in package_imports(path) if under(m, "services", "ui", "studio", "jobs")}
             assert not wrong, f"{folder}/{path.name} imports {sorted(wrong)}"
 

@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from lora_studio.config import Settings
 from lora_studio.jobs import UserError
-from lora_studio.services.training import TrainOptions
+from lora_studio.services.training_jobs import TrainOptions
 from lora_studio.studio import Studio
 from lora_studio.training.flow_matching import ADAPTER_NAME
 from lora_studio.training.model_card import model_card
@@ -171,7 +171,7 @@ CASES = [(rank, alpha) for rank in (8, 16, 32) for alpha in (16.0, 32.0)]
 @pytest.mark.wide
 @pytest.mark.parametrize("rank,alpha", CASES, ids=[f"r{r}-a{a:g}" for r, a in CASES])
 def test_every_loader_applies_the_update_the_app_trained(wide, tmp_path, rank, alpha):
-    from lora_studio.engines.lora_targets import target_modules
+    from lora_studio.engines.lora.targets import target_modules
     from lora_studio.training.outputs import write_outputs
 
     transformer = wide.transformer

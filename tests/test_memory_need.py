@@ -8,9 +8,10 @@ import pytest
 import torch
 from diffusers import FluxPipeline
 
-from lora_studio.engines import memory, memory_need
-from lora_studio.engines.lora_targets import target_modules
-from lora_studio.engines.memory_need import GB
+from lora_studio.engines.memory import need as memory_need
+from lora_studio.engines.memory import plan as memory
+from lora_studio.engines.lora.targets import target_modules
+from lora_studio.engines.memory.need import GB
 
 BLOG = dict(rank=4, train_mlp=False)  # diffusers' flux-qlora blog: rank 4, attention only, 8-bit Adam
 

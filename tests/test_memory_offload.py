@@ -12,7 +12,7 @@ import torch
 from diffusers import FluxPipeline, FluxTransformer2DModel
 from peft import LoraConfig
 
-from lora_studio.engines.lora_targets import target_modules
+from lora_studio.engines.lora.targets import target_modules
 from lora_studio.training import block_offload
 from lora_studio.training.block_offload import BlockOffloader, flux_blocks
 from lora_studio.training.lease import PipelineLease

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from lora_studio.engines.base import EditRequest, EngineError, GenerateRequest, LoraWeight
-from lora_studio.engines.local import LocalEngine
-from lora_studio.engines.model_manager import ModelManager
+from lora_studio.engines.local.engine import LocalEngine
+from lora_studio.engines.local.model_manager import ModelManager
 from tests.conftest import noise_image
 from tests.lora_factory import make_kohya_lora, make_sdxl_like_lora, make_tiny_lora
 
@@ -128,7 +128,7 @@ def test_comfyui_and_ai_toolkit_namings_load(engine, loras, tmp_path):
 
 def test_switching_to_kontext_loads_only_its_transformer():
     """The base (encoders, VAE, dev transformer) loads once; Kontext brings only its transformer, once."""
-    from lora_studio.engines.tiny import build_tiny_flux
+    from lora_studio.engines.builtin.tiny import build_tiny_flux
 
     loads = []
 
@@ -150,7 +150,7 @@ def test_switching_to_kontext_loads_only_its_transformer():
 
 def test_a_model_folder_loads_through_the_real_weights_path(tmp_path):
     """The tiny model saved in diffusers layout loads like FLUX.1-dev would: same code, no tiny shortcuts."""
-    from lora_studio.engines.tiny import build_tiny_flux
+    from lora_studio.engines.builtin.tiny import build_tiny_flux
 
     build_tiny_flux().save_pretrained(tmp_path / "flux")
     engine = LocalEngine(ModelManager(model=str(tmp_path / "flux")), tiny=False)

@@ -7,8 +7,8 @@ import pytest
 
 from lora_studio.config import Settings
 from lora_studio.jobs import UserError
-from lora_studio.services.presets import MAX_USER_PRESETS, PresetFields, PresetStore
-from lora_studio.services.training import TrainOptions
+from lora_studio.services.preset_store import MAX_USER_PRESETS, PresetFields, PresetStore
+from lora_studio.services.training_jobs import TrainOptions
 from lora_studio.studio import Studio
 
 BUILT_INS = ["Beginner", "Standard", "Expert"]

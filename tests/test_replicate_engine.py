@@ -15,7 +15,7 @@ from PIL import Image
 
 from lora_studio.config import ReplicateSettings
 from lora_studio.engines.base import EditRequest, EngineError, GenerateRequest, LoraWeight, TrainRequest
-from lora_studio.engines.replicate_engine import ReplicateEngine, nearest_aspect_ratio
+from lora_studio.engines.replicate.engine import ReplicateEngine, nearest_aspect_ratio
 from lora_studio.progress import Canceled, NullReporter
 
 try:

@@ -5,7 +5,7 @@ import pytest
 
 from lora_studio.config import ReplicateSettings, Settings
 from lora_studio.services.sheet import SheetOptions
-from lora_studio.services.training import TrainOptions
+from lora_studio.services.training_jobs import TrainOptions
 from lora_studio.studio import Studio
 from tests.fake_replicate import serving
 

@@ -9,13 +9,13 @@ import pytest
 
 from lora_studio.config import Settings
 from lora_studio.errors import StudioError
-from lora_studio.services.setup import EngineChoice, check
+from lora_studio.services.settings.engine_setup import EngineChoice, check
 from lora_studio.studio import Studio
 
 
 @pytest.fixture(scope="module")
 def dev_folder(tmp_path_factory):
-    from lora_studio.engines.tiny import build_tiny_flux
+    from lora_studio.engines.builtin.tiny import build_tiny_flux
 
     folder = tmp_path_factory.mktemp("models") / "flux-dev"
     build_tiny_flux(seed=1).save_pretrained(folder)

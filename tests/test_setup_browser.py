@@ -6,7 +6,7 @@ from tests.test_browser import WAIT, browser, settle  # noqa: F401 (the fixture)
 
 
 def test_first_run_card_to_a_local_model_and_back(browser, tmp_path):  # noqa: F811
-    from lora_studio.engines.tiny import build_tiny_flux
+    from lora_studio.engines.builtin.tiny import build_tiny_flux
 
     folder = tmp_path / "flux-dev"
     build_tiny_flux(seed=1).save_pretrained(folder)

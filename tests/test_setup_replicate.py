@@ -10,7 +10,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from lora_studio.config import ReplicateSettings
-from lora_studio.engines.replicate_account import TokenFile
+from lora_studio.engines.replicate.account import TokenFile
 from tests.app_server import running_app
 from tests.fake_replicate import FakeReplicate
 from tests.hostile_kit import refused, unchanged

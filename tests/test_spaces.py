@@ -141,7 +141,7 @@ def make_dataset(folder: Path) -> Path:
 
 
 def test_chunked_training_in_forked_workers_equals_one_run(tmp_path, one_thread, monkeypatch):
-    from lora_studio.engines.local import make_local_engine
+    from lora_studio.engines.local.engine import make_local_engine
     from lora_studio.training.trainer import train_on_manager
 
     engine = make_local_engine(None, None, "cpu", "auto")
@@ -178,7 +178,7 @@ def test_chunked_training_in_forked_workers_equals_one_run(tmp_path, one_thread,
 
 
 def test_a_stop_between_chunks_keeps_the_checkpoint(tmp_path, one_thread, monkeypatch):
-    from lora_studio.engines.local import make_local_engine
+    from lora_studio.engines.local.engine import make_local_engine
     from lora_studio.progress import Canceled
 
     gpu = gpu_calls.GpuEngine(make_local_engine(None, None, "cpu", "auto"))

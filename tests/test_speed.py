@@ -15,9 +15,9 @@ import torch
 
 from lora_studio.config import Settings, SpeedRequest
 from lora_studio.engines.base import EditRequest, EngineError, GenerateRequest, LoraWeight
-from lora_studio.engines.local import LocalEngine
-from lora_studio.engines.model_manager import ModelManager
-from lora_studio.engines.speed import GpuInfo, SpeedSettings, resolve_speed
+from lora_studio.engines.local.engine import LocalEngine
+from lora_studio.engines.local.model_manager import ModelManager
+from lora_studio.engines.speed.settings import GpuInfo, SpeedSettings, resolve_speed
 from lora_studio.progress import NullReporter
 from lora_studio.services.sheet import SheetOptions
 from tests.conftest import noise_image
@@ -78,7 +78,7 @@ def test_speed_setting_gives_the_default_image(kwargs, loras, reference):
 
 def test_fused_qkv_moves_loras_onto_the_fused_layers(loras):
     """Without the rewrite a LoRA on to_q/to_k/to_v would be silently ignored by the fused attention."""
-    from lora_studio.engines.speed_lora import canonical_lora
+    from lora_studio.engines.lora.hotswap import canonical_lora
 
     engine = engine_with(speed=SpeedSettings(fuse_qkv=True))
     pipe = engine.manager.text_to_image()

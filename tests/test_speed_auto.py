@@ -8,7 +8,7 @@ import pytest
 
 from lora_studio.cli import build_parser, settings_from
 from lora_studio.config import Settings, SpeedRequest
-from lora_studio.engines.speed import GpuInfo, SpeedSettings, auto_speed, resolve_speed
+from lora_studio.engines.speed.settings import GpuInfo, SpeedSettings, auto_speed, resolve_speed
 
 H100 = GpuInfo("cuda", "NVIDIA H100 80GB HBM3", total_gb=79.2, free_gb=78.6, capability=(9, 0))
 RTX4090 = GpuInfo("cuda", "NVIDIA GeForce RTX 4090", total_gb=23.6, free_gb=23.1, capability=(8, 9))
@@ -69,7 +69,7 @@ def test_no_cuda_means_nothing_on(kind):
 
 
 def test_flags_override_auto_and_off_turns_it_all_off(monkeypatch):
-    monkeypatch.setattr("lora_studio.engines.memory.library_available", lambda name: True)  # torchao here or not
+    monkeypatch.setattr("lora_studio.engines.memory.plan.library_available", lambda name: True)  # torchao here or not
     mine = resolve_speed(SpeedRequest(compile=False, batch_edits=2), H100)
     assert not mine.compile and mine.quantize == "fp8" and mine.batch_edits == 2
     assert "Set by you: compile off, batch edits 2." in mine.reason
@@ -113,8 +113,8 @@ def test_bad_speed_values_are_explained(bad, words):
 
 
 def test_the_choice_is_shown_in_the_engine_description():
-    from lora_studio.engines.local import LocalEngine
-    from lora_studio.engines.model_manager import ModelManager
+    from lora_studio.engines.local.engine import LocalEngine
+    from lora_studio.engines.local.model_manager import ModelManager
 
     engine = LocalEngine(ModelManager(model="some/flux", speed=SpeedSettings(fuse_qkv=True, reason="Chosen for test.")))
     assert engine.describe().endswith("Chosen for test.")
@@ -133,7 +133,7 @@ def test_the_banner_says_it_before_any_model_loads(tmp_path):
 
 
 def test_a_quantized_memory_mode_decides_the_base(monkeypatch):
-    monkeypatch.setattr("lora_studio.engines.memory.library_available", lambda name: True)
+    monkeypatch.setattr("lora_studio.engines.memory.plan.library_available", lambda name: True)
     chosen = resolve_speed(SpeedRequest(), H100, memory_mode="nf4")
     assert chosen.quantize is None and not chosen.fuse_qkv and chosen.compile
     assert chosen.reason.endswith("Base weights left to memory mode nf4 (no speed quantization, no fused QKV).")

@@ -19,10 +19,10 @@ from safetensors.torch import load_file
 from lora_studio.config import Settings
 from lora_studio.engines.base import EngineError, OutOfMemory
 from lora_studio.errors import UserError
-from lora_studio.engines.tiny import build_tiny_flux
+from lora_studio.engines.builtin.tiny import build_tiny_flux
 from lora_studio.progress import NullReporter
 from lora_studio.services.datasets import dataset_from_folder
-from lora_studio.services.training import TrainOptions
+from lora_studio.services.training_jobs import TrainOptions
 from lora_studio.studio import Studio
 from lora_studio.training import checkpoints as ckpt
 from lora_studio.training.trainer import train_lora

@@ -13,9 +13,9 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from lora_studio.engines.base import EngineError, OutOfMemory, TrainRequest
-from lora_studio.engines.tiny import build_tiny_flux
+from lora_studio.engines.builtin.tiny import build_tiny_flux
 from lora_studio.progress import Canceled, NullReporter
-from lora_studio.engines import memory
+from lora_studio.engines.memory import plan as memory
 from lora_studio.training import presets
 from lora_studio.training.dataset import (
     BatchSchedule,

@@ -17,7 +17,7 @@ from diffusers import FluxPipeline
 from PIL import Image
 from safetensors.torch import load_file
 
-from lora_studio.engines import memory
+from lora_studio.engines.memory import plan as memory
 from lora_studio.engines.base import EngineError, TrainRequest
 from lora_studio.progress import NullReporter
 from lora_studio.training import block_offload, dataset, trainer

@@ -13,9 +13,9 @@ from diffusers import FluxPipeline
 from safetensors.torch import load_file, save_file
 
 from lora_studio.engines.base import EngineError, LoraWeight
-from lora_studio.engines.lora_formats import inspect_lora
-from lora_studio.engines.lora_targets import target_modules
-from lora_studio.engines.model_manager import ModelManager
+from lora_studio.engines.lora.formats import inspect_lora
+from lora_studio.engines.lora.targets import target_modules
+from lora_studio.engines.local.model_manager import ModelManager
 from lora_studio.training.kohya_export import to_kohya
 from tests.lora_factory import make_lora, make_tiny_lora, probe_transformer
 

@@ -11,8 +11,8 @@ from .base import Engine
 
 def make_engine(settings: Settings) -> Engine:
     if settings.engine == "replicate":
-        from .replicate_account import TokenFile
-        from .replicate_engine import ReplicateEngine
+        from .replicate import TokenFile
+        from .replicate import ReplicateEngine
 
         return ReplicateEngine(settings.replicate, work_dir=settings.workspace / "replicate",
                                token_file=TokenFile(settings.workspace))

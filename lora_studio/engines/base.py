@@ -114,7 +114,7 @@ class TrainResult:
 class Engine(Protocol):
     name: str
     makes_noise: bool  # True for the tiny engine: images carry no faces
-    # The one Flux pipeline held in this process (engines.model_manager.ModelManager), which the
+    # The one Flux pipeline held in this process (engines.local.ModelManager), which the
     # trainer borrows; None for a remote engine, which trains where it runs (see RemoteTrainer).
     manager: Any
     edit_batch: int  # Kontext edits one call takes; the character sheet sends them in groups of this size

@@ -164,7 +164,7 @@ class LibraryService:
         if source.stat().st_size > MAX_IMPORT_BYTES:
             raise UserError(f"That file is larger than {MAX_IMPORT_BYTES // 1024**2} MB; a Flux LoRA is far "
                             "smaller (most are under 300 MB). Is it a full model?")
-        from ..engines.lora_checks import check_tensors
+        from ..engines.lora import check_tensors
 
         try:
             checked = check_tensors(source)  # types, shapes, values, metadata: any engine
@@ -257,10 +257,10 @@ def scale_text(record: dict) -> str:
 
 
 def _read_scale(path: Path) -> dict:
-    from ..engines import lora_formats
+    from ..engines import lora
 
     try:
-        return lora_formats.read_scale(path).to_dict()
+        return lora.read_scale(path).to_dict()
     except Exception:  # noqa: BLE001 - a file the engine accepted but this reader cannot: say so, keep it
         return {"text": "alpha/rank not read: kept as is (diffusers applies it on load)", "folded": False}
 
@@ -269,10 +269,10 @@ def _store_folded(source: Path, target: Path) -> dict:
     """Copy an imported LoRA into the library with its alpha/rank folded into the weights (the file as
     given kept beside it); a file that cannot be folded (text-encoder parts, DoRA...) is stored as given,
     which diffusers still reads at its meant strength. Returns the scale read, for the record."""
-    from ..engines import lora_formats
+    from ..engines import lora
 
     try:
-        scale = lora_formats.fold_lora(source, target)
+        scale = lora.fold_lora(source, target)
     except Exception:  # noqa: BLE001 - an odd but loadable file is kept as it is rather than refused
         atomic_copy(source, target)
         return _read_scale(target)

@@ -21,7 +21,6 @@ from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
 from diffusers.training_utils import compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3
 
 from ..engines.base import EngineError
-from ..engines.lora_targets import target_modules  # noqa: F401 - the trainer imports it from here
 from ..engines.memory import MemoryPlan
 from .dataset import TextEmbedding
 from .parallel import Shard

@@ -33,7 +33,7 @@ txt_mod_lin (norm1.linear / norm1_context.linear), modulation_lin (single-block 
 Round trip, checked against diffusers 0.42: its kohya loader splits `single_blocks_*_linear1` with
 FLUX.1's widths hard-coded (3072, 3072, 3072, 12288). At FLUX.1's real width every key loads back,
 single blocks included, into the same weight updates and the same image as the diffusers file:
-tests/test_wide_loras.py proves it on the wide Flux (engines/wide.py), with ComfyUI's naming too. On
+tests/test_wide_loras.py proves it on the wide Flux (engines/builtin/wide.py), with ComfyUI's naming too. On
 the tiny test model only the double blocks can be loaded back (its widths are not 3072), so
 tests/test_kohya_export.py checks the single-block layout there by shape and by the update it applies.
 """

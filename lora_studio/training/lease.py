@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from ..engines.memory import PIPELINE_COMPONENTS, is_quantized
-from ..engines.memory_need import t5_block_list
+from ..engines.memory import t5_block_list
 from .block_offload import BlockOffloader, flux_blocks
 from .flow_matching import ADAPTER_NAME
 

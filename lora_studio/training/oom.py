@@ -2,7 +2,7 @@
 
 A user who hits an out-of-memory error needs three facts to try again sensibly: the step it stopped
 at (the first steps are the usual place; a late one means a sample or a bigger bucket), the memory the
-device had and how much of it was in use, and a setting that the memory plan (engines/memory.py)
+device had and how much of it was in use, and a setting that the memory plan (engines/memory/plan.py)
 says fits that device. Checkpoints saved before the failure are kept, and the sentence says so.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 
 from ..engines.base import TrainRequest
 from ..engines.memory import _HEADROOM, LADDER, MemoryPlan, lighter_mode, plan_need
-from ..engines.memory_need import GB
+from ..engines.memory import GB
 from . import checkpoints as ckpt
 
 SMALLER_RESOLUTIONS = (1024, 768, 512, 384, 256)

@@ -23,7 +23,7 @@ from diffusers import FluxPipeline
 from peft.tuners.lora import LoraLayer
 from peft.utils import get_peft_model_state_dict
 
-from ..engines.lora_formats import save_lora_file, scale_one_config
+from ..engines.lora import save_lora_file, scale_one_config
 from ..store import atomic_write_text
 from .flow_matching import ADAPTER_NAME
 from .kohya_export import save_kohya

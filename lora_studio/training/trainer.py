@@ -25,6 +25,7 @@ from diffusers import FluxPipeline
 from peft import LoraConfig
 
 from ..engines.base import EngineError, OutOfMemory, TrainRequest, TrainResult
+from ..engines.lora import target_modules
 from ..engines.memory import is_out_of_memory, plan_for_pipeline
 from ..progress import Canceled, Reporter
 from . import checkpoints as ckpt
@@ -46,7 +47,6 @@ from .flow_matching import (
     WEIGHTING_SCHEME,
     make_optimizer,
     sigma_table,
-    target_modules,
     train_step,
     trainable_parameters,
 )
@@ -61,7 +61,7 @@ from .resume import resume_from
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ..engines.model_manager import ModelManager
+    from ..engines.local import ModelManager
 
 EMA_BETA = 0.95
 KEEP_LAST_CHECKPOINTS = 2
@@ -348,4 +348,4 @@ def _to(text: TextEmbedding, device, dtype) -> TextEmbedding:
     )
 
 
-__all__ = ["ADAPTER_NAME", "target_modules", "train_lora", "train_on_manager"]
+__all__ = ["ADAPTER_NAME", "train_lora", "train_on_manager"]

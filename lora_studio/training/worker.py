@@ -87,7 +87,7 @@ def sample_scorer(reference: str | None):
 def run(folder: Path) -> int:
     from accelerate import Accelerator
 
-    from ..engines.model_manager import ModelManager
+    from ..engines.local import ModelManager
     from ..engines.speed import SpeedSettings
     from .parallel import DataParallel
     from .trainer import train_lora

@@ -19,7 +19,7 @@ from ..services.generate import GenerateOptions
 from ..services.sheet import SheetOptions
 from ..services.strength_analysis import parse_strengths
 from ..services.tester import SweepRequest
-from ..services.training import TrainOptions
+from ..services.training_jobs import TrainOptions
 from ..studio import Studio
 from .common import friendly, or_preset, parse_weights, upload_paths
 from .files import deliver, discard_uploads

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..services.setup import ENGINES, EngineChoice
+from ..services.settings import ENGINES, EngineChoice
 from ..studio import Studio
 from . import wording
 from .common import UIContext, friendly

@@ -12,7 +12,7 @@ import gradio as gr
 import pandas as pd
 
 from ..services import limits
-from ..services.models import CATALOGUE
+from ..services.settings import CATALOGUE
 from . import wording
 from .common import UIContext, error_text, friendly, progress_html
 from .owner import NOT_OWNER, is_owner, require_owner

@@ -7,9 +7,9 @@ import gradio as gr
 from ..jobs import JobView
 from ..services import UserError
 from ..services.costs import parse_cap
-from ..services.presets import PresetFields
+from ..services.preset_store import PresetFields
 from ..services.text import same_name
-from ..services.training import TrainOptions
+from ..services.training_jobs import TrainOptions
 from . import wording
 from .tester_tab import prompt_for
 from .common import (UIContext, beside, estimate_text, fresh_choices, job_choices, job_logs, lora_choices,

@@ -27,8 +27,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from .base import EngineError
-from .lora_checks import METADATA_KEY
+from ..base import EngineError
+from .checks import METADATA_KEY
 
 SD_MARKERS = ("down_blocks", "up_blocks", "mid_block", "input_blocks", "output_blocks", "lora_te1_", "lora_te2_")
 KOHYA_MARKERS = ("lora_unet_double_blocks", "lora_unet_single_blocks", "double_blocks.", "single_blocks.")

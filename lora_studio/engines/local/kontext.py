@@ -18,7 +18,7 @@ from typing import Callable
 import psutil
 import torch
 
-from .base import EngineError
+from ..base import EngineError
 from .model_kind import KONTEXT_CLASS, KONTEXT_HUB_ID, KontextChoice, choose, is_kontext, pipeline_class
 
 HOST_RAM_HEADROOM = 4 * 1024**3  # left free for the OS, the app and the next image's buffers
@@ -32,7 +32,7 @@ def load_transformer(model_id: str, dtype: torch.dtype, quantization_config=None
     try:
         return FluxTransformer2DModel.from_pretrained(model_id, subfolder="transformer", dtype=dtype, **kwargs)
     except (OSError, ValueError) as exc:
-        from .hub import load_failure_text  # a token, the licence or a download: the fix in words
+        from ..hub import load_failure_text  # a token, the licence or a download: the fix in words
 
         raise EngineError(f"FLUX.1 Kontext's transformer: {load_failure_text(model_id, exc)}") from None
 

@@ -7,7 +7,7 @@ on disk, the GPU memory the model needs (the memory planner) and what suits the 
 Downloads run as "download" jobs on the queue's side worker (jobs.py): they use the network and the
 disk, never the GPU, so a generation or a training never waits behind 30 GB of weights, and the
 download goes on while they run. Bytes are kept across a cancel, a dropped connection and a restart
-(engines/hub_download.py); after a restart an interrupted download resumes by itself.
+(engines/hub/download.py); after a restart an interrupted download resumes by itself.
 
 The token is huggingface_hub's own (its token file, shared with the `hf` CLI): it is checked with
 `whoami`, saved with `login`, and never returned, logged or stored in the workspace.
@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..engines import hub
-from ..engines.hub_download import bytes_kept, fetch, gb, space_text
-from ..errors import UserError
-from ..jobs import FINISHED, RUNNING, JobQueue, JobReporter, JobView
-from ..store import Store
+from ...engines import hub
+from ...engines.hub import bytes_kept, fetch, gb, space_text
+from ...errors import UserError
+from ...jobs import FINISHED, RUNNING, JobQueue, JobReporter, JobView
+from ...store import Store
 
 KIND = "download"
 HEADROOM = 0.95  # as the memory planner: a plan must fit 95% of the GPU
@@ -199,12 +199,12 @@ class ModelsService:
     def gpu_bytes(self) -> int | None:
         if self._gpu_bytes is not None:
             return self._gpu_bytes()
-        from ..engines.memory import gpu_memory_bytes
+        from ...engines.memory import gpu_memory_bytes
 
         return gpu_memory_bytes(self.device)
 
     def _fit(self, mode: str, entry: CatalogueEntry | None) -> tuple[float | None, bool | None, str]:
-        from ..engines.memory import estimated_need_gb
+        from ...engines.memory import estimated_need_gb
 
         need = estimated_need_gb(mode, PLAN_RESOLUTION)
         gpu = self.gpu_bytes()

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from .base import EngineError
+from ..base import EngineError
 
 FLOAT_TYPES = {"F16", "BF16", "F32", "F64"}
 MAX_TENSORS = 20000  # FLUX.1 has ~500 linear layers; three tensors each is the most a LoRA needs

@@ -10,10 +10,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .hub import KONTEXT_CLASS  # noqa: F401 (re-exported: one name for the Kontext pipeline class)
-
+KONTEXT_CLASS = "FluxKontextPipeline"  # model_index.json `_class_name` of a Kontext repo
 TINY_ID = "tiny-flux"
-WIDE_ID = "wide-flux"  # FLUX.1-dev widths, one block of each kind (engines/wide.py): tests, benches
+WIDE_ID = "wide-flux"  # FLUX.1-dev widths, one block of each kind (engines/builtin/wide.py): tests, benches
 RANDOM_WEIGHTS = (TINY_ID, WIDE_ID)  # built in code: one transformer serves text and sheet
 KONTEXT_HUB_ID = "black-forest-labs/FLUX.1-Kontext-dev"
 DEV_HUB_ID = "black-forest-labs/FLUX.1-dev"

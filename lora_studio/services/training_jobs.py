@@ -21,7 +21,7 @@ from . import limits
 from .characters import Characters
 from .costs import CostService, Estimate, parse_cap
 from .library import LibraryService
-from .presets import PresetFields, PresetStore
+from .preset_store import PresetFields, PresetStore
 from .selection import validate_trigger
 
 JOB_KIND = "train"

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .base import EngineError
+from ..base import EngineError
 
 TOKEN_ENV = "REPLICATE_API_TOKEN"
 TOKEN_PAGE = "https://replicate.com/account/api-tokens"

@@ -9,12 +9,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..config import SpeedRequest
-from .base import EditRequest, EngineError, GenerateRequest, OutOfMemory
-from .lora_formats import inspect_lora
+from ...config import SpeedRequest
+from ..base import EditRequest, EngineError, GenerateRequest, OutOfMemory
+from ..lora import inspect_lora
 from .model_kind import sheet_sentence
 from .model_manager import TINY_ID, ModelManager
-from .speed import SpeedSettings
+from ..speed import SpeedSettings
 
 TINY_STEPS = 4
 TINY_SEQUENCE = 128
@@ -93,7 +93,7 @@ class LocalEngine:
     def check_lora(self, path: Path) -> dict:
         """Format and shapes against the configured model's skeleton: no lock, no model loaded, so an
         import never waits for a training that holds the model for hours."""
-        from .skeleton import skeleton_for
+        from ..lora import skeleton_for
 
         return inspect_lora(path, skeleton_for(self.manager.model_id)).to_dict()
 

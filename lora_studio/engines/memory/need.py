@@ -142,13 +142,13 @@ def _transformer_counts(key: tuple | None) -> TransformerCounts:
 
     import torch
 
-    from . import flux_stack
-    from .lora_targets import target_modules
+    from .. import flux_stack
+    from ..lora import target_modules
 
     flux_stack.load()  # the launch's warm-up runs this beside the first job
     from diffusers import FluxTransformer2DModel
 
-    from .wide import full_transformer_on_meta
+    from ..builtin import full_transformer_on_meta
 
     config = None
     if key is not None:
@@ -185,7 +185,7 @@ def encoder_counts(pipe=None) -> EncoderCounts:
 
 @lru_cache(maxsize=1)
 def _flux_dev_encoders() -> EncoderCounts:
-    from .wide import full_encoders_on_meta
+    from ..builtin import full_encoders_on_meta
 
     return _encoders(full_encoders_on_meta())
 

@@ -2,12 +2,12 @@
 
 FLUX.1 is 24 GB of transformer and 9.5 GB of T5 in bf16: a second copy does not fit. So the manager
 loads one base (FLUX.1-dev: tokenizers, text encoders, VAE, transformer) and, for the character sheet,
-only FLUX.1-Kontext-dev's transformer, swapped under the same encoders (engines/kontext.py). LoRAs are
+only FLUX.1-Kontext-dev's transformer, swapped under the same encoders (engines/local/kontext.py). LoRAs are
 named peft adapters on FLUX.1-dev's transformer, weighted per call with `set_adapters`; they stay on it
 while Kontext runs. A strength sweep therefore never reloads anything. Adapters are evicted
 least-recently-used when their total size passes a budget.
 
-Speed settings (engines/speed.py) are applied when the base loads (speed_pipeline.py). With compile on,
+Speed settings (engines/speed/) are applied when the base loads (speed/pipeline.py). With compile on,
 LoRAs go through one hot-swap slot that exists from the start (speed_lora.py), so neither switching
 LoRAs nor changing a strength recompiles; several LoRAs at once fall back to named adapters.
 """
@@ -27,14 +27,14 @@ from diffusers import FluxKontextPipeline, FluxPipeline
 from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
-from ..config import SpeedRequest
+from ...config import SpeedRequest
 from . import kontext as kontext_swap
-from . import speed_pipeline
-from .base import EngineError, LoraWeight
-from .lora_formats import inspect_lora
-from .model_kind import RANDOM_WEIGHTS, TINY_ID, WIDE_ID  # noqa: F401 (re-exported)
-from .speed import SpeedSettings, check_supported, gpu_info, pick_device, resolve_speed
-from .speed_lora import HOT_SLOT, add_hot_slot, canonical_lora, canonical_rank, set_hot_weight
+from ..base import EngineError, LoraWeight
+from ..lora import inspect_lora
+from .model_kind import RANDOM_WEIGHTS, TINY_ID, WIDE_ID
+from ..speed import (SpeedSettings, accelerate, changes_model, check_supported, fp8_before_placing, fuse_qkv, gpu_info,
+                     pick_device, place, prepare_transformer, quantize_fp8, resolve_speed)
+from ..lora import HOT_SLOT, add_hot_slot, canonical_lora, canonical_rank, set_hot_weight
 
 CANONICAL_CACHE = 4  # LoRAs kept converted for the hot-swap slot (~100-250 MB each for FLUX.1 at rank 16)
 
@@ -193,14 +193,14 @@ class ModelManager:
     def _load_transformer(self, model_id: str, dtype: torch.dtype) -> torch.nn.Module:
         config = None
         if self._quant:
-            from .memory import plan_for, quantization_config
+            from ..memory import plan_for, quantization_config
 
             config = quantization_config(plan_for(self._quant, None, 1024))
         return kontext_swap.load_transformer(model_id, dtype, config)
 
     def _prepare_transformer(self, transformer: torch.nn.Module) -> None:
         """The speed settings and placement the base's transformer got, for a swapped-in one."""
-        speed_pipeline.prepare_transformer(self._pipe, transformer, self.device, self._load_speed(), self.offload)
+        prepare_transformer(self._pipe, transformer, self.device, self._load_speed(), self.offload)
 
     def _ensure(self, model_id: str) -> FluxPipeline:
         if self._pipe is not None and self._loaded_id == model_id:
@@ -208,21 +208,21 @@ class ModelManager:
         self.unload()  # free the old base before the new one arrives
         speed = self._load_speed()
         pipe = self._loader(model_id, self.dtype)
-        note = speed_pipeline.fuse_qkv(pipe, speed)
+        note = fuse_qkv(pipe, speed)
         if note:
             self.speed = replace(self.speed, reason=f"{self.speed.reason} {note}")
-        fp8_first = speed_pipeline.fp8_before_placing(pipe, self.device, speed)
+        fp8_first = fp8_before_placing(pipe, self.device, speed)
         if fp8_first:
-            speed_pipeline.quantize_fp8(pipe, speed)
-        speed_pipeline.place(pipe, self.device, speed, self.offload)
+            quantize_fp8(pipe, speed)
+        place(pipe, self.device, speed, self.offload)
         if not fp8_first:
-            speed_pipeline.quantize_fp8(pipe, speed)
+            quantize_fp8(pipe, speed)
         pipe.set_progress_bar_config(disable=True)
         self.fused = speed.fuse_qkv and not note
         if self.hotswap and not self._training:
             self._slot_layers = add_hot_slot(pipe, self.hotswap_rank, fused=self.fused)
             self._slot_active, self._slot_weight = True, 0.0
-        speed_pipeline.accelerate(pipe, speed)
+        accelerate(pipe, speed)
         self._pipe, self._loaded_id = pipe, model_id
         self.transformers.adopt("dev", pipe.transformer)
         self.load_count += 1
@@ -240,7 +240,7 @@ class ModelManager:
         changed the model (fused, fp8, compiled, offloaded, hot slot), the base reloaded without them for the
         run (fp8 matmuls have no backward; compiled blocks would recompile) and again with them afterwards."""
         with self._lock:
-            plain = self.hotswap or speed_pipeline.changes_model(self.speed)
+            plain = self.hotswap or changes_model(self.speed)
             if plain:
                 self.unload()
                 self._training = True
@@ -271,7 +271,7 @@ class ModelManager:
 
     def _base_quantization(self) -> str | None:
         """8bit / nf4 / fp8 / lowvram (nf4) for the frozen base, as set or by free GPU memory (memory.py)."""
-        from .memory import base_quantization
+        from ..memory import base_quantization
 
         choice, offload, self.memory_note = base_quantization(self.device, self.memory_mode)
         self.offload = self.offload or offload
@@ -279,12 +279,12 @@ class ModelManager:
 
     def _load_pipeline(self, model_id: str, dtype: torch.dtype) -> FluxPipeline:
         if model_id == TINY_ID:
-            from .tiny import build_tiny_flux
+            from ..builtin import build_tiny_flux
 
             self.memory_note = "Tiny model: full precision on the CPU."
             return build_tiny_flux()
         if model_id == WIDE_ID:
-            from .wide import build_wide_flux
+            from ..builtin import build_wide_flux
 
             self.memory_note = "Wide test model (real widths, one block of each kind): full precision."
             return build_wide_flux()
@@ -299,7 +299,7 @@ class ModelManager:
             if quant:
                 from diffusers import FluxTransformer2DModel
 
-                from .memory import plan_for, quantization_config
+                from ..memory import plan_for, quantization_config
 
                 config = quantization_config(plan_for(quant, None, 1024))  # the plan's quantization only
                 transformer = FluxTransformer2DModel.from_pretrained(
@@ -307,7 +307,7 @@ class ModelManager:
                 return FluxPipeline.from_pretrained(model_id, transformer=transformer, dtype=dtype)
             return FluxPipeline.from_pretrained(model_id, dtype=dtype)
         except (OSError, ValueError) as exc:
-            from .hub import load_failure_text  # a token, the licence or a download: the fix in words
+            from ..hub import load_failure_text  # a token, the licence or a download: the fix in words
 
             raise EngineError(load_failure_text(model_id, exc)) from None
 

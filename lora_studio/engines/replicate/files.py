@@ -17,8 +17,8 @@ from typing import Iterator
 
 import httpx
 
-from ..images import IMAGE_SUFFIXES
-from .base import EngineError, TrainRequest
+from ...images import IMAGE_SUFFIXES
+from ..base import EngineError, TrainRequest
 
 
 def zip_dataset(request: TrainRequest) -> Path:

@@ -23,8 +23,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields, replace
 
-from ..config import SpeedRequest
-from .base import EngineError
+from ...config import SpeedRequest
+from ..base import EngineError
 
 FP8_CAPABILITY = (8, 9)  # fp8 tensor cores: Ada (RTX 40xx, L4, L40S) and Hopper (H100, H200)
 COMPILE_CAPABILITY = (7, 0)  # Triton's floor
@@ -144,7 +144,7 @@ def auto_speed(gpu: GpuInfo) -> SpeedSettings:
 
 def unsupported(settings: SpeedSettings, gpu: GpuInfo) -> dict[str, str]:
     """Setting name -> why this machine cannot run it. Empty when everything can run."""
-    from .memory import library_available
+    from ..memory import library_available
 
     problems: dict[str, str] = {}
     if settings.quantize not in (None, "fp8", "8bit"):

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ..progress import Canceled
-from ..store import atomic_write_text
-from .hub import HubError, RepoFiles, endpoint, free_bytes, hub_error, repo_cache, snapshot_dir
+from ...progress import Canceled
+from ...store import atomic_write_text
+from .repo import HubError, RepoFiles, endpoint, free_bytes, hub_error, repo_cache, snapshot_dir
 
 CHUNK = 1 << 20
 ATTEMPTS = 6  # per file, for dropped connections and timeouts; each resumes where the last stopped

@@ -32,8 +32,8 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, replace
 
-from .base import EngineError
-from .memory_need import GB, MemoryNeed, training_need
+from ..base import EngineError
+from .need import GB, MemoryNeed, training_need
 
 MODES = ("auto", "full", "checkpointing", "offload", "8bit", "fp8", "nf4", "lowvram")
 LADDER = ("full", "checkpointing", "8bit", "nf4", "lowvram")  # lightest last; OOM advice walks down it
@@ -211,8 +211,8 @@ def idle_transformer_note() -> str:
     counted like every other plan figure (same architecture as FLUX.1-dev's, in bf16)."""
     import psutil
 
-    from .kontext import fits_in_host_ram
-    from .memory_need import transformer_counts, weight_bytes
+    from ..local import fits_in_host_ram
+    from .need import transformer_counts, weight_bytes
 
     size = weight_bytes(transformer_counts().total, "bf16")
     free = psutil.virtual_memory().available / GB

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from ..progress import Reporter
+from ...progress import Reporter
 
 _STEP = re.compile(r"\bstep\s*[:=]?\s*(\d+)\s*/\s*(\d+)", re.IGNORECASE)
 _TQDM = re.compile(r"(\d{1,3})%\|[^|]*\|\s*(?:(\d+)\s*/\s*(\d+))?")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .speed import SpeedSettings
+from .settings import SpeedSettings
 
 ENCODERS = ("text_encoder", "text_encoder_2", "vae")
 REPEATED_BLOCKS = ("transformer_blocks.", "single_transformer_blocks.")

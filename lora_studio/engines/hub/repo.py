@@ -1,4 +1,4 @@
-"""What a model on the Hugging Face Hub holds, what of it is already on disk, and the Hub token.
+"""What a model on the Hugging Face Hub holds, what of it is already on disk, and its errors in words.
 
 No torch here (the Settings tab and the CLI list models without loading any), and nothing fetched
 behind the caller's back: listing reads the repo's file metadata and its `model_index.json` only.
@@ -19,9 +19,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .base import EngineError
+from ..base import EngineError
+from ..local import KONTEXT_CLASS
 
-KONTEXT_CLASS = "FluxKontextPipeline"
 TOKENS_PAGE = "https://huggingface.co/settings/tokens"
 OTHER_WEIGHTS = (".bin", ".pt", ".ckpt", ".msgpack", ".h5", ".onnx", ".onnx_data", ".gguf")
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
@@ -66,6 +66,19 @@ def endpoint() -> str:
     from huggingface_hub import constants
 
     return constants.ENDPOINT
+
+
+_APIS: dict = {}
+
+
+def hub_api():
+    """One client per endpoint, so its whoami cache lasts."""
+    from huggingface_hub import HfApi
+
+    url = endpoint()
+    if url not in _APIS:
+        _APIS[url] = HfApi(endpoint=url)
+    return _APIS[url]
 
 
 def cache_root() -> Path:
@@ -131,7 +144,7 @@ def list_repo(repo_id: str, token: str | None = None, transformer_only: bool | N
     from huggingface_hub import hf_hub_download
 
     try:
-        info = _api().model_info(repo_id, revision=revision, files_metadata=True, token=token or None)
+        info = hub_api().model_info(repo_id, revision=revision, files_metadata=True, token=token or None)
         files = [HubFile(s.rfilename, int(s.size or 0)) for s in info.siblings or []]
         index = None
         if any(f.path == "model_index.json" for f in files):
@@ -205,95 +218,11 @@ def hub_error(exc: BaseException, repo_id: str) -> HubError:
         return HubError(f"The Hugging Face token was refused (invalid or revoked). Make a new read token at "
                         f"{TOKENS_PAGE} and give it under Settings → Models.")
     if isinstance(exc, OSError) and getattr(exc, "errno", None) is not None:
-        from ..errors import describe_os_error
+        from ...errors import describe_os_error
 
         return HubError(describe_os_error(exc))
     return HubError(f"The Hugging Face Hub could not be reached for {repo_id} ({type(exc).__name__}). "
                     "Check the connection and try again; finished bytes are kept.")
-
-
-# ---- the token -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TokenState:
-    user: str | None  # who the active token belongs to; None when there is none or it was refused
-    source: str | None  # "environment" (HF_TOKEN wins) | "file" (huggingface_hub's token file) | None
-    problem: str = ""
-
-    @property
-    def logged_in(self) -> bool:
-        return self.user is not None
-
-
-_APIS: dict = {}
-
-
-def _api():
-    """One client per endpoint, so its whoami cache lasts."""
-    from huggingface_hub import HfApi
-
-    url = endpoint()
-    if url not in _APIS:
-        _APIS[url] = HfApi(endpoint=url)
-    return _APIS[url]
-
-
-def _environment_token() -> str | None:
-    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
-
-
-def active_token() -> str | None:
-    from huggingface_hub import get_token
-
-    return get_token()
-
-
-def whoami(token: str, cache: bool = False) -> str:
-    """The user a token belongs to; HubError in words when it is refused. `cache`: the Hub rate-limits
-    this call, so a status shown on every page open asks once per token and process."""
-    try:
-        return str(_api().whoami(token=token, cache=cache)["name"])
-    except Exception as exc:  # noqa: BLE001
-        status = getattr(getattr(exc, "response", None), "status_code", None)
-        if status == 401:
-            raise HubError(f"Hugging Face refused this token (invalid or revoked). Make a read token at "
-                           f"{TOKENS_PAGE} and paste it again.") from None
-        raise HubError(f"The Hugging Face Hub could not check the token ({type(exc).__name__}); try again "
-                       "when the connection is back.") from None
-
-
-def token_state() -> TokenState:
-    token = active_token()
-    if not token:
-        return TokenState(None, None)
-    source = "environment" if _environment_token() else "file"
-    try:
-        return TokenState(whoami(token, cache=True), source)
-    except HubError as exc:
-        return TokenState(None, source, str(exc))
-
-
-def save_token(token: str) -> str:
-    """Check the token, then keep it with `huggingface_hub.login` (the same file the `hf` CLI uses)."""
-    token = (token or "").strip()
-    if not re.fullmatch(r"[A-Za-z0-9_\-]{8,200}", token):
-        raise HubError(f"That does not look like a Hugging Face token (they start with hf_). Copy a read "
-                       f"token from {TOKENS_PAGE}.")
-    user = whoami(token)
-    from huggingface_hub import login
-
-    login(token=token, add_to_git_credential=False, skip_if_logged_in=False)
-    return user
-
-
-def forget_token() -> None:
-    """Remove the saved token (huggingface_hub.logout); HF_TOKEN in the environment stays in force."""
-    from huggingface_hub import constants, logout
-
-    if _environment_token() is None:
-        logout()
-        return
-    for path in (constants.HF_TOKEN_PATH, constants.HF_STORED_TOKENS_PATH):  # logout() raises while HF_TOKEN is set
-        Path(path).unlink(missing_ok=True)
 
 
 def load_failure_text(model_id: str, exc: BaseException) -> str:

@@ -14,8 +14,8 @@ import json
 
 import torch
 
-from .base import EngineError
-from .model_manager import TINY_ID, WIDE_ID
+from ..base import EngineError
+from ..local import TINY_ID, WIDE_ID
 
 
 def skeleton_for(model_id: str) -> torch.nn.Module:
@@ -25,11 +25,11 @@ def skeleton_for(model_id: str) -> torch.nn.Module:
 
 def transformer_config(model_id: str) -> dict:
     if model_id == TINY_ID:
-        from .tiny import TINY_TRANSFORMER
+        from ..builtin import TINY_TRANSFORMER
 
         return dict(TINY_TRANSFORMER)
     if model_id == WIDE_ID:
-        from .wide import transformer_config as wide_config
+        from ..builtin import transformer_config as wide_config
 
         return dict(wide_config())
     from diffusers import FluxTransformer2DModel

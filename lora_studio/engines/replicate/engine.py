@@ -17,12 +17,12 @@ from typing import Any, Iterator
 import httpx
 from PIL import Image
 
-from ..config import ReplicateSettings
-from ..progress import Canceled, Reporter, SpendingCapReached
-from .base import EditRequest, EngineError, GenerateRequest, TrainRequest, TrainResult
-from .replicate_files import download_bytes, download_weights, safetensors_header, zip_dataset
-from .replicate_account import TokenFile, current_token
-from .replicate_logs import LogParser
+from ...config import ReplicateSettings
+from ...progress import Canceled, Reporter, SpendingCapReached
+from ..base import EditRequest, EngineError, GenerateRequest, TrainRequest, TrainResult
+from .files import download_bytes, download_weights, safetensors_header, zip_dataset
+from .account import TokenFile, current_token
+from .logs import LogParser
 
 DEFAULT_BASE_URL = "https://api.replicate.com"
 PLAIN_MODEL = "black-forest-labs/flux-dev"  # text-to-image when no LoRA is applied

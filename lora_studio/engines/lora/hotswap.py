@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from .base import EngineError
-from .lora_formats import scaled_pairs
+from ..base import EngineError
+from .formats import scaled_pairs
 
 HOT_SLOT = "hot"
 QKV_GROUPS = (("to_q", "to_k", "to_v", "to_qkv"), ("add_q_proj", "add_k_proj", "add_v_proj", "to_added_qkv"))

@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ReplicateSettings
-from ..engines import replicate_account as account
-from ..errors import InvalidInput, UserError
+from ...config import ReplicateSettings
+from ...engines import replicate as account
+from ...errors import InvalidInput, UserError
 
 DEFAULT_BASE_URL = "https://api.replicate.com"
 

@@ -12,11 +12,11 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..config import ENGINES, Settings
-from ..engines.hub import is_repo_id
-from ..engines.model_kind import DEV_HUB_ID, KONTEXT_CLASS, KONTEXT_HUB_ID, pipeline_class
-from ..errors import InvalidInput
-from ..store import atomic_write_json
+from ...config import ENGINES, Settings
+from ...engines.hub import is_repo_id
+from ...engines.local import DEV_HUB_ID, KONTEXT_CLASS, KONTEXT_HUB_ID, pipeline_class
+from ...errors import InvalidInput
+from ...store import atomic_write_json
 
 FILE_NAME = "setup.json"
 FIELDS = ("engine", "model", "kontext_model", "destination")

@@ -1,0 +1,83 @@
+"""The Hugging Face token: who it belongs to, and keeping or forgetting it where huggingface_hub looks.
+
+The token itself never leaves huggingface_hub's own file (or `HF_TOKEN`): the page and the CLI see only
+the user it belongs to and where it came from.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .repo import TOKENS_PAGE, HubError, hub_api
+
+
+@dataclass(frozen=True)
+class TokenState:
+    user: str | None  # who the active token belongs to; None when there is none or it was refused
+    source: str | None  # "environment" (HF_TOKEN wins) | "file" (huggingface_hub's token file) | None
+    problem: str = ""
+
+    @property
+    def logged_in(self) -> bool:
+        return self.user is not None
+
+
+def _environment_token() -> str | None:
+    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
+
+
+def active_token() -> str | None:
+    from huggingface_hub import get_token
+
+    return get_token()
+
+
+def whoami(token: str, cache: bool = False) -> str:
+    """The user a token belongs to; HubError in words when it is refused. `cache`: the Hub rate-limits
+    this call, so a status shown on every page open asks once per token and process."""
+    try:
+        return str(hub_api().whoami(token=token, cache=cache)["name"])
+    except Exception as exc:  # noqa: BLE001
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status == 401:
+            raise HubError(f"Hugging Face refused this token (invalid or revoked). Make a read token at "
+                           f"{TOKENS_PAGE} and paste it again.") from None
+        raise HubError(f"The Hugging Face Hub could not check the token ({type(exc).__name__}); try again "
+                       "when the connection is back.") from None
+
+
+def token_state() -> TokenState:
+    token = active_token()
+    if not token:
+        return TokenState(None, None)
+    source = "environment" if _environment_token() else "file"
+    try:
+        return TokenState(whoami(token, cache=True), source)
+    except HubError as exc:
+        return TokenState(None, source, str(exc))
+
+
+def save_token(token: str) -> str:
+    """Check the token, then keep it with `huggingface_hub.login` (the same file the `hf` CLI uses)."""
+    token = (token or "").strip()
+    if not re.fullmatch(r"[A-Za-z0-9_\-]{8,200}", token):
+        raise HubError(f"That does not look like a Hugging Face token (they start with hf_). Copy a read "
+                       f"token from {TOKENS_PAGE}.")
+    user = whoami(token)
+    from huggingface_hub import login
+
+    login(token=token, add_to_git_credential=False, skip_if_logged_in=False)
+    return user
+
+
+def forget_token() -> None:
+    """Remove the saved token (huggingface_hub.logout); HF_TOKEN in the environment stays in force."""
+    from huggingface_hub import constants, logout
+
+    if _environment_token() is None:
+        logout()
+        return
+    for path in (constants.HF_TOKEN_PATH, constants.HF_STORED_TOKENS_PATH):  # logout() raises while HF_TOKEN is set
+        Path(path).unlink(missing_ok=True)

@@ -1,0 +1,24 @@
+"""The local engine: diffusers on this machine, through one ModelManager holding one pipeline.
+
+    engine.py         LocalEngine: the Engine interface on the manager (tiny, wide and real weights)
+    model_manager.py  one pipeline in memory, LoRAs as adapters, the transformer a job needs
+    kontext.py        FLUX.1-Kontext-dev's transformer swapped under FLUX.1-dev's encoders and VAE
+    model_kind.py     what a folder or hub id holds, read from its model_index.json (no torch)
+
+Importing the package loads nothing: each name loads its module on first use (lora_studio.lazy).
+"""
+from __future__ import annotations
+
+from ...lazy import lazy_exports
+
+_EXPORTS = {
+    "LocalEngine": "engine", "make_local_engine": "engine",
+    "ModelManager": "model_manager",
+    "fits_in_host_ram": "kontext",
+    "TINY_ID": "model_kind", "WIDE_ID": "model_kind", "RANDOM_WEIGHTS": "model_kind",
+    "DEV_HUB_ID": "model_kind", "KONTEXT_HUB_ID": "model_kind", "KONTEXT_CLASS": "model_kind",
+    "KontextChoice": "model_kind", "choose": "model_kind", "pipeline_class": "model_kind",
+    "sheet_sentence": "model_kind",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,13 @@
+"""The Settings page's workflows: which engine and models, local model downloads, the Replicate account.
+
+    engine_setup.py     the engine and models chosen in the page, remembered in workspace/setup.json
+    local_models.py     the model catalogue, downloads as jobs, the Hugging Face token
+    replicate_setup.py  the Replicate token and the model that receives trained versions
+"""
+from __future__ import annotations
+
+from .engine_setup import ENGINES, EngineChoice, SetupService, check
+from .local_models import CATALOGUE, ModelsService
+from .replicate_setup import ReplicateSetup
+
+__all__ = ["CATALOGUE", "ENGINES", "EngineChoice", "ModelsService", "ReplicateSetup", "SetupService", "check"]
