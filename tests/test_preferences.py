@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import gradio as gr
 
@@ -9,7 +10,8 @@ from lora_studio.config import Settings
 from lora_studio.services.characters import ImageItem
 from lora_studio.services.preferences import Preferences
 from lora_studio.studio import Studio
-from lora_studio.ui.common import beside, fresh_choices, job_choices
+from lora_studio.ui.common import fresh_choices, job_choices
+from lora_studio.ui.events import KEEP, Reply, handler_for
 from lora_studio.ui.remembered import restored
 from lora_studio.ui.selection_tab import caption, details
 
@@ -71,13 +73,21 @@ def test_job_lists_read_the_status_now_and_keep_the_users_pick(tmp_path):
         assert update["value"] is None
 
 
+@dataclass
+class GalleryView(Reply):
+    MESSAGE = "message"
+    gallery: list = KEEP
+    summary: str = KEEP
+    message: str = KEEP
+
+
 def test_gallery_handlers_keep_the_gallery_and_say_why_beside_it():
-    @beside(3, 2)
-    def handler(fail):
+    def selection_handler(studio, fail) -> GalleryView:
         if fail:
             raise ValueError("At most 30 images can be selected; deselect one first.")
-        return ["gallery"], "summary", ""
+        return GalleryView(gallery=["gallery"], summary="summary", message="")
 
+    handler = handler_for(None, selection_handler, GalleryView.to({"gallery": 1, "summary": 2, "message": 3}))
     assert handler(False) == (["gallery"], "summary", "")
     gallery, summary, message = handler(True)
     assert gallery == gr.skip() and summary == gr.skip()

@@ -1,18 +1,44 @@
-"""The Gradio Blocks app: header, character picker, the five tabs, the library, and the API."""
+"""The Gradio Blocks app: header, character picker, the five tabs, the library, and the API.
+
+Each tab is one module with `render(ctx)` (its components, returned by name) and `listen(ctx, parts)`
+(its events, each a top-level handler wired through ui/events.py). The order events are wired in is
+their index, which pages and strangers call them by: add new ones after the existing ones of a tab.
+"""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
 from ..studio import Studio
 from . import (api, files, library_tab, reference_tab, selection_tab, settings_engine, settings_tab, sheet_tab,
                tester_tab, training_tab, wording)
-from .common import UIContext, character_choices, friendly
+from .common import UIContext, character_choices, open_tab
+from .events import KEEP, Reply
 from .remembered import browser_states, wire_preferences
 from .style import CSS
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+@dataclass
+class HeaderView(Reply):
+    banner: str = KEEP
+    first_run: Any = KEEP
+    character: Any = KEEP
+    new_name: str = KEEP
+
+
+def engine_banner(studio: Studio) -> HeaderView:
+    """A page opened after a switch (from another page) shows the engine as it is now."""
+    return HeaderView(banner=settings_engine.banner_text(studio), first_run=gr.update(visible=studio.draws_noise()))
+
+
+def create_character(studio: Studio, name) -> HeaderView:
+    record = studio.characters.create(name)
+    return HeaderView(character=gr.update(choices=character_choices(studio), value=record["id"]), new_name="")
 
 
 def build_app(studio: Studio) -> gr.Blocks:
@@ -36,39 +62,27 @@ def build_app(studio: Studio) -> gr.Blocks:
         with gr.Tabs() as tabs:
             ctx.tabs = tabs
             with gr.Tab("1 · Reference", id="reference"):
-                reference_tab.render(ctx)
+                reference_tab.listen(ctx, reference_tab.render(ctx))
             with gr.Tab("2 · Character sheet", id="sheet"):
-                sheet_tab.render(ctx, timer)
+                sheet_tab.listen(ctx, sheet_tab.render(ctx), timer)
             with gr.Tab("3 · Selection", id="selection") as selection:
-                refreshers.append((selection, selection_tab.render(ctx)))
+                refreshers.append((selection, selection_tab.listen(ctx, selection_tab.render(ctx))))
             with gr.Tab("4 · Training", id="training") as training:
-                refreshers.append((training, training_tab.render(ctx, timer)))
+                refreshers.append((training, training_tab.listen(ctx, training_tab.render(ctx), timer)))
             with gr.Tab("5 · Strength tester", id="tester") as tester:
-                refreshers.append((tester, tester_tab.render(ctx, timer)))
+                refreshers.append((tester, tester_tab.listen(ctx, tester_tab.render(ctx), timer)))
             with gr.Tab("Library & generate", id="library") as library:
-                refreshers.append((library, library_tab.render(ctx, timer)))
+                refreshers.append((library, library_tab.listen(ctx, library_tab.render(ctx), timer)))
             with gr.Tab("Settings", id="settings"):
                 settings_tab.render(ctx)
-        def open_settings():
-            return gr.Tabs(selected="settings")
-
-        first_run.click(open_settings, None, [tabs], api_visibility="private")
-        # A page opened after a switch (from another page) shows the engine as it is now.
-        def engine_banner():
-            return settings_engine.banner_text(studio), gr.update(visible=studio.draws_noise())
-
-        gr.on(None, engine_banner, None, [banner, first_run], api_visibility="private")
-        for tab, (fn, inputs, outputs) in refreshers:
-            tab.select(fn, inputs, outputs, api_visibility="private")
+        header = {"banner": banner, "first_run": first_run, "character": character, "new_name": new_name}
+        ctx.on(first_run.click, open_tab, None, [tabs], bound=("settings",), name="open_settings")
+        ctx.on(None, engine_banner, None, HeaderView.to(header, "banner", "first_run"))
+        for tab, refresh in refreshers:
+            ctx.on(tab.select, *refresh)
         for wire in ctx.wiring:
             wire()
-
-        @friendly
-        def create_character(name):
-            record = studio.characters.create(name)
-            return gr.update(choices=character_choices(studio), value=record["id"]), ""
-
-        create.click(create_character, [new_name], [character, new_name], api_visibility="private")
+        ctx.on(create.click, create_character, [new_name], HeaderView.to(header, "character", "new_name"))
         # A fresh page opens where the user left it: their character (else the latest) and their settings.
         wire_preferences(demo, ctx)
     return demo

@@ -1,20 +1,18 @@
-"""Small pieces every tab uses: the shared context, error translation and job rendering."""
+"""Small pieces every tab uses: the shared context, job rendering and choice lists."""
 from __future__ import annotations
 
-import functools
 import html
 import json
-import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import gradio as gr
 
-from ..jobs import JobView, describe_error
-from ..services import StudioError
+from ..jobs import JobView
 from ..services.costs import Estimate, spending_text
 from ..services.generate import parse_lora_weights as parse_weights  # noqa: F401 (re-export)
 from ..studio import Studio
+from . import events
 
 
 @dataclass
@@ -42,66 +40,14 @@ class UIContext:
     def later(self, wire: Callable[[], None]) -> None:
         self.wiring.append(wire)
 
+    def on(self, trigger, handler: Callable, inputs=None, outputs=None, **options):
+        """Wire a top-level handler (the studio first) to a trigger; see ui/events.py."""
+        return events.on(self.studio, trigger, handler, inputs, outputs, **options)
+
     @property
     def paid(self) -> bool:
         """True on Replicate: costs, caps and go_fast are shown only where calls are paid for."""
         return self.studio.costs.paid
-
-
-def friendly(fn: Callable) -> Callable:
-    """Show errors as a plain message in the UI instead of a stack trace.
-
-    A StudioError carries a message for the user; anything else is described in one line by the
-    same rule the job queue uses, so a stranger never sees a traceback.
-    """
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except StudioError as exc:
-            raise gr.Error(str(exc) or type(exc).__name__, print_exception=False) from None
-        except Exception as exc:  # noqa: BLE001 - a full disk, a bug: one plain line, never a trace
-            expected = isinstance(exc, (ValueError, KeyError, TypeError, OSError))
-            raise gr.Error(describe_error(exc), print_exception=not expected) from None
-
-    return wrapper
-
-
-def error_text(exc: BaseException) -> str:
-    """The one line a user sees for an error raised by a handler."""
-    if isinstance(exc, gr.Error):
-        return str(exc.message)
-    if isinstance(exc, StudioError):
-        return str(exc) or type(exc).__name__
-    return describe_error(exc)
-
-
-def notice(text: str) -> str:
-    return f"<div class='ls-notice' role='alert'>⚠ {html.escape(text)}</div>" if text else ""
-
-
-def beside(count: int, message_at: int) -> Callable[[Callable], Callable]:
-    """Like `friendly`, for handlers that update a gallery: on an error every output keeps what it
-    showed (no "Error" placeholder) and the message goes to output `message_at`, shown beside it."""
-
-    def wrap(fn: Callable) -> Callable:
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - whatever failed, the gallery stays as it was
-                if not isinstance(exc, (gr.Error, StudioError, ValueError, KeyError, TypeError)):
-                    logging.getLogger(__name__).exception("%s failed", getattr(fn, "__name__", "handler"))
-                out: list[Any] = [gr.skip()] * count
-                out[message_at] = notice(error_text(exc))
-                return tuple(out)
-
-        return wrapper
-
-    return wrap
 
 
 def estimate_text(estimate: Estimate | None) -> str:
@@ -156,6 +102,11 @@ def fresh_choices(choices: list[tuple[str, str]], current, shown: str | None, pi
     ids = [value for _, value in choices]
     value = current if current in ids else (ids[-1] if ids and pick_latest else None)
     return gr.update(choices=choices, value=value), signature
+
+
+def open_tab(studio: Studio, tab: str) -> gr.Tabs:
+    """A "Next: …" button's handler (bound to the tab it opens)."""
+    return gr.Tabs(selected=tab)
 
 
 def or_preset(value):

@@ -1,19 +1,75 @@
 """Library & generate: every LoRA with its metadata and scores; import, rename, delete, export, use."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import pandas as pd
 import gradio as gr
 
 from ..services.generate import GenerateOptions
 from ..services.library import scale_text
 from ..services.strength_analysis import VERDICT_WORDS
+from ..studio import Studio
 from . import wording
-from .common import (UIContext, beside, fresh_choices, friendly, job_choices, lora_choices, parse_weights,
-                     progress_html, upload_paths)
+from .common import UIContext, fresh_choices, job_choices, lora_choices, parse_weights, progress_html, upload_paths
+from .events import KEEP, OnOpen, Reply
 from .files import deliver, discard_uploads, shown
 
 COLUMNS = ["name", "trigger", "source", "rank", "scale (alpha/rank)", "steps", "recommended strength", "strength test",
            "id"]
+
+
+class LibraryParts:
+    """The tab's components, by the names its replies use."""
+
+    library: gr.Dataframe
+    upload: gr.File
+    import_name: gr.Textbox
+    import_trigger: gr.Textbox
+    do_import: gr.Button
+    pick: gr.Dropdown
+    new_name: gr.Textbox
+    rename: gr.Button
+    delete: gr.Button
+    export: gr.Button
+    exported: gr.File
+    details: gr.Markdown
+    samples: gr.Gallery
+    status: gr.Markdown
+    prompt: gr.Textbox
+    loras: gr.Textbox
+    task: gr.Dropdown
+    seed: gr.Number
+    go_fast: gr.Checkbox
+    go: gr.Button
+    progress: gr.HTML
+    image: gr.Image
+    jobs_table: gr.Dataframe
+    job_pick: gr.Dropdown
+    cancel_job: gr.Button
+    resume_job: gr.Button
+    job_id: gr.State
+    shown_jobs: gr.State
+
+
+@dataclass
+class LibraryView(Reply):
+    """The LoRA table and picker, the picked LoRA's details, the generate panel and the jobs list.
+    A failure to describe a LoRA shows in `details`; the others pop up."""
+
+    MESSAGE = "details"
+    library: pd.DataFrame = KEEP
+    pick: Any = KEEP
+    status: str = KEEP
+    details: str = KEEP
+    samples: list = KEEP
+    job_id: str | None = KEEP
+    progress: str = KEEP
+    image: str | None = KEEP
+    jobs_table: pd.DataFrame = KEEP
+    job_pick: Any = KEEP
+    shown_jobs: Any = KEEP
 
 
 def table(studio) -> pd.DataFrame:
@@ -36,142 +92,156 @@ def jobs_frame(studio) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["job", "status", "progress", "message", "id"])
 
 
-def render(ctx: UIContext, timer: gr.Timer):
+def job_action(studio: Studio, action: str, picked_job) -> LibraryView:
+    """Cancel or resume the job picked in the list (bound to the action)."""
+    if not picked_job:
+        raise gr.Error("Pick a job first.")
+    getattr(studio.jobs, action)(picked_job)
+    return LibraryView(jobs_table=jobs_frame(studio), job_pick=gr.update(choices=job_choices(recent_jobs(studio))))
+
+
+def lora_views(studio: Studio, status=KEEP) -> LibraryView:
+    choices = lora_choices(studio)
+    return LibraryView(library=table(studio), status=status,
+                       pick=gr.update(choices=choices, value=choices[-1][1] if choices else None))
+
+
+def refresh(studio: Studio) -> LibraryView:
+    view = lora_views(studio)
+    view.jobs_table, view.job_pick = jobs_frame(studio), gr.update(choices=job_choices(recent_jobs(studio)))
+    return view
+
+
+def import_lora(studio: Studio, file, name, trigger) -> LibraryView:
+    if file is None:
+        raise gr.Error("Choose a .safetensors file first.")
+    try:
+        record = studio.library.import_file(upload_paths(file)[0], name, trigger)
+    finally:
+        discard_uploads(upload_paths(file))
+    return lora_views(studio, f"Imported **{record['name']}** ({record['metadata'].get('format')} format; "
+                              f"scale: {scale_text(record) or 'not read'}).")
+
+
+def rename_lora(studio: Studio, lora_id, name) -> LibraryView:
+    studio.library.rename(lora_id, name)
+    return lora_views(studio, "Renamed.")
+
+
+def delete_lora(studio: Studio, lora_id) -> LibraryView:
+    studio.library.delete(lora_id)
+    return lora_views(studio, "Deleted.")
+
+
+def export_lora(studio: Studio, lora_id) -> str:
+    record = studio.library.get(lora_id)
+    return deliver(studio.library.export(record["id"]), f"{record['id']}.zip")
+
+
+def show(studio: Studio, current) -> LibraryView:
+    job = studio.jobs.get(current) if current else None
+    return LibraryView(progress=progress_html(job), image=shown(studio, job.outputs.get("image")) if job else None)
+
+
+def generate(studio: Studio, text, lora_text, task_name, seed_value, fast) -> LibraryView:
+    job = studio.generator.start(GenerateOptions(prompt=text, loras=parse_weights(lora_text), seed=seed_value or 0,
+                                                 task=task_name or None, go_fast=bool(fast)))
+    view = show(studio, job.id)
+    view.job_id = job.id
+    return view
+
+
+def describe(studio: Studio, lora_id) -> LibraryView:
+    if not lora_id:
+        return LibraryView(details="", samples=[])
+    record = studio.library.get(lora_id)
+    meta, scores = record.get("metadata", {}), record.get("scores", {})
+    lines = [f"**{record['name']}** · trigger `{record.get('trigger') or '—'}` · {record.get('source')}"]
+    facts = {k: meta.get(k) for k in ("base_model", "steps", "rank", "resolution", "final_loss",
+                                         "best_checkpoint", "format") if meta.get(k) is not None}
+    if facts:
+        lines.append(" · ".join(f"{k.replace('_', ' ')}: {v:.4g}" if isinstance(v, float)
+                                else f"{k.replace('_', ' ')}: {v}" for k, v in facts.items()))
+    if scale_text(record):
+        lines.append(f"Scale: {scale_text(record)}")
+    if scores.get("reason"):
+        lines.append(f"Strength test: {scores['reason']}")
+    return LibraryView(details="\n\n".join(lines),
+                       samples=shown(studio, [str(p) for p in studio.library.samples(lora_id)]))
+
+
+def jobs_tick(studio: Studio, picked_job, listed) -> LibraryView:
+    """Every job's status as it is now; nothing is sent while nothing changed."""
+    jobs = recent_jobs(studio)
+    signature = repr([(j.id, j.status, round(j.progress, 2)) for j in jobs])
+    if signature == (listed or {}).get("table"):
+        return LibraryView(shown_jobs=listed)
+    update, choices = fresh_choices(job_choices(jobs), picked_job, (listed or {}).get("choices"), pick_latest=False)
+    return LibraryView(jobs_table=jobs_frame(studio), job_pick=update,
+                       shown_jobs={"table": signature, "choices": choices})
+
+
+def render(ctx: UIContext) -> LibraryParts:
     studio = ctx.studio
+    p = LibraryParts()
     gr.Markdown(wording.LIBRARY_HELP)
-    library = gr.Dataframe(table(studio), label="LoRAs", interactive=False)
+    p.library = gr.Dataframe(table(studio), label="LoRAs", interactive=False)
     with gr.Row():
         with gr.Column():
-            upload = gr.File(label="Import a Flux LoRA (.safetensors)", file_types=[".safetensors"])
-            import_name = gr.Textbox(label="Name")
-            import_trigger = gr.Textbox(label="Trigger word (optional)")
-            do_import = gr.Button("Import")
+            p.upload = gr.File(label="Import a Flux LoRA (.safetensors)", file_types=[".safetensors"])
+            p.import_name = gr.Textbox(label="Name")
+            p.import_trigger = gr.Textbox(label="Trigger word (optional)")
+            p.do_import = gr.Button("Import")
         with gr.Column():
-            pick = gr.Dropdown(label="LoRA", choices=lora_choices(studio))
-            new_name = gr.Textbox(label="New name")
+            p.pick = gr.Dropdown(label="LoRA", choices=lora_choices(studio))
+            p.new_name = gr.Textbox(label="New name")
             with gr.Row():
-                rename = gr.Button("Rename")
-                delete = gr.Button("Delete", variant="stop")
-                export = gr.Button("Export zip")
-            exported = gr.File(label="Export", interactive=False)
-            details = gr.Markdown()
-            samples = gr.Gallery(label="Training samples", columns=4, height=160)
-    status = gr.Markdown()
+                p.rename = gr.Button("Rename")
+                p.delete = gr.Button("Delete", variant="stop")
+                p.export = gr.Button("Export zip")
+            p.exported = gr.File(label="Export", interactive=False)
+            p.details = gr.Markdown()
+            p.samples = gr.Gallery(label="Training samples", columns=4, height=160)
+    p.status = gr.Markdown()
     gr.Markdown("### Generate")
     with gr.Row():
         with gr.Column(scale=2):
-            prompt = gr.Textbox(label="Prompt", value="photo of the character at the beach")
-            loras = gr.Textbox(label="LoRAs (name:weight, …)", placeholder="mila-v1:0.9")
-            task = gr.Dropdown(label="…or a task", choices=[""] + sorted(studio.generator.tasks()), value="")
-            seed = gr.Number(label="Seed", value=0, precision=0)
-            go_fast = gr.Checkbox(False, label=wording.GO_FAST_LABEL, visible=ctx.paid)
-            go = gr.Button("Generate", variant="primary")
+            p.prompt = gr.Textbox(label="Prompt", value="photo of the character at the beach")
+            p.loras = gr.Textbox(label="LoRAs (name:weight, …)", placeholder="mila-v1:0.9")
+            p.task = gr.Dropdown(label="…or a task", choices=[""] + sorted(studio.generator.tasks()), value="")
+            p.seed = gr.Number(label="Seed", value=0, precision=0)
+            p.go_fast = gr.Checkbox(False, label=wording.GO_FAST_LABEL, visible=ctx.paid)
+            p.go = gr.Button("Generate", variant="primary")
         with gr.Column(scale=2):
-            progress = gr.HTML(progress_html(None))
-            image = gr.Image(label="Result", type="filepath", interactive=False)
+            p.progress = gr.HTML(progress_html(None))
+            p.image = gr.Image(label="Result", type="filepath", interactive=False)
     with gr.Accordion("All jobs", open=False):
-        jobs_table = gr.Dataframe(jobs_frame(studio), interactive=False)
+        p.jobs_table = gr.Dataframe(jobs_frame(studio), interactive=False)
         with gr.Row():
-            job_pick = gr.Dropdown(label="Job", choices=job_choices(recent_jobs(studio)))
-            cancel_job = gr.Button("Cancel job", variant="stop")
-            resume_job = gr.Button("Resume job")
-    job_id = gr.State(None)
-    shown_jobs = gr.State(None)
+            p.job_pick = gr.Dropdown(label="Job", choices=job_choices(recent_jobs(studio)))
+            p.cancel_job = gr.Button("Cancel job", variant="stop")
+            p.resume_job = gr.Button("Resume job")
+    p.job_id = gr.State(None)
+    p.shown_jobs = gr.State(None)
+    return p
 
-    @friendly
-    def job_action(action, picked_job):
-        if not picked_job:
-            raise gr.Error("Pick a job first.")
-        getattr(studio.jobs, action)(picked_job)
-        return jobs_frame(studio), gr.update(choices=job_choices(recent_jobs(studio)))
 
-    cancel_job.click(lambda j: job_action("cancel", j), [job_pick], [jobs_table, job_pick], api_visibility="private")
-    resume_job.click(lambda j: job_action("resume", j), [job_pick], [jobs_table, job_pick], api_visibility="private")
-
-    def lora_views():
-        choices = lora_choices(studio)
-        return table(studio), gr.update(choices=choices, value=choices[-1][1] if choices else None)
-
-    def refresh():
-        return (*lora_views(), jobs_frame(studio), gr.update(choices=job_choices(recent_jobs(studio))))
-
-    @friendly
-    def import_lora(file, name, trigger):
-        if file is None:
-            raise gr.Error("Choose a .safetensors file first.")
-        try:
-            record = studio.library.import_file(upload_paths(file)[0], name, trigger)
-        finally:
-            discard_uploads(upload_paths(file))
-        return (*lora_views(), f"Imported **{record['name']}** ({record['metadata'].get('format')} format; "
-                               f"scale: {scale_text(record) or 'not read'}).")
-
-    @friendly
-    def rename_lora(lora_id, name):
-        studio.library.rename(lora_id, name)
-        return (*lora_views(), "Renamed.")
-
-    @friendly
-    def delete_lora(lora_id):
-        studio.library.delete(lora_id)
-        return (*lora_views(), "Deleted.")
-
-    @friendly
-    def export_lora(lora_id):
-        record = studio.library.get(lora_id)
-        return deliver(studio.library.export(record["id"]), f"{record['id']}.zip")
-
-    @friendly
-    def generate(text, lora_text, task_name, seed_value, fast):
-        job = studio.generator.start(GenerateOptions(prompt=text, loras=parse_weights(lora_text),
-                                                     seed=seed_value or 0, task=task_name or None,
-                                                     go_fast=bool(fast)))
-        return job.id, *show(job.id)
-
-    def show(current):
-        job = studio.jobs.get(current) if current else None
-        return progress_html(job), (shown(studio, job.outputs.get("image")) if job else None)
-
-    @beside(2, 0)
-    def describe(lora_id):
-        if not lora_id:
-            return "", []
-        record = studio.library.get(lora_id)
-        meta, scores = record.get("metadata", {}), record.get("scores", {})
-        lines = [f"**{record['name']}** · trigger `{record.get('trigger') or '—'}` · {record.get('source')}"]
-        facts = {k: meta.get(k) for k in ("base_model", "steps", "rank", "resolution", "final_loss",
-                                             "best_checkpoint", "format") if meta.get(k) is not None}
-        if facts:
-            lines.append(" · ".join(f"{k.replace('_', ' ')}: {v:.4g}" if isinstance(v, float)
-                                    else f"{k.replace('_', ' ')}: {v}" for k, v in facts.items()))
-        if scale_text(record):
-            lines.append(f"Scale: {scale_text(record)}")
-        if scores.get("reason"):
-            lines.append(f"Strength test: {scores['reason']}")
-        return "\n\n".join(lines), shown(studio, [str(p) for p in studio.library.samples(lora_id)])
-
-    pick.change(describe, [pick], [details, samples], api_visibility="private")
-    changed = [library, pick, status]
-    do_import.click(import_lora, [upload, import_name, import_trigger], changed, api_visibility="private")
-    rename.click(rename_lora, [pick, new_name], changed, api_visibility="private")
-    delete.click(delete_lora, [pick], changed, api_visibility="private")
-    export.click(export_lora, [pick], [exported], api_visibility="private")
-    go.click(generate, [prompt, loras, task, seed, go_fast], [job_id, progress, image], api_visibility="private")
-    timer.tick(show, [job_id], [progress, image], api_visibility="private", show_progress="hidden")
-
-    def jobs_tick(picked_job, shown):
-        """Every job's status as it is now; nothing is sent while nothing changed."""
-        jobs = recent_jobs(studio)
-        signature = repr([(j.id, j.status, round(j.progress, 2)) for j in jobs])
-        if signature == (shown or {}).get("table"):
-            return gr.skip(), gr.skip(), shown
-        update, listed = fresh_choices(job_choices(jobs), picked_job, (shown or {}).get("choices"),
-                                       pick_latest=False)
-        return jobs_frame(studio), update, {"table": signature, "choices": listed}
-
-    timer.tick(jobs_tick, [job_pick, shown_jobs], [jobs_table, job_pick, shown_jobs], api_visibility="private",
-               show_progress="hidden")
-    ctx.remember("generate.prompt", prompt)
+def listen(ctx: UIContext, p: LibraryParts, timer: gr.Timer) -> OnOpen:
+    jobs = LibraryView.to(p, "jobs_table", "job_pick")
+    ctx.on(p.cancel_job.click, job_action, [p.job_pick], jobs, bound=("cancel",), name="cancel_picked_job")
+    ctx.on(p.resume_job.click, job_action, [p.job_pick], jobs, bound=("resume",), name="resume_picked_job")
+    ctx.on(p.pick.change, describe, [p.pick], LibraryView.to(p, "details", "samples"))
+    changed = LibraryView.to(p, "library", "pick", "status")
+    ctx.on(p.do_import.click, import_lora, [p.upload, p.import_name, p.import_trigger], changed)
+    ctx.on(p.rename.click, rename_lora, [p.pick, p.new_name], changed)
+    ctx.on(p.delete.click, delete_lora, [p.pick], changed)
+    ctx.on(p.export.click, export_lora, [p.pick], [p.exported])
+    ctx.on(p.go.click, generate, [p.prompt, p.loras, p.task, p.seed, p.go_fast],
+           LibraryView.to(p, "job_id", "progress", "image"))
+    ctx.on(timer.tick, show, [p.job_id], LibraryView.to(p, "progress", "image"), show_progress="hidden")
+    ctx.on(timer.tick, jobs_tick, [p.job_pick, p.shown_jobs], LibraryView.to(p, "jobs_table", "job_pick", "shown_jobs"),
+           show_progress="hidden")
+    ctx.remember("generate.prompt", p.prompt)
     if ctx.paid:
-        ctx.remember("generate.go_fast", go_fast)
-    return refresh, [], [library, pick, jobs_table, job_pick]
+        ctx.remember("generate.go_fast", p.go_fast)
+    return OnOpen(refresh, [], LibraryView.to(p, "library", "pick", "jobs_table", "job_pick"))

@@ -14,6 +14,7 @@ import hashlib
 import gradio as gr
 
 from ..services import preferences
+from ..studio import Studio
 from .common import UIContext, character_choices
 
 PREFERENCES_KEY = "lora-studio-preferences"
@@ -45,41 +46,38 @@ def restored(key: str, value, choices: list | None, latest_if_missing: bool = Fa
     return gr.update(choices=choices)
 
 
-def saver(studio, key: str, private: bool):
-    """The change handler for one remembered component (named after its key, so each event has its own name)."""
+def remember(studio: Studio, key: str, private: bool, value, kept):
+    """The change handler of one remembered component (bound to its key; each event is named after it)."""
+    if private:
+        studio.preferences.set(key, value)
+        return gr.skip()
+    value = preferences.checked(key, value)
+    if value is None:
+        return gr.skip()
+    kept = preferences.clean(kept)
+    return {**kept, key: value}
 
-    def save(value, kept):
-        if private:
-            studio.preferences.set(key, value)
-            return gr.skip()
-        value = preferences.checked(key, value)
-        if value is None:
-            return gr.skip()
-        kept = preferences.clean(kept)
-        return {**kept, key: value}
 
-    save.__name__ = "remember_" + key.replace(".", "_")
-    return save
+def choices_for(studio: Studio, key: str, choices, own):
+    if key == "training.preset":  # the visitor's own presets are listed after the shared ones
+        return studio.training.saved_presets.names(own)
+    return choices() if choices else None
+
+
+def on_load(studio: Studio, entries: tuple, private: bool, browser_kept, own) -> tuple:
+    """Each remembered component's saved value (in `entries`' order), if it is still valid."""
+    saved = studio.preferences.all() if private else preferences.clean(browser_kept)
+    return tuple(restored(key, saved.get(key), choices_for(studio, key, choices, own),
+                          latest_if_missing=key == "character") for key, choices in entries)
 
 
 def wire_preferences(demo: gr.Blocks, ctx: UIContext) -> None:
     studio = ctx.studio
     private = studio.settings.private_launch
     kept = browser_state(studio, PREFERENCES_KEY, {})
-    own_presets = ctx.shared["own_presets"]
     entries = [("character", ctx.character, lambda: character_choices(studio)), *ctx.remembered]
     for key, component, _ in entries:
-        component.change(saver(studio, key, private), [component, kept], [kept], api_visibility="private",
-                         show_progress="hidden")
-
-    def choices_for(key, choices, own):
-        if key == "training.preset":  # the visitor's own presets are listed after the shared ones
-            return studio.training.saved_presets.names(own)
-        return choices() if choices else None
-
-    def on_load(browser_kept, own):
-        saved = studio.preferences.all() if private else preferences.clean(browser_kept)
-        return tuple(restored(key, saved.get(key), choices_for(key, choices, own), latest_if_missing=key == "character")
-                     for key, _, choices in entries)
-
-    demo.load(on_load, [kept, own_presets], [component for _, component, _ in entries], api_visibility="private")
+        ctx.on(component.change, remember, [component, kept], [kept], bound=(key, private),
+               name="remember_" + key.replace(".", "_"), show_progress="hidden")
+    ctx.on(demo.load, on_load, [kept, ctx.shared["own_presets"]], [component for _, component, _ in entries],
+           bound=(tuple((key, choices) for key, _, choices in entries), private))

@@ -7,12 +7,51 @@ that the gallery also writes into the image's `alt` text, and the CSS in `style.
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
 from ..services.selection import SUGGESTED, SelectionState
+from ..studio import Studio
 from . import wording
-from .common import UIContext, beside
+from .common import UIContext, open_tab
+from .events import KEEP, OnOpen, Reply
+
+
+class SelectionParts:
+    """The tab's components, by the names its replies use."""
+
+    character: gr.Dropdown
+    quick: gr.Button
+    score: gr.Button
+    clear: gr.Button
+    summary: gr.Markdown
+    warnings: gr.Markdown
+    gallery: gr.Gallery
+    message: gr.HTML
+    detail: gr.Markdown
+    trigger: gr.Textbox
+    export: gr.Button
+    exported: gr.Markdown
+    next_step: gr.Button
+    ids: gr.State
+
+
+@dataclass
+class SelectionView(Reply):
+    """The sheet with each image's mark, the set's summary and warnings, and the image last clicked;
+    errors show in `message`, beside the gallery, which keeps what it shows."""
+
+    MESSAGE = "message"
+    gallery: Any = KEEP
+    ids: list = KEEP
+    summary: str = KEEP
+    warnings: str = KEEP
+    message: str = KEEP
+    detail: str = KEEP
+    exported: str = KEEP
+    next_step: Any = KEEP
 
 
 def caption(item, selected: bool) -> str:
@@ -47,77 +86,81 @@ def details(item, selected: bool) -> str:
     return "\n\n".join(lines)
 
 
-def render(ctx: UIContext):
-    studio = ctx.studio
+def show(state: SelectionState, clicked: str | None = None) -> SelectionView:
+    chosen = set(state.selected)
+    items = [(str(i.path), caption(i, i.id in chosen)) for i in state.items]
+    label = f"Sheet · {state.count} selected (click an image to select or deselect it)"
+    item = next((i for i in state.items if i.id == clicked), None)
+    return SelectionView(gallery=gr.update(value=items, label=label), ids=[i.id for i in state.items],
+                         summary=state.summary(), warnings="\n".join(f"- ⚠ {w}" for w in state.warnings),
+                         message="", detail=details(item, item.id in chosen) if item else KEEP)
+
+
+def refresh(studio: Studio, character_id) -> SelectionView:
+    if not character_id:
+        return SelectionView(gallery=[], ids=[], summary=wording.NO_CHARACTER, warnings="", message="",
+                             detail=wording.SELECTION_DETAILS)
+    return show(studio.selection.state(character_id))
+
+
+def toggle(studio: Studio, character_id, image_ids, evt: gr.SelectData) -> SelectionView:
+    image_id = image_ids[evt.index]
+    return show(studio.selection.toggle(character_id, image_id), clicked=image_id)
+
+
+def quick_select(studio: Studio, character_id) -> SelectionView:
+    return show(studio.selection.quick_select(character_id, SUGGESTED))
+
+
+def score_faces(studio: Studio, character_id) -> SelectionView:
+    return show(studio.selection.score(character_id))
+
+
+def clear_selection(studio: Studio, character_id) -> SelectionView:
+    return show(studio.selection.set_selection(character_id, []))
+
+
+def export_dataset(studio: Studio, character_id, trigger_word) -> SelectionView:
+    dataset = studio.selection.export_dataset(character_id, trigger_word)
+    return SelectionView(message="", exported=(f"Dataset ready: {dataset['count']} images with captions and a zip "
+                                               f"(`{dataset['zip']}`)."), next_step=gr.update(visible=True))
+
+
+def render(ctx: UIContext) -> SelectionParts:
+    p = SelectionParts()
+    p.character = ctx.character
     gr.Markdown(wording.SELECTION_HELP)
     with gr.Row():
-        quick = gr.Button(f"Quick-select {SUGGESTED}", variant="primary")
-        score = gr.Button("Score faces")
-        clear = gr.Button("Clear selection")
-    summary = gr.Markdown(elem_id="selection-summary")
-    warnings = gr.Markdown()
+        p.quick = gr.Button(f"Quick-select {SUGGESTED}", variant="primary")
+        p.score = gr.Button("Score faces")
+        p.clear = gr.Button("Clear selection")
+    p.summary = gr.Markdown(elem_id="selection-summary")
+    p.warnings = gr.Markdown()
     with gr.Row():
         with gr.Column(scale=4):
             # No floating label: it would cover the first row's ✓ marks (the summary above says the count).
-            gallery = gr.Gallery(label="Sheet (click to select)", show_label=False, columns=6, height=460,
-                                 allow_preview=False, elem_id="selection-gallery")
+            p.gallery = gr.Gallery(label="Sheet (click to select)", show_label=False, columns=6, height=460,
+                                   allow_preview=False, elem_id="selection-gallery")
         with gr.Column(scale=1, min_width=220):
-            message = gr.HTML(elem_id="selection-message")
-            detail = gr.Markdown(wording.SELECTION_DETAILS, elem_id="selection-details")
+            p.message = gr.HTML(elem_id="selection-message")
+            p.detail = gr.Markdown(wording.SELECTION_DETAILS, elem_id="selection-details")
     with gr.Row():
-        trigger = gr.Textbox(label="Trigger word", placeholder="e.g. mila_v1", scale=2)
-        export = gr.Button("Export dataset for training", variant="primary", scale=1)
-    exported = gr.Markdown()
-    next_step = gr.Button(wording.NEXT_TRAINING, visible=False)
-    ids = gr.State([])
+        p.trigger = gr.Textbox(label="Trigger word", placeholder="e.g. mila_v1", scale=2)
+        p.export = gr.Button("Export dataset for training", variant="primary", scale=1)
+    p.exported = gr.Markdown()
+    p.next_step = gr.Button(wording.NEXT_TRAINING, visible=False)
+    p.ids = gr.State([])
+    return p
 
-    def show(state: SelectionState, clicked: str | None = None):
-        chosen = set(state.selected)
-        items = [(str(i.path), caption(i, i.id in chosen)) for i in state.items]
-        label = f"Sheet · {state.count} selected (click an image to select or deselect it)"
-        notes = "\n".join(f"- ⚠ {w}" for w in state.warnings)
-        item = next((i for i in state.items if i.id == clicked), None)
-        text = details(item, item.id in chosen) if item else gr.skip()
-        return (gr.update(value=items, label=label), [i.id for i in state.items], state.summary(), notes, "",
-                text)
 
-    count = 6  # gallery, ids, summary, warnings, message, detail
-
-    @beside(count, 4)
-    def refresh(character_id):
-        if not character_id:
-            return [], [], wording.NO_CHARACTER, "", "", wording.SELECTION_DETAILS
-        return show(studio.selection.state(character_id))
-
-    @beside(count, 4)
-    def toggle(character_id, image_ids, evt: gr.SelectData):
-        image_id = image_ids[evt.index]
-        return show(studio.selection.toggle(character_id, image_id), clicked=image_id)
-
-    @beside(count, 4)
-    def quick_select(character_id):
-        return show(studio.selection.quick_select(character_id, SUGGESTED))
-
-    @beside(count, 4)
-    def score_faces(character_id):
-        return show(studio.selection.score(character_id))
-
-    @beside(count, 4)
-    def clear_selection(character_id):
-        return show(studio.selection.set_selection(character_id, []))
-
-    @beside(3, 0)
-    def export_dataset(character_id, trigger_word):
-        dataset = studio.selection.export_dataset(character_id, trigger_word)
-        return "", (f"Dataset ready: {dataset['count']} images with captions and a zip "
-                    f"(`{dataset['zip']}`)."), gr.update(visible=True)
-
-    outputs = [gallery, ids, summary, warnings, message, detail]
-    gallery.select(toggle, [ctx.character, ids], outputs, api_visibility="private")
-    quick.click(quick_select, [ctx.character], outputs, api_visibility="private")
-    score.click(score_faces, [ctx.character], outputs, api_visibility="private")
-    clear.click(clear_selection, [ctx.character], outputs, api_visibility="private")
-    export.click(export_dataset, [ctx.character, trigger], [message, exported, next_step], api_visibility="private")
-    next_step.click(lambda: gr.Tabs(selected="training"), None, [ctx.tabs], api_visibility="private")
-    ctx.character.change(refresh, [ctx.character], outputs, api_visibility="private")
-    return refresh, [ctx.character], outputs
+def listen(ctx: UIContext, p: SelectionParts) -> OnOpen:
+    shown = SelectionView.to(p, "gallery", "ids", "summary", "warnings", "message", "detail")
+    ctx.on(p.gallery.select, toggle, [p.character, p.ids], shown)
+    ctx.on(p.quick.click, quick_select, [p.character], shown)
+    ctx.on(p.score.click, score_faces, [p.character], shown)
+    ctx.on(p.clear.click, clear_selection, [p.character], shown)
+    ctx.on(p.export.click, export_dataset, [p.character, p.trigger],
+           SelectionView.to(p, "message", "exported", "next_step"))
+    ctx.on(p.next_step.click, open_tab, None, [ctx.tabs], bound=("training",), name="open_training")
+    ctx.on(p.character.change, refresh, [p.character], shown)
+    return OnOpen(refresh, [p.character], shown)

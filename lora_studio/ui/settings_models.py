@@ -1,21 +1,27 @@
 """Settings, models section: the local model catalogue, downloads and the Hugging Face token.
 
-All of it is the owner's (ui/owner.py): every handler asks `require_owner` first, and a visitor on a
-shared link sees the sentence instead. The token goes in through a password field and never comes
-back out: replies carry the user name only.
+All of it is the owner's (ui/owner.py): every handler is `@owner_only` but the two that keep quiet for
+visitors (opening the section, the download timer), and a visitor on a shared link sees the sentence
+instead. The token goes in through a password field and never comes back out: replies carry the user
+name only.
 """
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 import pandas as pd
 
+from ..jobs import JobView
 from ..services import limits
 from ..services.settings import CATALOGUE
+from ..studio import Studio
 from . import wording
-from .common import UIContext, error_text, friendly, progress_html
-from .owner import NOT_OWNER, is_owner, require_owner
+from .common import UIContext, progress_html
+from .events import KEEP, Reply, expose, failure_text
+from .owner import NOT_OWNER, is_owner, owner_only
 
 COLUMNS = ["model", "status", "download", "free disk", "GPU need (GB)", "fits", "advice"]
 
@@ -36,174 +42,202 @@ def token_reply(state) -> dict:
     return {"user": state.user, "source": state.source, "text": state.text()}
 
 
-def render(ctx: UIContext) -> None:
+class ModelsParts:
+    """The section's components, by the names its replies use."""
+
+    section: gr.Accordion
+    token_status: gr.Markdown
+    token: gr.Textbox
+    save: gr.Button
+    forget: gr.Button
+    table: gr.Dataframe
+    model: gr.Dropdown
+    check: gr.Button
+    refresh: gr.Button
+    download: gr.Button
+    job_id: gr.Textbox
+    progress: gr.HTML
+    cancel: gr.Button
+    resume: gr.Button
+    poll: gr.Timer
+
+
+@dataclass
+class ModelsView(Reply):
+    token_status: str = KEEP
+    table: pd.DataFrame = KEEP
+    job_id: str = KEEP
+    progress: str = KEEP
+    poll: Any = KEEP
+    token: str = KEEP
+
+
+# ---- API endpoints (named, for gradio_client) ------------------------------------------------------
+@owner_only
+def hf_token_status(studio: Studio) -> dict:
+    return token_reply(studio.models.token_status())
+
+
+@owner_only
+def hf_login(studio: Studio, token: str) -> dict:
+    return token_reply(studio.models.login(token))
+
+
+@owner_only
+def hf_logout(studio: Studio) -> dict:
+    return token_reply(studio.models.logout())
+
+
+@owner_only
+def list_models(studio: Studio, refresh: bool) -> list:
+    return [r.to_dict() for r in studio.models.catalogue(refresh=bool(refresh))]
+
+
+@owner_only
+def describe_model(studio: Studio, model: str) -> dict:
+    return studio.models.describe(model).to_dict()
+
+
+@owner_only
+def start_download(studio: Studio, model: str) -> dict:
+    job = studio.models.start_download(model)
+    return studio.models.progress(job.id)
+
+
+@owner_only
+def download_progress(studio: Studio, job_id: str) -> dict:
+    return studio.models.progress(limits.record_id(job_id, "job id"))
+
+
+@owner_only
+def cancel_download(studio: Studio, job_id: str) -> dict:
+    studio.models.cancel(limits.record_id(job_id, "job id"))
+    return studio.models.progress(job_id)
+
+
+@owner_only
+def resume_download(studio: Studio, job_id: str) -> dict:
+    studio.models.resume(limits.record_id(job_id, "job id"))
+    return studio.models.progress(job_id)
+
+
+# ---- the page ---------------------------------------------------------------------------------------
+def shown(studio: Studio, job: JobView | None) -> str:
+    if job is None:
+        return ""
+    data = studio.models.progress(job.id)
+    return progress_html(job) + (f"<div class='ls-download'>{html.escape(data['message'] or '')}</div>"
+                                 if job.status == "running" else "")
+
+
+def latest(studio: Studio) -> JobView | None:
+    jobs = studio.models.downloads()
+    return jobs[-1] if jobs else None
+
+
+def models_open(studio: Studio, request: gr.Request) -> ModelsView:
+    """Serves visitors too: they read the sentence, and nothing asks the Hub for them."""
+    if not is_owner(studio, request):
+        return ModelsView(token_status=NOT_OWNER, progress="", poll=gr.Timer(active=False))
+    job = latest(studio)
+    try:
+        rows = frame(studio.models.catalogue())
+    except Exception as exc:  # noqa: BLE001 - the section still opens; the reason is shown (and logged)
+        return ModelsView(token_status=failure_text(exc, "models_open"), progress="", poll=gr.Timer(active=False))
+    running = job is not None and not job.done
+    return ModelsView(token_status=studio.models.token_status().text(), table=rows, job_id=job.id if job else "",
+                      progress=shown(studio, job), poll=gr.Timer(active=running))
+
+
+@owner_only
+def models_save_token(studio: Studio, value) -> ModelsView:
+    return ModelsView(token_status=studio.models.login(value).text(), token="")
+
+
+@owner_only
+def models_log_out(studio: Studio) -> str:
+    return studio.models.logout().text()
+
+
+@owner_only
+def models_check(studio: Studio, value) -> pd.DataFrame:
+    return frame([studio.models.describe(value)])
+
+
+@owner_only
+def models_refresh(studio: Studio) -> pd.DataFrame:
+    return frame(studio.models.catalogue(refresh=True))
+
+
+@owner_only
+def models_begin(studio: Studio, value) -> ModelsView:
+    job = studio.models.start_download(value)
+    return ModelsView(job_id=job.id, progress=shown(studio, job), poll=gr.Timer(active=True))
+
+
+def models_tick(studio: Studio, current, request: gr.Request) -> ModelsView:
+    """Serves visitors too: their timer stops without a word, as it must not raise every second."""
+    if not is_owner(studio, request) or not current:
+        return ModelsView(poll=gr.Timer(active=False))
+    try:
+        job = studio.jobs.get(limits.record_id(current, "job id"))
+    except Exception:  # noqa: BLE001 - a timer must not raise every second; it stops instead
+        return ModelsView(poll=gr.Timer(active=False))
+    return ModelsView(progress=shown(studio, job), poll=gr.Timer(active=not job.done))
+
+
+@owner_only
+def models_stop(studio: Studio, current) -> str:
+    if not current:
+        raise gr.Error("No download to cancel.")
+    return shown(studio, studio.models.cancel(current))
+
+
+@owner_only
+def models_resume(studio: Studio, current) -> ModelsView:
+    if not current:
+        raise gr.Error("No download to resume.")
+    return ModelsView(progress=shown(studio, studio.models.resume(current)), poll=gr.Timer(active=True))
+
+
+def render(ctx: UIContext) -> ModelsParts:
     # Closed until opened: listing asks the Hub and the memory planner, which no page load should wait for.
-    with gr.Accordion("Models: downloads and the Hugging Face token (local engine)", open=False) as section:
-        _render_controls(ctx, section)
+    p = ModelsParts()
+    with gr.Accordion("Models: downloads and the Hugging Face token (local engine)", open=False) as p.section:
+        gr.Markdown(wording.MODELS_HELP)
+        if not ctx.studio.settings.private_launch:
+            gr.Markdown(f"_{NOT_OWNER}_")
+        p.token_status = gr.Markdown(elem_id="hf-token-status")
+        with gr.Row():
+            p.token = gr.Textbox(label="Hugging Face token", type="password", placeholder="hf_…", scale=3,
+                                 info=wording.TOKEN_HELP)
+            p.save = gr.Button("Check and save", scale=1)
+            p.forget = gr.Button("Log out", scale=1)
+        p.table = gr.Dataframe(pd.DataFrame(columns=COLUMNS), interactive=False, wrap=True, elem_id="model-table")
+        with gr.Row():
+            p.model = gr.Dropdown([e.repo_id for e in CATALOGUE], value=CATALOGUE[0].repo_id, allow_custom_value=True,
+                                  label="Model: from the list, any hub id (owner/name) or a folder here", scale=3)
+            p.check = gr.Button("Check", scale=1)
+            p.refresh = gr.Button("Refresh sizes", scale=1)
+            p.download = gr.Button("Download", variant="primary", scale=1)
+        p.job_id = gr.Textbox(visible=False)
+        p.progress = gr.HTML(elem_id="download-progress")
+        with gr.Row():
+            p.cancel = gr.Button("Cancel download")
+            p.resume = gr.Button("Resume download")
+        p.poll = gr.Timer(1.0, active=False)
+    return p
 
 
-def _render_controls(ctx: UIContext, section: gr.Accordion) -> None:
-    studio = ctx.studio
-    models = studio.models
-    gr.Markdown(wording.MODELS_HELP)
-    if not studio.settings.private_launch:
-        gr.Markdown(f"_{NOT_OWNER}_")
-    token_status = gr.Markdown(elem_id="hf-token-status")
-    with gr.Row():
-        token = gr.Textbox(label="Hugging Face token", type="password", placeholder="hf_…", scale=3,
-                           info=wording.TOKEN_HELP)
-        save = gr.Button("Check and save", scale=1)
-        forget = gr.Button("Log out", scale=1)
-    table = gr.Dataframe(pd.DataFrame(columns=COLUMNS), interactive=False, wrap=True, elem_id="model-table")
-    with gr.Row():
-        model = gr.Dropdown([e.repo_id for e in CATALOGUE], value=CATALOGUE[0].repo_id, allow_custom_value=True,
-                            label="Model: from the list, any hub id (owner/name) or a folder here", scale=3)
-        check = gr.Button("Check", scale=1)
-        refresh = gr.Button("Refresh sizes", scale=1)
-        download = gr.Button("Download", variant="primary", scale=1)
-    job_id = gr.Textbox(visible=False)
-    progress = gr.HTML(elem_id="download-progress")
-    with gr.Row():
-        cancel = gr.Button("Cancel download")
-        resume = gr.Button("Resume download")
-    poll = gr.Timer(1.0, active=False)
-
-    # ---- API endpoints (named, for gradio_client); each asks for the owner first ----------
-    @friendly
-    def hf_token_status(request: gr.Request) -> dict:
-        require_owner(studio, request)
-        state = models.token_status()
-        return token_reply(state)
-
-    @friendly
-    def hf_login(token: str, request: gr.Request) -> dict:
-        require_owner(studio, request)
-        state = models.login(token)
-        return token_reply(state)
-
-    @friendly
-    def hf_logout(request: gr.Request) -> dict:
-        require_owner(studio, request)
-        state = models.logout()
-        return token_reply(state)
-
-    @friendly
-    def list_models(refresh: bool, request: gr.Request) -> list:
-        require_owner(studio, request)
-        return [r.to_dict() for r in models.catalogue(refresh=bool(refresh))]
-
-    @friendly
-    def describe_model(model: str, request: gr.Request) -> dict:
-        require_owner(studio, request)
-        return models.describe(model).to_dict()
-
-    @friendly
-    def start_download(model: str, request: gr.Request) -> dict:
-        require_owner(studio, request)
-        job = models.start_download(model)
-        return models.progress(job.id)
-
-    @friendly
-    def download_progress(job_id: str, request: gr.Request) -> dict:
-        require_owner(studio, request)
-        return models.progress(limits.record_id(job_id, "job id"))
-
-    @friendly
-    def cancel_download(job_id: str, request: gr.Request) -> dict:
-        require_owner(studio, request)
-        models.cancel(limits.record_id(job_id, "job id"))
-        return models.progress(job_id)
-
-    @friendly
-    def resume_download(job_id: str, request: gr.Request) -> dict:
-        require_owner(studio, request)
-        models.resume(limits.record_id(job_id, "job id"))
-        return models.progress(job_id)
-
-    for fn in (hf_token_status, hf_login, hf_logout, list_models, describe_model, start_download,
-               download_progress, cancel_download, resume_download):
-        gr.api(fn, api_name=fn.__name__)
-
-    # ---- the page ---------------------------------------------------------------------------
-    def shown(job):
-        if job is None:
-            return ""
-        data = models.progress(job.id)
-        return progress_html(job) + (f"<div class='ls-download'>{html.escape(data['message'] or '')}</div>"
-                                     if job.status == "running" else "")
-
-    def latest():
-        jobs = models.downloads()
-        return jobs[-1] if jobs else None
-
-    def models_open(request: gr.Request):
-        if not is_owner(studio, request):
-            return NOT_OWNER, gr.skip(), gr.skip(), "", gr.Timer(active=False)
-        job = latest()
-        try:
-            rows = frame(models.catalogue())
-        except Exception as exc:  # noqa: BLE001 - the section still opens; the reason is shown
-            return error_text(exc), gr.skip(), gr.skip(), "", gr.Timer(active=False)
-        running = job is not None and not job.done
-        return models.token_status().text(), rows, job.id if job else "", shown(job), gr.Timer(active=running)
-
-    @friendly
-    def models_save_token(value, request: gr.Request):
-        require_owner(studio, request)
-        return models.login(value).text(), ""
-
-    @friendly
-    def models_log_out(request: gr.Request):
-        require_owner(studio, request)
-        return models.logout().text()
-
-    @friendly
-    def models_check(value, request: gr.Request):
-        require_owner(studio, request)
-        row = models.describe(value)
-        return frame([row])
-
-    @friendly
-    def models_refresh(request: gr.Request):
-        require_owner(studio, request)
-        return frame(models.catalogue(refresh=True))
-
-    @friendly
-    def models_begin(value, request: gr.Request):
-        require_owner(studio, request)
-        job = models.start_download(value)
-        return job.id, shown(job), gr.Timer(active=True)
-
-    def models_tick(current, request: gr.Request):
-        if not is_owner(studio, request) or not current:
-            return gr.skip(), gr.Timer(active=False)
-        try:
-            job = studio.jobs.get(limits.record_id(current, "job id"))
-        except Exception:  # noqa: BLE001 - a timer must not raise every second; it stops instead
-            return gr.skip(), gr.Timer(active=False)
-        return shown(job), gr.Timer(active=not job.done)
-
-    @friendly
-    def models_stop(current, request: gr.Request):
-        require_owner(studio, request)
-        if not current:
-            raise gr.Error("No download to cancel.")
-        return shown(models.cancel(current))
-
-    @friendly
-    def models_resume(current, request: gr.Request):
-        require_owner(studio, request)
-        if not current:
-            raise gr.Error("No download to resume.")
-        return shown(models.resume(current)), gr.Timer(active=True)
-
-    private = {"api_visibility": "private"}
-    section.expand(models_open, None, [token_status, table, job_id, progress, poll], **private)
-    save.click(models_save_token, [token], [token_status, token], **private)
-    forget.click(models_log_out, None, [token_status], **private)
-    check.click(models_check, [model], [table], **private)
-    refresh.click(models_refresh, None, [table], **private)
-    download.click(models_begin, [model], [job_id, progress, poll], **private)
-    poll.tick(models_tick, [job_id], [progress, poll], **private)
-    cancel.click(models_stop, [job_id], [progress], **private)
-    resume.click(models_resume, [job_id], [progress, poll], **private)
+def listen(ctx: UIContext, p: ModelsParts) -> None:
+    expose(ctx.studio, hf_token_status, hf_login, hf_logout, list_models, describe_model, start_download,
+           download_progress, cancel_download, resume_download)
+    ctx.on(p.section.expand, models_open, None, ModelsView.to(p, "token_status", "table", "job_id", "progress", "poll"))
+    ctx.on(p.save.click, models_save_token, [p.token], ModelsView.to(p, "token_status", "token"))
+    ctx.on(p.forget.click, models_log_out, None, [p.token_status])
+    ctx.on(p.check.click, models_check, [p.model], [p.table])
+    ctx.on(p.refresh.click, models_refresh, None, [p.table])
+    ctx.on(p.download.click, models_begin, [p.model], ModelsView.to(p, "job_id", "progress", "poll"))
+    ctx.on(p.poll.tick, models_tick, [p.job_id], ModelsView.to(p, "progress", "poll"))
+    ctx.on(p.cancel.click, models_stop, [p.job_id], [p.progress])
+    ctx.on(p.resume.click, models_resume, [p.job_id], ModelsView.to(p, "progress", "poll"))

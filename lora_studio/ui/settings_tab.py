@@ -6,6 +6,5 @@ from .common import UIContext
 
 
 def render(ctx: UIContext) -> None:
-    settings_engine.render(ctx)
-    settings_models.render(ctx)
-    settings_prices.render(ctx)
+    for section in (settings_engine, settings_models, settings_prices):
+        section.listen(ctx, section.render(ctx))

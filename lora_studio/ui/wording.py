@@ -69,3 +69,5 @@ MODELS_HELP = (
 TOKEN_HELP = "Gated models (FLUX.1-dev, FLUX.1-Kontext-dev) need a Hugging Face **read** token and the licence accepted on the model's page."
 
 TRAIN_ON_LABEL = "Where it trains"
+INTERNAL_ERROR = ("Something went wrong inside LoRA Studio ({error}). Nothing you entered caused it; the details "
+                  "are in the app's log.")
