@@ -34,7 +34,7 @@ from peft import LoraConfig
 
 from ..engines.base import EngineError, OutOfMemory, TrainRequest, TrainResult
 from ..engines.flux_stack import quiet
-from ..engines.memory import is_out_of_memory
+from ..errors import is_out_of_memory
 from ..progress import Canceled, Reporter
 from . import checkpoints as ckpt
 from .dataset import EmbeddingCache, TextEmbedding

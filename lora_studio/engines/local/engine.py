@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from ...config import SpeedRequest
+from ...errors import is_out_of_memory
 from ..base import EditRequest, EngineError, GenerateRequest, OutOfMemory
 from ..flux_stack import quiet
 from ..lora import inspect_lora
@@ -125,8 +126,7 @@ class _oom_as_error:
         return self
 
     def __exit__(self, kind, exc, tb):
-        if exc is not None and (isinstance(exc, torch.cuda.OutOfMemoryError)
-                                or "out of memory" in str(exc).lower()):
+        if exc is not None and is_out_of_memory(exc):
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             raise OutOfMemory(
