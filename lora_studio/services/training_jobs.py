@@ -16,6 +16,7 @@ from ..config import MEMORY_MODES, TrainPlacement
 from ..engines.base import Engine, EngineError, TrainRequest
 from ..jobs import JobQueue, JobReporter, JobView, UserError
 from ..store import Store
+from ..training.placement import worker_processes
 from ..training.presets import DEFAULT_PRESET, MAX_ALPHA_PER_RANK, PRESETS, validate_alpha
 from . import limits
 from .characters import Characters
@@ -301,7 +302,7 @@ class TrainingService:
                          f"it trains {TrainPlacement.parse(spec).describe()} instead.")
         placement = TrainPlacement.parse(spec)
         if not isinstance(params.get("batch_size"), int) or not 1 <= params["batch_size"] <= 64:
-            params["batch_size"] = gpu_calls.worker_processes(placement) if not self.remote else 1
+            params["batch_size"] = worker_processes(placement) if not self.remote else 1
             self.store.mutate("jobs", reporter.job_id,
                               lambda job: job.setdefault("params", {}).update(batch_size=params["batch_size"]))
         if params["batch_size"] > 1 or placement.kind == "workers":
