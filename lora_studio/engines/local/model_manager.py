@@ -239,7 +239,7 @@ class ModelManager:
         transformer = self.transformers.swap(pipe, role)
         if self.transformers.loads["dev"] != reads:  # dev's was dropped for lack of RAM: its adapters went too
             self._loras.reset(pipe, with_slot=self._hot_swapping(), fused=self.fused)
-        if before != role and self.loader.offload and self._load_speed().group_offload is None:
+        if before != role and self.loader.offload and self._base.speed.group_offload is None:
             pipe.enable_model_cpu_offload(device=self.device)  # lay the hooks over the new transformer
         return transformer
 
@@ -249,7 +249,7 @@ class ModelManager:
 
     def _prepare_transformer(self, transformer: torch.nn.Module) -> None:
         """The speed settings and placement the base's transformer got, for a swapped-in one."""
-        prepare_transformer(self._base.pipe, transformer, self.device, self._load_speed(), self.loader.offload)
+        prepare_transformer(self._base.pipe, transformer, self.device, self._base.speed, self.loader.offload)
 
     # ---- LoRA adapters --------------------------------------------------------------------------
     def adapter_names(self) -> list[str]:
