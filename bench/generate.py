@@ -50,10 +50,10 @@ def main(argv=None) -> float:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.wide:
-        from lora_studio.engines.local.model_manager import WIDE_ID as model
+        from lora_studio.engines.local.model_kind import WIDE_ID as model
         from lora_studio.engines.builtin.wide import build_wide_flux as build
     else:
-        from lora_studio.engines.local.model_manager import TINY_ID as model
+        from lora_studio.engines.local.model_kind import TINY_ID as model
         from lora_studio.engines.builtin.tiny import build_tiny_flux as build
 
     plain = build()

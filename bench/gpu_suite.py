@@ -44,8 +44,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from lora_studio.config import SpeedRequest  # noqa: E402
+from lora_studio.config import MEMORY_MODES, SpeedRequest  # noqa: E402
 from lora_studio.engines import memory  # noqa: E402
+from lora_studio.errors import is_out_of_memory  # noqa: E402
 from lora_studio.engines.base import EditRequest, GenerateRequest, LoraWeight, TrainRequest  # noqa: E402
 from lora_studio.engines.local.engine import LocalEngine  # noqa: E402
 from lora_studio.engines.local.model_manager import ModelManager  # noqa: E402
@@ -196,7 +197,7 @@ def verdict(value: float | None, limit: float, unit: str) -> str:
 
 
 def error_cell(exc: BaseException) -> str:
-    if memory.is_out_of_memory(exc) or "out of memory" in str(exc).lower():
+    if is_out_of_memory(exc):
         return "out of memory"
     return f"error: {type(exc).__name__}: {str(exc)[:240]}"
 
@@ -502,7 +503,7 @@ def train_cells(ctx: Context, manager: ModelManager, mode: str, resolution: int)
 
 
 def train_rows(ctx: Context) -> None:
-    modes = [m for m in memory.MODES if m != "auto"]
+    modes = [m for m in MEMORY_MODES if m != "auto"]
     runs = [(mode, OFF) for mode in modes] + [("auto", ctx.speed())]
     if ctx.cfg.smoke:  # one mode proves the row runs; the memory tests cover every mode on the CPU
         runs = runs[:1]

@@ -19,7 +19,7 @@ REPLICATE_ENV = {  # ReplicateSettings field -> environment variable
     "lora_model": "LORA_STUDIO_REPLICATE_LORA_MODEL",
     "base_url": "REPLICATE_BASE_URL",
 }
-MEMORY_MODES = ("auto", "full", "checkpointing", "offload", "8bit", "fp8", "nf4", "lowvram")  # = engines.memory.plan.MODES
+MEMORY_MODES = ("auto", "full", "checkpointing", "offload", "8bit", "fp8", "nf4", "lowvram")  # engines/memory/plan.py says what each does
 SPEED_MODES = ("auto", "off")
 QUANTIZE_CHOICES = ("none", "fp8", "8bit")
 GROUP_OFFLOAD_CHOICES = ("off", "encoders", "all")

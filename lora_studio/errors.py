@@ -52,3 +52,11 @@ def describe_os_error(exc: OSError) -> str:
     what = f" ({str(name).replace(chr(92), '/').rsplit('/', 1)[-1]})" if name else ""
     reason = getattr(exc, "strerror", None) or type(exc).__name__
     return f"A file could not be read or written{what}: {reason}."
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """A device that ran out of memory: torch's OutOfMemoryError (CUDA), or any error saying "out of
+    memory" (other devices and libraries raise a RuntimeError with those words). Recognised without
+    importing torch, so the job queue can tell it apart too."""
+    return (any(kind.__name__ == "OutOfMemoryError" for kind in type(error).__mro__)
+            or "out of memory" in str(error).lower())

@@ -29,7 +29,6 @@ from .engines.base import EditRequest, EngineError, GenerateRequest, TrainReques
 from .errors import StudioError
 from .progress import Canceled, Reporter
 
-ACCELERATE_CONFIG_ENV = "LORA_STUDIO_ACCELERATE_CONFIG"  # an `accelerate config` file for worker trainings
 ZERO_GPU_ENV = "SPACES_ZERO_GPU"  # set by Hugging Face on ZeroGPU hardware (read by `spaces` too)
 
 # Estimates for FLUX.1 in bf16 on ZeroGPU's H200 slice, in seconds; unmeasured here (no GPU):
@@ -277,45 +276,13 @@ def preload(engine) -> None:
 
 def train(engine, request: TrainRequest, reporter: Reporter,
           sample_scorer: Callable | None = None, placement: TrainPlacement | None = None) -> TrainResult:
-    """Train on the engine's model manager: in GPU-call-sized chunks on ZeroGPU, in one go in the app's
-    process by default, or in worker processes (`placement`, training/workers.py) that load the base
-    themselves while the manager gives up the GPUs they use."""
-    if isinstance(engine, GpuEngine):  # ZeroGPU: the chunked in-process path, whatever the placement
+    """Train on the engine's model manager: in GPU-call-sized chunks on ZeroGPU, whatever the placement;
+    elsewhere where `placement` says (training/placement.py)."""
+    if isinstance(engine, GpuEngine):
         return train_in_chunks(engine.key, request, reporter, sample_scorer, chunk_steps(request))
-    if placement is not None and placement.kind != "app":
-        from .training.workers import resolve_plan, train_in_workers
+    from .training.placement import train_placed
 
-        manager = engine.manager
-        plan = resolve_plan(placement.kind, placement.gpus, placement.cpu_processes, str(manager.device))
-        note = manager.give_up(plan.gpu_ids if plan.device == "cuda" else ())
-        if note:
-            reporter.log(note)
-        reference = str(request.reference_image) if sample_scorer is not None and request.reference_image else None
-        return train_in_workers(plan, request, reporter, model=manager.model_id, memory_mode=manager.memory_mode,
-                                reference=reference)
-    from .training.trainer import train_on_manager
-
-    return train_on_manager(engine.manager, request, reporter, sample_scorer=sample_scorer)
-
-
-def worker_processes(placement: TrainPlacement) -> int:
-    """How many processes a placement trains with on this machine (each takes one share of a batch)."""
-    if placement.kind != "workers":
-        return 1
-    if placement.cpu_processes:
-        return placement.cpu_processes
-    config = os.environ.get(ACCELERATE_CONFIG_ENV)
-    if config:  # several machines: every process of every machine takes a share
-        from .training.workers import config_processes
-
-        total = config_processes(config)
-        if total:
-            return total
-    if placement.gpus is not None:
-        return len(placement.gpus)
-    import torch
-
-    return max(1, torch.cuda.device_count() if torch.cuda.is_available() else 1)
+    return train_placed(engine.manager, request, reporter, sample_scorer, placement)
 
 
 def train_in_chunks(key: str, request: TrainRequest, reporter: Reporter, sample_scorer: Callable | None,

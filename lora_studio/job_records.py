@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .errors import StudioError, describe_os_error
+from .errors import StudioError, describe_os_error, is_out_of_memory
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, INTERRUPTED = (
     "queued", "running", "succeeded", "failed", "canceled", "interrupted",
@@ -84,7 +84,7 @@ def describe_error(exc: BaseException) -> str:
     if wrapped is not None:  # e.g. safetensors' "I/O error: No space left on device (os error 28)"
         return describe_os_error(wrapped)
     name = type(exc).__name__
-    if "out of memory" in str(exc).lower():
+    if is_out_of_memory(exc):
         return ("The GPU ran out of memory. Pick a lighter memory mode (8-bit or 4-bit base, "
                 "gradient checkpointing) or a lower resolution.")
     return _without_paths(f"Unexpected {name}: {exc}")

@@ -155,7 +155,31 @@ def test_lowvram_loads_a_double_quantized_nf4_base(monkeypatch):
     assert not memory.quantization_config(memory.plan_for("nf4", None, 512))["bnb_4bit_use_double_quant"]
 
 
-def test_settings_and_the_cli_offer_every_memory_mode():
-    from lora_studio.config import MEMORY_MODES
+def test_settings_and_the_cli_accept_exactly_the_modes_the_plan_knows():
+    """config.MEMORY_MODES is the one list: each mode plans, is a setting and a CLI choice; others are refused."""
+    from lora_studio.cli import build_parser
+    from lora_studio.config import MEMORY_MODES, Settings
+    from lora_studio.engines.base import EngineError
 
-    assert MEMORY_MODES == memory.MODES
+    for mode in MEMORY_MODES:
+        assert memory.plan_for(mode, None, 512).mode == ("full" if mode == "auto" else mode)  # auto, no GPU: full
+        assert Settings.from_env({}, memory_mode=mode).memory_mode == mode
+        assert build_parser().parse_args(["jobs", "--memory-mode", mode]).memory_mode == mode
+    for unknown in ("turbo", "FULL", ""):
+        with pytest.raises(EngineError, match="Unknown memory mode"):
+            memory.plan_for(unknown, None, 512)
+        with pytest.raises(ValueError, match="Unknown memory mode"):
+            Settings(memory_mode=unknown)
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["jobs", "--memory-mode", unknown])
+
+
+def test_an_image_needs_what_the_speed_settings_size_the_gpu_for():
+    """The inference need the speed settings' auto reads: weights counted, working memory with the image size."""
+    bf16, int8 = memory_need.inference_need("bf16", 1024), memory_need.inference_need("8bit", 1024)
+    assert bf16.transformer / GB == pytest.approx(23.8, rel=0.01) and int8.transformer / GB == pytest.approx(11.9, rel=0.01)
+    assert bf16.encoders / GB == pytest.approx(9.94, rel=0.01)  # T5-XXL + CLIP-L + VAE in bf16
+    assert 3.5 < bf16.working / GB < 4.5 and bf16.total == bf16.transformer + bf16.encoders + bf16.working
+    assert memory_need.inference_need("bf16", 512).working < bf16.working
+    assert bf16.fused_extra / GB == pytest.approx(4.3, rel=0.01)  # q, k, v of both streams in every block, bf16
+    assert bf16.batch_extra > bf16.working - memory_need.RUNTIME_BYTES  # a Kontext edit carries the reference too

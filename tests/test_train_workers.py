@@ -245,10 +245,10 @@ def test_where_a_training_runs_is_parsed_and_launched_by_the_right_launcher(tmp_
     argv, env = launch_command(WorkerPlan(1, "cuda", (3,)), tmp_path)
     assert argv[1:3] == ["-m", "lora_studio.training.worker"] and env["CUDA_VISIBLE_DEVICES"] == "3"
 
-    from lora_studio import gpu_calls
+    from lora_studio.training.placement import worker_processes
 
     config = tmp_path / "machine0.yaml"  # two machines: the batch takes one image per process of both
     config.write_text("distributed_type: MULTI_GPU\nnum_machines: 2\nnum_processes: 8\nmachine_rank: 0\n")
     monkeypatch.setenv("LORA_STUDIO_ACCELERATE_CONFIG", str(config))
-    assert gpu_calls.worker_processes(TrainPlacement.parse("0,1,2,3")) == 8
-    assert gpu_calls.worker_processes(TrainPlacement.parse("isolated")) == 1
+    assert worker_processes(TrainPlacement.parse("0,1,2,3")) == 8
+    assert worker_processes(TrainPlacement.parse("isolated")) == 1

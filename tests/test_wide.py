@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from lora_studio.engines.memory import plan as memory
 from lora_studio.engines.base import EngineError, TrainRequest
 from lora_studio.progress import NullReporter
-from lora_studio.training import block_offload, dataset, trainer
+from lora_studio.training import block_offload, dataset
 from lora_studio.training.trainer import train_lora
 
 pytestmark = pytest.mark.wide
@@ -115,7 +115,7 @@ def test_block_offloaded_training_step_runs_and_matches(wide, images, work_dir, 
 
     attached = []
     original_attach = block_offload.BlockOffloader.attach
-    monkeypatch.setattr(trainer, "plan_for_pipeline", with_offloaded_blocks)
+    monkeypatch.setattr("lora_studio.training.run.plan_for_pipeline", with_offloaded_blocks)
     monkeypatch.setattr(block_offload.BlockOffloader, "_released", lambda self, m: torch.empty(0, dtype=m.dtype))
     monkeypatch.setattr(block_offload.BlockOffloader, "attach", lambda self: attached.append(self) or original_attach(self))
     result = train_lora(wide, wide_request(images, work_dir, tmp_path, "checkpointing"), NullReporter())

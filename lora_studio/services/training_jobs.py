@@ -12,10 +12,11 @@ from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 from .. import gpu_calls
-from ..config import TrainPlacement
+from ..config import MEMORY_MODES, TrainPlacement
 from ..engines.base import Engine, EngineError, TrainRequest
 from ..jobs import JobQueue, JobReporter, JobView, UserError
 from ..store import Store
+from ..training.placement import worker_processes
 from ..training.presets import DEFAULT_PRESET, MAX_ALPHA_PER_RANK, PRESETS, validate_alpha
 from . import limits
 from .characters import Characters
@@ -122,8 +123,6 @@ class TrainingService:
         return self.costs.training(steps) if steps > 0 else None
 
     def memory_modes(self) -> list[str]:
-        from ..config import MEMORY_MODES
-
         return list(MEMORY_MODES)
 
     def memory_plan(self, resolution: int | None, mode: str = "auto", rank: int | None = None) -> str:
@@ -136,8 +135,8 @@ class TrainingService:
             rank = int(rank) if rank else preset.rank
         except (TypeError, ValueError):
             return "Type whole numbers for the resolution and rank to see the memory plan."
-        if mode not in memory.MODES:
-            return f"Unknown memory mode {mode!r}; choose one of {', '.join(memory.MODES)}."
+        if mode not in MEMORY_MODES:
+            return f"Unknown memory mode {mode!r}; choose one of {', '.join(MEMORY_MODES)}."
         if resolution <= 0 or rank <= 0:
             return "Resolution and rank must be positive to plan the memory."
         if self.remote:
@@ -303,7 +302,7 @@ class TrainingService:
                          f"it trains {TrainPlacement.parse(spec).describe()} instead.")
         placement = TrainPlacement.parse(spec)
         if not isinstance(params.get("batch_size"), int) or not 1 <= params["batch_size"] <= 64:
-            params["batch_size"] = gpu_calls.worker_processes(placement) if not self.remote else 1
+            params["batch_size"] = worker_processes(placement) if not self.remote else 1
             self.store.mutate("jobs", reporter.job_id,
                               lambda job: job.setdefault("params", {}).update(batch_size=params["batch_size"]))
         if params["batch_size"] > 1 or placement.kind == "workers":

@@ -42,6 +42,7 @@ WORKER_MODULE = "lora_studio.training.worker"
 POLL_SECONDS = 0.2
 FAULT_ENV = "LORA_STUDIO_WORKER_FAULT"  # test hook, e.g. "oom@2" or "oom@2:1" (step 2, rank 1)
 HEARTBEAT_ENV = "LORA_STUDIO_WORKER_HEARTBEAT"  # seconds of silence before the workers count as hung
+ACCELERATE_CONFIG_ENV = "LORA_STUDIO_ACCELERATE_CONFIG"  # an `accelerate config` file (several machines)
 STARTUP_SECONDS = 300.0  # more silence allowed before the first beat: importing torch and diffusers
 ROOT = Path(__file__).resolve().parents[2]
 SIGNALS = {signal.SIGKILL: "SIGKILL: the system's out-of-memory killer or a kill -9",
@@ -72,7 +73,7 @@ def resolve_plan(kind: str, gpus: tuple[int, ...] | None, cpu_processes: int, ap
     import torch
 
     heartbeat = float(os.environ.get(HEARTBEAT_ENV) or WorkerPlan.heartbeat_s)
-    config = os.environ.get("LORA_STUDIO_ACCELERATE_CONFIG") or None
+    config = os.environ.get(ACCELERATE_CONFIG_ENV) or None
     if kind == "isolated":
         if str(app_device).startswith("cuda"):
             index = torch.device(app_device).index or 0

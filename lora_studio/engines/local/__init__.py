@@ -2,6 +2,8 @@
 
     engine.py         LocalEngine: the Engine interface on the manager (tiny, wide and real weights)
     model_manager.py  one pipeline in memory, LoRAs as adapters, the transformer a job needs
+    base_loader.py    reading a base (or a lone transformer) as the memory mode says
+    loras.py          named LoRA adapters and the hot-swap slot on the loaded transformer
     kontext.py        FLUX.1-Kontext-dev's transformer swapped under FLUX.1-dev's encoders and VAE
     model_kind.py     what a folder or hub id holds, read from its model_index.json (no torch)
 

@@ -10,10 +10,12 @@ import torch
 from PIL import Image
 
 from ...config import SpeedRequest
+from ...errors import is_out_of_memory
 from ..base import EditRequest, EngineError, GenerateRequest, OutOfMemory
+from ..flux_stack import quiet
 from ..lora import inspect_lora
-from .model_kind import sheet_sentence
-from .model_manager import TINY_ID, ModelManager
+from .model_kind import TINY_ID, sheet_sentence
+from .model_manager import ModelManager
 from ..speed import SpeedSettings
 
 TINY_STEPS = 4
@@ -66,7 +68,7 @@ class LocalEngine:
 
     def _edit_together(self, requests: list[EditRequest]) -> list[Image.Image]:
         first = requests[0]
-        with self.manager.lock, _oom_as_error():
+        with self.manager.lock, _oom_as_error(), quiet():
             pipe = self.manager.kontext()  # FLUX.1-Kontext-dev's transformer, no LoRA
             image = first.image
             if self.tiny:  # no auto-resize on tiny sizes: give it the target size directly
@@ -81,7 +83,7 @@ class LocalEngine:
             ).images
 
     def generate(self, request: GenerateRequest) -> Image.Image:
-        with self.manager.lock, _oom_as_error():
+        with self.manager.lock, _oom_as_error(), quiet():
             self.manager.apply_loras(request.loras)
             pipe = self.manager.text_to_image()
             return pipe(
@@ -124,8 +126,7 @@ class _oom_as_error:
         return self
 
     def __exit__(self, kind, exc, tb):
-        if exc is not None and (isinstance(exc, torch.cuda.OutOfMemoryError)
-                                or "out of memory" in str(exc).lower()):
+        if exc is not None and is_out_of_memory(exc):
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             raise OutOfMemory(

@@ -1,4 +1,4 @@
-"""How much GPU memory a LoRA training needs, computed from the model's own parameter counts.
+"""How much GPU memory a LoRA training, or one image, needs, computed from the model's own parameter counts.
 
 The counts come from the FLUX.1-dev architecture built on the meta device (no memory is used; see
 wide.py), or from the loaded transformer's config, and are computed once per architecture. A run's
@@ -24,6 +24,13 @@ CPU) is planned too and the need is the larger of the two phases. RUNTIME_BYTES 
 derived from the model: with it, the totals land on the public measurements (diffusers' flux-qlora
 blog, 512x768, rank 4: NF4 ~9 GB, bf16 LoRA with checkpointing ~26 GB), which the tests keep as checks.
 GB here is 10^9 bytes, the unit of those figures.
+
+An image (`inference_need`, what the speed settings' `auto` sizes against) needs the transformer's
+weights in their format, the text encoders and VAE in bf16, and working memory: one block's
+transient tensors (INFERENCE_ELEMENTS per token per unit of width), the VAE decoding the full-size
+image (DECODE_ELEMENTS per pixel per channel of its full-resolution blocks) and the CUDA runtime.
+Those two factors are chosen so FLUX.1-dev at 1024² lands on the ~4 GB of working memory public
+measurements show; the rest is counted.
 """
 from __future__ import annotations
 
@@ -32,7 +39,7 @@ from functools import lru_cache
 
 GB = 10**9
 RUNTIME_BYTES = 1.5 * GB
-TEXT_TOKENS = 512  # T5 tokens per caption while training (training.dataset.MAX_SEQUENCE_LENGTH)
+TEXT_TOKENS = 512  # T5 tokens per caption or prompt (training.dataset.MAX_SEQUENCE_LENGTH, the pipeline's too)
 PIXELS_PER_TOKEN = 16  # VAE downscale 8 x 2x2 latent packing
 ACTIVATION_BYTES = 2.8  # bytes per saved element under bf16 autocast (bf16 mostly, fp32 norms and RoPE)
 # Elements autograd saves per token per unit of width (hidden size) in one block, with a LoRA on the
@@ -41,6 +48,10 @@ ACTIVATION_ELEMENTS = {("double", False): 13.2, ("double", True): 18.2,
                        ("single", False): 12.0, ("single", True): 17.1}
 BOUNDARY_BYTES = 2  # a checkpointed block keeps only its bf16 input
 WEIGHT_FORMATS = ("bf16", "8bit", "fp8", "nf4", "nf4-offloaded")
+INFERENCE_ELEMENTS = 20  # one block's live bf16 tensors at inference: norms, q/k/v, MLP, residuals
+DECODE_ELEMENTS = 7  # the VAE decoder's live tensors per pixel and full-resolution channel (bf16)
+INFERENCE_BYTES = 2  # bf16
+QKV_NAMES = ("to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj")  # what fused QKV copies
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,7 @@ class TransformerCounts:
     largest_block: LinearCount
     largest_linear: int  # elements of the biggest Linear weight (dequantized one at a time)
     lora_per_rank: dict  # train_mlp -> LoRA parameters per unit of rank
+    qkv_linear: int = 0  # elements of the q/k/v weights of both streams (fused QKV copies them)
 
     @property
     def total(self) -> LinearCount:
@@ -80,6 +92,7 @@ class EncoderCounts:
     whole: int  # VAE + CLIP + T5 parameters
     t5_largest_block: int
     t5_blocks: int  # all T5 blocks together
+    vae_width: int = 128  # channels of the VAE decoder's full-resolution blocks
 
 
 @dataclass(frozen=True)
@@ -173,6 +186,8 @@ def _transformer_counts(key: tuple | None) -> TransformerCounts:
         largest_block=max(block_counts, key=lambda c: c.total),
         largest_linear=max(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)),
         lora_per_rank={False: lora_per_rank(False), True: lora_per_rank(True)},
+        qkv_linear=sum(m.weight.numel() for n, m in named.items()
+                       if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in QKV_NAMES),
     )
 
 
@@ -193,7 +208,9 @@ def _flux_dev_encoders() -> EncoderCounts:
 def _encoders(modules: dict) -> EncoderCounts:
     whole = sum(p.numel() for m in modules.values() for p in m.parameters())
     t5_blocks = [sum(p.numel() for p in b.parameters()) for b in t5_block_list(modules["text_encoder_2"])]
-    return EncoderCounts(whole=whole, t5_largest_block=max(t5_blocks, default=0), t5_blocks=sum(t5_blocks))
+    widths = getattr(getattr(modules["vae"], "config", None), "block_out_channels", None) or (128,)
+    return EncoderCounts(whole=whole, t5_largest_block=max(t5_blocks, default=0), t5_blocks=sum(t5_blocks),
+                         vae_width=int(widths[0]))
 
 
 def t5_block_list(t5) -> list:
@@ -263,4 +280,40 @@ def training_need(
         runtime=runtime,
         encoding=2.0 * on_gpu + RUNTIME_BYTES,
         resolution=resolution,
+    )
+
+
+@dataclass(frozen=True)
+class InferenceNeed:
+    """Bytes one image needs on the GPU, by part, plus what two speed settings add."""
+
+    transformer: float  # its weights in the loaded format
+    encoders: float  # VAE + CLIP + T5 in bf16
+    working: float  # one image's transient tensors, VAE decoding and the CUDA runtime
+    fused_extra: float  # fused QKV: the concatenated q/k/v copies (bf16; the unfused ones stay)
+    batch_extra: float  # one more Kontext edit in a call (its sequence carries the reference's tokens)
+
+    @property
+    def total(self) -> float:
+        return self.transformer + self.encoders + self.working
+
+
+def inference_need(weights_format: str = "bf16", resolution: int = 1024,
+                   transformer_config: dict | None = None, pipe=None) -> InferenceNeed:
+    """What an image at `resolution` needs with the transformer in `weights_format` (FLUX.1-dev unless
+    `transformer_config` and the loaded `pipe` say otherwise); see the module docstring."""
+    counts = transformer_counts(transformer_config)
+    encoders = encoder_counts(pipe)
+    image_tokens = (resolution / PIXELS_PER_TOKEN) ** 2
+
+    def block(tokens: float) -> float:
+        return tokens * counts.hidden * INFERENCE_ELEMENTS * INFERENCE_BYTES
+
+    decode = resolution**2 * encoders.vae_width * DECODE_ELEMENTS * INFERENCE_BYTES
+    return InferenceNeed(
+        transformer=weight_bytes(counts.total, weights_format),
+        encoders=2.0 * encoders.whole,
+        working=block(image_tokens + TEXT_TOKENS) + decode + RUNTIME_BYTES,
+        fused_extra=2.0 * counts.qkv_linear,
+        batch_extra=block(2 * image_tokens + TEXT_TOKENS) + decode,
     )

@@ -32,10 +32,10 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, replace
 
+from ...config import MEMORY_MODES
 from ..base import EngineError
 from .need import GB, MemoryNeed, training_need
 
-MODES = ("auto", "full", "checkpointing", "offload", "8bit", "fp8", "nf4", "lowvram")
 LADDER = ("full", "checkpointing", "8bit", "nf4", "lowvram")  # lightest last; OOM advice walks down it
 _HEADROOM = 0.95
 
@@ -110,8 +110,8 @@ def plan_for(mode: str, free_gpu_bytes: int | None, resolution: int, rank: int =
     GPU: its total memory); None means no GPU. The needs are FLUX.1-dev's unless `transformer_config`
     (and the loaded `pipe`, for its encoders) say otherwise.
     """
-    if mode not in MODES:
-        raise EngineError(f"Unknown memory mode {mode!r}; choose one of {', '.join(MODES)}.")
+    if mode not in MEMORY_MODES:
+        raise EngineError(f"Unknown memory mode {mode!r}; choose one of {', '.join(MEMORY_MODES)}.")
 
     def need(candidate: str) -> MemoryNeed:
         return plan_need(candidate, resolution, rank, train_mlp, transformer_config, pipe)
@@ -190,7 +190,7 @@ def base_quantization(device: torch.device, mode: str) -> tuple[str | None, bool
         return None, False, ""
     if mode == "lowvram":
         return mode, False, "Base weights in nf4, each model on the GPU only while it runs (memory mode lowvram)."
-    if mode in ("8bit", "nf4", "fp8"):
+    if mode in QUANTIZED_MODES:
         return mode, False, f"Base weights in {mode} (memory mode set)."
     if mode != "auto":
         return None, False, f"Base weights in bf16 (memory mode {mode})."
@@ -317,12 +317,3 @@ def plan_for_pipeline(mode: str, pipe, device, resolution: int, rank: int = 16,
         )
     require_support(chosen, device.type)
     return chosen
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    import torch
-
-    return isinstance(error, torch.cuda.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
-    )
-

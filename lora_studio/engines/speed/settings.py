@@ -30,13 +30,7 @@ FP8_CAPABILITY = (8, 9)  # fp8 tensor cores: Ada (RTX 40xx, L4, L40S) and Hopper
 COMPILE_CAPABILITY = (7, 0)  # Triton's floor
 HOTSWAP_RANK = 64
 FUSED_HOTSWAP_RANK = 96  # a rank-32 LoRA's q, k and v side by side in one fused layer
-# FLUX.1-dev at 1024², from public measurements (diffusers quantization blog): GB resident on the GPU
-TRANSFORMER_GB = {None: 24.0, "fp8": 12.0, "8bit": 12.0}
-ENCODERS_GB = 10.0  # T5-XXL 9.5 + CLIP-L + VAE
-ACTIVATIONS_GB = 4.0
-FUSED_EXTRA_GB = 6.0  # the fused q/k/v copies, bf16 (the unfused ones stay for training and LoRA checks)
-BATCH_EXTRA_GB = 3.0  # one more Kontext edit in a call
-QUANTIZED_MEMORY_MODES = ("8bit", "nf4", "fp8", "lowvram")  # memory modes that load the base quantized
+AUTO_RESOLUTION = 1024  # the image size auto sizes the GPU for (FLUX.1-dev's native one)
 ZERO_GPU_ENV = "SPACES_ZERO_GPU"  # set by Hugging Face on ZeroGPU hardware
 
 
@@ -99,11 +93,13 @@ class SpeedSettings:
 OFF = SpeedSettings()
 
 
-def auto_speed(gpu: GpuInfo) -> SpeedSettings:
+def auto_speed(gpu: GpuInfo, needs: dict | None = None) -> SpeedSettings:
     """The settings auto picks for this device, with the reason in one sentence.
 
-    Memory at 1024² (FLUX.1-dev): transformer 24 GB in bf16 or 12 GB in fp8/8-bit, text encoders and
-    VAE 10 GB, activations ~4 GB. Whatever does not fit streams from CPU memory (group offloading).
+    Memory at 1024² is the memory planner's (engines/memory/need.py, counted from FLUX.1-dev's
+    parameters): transformer ~24 GB in bf16 or ~12 GB in fp8/8-bit, text encoders and VAE ~10 GB,
+    working memory ~4 GB. Whatever does not fit streams from CPU memory (group offloading). `needs`
+    (weights format -> InferenceNeed) replaces the planner's figures, e.g. in a test.
     """
     if gpu.kind != "cuda":
         return replace(OFF, reason=f"Speed settings off: no NVIDIA GPU ({gpu.kind}); compile, fp8 and "
@@ -112,34 +108,47 @@ def auto_speed(gpu: GpuInfo) -> SpeedSettings:
         return replace(OFF, batch_edits=3, reason=(
             "Auto speed on ZeroGPU: 3 Kontext edits per call (each GPU call costs a worker start, so fewer, "
             "fuller calls); no compile, fp8 or hot-swap, since a fresh worker would redo them every call."))
-    memory, capability = gpu.usable_gb, gpu.capability
-    small = memory < TRANSFORMER_GB["8bit"] + ACTIVATIONS_GB  # not even a quantized transformer fits
+    from ..memory import GB
+
+    needs = needs or _inference_needs()
+    memory, capability = gpu.usable_gb * GB, gpu.capability
+    floor = needs["8bit"].transformer + needs["8bit"].working
+    small = memory < floor  # not even a quantized transformer fits
     fp8 = capability >= FP8_CAPABILITY and not small
-    quantize = "fp8" if fp8 else ("8bit" if memory < TRANSFORMER_GB[None] + ACTIVATIONS_GB + ENCODERS_GB else None)
-    need = TRANSFORMER_GB[quantize] + ENCODERS_GB + ACTIVATIONS_GB
+    quantize = "fp8" if fp8 else ("8bit" if memory < needs["bf16"].total else None)
+    planned = needs[quantize or "bf16"]
+    need = planned.total
     offload = "all" if small else ("encoders" if need > memory else None)
     compile_ = capability >= COMPILE_CAPABILITY and not small
-    fuse = compile_ and memory >= need + FUSED_EXTRA_GB
-    batch = 3 if memory >= need + 2 * BATCH_EXTRA_GB + 30 else (2 if memory >= need + BATCH_EXTRA_GB + 10 else 1)
+    fuse = compile_ and memory >= need + planned.fused_extra
+    extra = planned.batch_extra
+    batch = 3 if memory >= need + 2 * extra + 30 * GB else (2 if memory >= need + extra + 10 * GB else 1)
     chosen = SpeedSettings(fuse_qkv=fuse, compile=compile_, quantize=quantize, group_offload=offload,
                            batch_edits=batch, hotswap_rank=FUSED_HOTSWAP_RANK if fuse else HOTSWAP_RANK)
     why = []
     if quantize == "fp8":
         why.append("fp8 because compute 8.9+ has fp8 matmuls")
     elif quantize == "8bit":
-        why.append(f"an 8-bit base because {memory:.0f} GB cannot hold the 24 GB bf16 transformer and the rest")
+        why.append(f"an 8-bit base because {memory / GB:.0f} GB cannot hold the {needs['bf16'].transformer / GB:.0f} "
+                   "GB bf16 transformer and the rest")
     if small:
-        why.append(f"group offloading because under {TRANSFORMER_GB['8bit'] + ACTIVATIONS_GB:.0f} GB the "
-                   "blocks must stream from CPU memory")
+        why.append(f"group offloading because under {floor / GB:.0f} GB the blocks must stream from CPU memory")
     elif offload:
-        why.append(f"the text encoders stream from CPU memory because {need:.0f} GB would not fit")
+        why.append(f"the text encoders stream from CPU memory because {need / GB:.0f} GB would not fit")
     if fuse:
-        why.append(f"fused QKV because {memory:.0f} GB holds the fused copies")
+        why.append(f"fused QKV because {memory / GB:.0f} GB holds the fused copies")
     if not compile_ and not small:
         why.append("no compile below compute 7.0")
     text = f"Auto speed for {gpu.label()}: {chosen.summary()}"
     text += f" ({'; '.join(why)})" if why else ""
     return replace(chosen, reason=text + "; first-block cache off (it changes images).")
+
+
+def _inference_needs() -> dict:  # weights format -> memory.InferenceNeed
+    """The planner's figures for FLUX.1-dev at AUTO_RESOLUTION, per weights format auto may choose."""
+    from ..memory import inference_need
+
+    return {fmt: inference_need(fmt, AUTO_RESOLUTION) for fmt in ("bf16", "8bit", "fp8")}
 
 
 def unsupported(settings: SpeedSettings, gpu: GpuInfo) -> dict[str, str]:
@@ -209,7 +218,9 @@ def resolve_speed(request: SpeedRequest, gpu: GpuInfo, tiny: bool = False, memor
     for name, why in unsupported(settings, gpu).items():
         settings = replace(settings, **{name: _DEFAULTS[name]})
         notes.append(f"Skipped {name.replace('_', ' ')}: {why}.")
-    if memory_mode in QUANTIZED_MEMORY_MODES and (settings.quantize or settings.fuse_qkv):
+    from ..memory import QUANTIZED_MODES
+
+    if memory_mode in QUANTIZED_MODES and (settings.quantize or settings.fuse_qkv):
         settings = replace(settings, quantize=None, fuse_qkv=False)
         notes.append(f"Base weights left to memory mode {memory_mode} (no speed quantization, no fused QKV).")
     return replace(settings, reason=" ".join(notes))
