@@ -43,7 +43,7 @@ class ReplicateSettings:
     trainer_version: str = ""
     lora_model: str = "black-forest-labs/flux-dev-lora"
     destination: str = ""  # owner/model that receives trained versions
-    base_url: str = ""  # empty = the client's default (https://api.replicate.com)
+    base_url: str = ""  # empty = REPLICATE_BASE_URL, else Replicate (engines.replicate.client.DEFAULT_BASE_URL)
 
 
 @dataclass(frozen=True)

@@ -203,7 +203,7 @@ def test_token_from_environment_is_used_but_never_shown(fake, monkeypatch, tmp_p
 
 def test_wrong_token_is_reported_without_echoing_it(fake):
     engine = ReplicateEngine(settings_for(fake), token="r8_wrong_SECRET")
-    with pytest.raises(EngineError, match="rejected the API token") as info:
+    with pytest.raises(EngineError, match=r"refused this token \(401\)") as info:
         engine.generate(GenerateRequest(prompt="x"))
     assert_no_token(error_text(info))
     assert "r8_wrong" not in error_text(info)

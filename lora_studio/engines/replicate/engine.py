@@ -8,13 +8,10 @@ or repeats it, so errors and reprs are safe to show in the UI.
 from __future__ import annotations
 
 import io
-import os
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import httpx
 from PIL import Image
 
 from ...config import ReplicateSettings
@@ -22,9 +19,9 @@ from ...progress import Canceled, Reporter, SpendingCapReached
 from ..base import EditRequest, EngineError, GenerateRequest, TrainRequest, TrainResult
 from .files import download_bytes, download_weights, safetensors_header, zip_dataset
 from .account import TokenFile, current_token
+from .client import TOKEN_PAGE, base_url, calling, make_client
 from .logs import LogParser
 
-DEFAULT_BASE_URL = "https://api.replicate.com"
 PLAIN_MODEL = "black-forest-labs/flux-dev"  # text-to-image when no LoRA is applied
 # Aspect ratios the FLUX.1 models on Replicate accept; we pick the nearest to width/height.
 ASPECT_RATIOS = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
@@ -69,16 +66,10 @@ class ReplicateEngine:
 
     @property
     def base_url(self) -> str:
-        return self.settings.base_url or os.environ.get("REPLICATE_BASE_URL") or DEFAULT_BASE_URL
+        return base_url(self.settings)
 
     def _build_client(self, token: str):
-        import replicate  # imported lazily: the app starts without it unless this engine is used
-
-        return replicate.Client(
-            api_token=token,
-            base_url=self.base_url,
-            timeout=httpx.Timeout(10.0, read=60.0, write=120.0, pool=10.0),
-        )
+        return make_client(token, self.base_url)
 
     def _api(self):
         """The client, built on first use from REPLICATE_API_TOKEN so a missing token only fails work."""
@@ -87,7 +78,7 @@ class ReplicateEngine:
             if not token:
                 raise EngineError(
                     "Replicate needs an API token: paste one in Settings → Engine, or set REPLICATE_API_TOKEN "
-                    "in the environment (create one at https://replicate.com/account/api-tokens)."
+                    f"in the environment (create one at {TOKEN_PAGE})."
                 )
             self._client = self._build_client(token)
         return self._client
@@ -98,21 +89,9 @@ class ReplicateEngine:
             return self._poll_interval
         return float(getattr(self._client, "poll_interval", 0.5) or 0.5)
 
-    @contextmanager
-    def _calling(self, action: str) -> Iterator[None]:
-        """Turn client and HTTP failures into EngineErrors a user can act on."""
-        from replicate.exceptions import ReplicateError
-
-        try:
-            yield
-        except ReplicateError as exc:
-            raise EngineError(_explain(exc, action)) from None
-        except httpx.TimeoutException:
-            raise EngineError(f"Timed out talking to Replicate at {self.base_url} while {action}.") from None
-        except httpx.TransportError as exc:
-            raise EngineError(
-                f"Could not reach Replicate at {self.base_url} while {action} ({type(exc).__name__})."
-            ) from None
+    def _calling(self, action: str):
+        """Client and HTTP failures as EngineErrors a user can act on, naming this engine's base URL."""
+        return calling(action, self.base_url)
 
     def describe(self) -> str:
         s = self.settings
@@ -303,22 +282,6 @@ class ReplicateEngine:
 
 # --------------------------------------------------------------------- helpers
 
-
-
-def _explain(exc: Any, action: str) -> str:
-    status = getattr(exc, "status", None)
-    detail = getattr(exc, "detail", None) or getattr(exc, "title", None) or ""
-    if status == 401:
-        return "Replicate rejected the API token (401): check REPLICATE_API_TOKEN."
-    if status == 402:
-        return "Replicate needs billing set up or more credit on the account (402 Payment Required)."
-    if status == 429:
-        return "Replicate is rate-limiting this account (429 Too Many Requests): wait a minute and retry."
-    if status == 404:
-        return f"Replicate could not find what was asked for while {action} (404): {detail}"
-    if status == 422:
-        return f"Replicate refused the input while {action} (422): {detail}"
-    return f"Replicate error while {action} (HTTP {status}): {detail}"
 
 
 def _cancel_quietly(job: Any) -> None:
