@@ -64,6 +64,7 @@ class Recorded:
     authorized: bool
     prefer: str | None = None  # the Prefer header (sync mode)
     at: float = 0.0  # time.monotonic() when it arrived
+    injected: int | None = None  # the status an injected error answered it with
 
 
 @dataclass
@@ -216,8 +217,9 @@ class FakeReplicate:
         auth = headers.get("Authorization", "")
         authorized = auth in (f"Bearer {self.token}", f"Token {self.token}")
         prefer = headers.get("Prefer")
+        record = Recorded(method, path, parsed, authorized, prefer, time.monotonic())
         with self._lock:
-            self.requests.append(Recorded(method, path, parsed, authorized, prefer, time.monotonic()))
+            self.requests.append(record)
             if method == "GET" and path in self.outputs:  # output files are public, like replicate.delivery
                 content_type, data = self.outputs[path]
                 return 200, content_type, data, {}
@@ -229,6 +231,7 @@ class FakeReplicate:
                     if rule.times <= 0:
                         self._injected.remove(rule)
                     extra = {"Retry-After": rule.retry_after} if rule.retry_after is not None else {}
+                    record.injected = rule.status
                     return (*_problem(rule.status, "Injected", rule.detail), extra)
             status, ctype, data = self._route(method, path, parsed)
             job = self._created_now(method, status, data)
@@ -255,9 +258,11 @@ class FakeReplicate:
         while True:
             with self._lock:
                 self._advance(job)
-                if job.status in TERMINAL or time.monotonic() >= deadline:
+                now = time.monotonic()
+                if job.status in TERMINAL or now >= deadline:
                     return _json(201, self._job_json(job))
-            time.sleep(0.005)
+                due = job.born + (job.latency or 0.0)  # sleep until it is due (a cancel is seen within 50 ms)
+            time.sleep(min(0.05, max(0.001, min(due, deadline) - now)))
 
     def _route(self, method: str, path: str, body: Any) -> tuple[int, str, bytes]:
         parts = [p for p in path.split("/") if p]

@@ -69,6 +69,9 @@ class PredictionFlight:
             except queue.Empty:
                 continue
             done = self._land(outcome)
+            if self._stop_asked():
+                self._stop.set()
+            self._launch()  # the freed place first: the caller may take a while over this image
             if done is not None:
                 yield done
         if self._fatal is not None:
