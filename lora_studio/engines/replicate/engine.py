@@ -118,7 +118,8 @@ class ReplicateEngine:
 
     def start_flight(self, charges: Charges, stop: Callable[[], bool]) -> PredictionFlight:
         """Up to `settings.parallel` predictions in flight together (engines.flight.open_flight)."""
-        self._api()  # no token: refused here, before anything starts
+        client = self._api()  # no token: refused here, before anything starts
+        getattr(client, "_client", None)  # its HTTP connection pool, built once here rather than raced by N threads
         return PredictionFlight(self._image, charges, stop, self.parallel)
 
     @property
