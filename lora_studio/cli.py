@@ -14,7 +14,8 @@ from .config import ENGINES, GROUP_OFFLOAD_CHOICES, MEMORY_MODES, QUANTIZE_CHOIC
 from .images import IMAGE_SUFFIXES
 
 ENGINE_OPTIONS = ("engine", "model", "kontext_model", "workspace", "device", "memory_mode", "speed", "compile",
-                  "fuse_qkv", "quantize", "group_offload", "batch_edits", "first_block_cache", "train_gpus")
+                  "fuse_qkv", "quantize", "group_offload", "batch_edits", "first_block_cache", "train_gpus",
+                  "replicate_parallel")
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +28,8 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-gpus", metavar="WHERE",
                         help="where trainings run: off (the app's process, default), isolated (one worker process), "
                              "all or 0,1,… (data-parallel worker processes, one per GPU), cpu:N (N CPU processes)")
+    parser.add_argument("--replicate-parallel", type=int, metavar="N",
+                        help="Replicate engine: predictions in flight together, 1-16 (default 8)")
     speed = parser.add_argument_group("speed (local engine; unset = auto picks from the GPU)")
     speed.add_argument("--speed", choices=SPEED_MODES, help="auto (default) or off; the flags below override it")
     speed.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,

@@ -18,7 +18,9 @@ REPLICATE_ENV = {  # ReplicateSettings field -> environment variable
     "kontext_model": "LORA_STUDIO_REPLICATE_KONTEXT_MODEL",
     "lora_model": "LORA_STUDIO_REPLICATE_LORA_MODEL",
     "base_url": "REPLICATE_BASE_URL",
+    "parallel": "LORA_STUDIO_REPLICATE_PARALLEL",
 }
+REPLICATE_PARALLEL_DEFAULT, REPLICATE_PARALLEL_MAX = 8, 16  # predictions in flight together
 MEMORY_MODES = ("auto", "full", "checkpointing", "offload", "8bit", "fp8", "nf4", "lowvram")  # engines/memory/plan.py says what each does
 SPEED_MODES = ("auto", "off")
 QUANTIZE_CHOICES = ("none", "fp8", "8bit")
@@ -43,7 +45,16 @@ class ReplicateSettings:
     trainer_version: str = ""
     lora_model: str = "black-forest-labs/flux-dev-lora"
     destination: str = ""  # owner/model that receives trained versions
-    base_url: str = ""  # empty = the client's default (https://api.replicate.com)
+    base_url: str = ""  # empty = REPLICATE_BASE_URL, else Replicate (engines.replicate.client.DEFAULT_BASE_URL)
+    # Predictions in flight together (sheet, gate retries, strength sweeps). Bounded: Replicate limits how
+    # fast an account may create predictions, and each one in flight holds a connection open.
+    parallel: int = REPLICATE_PARALLEL_DEFAULT
+
+    def __post_init__(self) -> None:
+        if isinstance(self.parallel, bool) or not isinstance(self.parallel, int) \
+                or not 1 <= self.parallel <= REPLICATE_PARALLEL_MAX:
+            raise ValueError(f"Replicate predictions at once (--replicate-parallel, {REPLICATE_ENV['parallel']}) "
+                             f"must be a whole number from 1 to {REPLICATE_PARALLEL_MAX}, not {self.parallel!r}.")
 
 
 @dataclass(frozen=True)
@@ -233,6 +244,11 @@ class Settings:
         if env.get("LORA_STUDIO_TASKS"):
             values["tasks_file"] = Path(env["LORA_STUDIO_TASKS"])
         replicate = {field: env[var] for field, var in REPLICATE_ENV.items() if env.get(var)}
+        parallel = overrides.pop("replicate_parallel", None)
+        if parallel is not None:
+            replicate["parallel"] = parallel
+        if "parallel" in replicate:
+            replicate["parallel"] = _whole(replicate["parallel"], REPLICATE_ENV["parallel"])
         if replicate:
             values["replicate"] = replace(ReplicateSettings(), **replicate)
         speed = overrides.pop("speed", None)
@@ -262,6 +278,13 @@ def choice_sources(env: Mapping[str, str], flags: Mapping[str, object]) -> dict[
     if "engine" not in sources and "model" in sources:
         sources["engine"] = sources["model"]
     return sources
+
+
+def _whole(value: object, name: str) -> int:
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, not {value!r}.") from None
 
 
 def parse_auth(text: str) -> tuple[str, str]:

@@ -16,6 +16,7 @@ from PIL import Image
 from . import gpu_calls
 from .config import Settings
 from .engines.base import Engine
+from .engines.flight import at_once
 from .jobs import JobQueue, JobView, UserError
 from .services.characters import Characters
 from .services.costs import CostService
@@ -62,7 +63,8 @@ class Studio:
         """Everything whose behaviour depends on the engine: costs, limits, image size and the workflows.
         Built again by `reconfigure`; the services reach the engine through `self.engine` at call time."""
         settings, size = self.settings, self.settings.image_size
-        self.costs = CostService(self.store.root, paid=settings.engine == "replicate")
+        remote = settings.engine == "replicate"
+        self.costs = CostService(self.store.root, paid=remote, parallel=settings.replicate.parallel if remote else 1)
         self.limits = limits_for(settings.engine)  # what this engine can serve; checked at the door
         self.replicate = ReplicateSetup(self.store.root, settings.replicate)
         self.library = LibraryService(self.store, self.engine)
@@ -135,14 +137,16 @@ class Studio:
             return ("Tiny built-in Flux (random weights): every step runs for real, but the images are "
                     "noise. Start with --model PATH_OR_HUB_ID (FLUX.1-dev) for real pictures.")
         if self.settings.engine == "replicate":
-            return f"Replicate (remote GPUs). {self.replicate.status().text()}"
+            return (f"Replicate (remote GPUs). {at_once(self.settings.replicate.parallel)} "
+                    f"{self.replicate.status().text()}")
         from .engines.local import RANDOM_WEIGHTS, choose, sheet_sentence
         from .engines.speed import describe_choice
 
         speed = describe_choice(self.settings.speed, self.settings.device, self.settings.memory_mode)
         sheet = sheet_sentence(choose(self.settings.model or "", self.settings.kontext_model,
                                       random_weights=self.settings.model in RANDOM_WEIGHTS))
-        return f"Local FLUX.1 from {self.settings.model} (loaded by the first job). {speed} {sheet}"
+        return (f"Local FLUX.1 from {self.settings.model} (loaded by the first job). {speed} {sheet} "
+                f"{at_once(1, self.settings.speed.batch_edits or 1)}")
 
     def gpu_note(self) -> str:
         """A line for the engine banner when GPU work runs as ZeroGPU calls ('' elsewhere)."""

@@ -17,7 +17,14 @@ The account: `GET /v1/account` names `username`; `GET /v1/models` lists the acco
 `POST /v1/models`, kept in `fake.models`) and one public model of someone else.
 
 Failure hooks: a prompt or trigger word containing "FAIL" makes the job fail, "HANG" keeps it
-running forever, and `fake.inject(status, ...)` answers the next matching request with an error.
+running forever, `fail_if(input)` fails the predictions it picks, and `fake.inject(status, ...)` answers
+the next matching requests with an error (a 429 with a Retry-After header when asked).
+
+Time, like a GPU's: with `prediction_latency` (seconds, or a function of the input) a prediction finishes
+that long after it was created, however often it is polled, and a create sent with `Prefer: wait[=n]`
+is held open until the prediction finishes or n seconds (60 by default) pass, as Replicate's sync mode
+does. Without it, predictions move on one poll at a time and `Prefer: wait` is answered at once.
+`running()` lists the predictions still running now; `peak_running` is the most there ever were at once.
 """
 from __future__ import annotations
 
@@ -28,6 +35,7 @@ import re
 import struct
 import tarfile
 import threading
+import time
 import uuid
 import zipfile
 from contextlib import contextmanager
@@ -36,11 +44,13 @@ from datetime import datetime, timezone
 from email.parser import BytesParser
 from email.policy import default as email_policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
 
 from PIL import Image
 
 MAX_BODY = 64 * 1024 * 1024
+TERMINAL = ("succeeded", "failed", "canceled")
+SYNC_WAIT_DEFAULT = 60.0  # Replicate holds a `Prefer: wait` create this long unless told otherwise
 GO_FAST_FACTOR = 1.5
 ASPECTS = {"1:1": (1, 1), "16:9": (16, 9), "21:9": (21, 9), "3:2": (3, 2), "2:3": (2, 3), "4:5": (4, 5),
            "5:4": (5, 4), "3:4": (3, 4), "4:3": (4, 3), "9:16": (9, 16), "9:21": (9, 21)}
@@ -52,6 +62,9 @@ class Recorded:
     path: str
     body: Any  # parsed JSON, {"fields":..., "files":...} for multipart, or None
     authorized: bool
+    prefer: str | None = None  # the Prefer header (sync mode)
+    at: float = 0.0  # time.monotonic() when it arrived
+    injected: int | None = None  # the status an injected error answered it with
 
 
 @dataclass
@@ -71,6 +84,9 @@ class Job:
     started_at: str | None = None
     completed_at: str | None = None
     applied: dict = field(default_factory=dict)  # what the fake model really ran with (go_fast, scales)
+    latency: float | None = None  # wall-clock seconds to finish (None: finish after `prediction_polls` polls)
+    born: float = field(default_factory=time.monotonic)
+    fail: bool = False
 
 
 @dataclass
@@ -80,6 +96,7 @@ class Injected:
     method: str | None
     path_prefix: str | None
     times: int
+    retry_after: str | None = None
 
 
 def _now() -> str:
@@ -94,13 +111,18 @@ class FakeReplicate:
     """The fake server; use as a context manager. `url` is what to pass as the client's base_url."""
 
     def __init__(self, token: str = "r8_test", *, prediction_polls: int = 2, training_polls: int = 4,
-                 weights_as_tar: bool = True, lifetime_s: float = 120.0, username: str = "fake-user") -> None:
+                 weights_as_tar: bool = True, lifetime_s: float = 120.0, username: str = "fake-user",
+                 prediction_latency: float | Callable[[dict], float] | None = None,
+                 fail_if: Callable[[dict], bool] | None = None) -> None:
         self.token = token
         self.username = username  # the account the token belongs to (GET /v1/account)
         self.models: dict[str, dict] = {}  # "owner/name" -> model JSON, the account's own models
         self.prediction_polls = prediction_polls  # GETs before a prediction finishes
         self.training_polls = training_polls  # GETs before a training finishes
         self.weights_as_tar = weights_as_tar
+        self.prediction_latency = prediction_latency
+        self.fail_if = fail_if  # predictions whose input it picks fail, every time
+        self.peak_running = 0
         self.lifetime_s = lifetime_s  # a forgotten fake still shuts itself down
         self.requests: list[Recorded] = []
         self.files: dict[str, dict] = {}  # id -> {"name", "content_type", "data"}
@@ -156,10 +178,19 @@ class FakeReplicate:
     # ----------------------------------------------------------------- test helpers
 
     def inject(self, status: int, detail: str = "injected error", *, method: str | None = None,
-               path_prefix: str | None = None, times: int = 1) -> None:
-        """Answer the next `times` matching requests with an HTTP error (402, 429, 500...)."""
+               path_prefix: str | None = None, times: int = 1, retry_after: str | None = None) -> None:
+        """Answer the next `times` matching requests with an HTTP error (402, 429, 500...), with a
+        Retry-After header when `retry_after` is given."""
         with self._lock:
-            self._injected.append(Injected(status, detail, method, path_prefix, times))
+            self._injected.append(Injected(status, detail, method, path_prefix, times, retry_after))
+
+    def running(self) -> list[Job]:
+        """Predictions and trainings still starting or processing now (what the account is billed for)."""
+        with self._lock:
+            for job in self.jobs.values():
+                if job.latency is not None:
+                    self._advance(job)
+            return [j for j in self.jobs.values() if j.status not in TERMINAL]
 
     def created(self, kind: str) -> list[Job]:
         """Jobs of one kind ("prediction" / "training") in creation order."""
@@ -180,25 +211,58 @@ class FakeReplicate:
 
     # ----------------------------------------------------------------- API behavior
 
-    def handle(self, method: str, path: str, headers, body: bytes) -> tuple[int, str, bytes]:
+    def handle(self, method: str, path: str, headers, body: bytes) -> tuple[int, str, bytes, dict]:
         path = path.split("?", 1)[0]
         parsed = _parse_body(headers.get("Content-Type", ""), body)
         auth = headers.get("Authorization", "")
         authorized = auth in (f"Bearer {self.token}", f"Token {self.token}")
+        prefer = headers.get("Prefer")
+        record = Recorded(method, path, parsed, authorized, prefer, time.monotonic())
         with self._lock:
-            self.requests.append(Recorded(method, path, parsed, authorized))
+            self.requests.append(record)
             if method == "GET" and path in self.outputs:  # output files are public, like replicate.delivery
                 content_type, data = self.outputs[path]
-                return 200, content_type, data
+                return 200, content_type, data, {}
             if not authorized:
-                return _problem(401, "Unauthenticated", "You did not pass a valid authentication token")
+                return (*_problem(401, "Unauthenticated", "You did not pass a valid authentication token"), {})
             for rule in self._injected:
                 if (rule.method in (None, method)) and path.startswith(rule.path_prefix or ""):
                     rule.times -= 1
                     if rule.times <= 0:
                         self._injected.remove(rule)
-                    return _problem(rule.status, "Injected", rule.detail)
-            return self._route(method, path, parsed)
+                    extra = {"Retry-After": rule.retry_after} if rule.retry_after is not None else {}
+                    record.injected = rule.status
+                    return (*_problem(rule.status, "Injected", rule.detail), extra)
+            status, ctype, data = self._route(method, path, parsed)
+            job = self._created_now(method, status, data)
+        if job is None or job.latency is None or not prefer or not prefer.startswith("wait"):
+            return status, ctype, data, {}
+        return (*self._hold(job, _wait_seconds(prefer)), {})
+
+    def _created_now(self, method: str, status: int, data: bytes) -> Job | None:
+        """The prediction a POST just created (None for anything else)."""
+        if method != "POST" or status != 201:
+            return None
+        job = self.jobs.get(json.loads(data).get("id", ""))
+        if job is None or job.kind != "prediction":
+            return None
+        for other in self.jobs.values():
+            if other.latency is not None:
+                self._advance(other)
+        self.peak_running = max(self.peak_running, sum(j.status not in TERMINAL for j in self.jobs.values()))
+        return job
+
+    def _hold(self, job: Job, seconds: float) -> tuple[int, str, bytes]:
+        """Sync mode: answer when the prediction is done or `seconds` have passed, as it stands then."""
+        deadline = time.monotonic() + seconds
+        while True:
+            with self._lock:
+                self._advance(job)
+                now = time.monotonic()
+                if job.status in TERMINAL or now >= deadline:
+                    return _json(201, self._job_json(job))
+                due = job.born + (job.latency or 0.0)  # sleep until it is due (a cancel is seen within 50 ms)
+            time.sleep(min(0.05, max(0.001, min(due, deadline) - now)))
 
     def _route(self, method: str, path: str, body: Any) -> tuple[int, str, bytes]:
         parts = [p for p in path.split("/") if p]
@@ -248,7 +312,9 @@ class FakeReplicate:
                 return _json(200, self._job_json(job))
             if method == "POST" and parts[2:] == ["cancel"]:
                 self.canceled.append(job.id)
-                if job.status not in ("succeeded", "failed", "canceled"):
+                if job.latency is not None:  # a timed prediction may have finished by now
+                    self._advance(job)
+                if job.status not in TERMINAL:
                     job.status, job.completed_at = "canceled", _now()
                 return _json(200, self._job_json(job))
         return _problem(404, "Not found", f"No route for {method} {path}")
@@ -286,29 +352,40 @@ class FakeReplicate:
             return _problem(422, "Invalid input", "destination is required")
         job = Job(kind, _new_id(), model, version or hashlib.sha256(model.encode()).hexdigest(), inputs,
                   destination=body.get("destination"))
+        if kind == "prediction":
+            latency = self.prediction_latency
+            job.latency = latency(inputs) if callable(latency) else latency
+            job.fail = bool(self.fail_if and self.fail_if(inputs))
         self.jobs[job.id] = job
         return _json(201, self._job_json(job))
 
     def _advance(self, job: Job) -> None:
-        """One poll moves a running job one stage on, appending to its logs."""
-        if job.status in ("succeeded", "failed", "canceled"):
+        """One look moves a running job on: one stage per poll, or as far as the clock says (latency)."""
+        if job.status in TERMINAL:
             return
         job.polls += 1
         job.status, job.started_at = "processing", job.started_at or _now()
         text = " ".join(str(job.input.get(k, "")) for k in ("prompt", "trigger_word"))
         if "HANG" in text:
-            job.logs += "waiting for a GPU...\n"
+            if job.latency is None or not job.logs:  # timed jobs are looked at often: say it once
+                job.logs += "waiting for a GPU...\n"
             return
         if job.kind == "prediction":
-            self._advance_prediction(job, "FAIL" in text)
+            self._advance_prediction(job, "FAIL" in text or job.fail)
         else:
             self._advance_training(job, "FAIL" in text)
 
     def _advance_prediction(self, job: Job, fail: bool) -> None:
         total = max(int(job.input.get("num_inference_steps", 28)), 1)
-        done = min(total, total * job.polls // self.prediction_polls)
-        job.logs += f"{done * 100 // total:3d}%|{'#' * (done * 10 // total):10}| {done}/{total} [00:01<00:01]\n"
-        if job.polls < self.prediction_polls:
+        if job.latency is not None:
+            share = (time.monotonic() - job.born) / max(job.latency, 1e-9)
+        else:
+            share = job.polls / self.prediction_polls
+        done = min(total, int(total * share))
+        line = f"{done * 100 // total:3d}%|{'#' * (done * 10 // total):10}| {done}/{total} [00:01<00:01]\n"
+        if job.latency is None or not job.logs.endswith(line):  # timed jobs: a line per step, not per look
+            job.logs += line
+        if share < 1:
             return
         job.completed_at = _now()
         if fail:
@@ -448,6 +525,15 @@ def serving(monkeypatch, token: str, **options):
         yield server
 
 
+def _wait_seconds(prefer: str) -> float:
+    """`Prefer: wait` → 60 s, `Prefer: wait=5` → 5 s."""
+    _, _, value = prefer.partition("=")
+    try:
+        return max(0.0, min(float(value), SYNC_WAIT_DEFAULT)) if value else SYNC_WAIT_DEFAULT
+    except ValueError:
+        return SYNC_WAIT_DEFAULT
+
+
 def _version_json(version_id: str) -> dict:
     return {"id": version_id, "created_at": "2025-01-01T00:00:00Z", "cog_version": "0.14.0",
             "openapi_schema": {}}
@@ -458,12 +544,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
+        extra: dict = {}
         if length > MAX_BODY:
             status, ctype, data = _problem(413, "Too large", "request body too large")
         else:
             body = self.rfile.read(length) if length else b""
-            status, ctype, data = self.owner.handle(self.command, self.path, self.headers, body)
+            status, ctype, data, extra = self.owner.handle(self.command, self.path, self.headers, body)
         self.send_response(status)
+        for name, value in extra.items():
+            self.send_header(name, value)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()

@@ -31,3 +31,16 @@ def test_replicate_settings_from_env():
     assert settings.engine == "replicate"
     assert settings.replicate.destination == "me/mila" and settings.replicate.base_url == "http://127.0.0.1:9"
     assert settings.replicate.trainer == "ostris/flux-dev-lora-trainer"
+
+
+def test_replicate_predictions_at_once_from_a_flag_or_the_environment_and_bounded():
+    from lora_studio.cli import build_parser, settings_from
+
+    assert Settings.from_env({}).replicate.parallel == 8
+    assert Settings.from_env({"LORA_STUDIO_REPLICATE_PARALLEL": "3"}).replicate.parallel == 3
+    assert Settings.from_env({"LORA_STUDIO_REPLICATE_PARALLEL": "3"}, replicate_parallel=5).replicate.parallel == 5
+    args = build_parser().parse_args(["jobs", "--replicate-parallel", "2"])
+    assert settings_from(args).replicate.parallel == 2
+    for bad in ("0", "17", "many"):
+        with pytest.raises(ValueError, match="LORA_STUDIO_REPLICATE_PARALLEL"):
+            Settings.from_env({"LORA_STUDIO_REPLICATE_PARALLEL": bad})

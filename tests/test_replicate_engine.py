@@ -159,18 +159,21 @@ def test_failed_prediction_raises_with_replicates_error(fake, engine):
     assert "failed" in str(info.value)
 
 
-def test_slow_prediction_times_out_and_is_canceled(fake):
+def test_slow_prediction_times_out_is_canceled_and_tried_once_more(fake):
     engine = ReplicateEngine(settings_for(fake), token=TOKEN, prediction_timeout=0.2)
-    with pytest.raises(EngineError, match="longer than"):
-        engine.generate(GenerateRequest(prompt="HANG forever"))
-    assert fake.canceled == [fake.created("prediction")[0].id]
+    with pytest.raises(EngineError, match="longer than 0.2 s.*tried twice with the same seed"):
+        engine.generate(GenerateRequest(prompt="HANG forever", seed=5))
+    first, second = fake.created("prediction")
+    assert fake.canceled == [first.id, second.id] and first.input == second.input  # same seed
+    assert not fake.running()
 
 
-@pytest.mark.parametrize("status, words", [(402, "billing"), (429, "rate-limiting"), (422, "bad aspect")])
+@pytest.mark.parametrize("status, words", [(402, "billing"), (422, "bad aspect")])
 def test_http_errors_become_clear_messages(fake, engine, status, words):
     fake.inject(status, "bad aspect ratio", method="POST", path_prefix="/v1/models/")
     with pytest.raises(EngineError, match=words):
         engine.generate(GenerateRequest(prompt="x"))
+    assert fake.served() == 0  # refused input is not tried again
 
 
 # --------------------------------------------------------------------------- tokens and connections
@@ -203,7 +206,7 @@ def test_token_from_environment_is_used_but_never_shown(fake, monkeypatch, tmp_p
 
 def test_wrong_token_is_reported_without_echoing_it(fake):
     engine = ReplicateEngine(settings_for(fake), token="r8_wrong_SECRET")
-    with pytest.raises(EngineError, match="rejected the API token") as info:
+    with pytest.raises(EngineError, match=r"refused this token \(401\)") as info:
         engine.generate(GenerateRequest(prompt="x"))
     assert_no_token(error_text(info))
     assert "r8_wrong" not in error_text(info)

@@ -118,6 +118,8 @@ class Engine(Protocol):
     # trainer borrows; None for a remote engine, which trains where it runs (see RemoteTrainer).
     manager: Any
     edit_batch: int  # Kontext edits one call takes; the character sheet sends them in groups of this size
+    # Optional: `start_flight(charges, stop)` when the engine runs many requests at once (Replicate);
+    # services reach it through engines.flight.open_flight, which takes the others in turn.
 
     def describe(self) -> str: ...
 

@@ -4,10 +4,12 @@ The table has one row per kind of paid call, each with its price, the time it us
 the price came from and when. Defaults live here; the user's edits live in the workspace
 (`replicate_prices.json`), so a price change on Replicate is one edit, not a release.
 
-A `Meter` wraps every paid call of one job: before the call it refuses if the call would take the
-job's spending past its cap (`SpendingCapReached`, a kind of cancel, so what was made is kept);
-after it, it counts the call and the time it took. On engines that run here nothing is paid and
-the meter only passes calls through.
+A `Meter` wraps every paid call of one job: before the call it holds the call's price and refuses
+if that would take the job's spending, with every call still running, past its cap
+(`SpendingCapReached`, a kind of cancel, so what was made is kept); after it, the hold becomes the
+call's count and time, or is given back. Holding first keeps the cap exact when several predictions
+start at once. On engines that run here nothing is paid and the meter only passes calls through.
+Estimates count the predictions Replicate runs side by side (`parallel`) for their time.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from ..engines.base import EditRequest
 from ..jobs import UserError
 from ..progress import SpendingCapReached
 from ..store import atomic_write_json
@@ -87,13 +90,15 @@ class Estimate:
     seconds_max: float
     what: str
     source: str
+    parallel: int = 1  # calls Replicate runs at once, counted in the seconds
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def text(self) -> str:
         calls = f"{self.calls} paid call{'s' if self.calls != 1 else ''}"
-        usd, secs = f"≈ ${self.usd:.2f}", f"about {duration(self.seconds)}"
+        at_once = f" with {self.parallel} at once" if self.parallel > 1 and self.calls > 1 else ""
+        usd, secs = f"≈ ${self.usd:.2f}", f"about {duration(self.seconds)}{at_once}"
         if self.calls_max > self.calls:
             calls += f" (up to {self.calls_max} with retries)"
             usd += f" (up to ${self.usd_max:.2f})"
@@ -115,9 +120,10 @@ class PriceTable:
 
 
 class CostService:
-    def __init__(self, root: Path, paid: bool) -> None:
+    def __init__(self, root: Path, paid: bool, parallel: int = 1) -> None:
         self.path = Path(root) / FILE_NAME
         self.paid = paid  # True on Replicate: only then are calls metered and estimates shown
+        self.parallel = max(1, int(parallel))  # predictions in flight together (ReplicateSettings.parallel)
         self._lock = threading.Lock()
 
     # ---- the table ------------------------------------------------------------------------------
@@ -170,7 +176,8 @@ class CostService:
         if not self.paid:
             return None
         return self._estimate(f"{images} sheet image{'s' if images != 1 else ''}",
-                              [("kontext", images)], [("kontext", images * max(1, max_tries))])
+                              [("kontext", images)], [("kontext", images * max(1, max_tries))],
+                              in_turn=max(1, max_tries) if images else 1)
 
     def training(self, steps: int) -> Estimate | None:
         if not self.paid:
@@ -192,21 +199,41 @@ class CostService:
         parts = [("lora" if with_lora else "plain", 1)]
         return self._estimate("1 image", parts, parts)
 
-    def _estimate(self, what: str, low: list[tuple[str, int]], high: list[tuple[str, int]]) -> Estimate:
+    def _estimate(self, what: str, low: list[tuple[str, int]], high: list[tuple[str, int]],
+                  in_turn: int = 1) -> Estimate:
+        """`in_turn`: the most calls one image may need one after another (its identity-gate tries)."""
         table = self.table()
 
-        def total(parts):
-            return (sum(n for _, n in parts), sum(table[k].usd_for(n) for k, n in parts),
-                    sum(table[k].seconds_for(n) for k, n in parts))
+        def total(parts, chain):
+            calls = sum(n for _, n in parts)
+            serial = sum(table[k].seconds_for(n) for k, n in parts)
+            return calls, sum(table[k].usd_for(n) for k, n in parts), self._wall(calls, serial, chain)
 
-        (calls, usd, seconds), (calls_max, usd_max, seconds_max) = total(low), total(high)
+        (calls, usd, seconds), (calls_max, usd_max, seconds_max) = total(low, 1), total(high, in_turn)
         used = [table[k] for k, n in low if n]
-        return Estimate(calls, usd, seconds, calls_max, usd_max, seconds_max, what, _sources(used))
+        return Estimate(calls, usd, seconds, calls_max, usd_max, seconds_max, what, _sources(used), self.parallel)
+
+    def _wall(self, calls: int, serial: float, chain: int) -> float:
+        """Wall time of `calls` calls taking `serial` seconds one after another, `parallel` at a time:
+        whole rounds of `parallel`, and never less than one image's chain of tries."""
+        if calls <= 0:
+            return 0.0
+        one = serial / calls
+        return max(math.ceil(calls / self.parallel), min(chain, calls)) * one
 
     # ---- during a job ---------------------------------------------------------------------------
     def meter(self, cap_usd: float | None, spent: dict | None = None) -> "Meter":
         """A meter for one job; `spent` carries what a resumed job already paid for."""
         return Meter(self.table(), cap_usd if self.paid else None, self.paid, spent)
+
+
+@dataclass(frozen=True)
+class Hold:
+    """The price held for one call that is starting (what `Meter.settle` turns into spending)."""
+
+    price: Price
+    usd: float
+    units: float
 
 
 class Meter:
@@ -219,47 +246,59 @@ class Meter:
         self.calls = int(spent.get("paid_calls", 0))
         self.usd = float(spent.get("usd", 0.0))
         self.seconds = float(spent.get("measured_s", 0.0))
+        self.held = 0.0  # the price of calls running now, counted against the cap
+        self.running = 0
         self.stopped = False
+        self._lock = threading.Lock()
 
-    def check(self, key: str, units: float = 1) -> None:
-        """Raise SpendingCapReached if this call would take the job past its cap."""
-        if not self.paid or self.cap is None:
-            return
-        cost = self.table[key].at_least().usd_for(units)
-        if self.usd + cost > self.cap + 1e-9:
-            self.stopped = True
-            raise SpendingCapReached(
-                f"Stopped at the spending cap: {self.calls} paid call(s) so far ≈ ${self.usd:.2f}; the next one "
-                f"({self.table[key].label}, ≈ ${cost:.3f}) would pass the cap of ${self.cap:.2f}. Everything made "
-                "so far is kept; start again with a higher cap to go on.")
+    def reserve(self, key: str, units: float = 1) -> Hold:
+        """Hold one call's price (never below the row's floor) before it starts; raise
+        SpendingCapReached if the job's spending plus every hold would pass the cap."""
+        price = self.table[key].at_least()
+        cost = price.usd_for(units) if self.paid else 0.0
+        with self._lock:
+            if self.paid and self.cap is not None and self.usd + self.held + cost > self.cap + 1e-9:
+                self.stopped = True
+                running = f", {self.running} more running" if self.running else ""
+                raise SpendingCapReached(
+                    f"Stopped at the spending cap: {self.calls} paid call(s) so far ≈ ${self.usd:.2f}{running}; the "
+                    f"next one ({self.table[key].label}, ≈ ${cost:.3f}) would pass the cap of ${self.cap:.2f}. "
+                    "Everything made so far is kept; start again with a higher cap to go on.")
+            self.held += cost
+            self.running += 1
+        return Hold(price, cost, units)
+
+    def settle(self, hold: Hold, paid: bool, seconds: float, billed: float | None = None) -> None:
+        """The held call ended: count it (`paid`) by the table, per call or per billed second (the
+        engine's count when it has one, else the measured time), or give its hold back."""
+        with self._lock:
+            self.held = max(0.0, self.held - hold.usd)
+            self.running -= 1
+            if not self.paid or not paid:
+                return
+            self.calls += 1
+            self.seconds += seconds
+            if hold.price.unit == "second":
+                self.usd += hold.price.usd * (seconds if billed is None else billed)
+            else:
+                self.usd += hold.price.usd_for(hold.units)
 
     def call(self, key: str, fn: Callable[..., Any], *args, units: float = 1, **kwargs) -> Any:
-        """Run one paid call through the cap check, then count it and its measured time."""
+        """Run one paid call through the cap, then count it and its measured time."""
         if not self.paid:
             return fn(*args, **kwargs)
-        self.check(key, units)
-        price = self.table[key].at_least()  # counted as checked: never below the row's floor
+        hold = self.reserve(key, units)
         started = time.monotonic()
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             if isinstance(exc, SpendingCapReached):
                 self.stopped = True  # the engine stopped a per-second run at the cap
-            if price.unit == "second":  # a run stopped or failed part-way was still billed while it ran
-                self._count(price, time.monotonic() - started, units, getattr(exc, "billed_s", None))
+            # A per-second run stopped or failed part-way was still billed while it ran.
+            self.settle(hold, hold.price.unit == "second", time.monotonic() - started, getattr(exc, "billed_s", None))
             raise
-        self._count(price, time.monotonic() - started, units, getattr(result, "billed_s", None))
+        self.settle(hold, True, time.monotonic() - started, getattr(result, "billed_s", None))
         return result
-
-    def _count(self, price: Price, elapsed: float, units: float, billed: float | None) -> None:
-        """Count one paid call: its measured (wall-clock) time, and its price by the table: per call,
-        or per billed second (the engine's count when it has one, else the measured time)."""
-        self.calls += 1
-        self.seconds += elapsed
-        if price.unit == "second":
-            self.usd += price.usd * (elapsed if billed is None else billed)
-        else:
-            self.usd += price.usd_for(units)
 
     def seconds_left(self, key: str) -> float | None:
         """Billed seconds the cap still allows for per-second work (None: no limit)."""
@@ -270,6 +309,27 @@ class Meter:
     def summary(self) -> dict:
         return {"paid_calls": self.calls, "usd": round(self.usd, 4), "measured_s": round(self.seconds, 2),
                 "cap_usd": self.cap, "stopped_at_cap": self.stopped}
+
+
+class ImageCharges:
+    """A meter as a flight of images sees it (engines.flight.Charges): each image is one call of
+    its row — a Kontext edit, or a FLUX image with or without a LoRA."""
+
+    def __init__(self, meter: Meter) -> None:
+        self.meter = meter
+
+    def reserve(self, request) -> Hold:
+        return self.meter.reserve(price_key(request))
+
+    def settle(self, hold: Hold, paid: bool, seconds: float) -> None:
+        self.meter.settle(hold, paid, seconds)
+
+
+def price_key(request) -> str:
+    """The price row of one image request."""
+    if isinstance(request, EditRequest):
+        return "kontext"
+    return "lora" if request.loras else "plain"
 
 
 def spending_text(summary: dict | None) -> str:

@@ -3,9 +3,11 @@
 Each finished variation is saved and recorded the moment it exists, so a stopped or crashed job
 resumes where it left off. With a real model, a variation whose face is missing or drifts from the
 reference is generated again with a new seed (up to `max_tries`); on the tiny engine the images are
-noise, so the gate is off and the job says so. Where the engine takes several edits per call
-(`edit_batch`, a speed setting), variations go in groups; each keeps its own seed, so the images are
-those one-by-one calls would give.
+noise, so the gate is off and the job says so. The variations go to the engine as one flight
+(engines/flight.py): Replicate keeps several predictions running at once, the local engine takes
+`edit_batch` edits per call (a speed setting); a gate retry joins the flight as soon as its face is
+measured. Each variation keeps its own seed, so the images are those one-by-one calls would give,
+and each is stored under its slot whatever order they finish in.
 """
 from __future__ import annotations
 
@@ -14,13 +16,14 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from ..engines.base import EditRequest, Engine
+from ..engines.flight import open_flight
 from ..images import open_image, save_png
 from ..jobs import JobQueue, JobReporter, JobView, UserError
 from ..progress import SpendingCapReached
 from ..store import Store, new_id
 from . import limits
 from .characters import STORED_SIDE, Characters
-from .costs import CostService, parse_cap
+from .costs import CostService, ImageCharges, parse_cap
 from .sheet_prompts import SHEET_PROMPTS
 
 JOB_KIND = "sheet"
@@ -110,21 +113,47 @@ class SheetService:
         if kept:
             reporter.log(f"Resuming: {kept} variations already exist and are kept.")
         retried: dict[str, int] = {}
+        failed: list[str] = []
         meter = self.costs.meter(params.get("max_usd"), spent=self._spent(reporter.job_id))
         tries = params["max_tries"] if scorer else 1
-        batch = max(1, engine.edit_batch)  # edits per engine call (a speed setting of the local engine)
-        queue = [_Variation(prompt) for prompt in todo]  # first tries in sheet order; retries go to the front
+        unsaved: dict[int, _Variation] = {}  # slot -> its variation, until it is saved or given up
         finished = 0
-        while queue:
-            reporter.check_cancel()
-            group, queue = queue[:batch], queue[batch:]
-            reporter.progress(finished / max(1, len(todo)), _progress_text(group, finished, len(todo)))
-            requests = [EditRequest(image=reference, prompt=v.prompt.prompt, seed=v.seed, width=self.image_size,
-                                    height=self.image_size, steps=params["steps"]) for v in group]
-            try:  # finished images are saved at once, so a stop at the cap keeps every one
-                images = meter.call("kontext", engine.edit_many, requests, units=len(requests))
+
+        def request(variation: _Variation) -> EditRequest:
+            return EditRequest(image=reference, prompt=variation.prompt.prompt, seed=variation.seed,
+                               width=self.image_size, height=self.image_size, steps=params["steps"])
+
+        with open_flight(engine, ImageCharges(meter), stop=lambda: reporter.cancel_requested) as flight:
+            for prompt in todo:  # in sheet order; each is stored under its slot whenever it finishes
+                unsaved[prompt.slot] = variation = _Variation(prompt)
+                flight.submit(variation, request(variation))
+            reporter.progress(0.0, _starting_text(len(todo), flight.parallel))
+            try:  # finished images are saved at once, so a stop or the cap keeps every one
+                for done in flight.results():
+                    variation = done.key
+                    label = variation.prompt.label
+                    if done.error:  # this image alone failed on the engine; the others go on
+                        reporter.log(f"{label}: {done.error}. The other variations go on.")
+                        failed.append(label)
+                    else:
+                        score = scorer.score(done.image) if scorer else None
+                        verdict = scorer.verdict(score) if scorer else None
+                        variation.keep_if_better(done.image, score)
+                        if verdict is not None and variation.tries < tries:
+                            retried[verdict] = retried.get(verdict, 0) + 1
+                            reporter.log(f"{label}: {verdict}; trying again with a new seed.")
+                            flight.submit(variation.next_try(), request(variation))
+                            continue
+                        if verdict is not None:
+                            reporter.log(f"{label}: {verdict} after {variation.tries} tries; keeping the closest.")
+                        image, score, used_seed = variation.best
+                        self._save(character_id, variation.prompt, image, used_seed, variation.tries, score)
+                    del unsaved[variation.prompt.slot]
+                    finished += 1
+                    reporter.progress(finished / max(1, len(todo)), _progress_text(variation, finished, len(todo),
+                                                                                   failed=bool(done.error)))
             except SpendingCapReached:
-                for variation in group + queue:  # retries the cap refused: keep the closest try so far
+                for variation in unsaved.values():  # retries the cap refused: keep the closest try so far
                     if variation.best is not None:
                         image, score, used_seed = variation.best
                         self._save(character_id, variation.prompt, image, used_seed, variation.tries - 1, score)
@@ -132,32 +161,20 @@ class SheetService:
             finally:
                 if meter.paid:
                     reporter.output("spending", meter.summary())
-            again = []
-            for variation, image in zip(group, images):
-                score = scorer.score(image) if scorer else None
-                verdict = scorer.verdict(score) if scorer else None
-                variation.keep_if_better(image, score)
-                label = variation.prompt.label
-                if verdict is not None and variation.tries < tries:
-                    retried[verdict] = retried.get(verdict, 0) + 1
-                    reporter.log(f"{label}: {verdict}; trying again with a new seed.")
-                    again.append(variation.next_try())
-                    continue
-                if verdict is not None:
-                    reporter.log(f"{label}: {verdict} after {variation.tries} tries; keeping the closest.")
-                image, score, used_seed = variation.best
-                self._save(character_id, variation.prompt, image, used_seed, variation.tries, score)
-                finished += 1
-            queue = again + queue
         if self._score_sheet is not None:
             reporter.progress(0.99, "Measuring faces against the reference")
             self._score_sheet(character_id)
-        reporter.progress(1.0, "Character sheet complete")
-        text = f"Done: {len(todo)} generated, {kept} kept from before"
+        made = len(todo) - len(failed)
+        text = f"Done: {made} generated, {kept} kept from before"
         if retried:
             text += "; regenerated " + ", ".join(f"{n}× ({why})" for why, n in retried.items())
+        if failed:
+            text += (f"; {len(failed)} failed twice on the engine ({', '.join(failed)}): start again to make "
+                     f"{'it' if len(failed) == 1 else 'them'}")
+        reporter.progress(1.0, "Character sheet complete" if not failed else text)
         reporter.log(text)
-        return {"generated": len(todo), "kept": kept, "retried": retried, "gate": bool(scorer), "summary": text}
+        return {"generated": made, "kept": kept, "retried": retried, "failed": failed, "gate": bool(scorer),
+                "summary": text}
 
     def _spent(self, job_id: str) -> dict | None:
         """What this job already paid for before a resume, so the cap covers the whole job."""
@@ -194,11 +211,13 @@ class _Variation:
         return self
 
 
-def _progress_text(group: list[_Variation], finished: int, total: int) -> str:
-    first = group[0].prompt
-    if len(group) == 1:
-        return f"Variation {finished + 1}/{total}: {first.category} · {first.label}"
-    return f"Variations {finished + 1}–{finished + len(group)}/{total}: " + ", ".join(v.prompt.label for v in group)
+def _starting_text(total: int, parallel: int) -> str:
+    return f"{total} variations, {parallel} at once" if parallel > 1 and total > 1 else f"{total} variations"
+
+
+def _progress_text(variation: _Variation, finished: int, total: int, failed: bool = False) -> str:
+    prompt = variation.prompt
+    return f"Variation {finished}/{total} {'failed' if failed else 'done'}: {prompt.category} · {prompt.label}"
 
 
 def _better(a, b) -> bool:

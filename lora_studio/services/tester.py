@@ -12,13 +12,14 @@ from typing import Callable
 from PIL import Image, ImageDraw
 
 from ..engines.base import Engine, GenerateRequest
+from ..engines.flight import open_flight
 from ..images import open_image, save_png
 from ..jobs import JobQueue, JobReporter, JobView, UserError
 from ..progress import SpendingCapReached
 from ..store import Store
 from . import limits
 from .characters import Characters
-from .costs import CostService, parse_cap
+from .costs import CostService, ImageCharges, parse_cap
 from .library import LibraryService
 from .strength_analysis import Cell, analyse, parse_strengths, summarise
 
@@ -103,43 +104,67 @@ class TesterService:
         rows: list[float | None] = ([None] if params["include_base"] else []) + params["strengths"]
         out_dir = self.store.public_dir("jobs", reporter.job_id)
         measure = _Measure(self._reference(lora), enabled=not engine.makes_noise)
-        cells: list[Cell] = []
-        base_images: dict[int, Image.Image] = {}
-        total = len(rows) * len(params["seeds"])
-        for r, strength in enumerate(rows):
-            for s, seed in enumerate(params["seeds"]):
-                reporter.check_cancel()
-                done = r * len(params["seeds"]) + s
-                label = "no LoRA" if strength is None else f"{strength:g}"
-                reporter.progress(done / total, f"Strength {label}, seed {seed}")
-                loras = tuple(extra) if strength is None else (
-                    self.library.weight(lora["id"], strength), *extra)
-                try:
-                    image = meter.call("lora" if loras else "plain", engine.generate, GenerateRequest(
+        seeds = params["seeds"]
+        made: dict[tuple[int, int], tuple[Image.Image, str]] = {}  # (row, seed index) -> image, its file
+        failed: list[str] = []
+        reason = ""  # the first failure, in words
+        total = len(rows) * len(seeds)
+        with open_flight(engine, ImageCharges(meter), stop=lambda: reporter.cancel_requested) as flight:
+            for r, strength in enumerate(rows):
+                loras = tuple(extra) if strength is None else (self.library.weight(lora["id"], strength), *extra)
+                for s, seed in enumerate(seeds):
+                    flight.submit((r, s), GenerateRequest(
                         prompt=params["prompt"], seed=seed, width=self.image_size, height=self.image_size,
                         steps=params["steps"], loras=loras, go_fast=params.get("go_fast", False)))
-                except SpendingCapReached:  # what was made stays with the job, as a partial grid
-                    if cells:
-                        partial = save_png(_grid(cells, rows, params["seeds"]), out_dir / "grid.png")
-                        reporter.outputs({"cells": [c.__dict__ for c in cells], "grid": str(partial)})
-                    raise
-                path = save_png(image, out_dir / f"{'base' if strength is None else f's{strength:g}'}_seed{seed}.png")
-                if strength is None:
-                    base_images[seed] = image
-                cell = Cell(strength, seed, str(path), identity=measure.observe(str(path), image))
-                if seed in base_images and strength is not None:
-                    cell.change = measure.pixel(image, base_images[seed])
-                cells.append(cell)
+            reporter.progress(0.0, f"{total} images" + (f", {flight.parallel} at once" if flight.parallel > 1 else ""))
+            try:
+                for done in flight.results():
+                    r, s = done.key
+                    label = f"strength {'no LoRA' if rows[r] is None else f'{rows[r]:g}'}, seed {seeds[s]}"
+                    if done.error:  # this cell alone failed on the engine; the grid goes on without it
+                        reporter.log(f"{label}: {done.error}.")
+                        failed.append(label)
+                        reason = reason or f"{label}: {done.error}"
+                    else:
+                        name = f"{'base' if rows[r] is None else f's{rows[r]:g}'}_seed{seeds[s]}.png"
+                        made[(r, s)] = (done.image, str(save_png(done.image, out_dir / name)))
+                    reporter.progress((len(made) + len(failed)) / total, f"{label}: {'failed' if done.error else 'done'}")
+            except SpendingCapReached:  # what was made stays with the job, as a partial grid
+                cells = self._cells(made, rows, seeds, measure)
+                if cells:
+                    partial = save_png(_grid(cells, rows, seeds), out_dir / "grid.png")
+                    reporter.outputs({"cells": [c.__dict__ for c in cells], "grid": str(partial)})
+                raise
+        cells = self._cells(made, rows, seeds, measure)
+        if not cells:
+            raise UserError(f"Every image of the strength test failed on the engine ({reason}).")
         reporter.progress(1.0, "Measuring")
         row_stats, base_div = summarise(cells, measure.pixel_paths, measure.face_paths if measure.enabled else None)
         analysis = analyse(row_stats, base_div, has_faces=measure.has_reference)
-        grid = save_png(_grid(cells, rows, params["seeds"]), out_dir / "grid.png")
+        grid = save_png(_grid(cells, rows, seeds), out_dir / "grid.png")
         reporter.log(analysis.reason)
+        if failed:
+            reporter.log(f"{len(failed)} image(s) failed twice on the engine and are missing from the grid: "
+                         + ", ".join(failed) + ".")
         result = {"grid": str(grid), "cells": [c.__dict__ for c in cells], "analysis": analysis.to_dict(),
-                  "go_fast": params.get("go_fast", False)}
+                  "go_fast": params.get("go_fast", False), "failed": failed}
         self.library.set_scores(lora["id"], {"recommended_strength": analysis.recommended,
                                              "verdict": analysis.verdict, "reason": analysis.reason})
         return result
+
+    @staticmethod
+    def _cells(made: dict, rows: list, seeds: list[int], measure: "_Measure") -> list[Cell]:
+        """The images made, as cells in grid order (row by row), each measured once, its change from
+        the no-LoRA image of the same seed when there is one."""
+        cells = []
+        for (r, s) in sorted(made):
+            image, path = made[(r, s)]
+            cell = Cell(rows[r], seeds[s], path, identity=measure.observe(path, image))
+            base = made.get((0, s)) if rows[0] is None and r > 0 else None
+            if base is not None:
+                cell.change = measure.pixel(image, base[0])
+            cells.append(cell)
+        return cells
 
     def _reference(self, lora: dict):
         if not lora.get("character_id"):

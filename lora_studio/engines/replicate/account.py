@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..base import EngineError
+from .client import TOKEN_PAGE, calling
 
 TOKEN_ENV = "REPLICATE_API_TOKEN"
-TOKEN_PAGE = "https://replicate.com/account/api-tokens"
 MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")  # Replicate's rule: lowercase, digits, - _ .
 DESTINATION_HARDWARE = "gpu-t4"  # a trained version runs on the trainer's hardware; this is only the model's default
 MAX_TOKEN = 200
 MODEL_PAGES = 3  # /v1/models pages read when listing the account's models
+TAKEN = "A model with that name already exists in your account: pick it from the list instead."
 
 
 @dataclass(frozen=True)
@@ -79,14 +80,6 @@ def clean_token(token: str) -> str:
     return token
 
 
-def client_for(token: str, base_url: str):
-    import httpx
-    import replicate
-
-    return replicate.Client(api_token=token, base_url=base_url,
-                            timeout=httpx.Timeout(10.0, read=30.0, write=30.0, pool=10.0))
-
-
 def account_name(client) -> str:
     """The account's user name (GET /v1/account): proves the token works."""
     return _call(lambda: client.accounts.current().username, "checking the token")
@@ -137,26 +130,10 @@ def create_model(client, owner: str, name: str) -> str:
 
 
 def _call(fn, action: str):
-    import httpx
-    from replicate.exceptions import ReplicateError
-
-    try:
+    """One account call, its failures worded by `client.calling` (a taken model name said as such)."""
+    with calling(action, special={409: TAKEN}):
         return fn()
-    except ReplicateError as exc:
-        status = getattr(exc, "status", None)
-        if status == 401:
-            message = f"Replicate refused this token (401) while {action}: make a new one at {TOKEN_PAGE}."
-        elif status == 409:
-            message = "A model with that name already exists in your account: pick it from the list instead."
-        elif status == 404:
-            message = f"Replicate has no such model or account (404) while {action}."
-        else:
-            detail = str(getattr(exc, "detail", "") or exc)[:200]
-            message = f"Replicate answered {status or 'an error'} while {action}: {detail}"
-        raise EngineError(message) from exc
-    except httpx.HTTPError as exc:
-        raise EngineError(f"Could not reach Replicate while {action} ({type(exc).__name__}).") from None
 
 
-__all__ = ["TokenFile", "TokenState", "current_token", "clean_token", "client_for", "account_name",
-           "account_models", "model_exists", "model_name", "create_model", "TOKEN_PAGE"]
+__all__ = ["TokenFile", "TokenState", "current_token", "clean_token", "account_name", "account_models",
+           "model_exists", "model_name", "create_model"]

@@ -7,14 +7,13 @@ or repeats it, so errors and reprs are safe to show in the UI.
 """
 from __future__ import annotations
 
+import hashlib
 import io
-import os
+import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable
 
-import httpx
 from PIL import Image
 
 from ...config import ReplicateSettings
@@ -22,13 +21,17 @@ from ...progress import Canceled, Reporter, SpendingCapReached
 from ..base import EditRequest, EngineError, GenerateRequest, TrainRequest, TrainResult
 from .files import download_bytes, download_weights, safetensors_header, zip_dataset
 from .account import TokenFile, current_token
+from ..flight import Charges, Free, ImageRequest, at_once
+from .client import TOKEN_PAGE, base_url, calling, make_client
+from .flight import PredictionFlight
 from .logs import LogParser
+from .predictions import SYNC_WAIT_S, Pacing, PredictionFailed, cancel_quietly, ridden_out, run_prediction
 
-DEFAULT_BASE_URL = "https://api.replicate.com"
 PLAIN_MODEL = "black-forest-labs/flux-dev"  # text-to-image when no LoRA is applied
 # Aspect ratios the FLUX.1 models on Replicate accept; we pick the nearest to width/height.
 ASPECT_RATIOS = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
 TERMINAL = ("succeeded", "failed", "canceled")
+UPLOAD_REUSE_S = 3600.0  # an uploaded reference is reused this long (Replicate keeps files longer)
 
 
 class ReplicateEngine:
@@ -50,6 +53,7 @@ class ReplicateEngine:
         training_timeout: float = 4 * 3600.0,
         poll_interval: float | None = None,
         token_file: TokenFile | None = None,
+        sync_wait: int = SYNC_WAIT_S,
     ) -> None:
         self.settings = settings
         self.token_file = token_file  # the Settings page's token (0600); REPLICATE_API_TOKEN wins
@@ -57,6 +61,10 @@ class ReplicateEngine:
         self.prediction_timeout = prediction_timeout
         self.training_timeout = training_timeout
         self._poll_interval = poll_interval
+        self.sync_wait = sync_wait  # seconds a create waits for its output (Prefer: wait=n)
+        self._pacing = Pacing()  # poll turns and 429 pauses shared by every prediction in flight
+        self._uploads: dict[str, tuple[str, float]] = {}  # image digest -> (files-API URL, when)
+        self._uploading = threading.Lock()
         self._client = client
         if client is None and token:
             # Built now so the token goes straight into the client and is not kept here.
@@ -69,16 +77,10 @@ class ReplicateEngine:
 
     @property
     def base_url(self) -> str:
-        return self.settings.base_url or os.environ.get("REPLICATE_BASE_URL") or DEFAULT_BASE_URL
+        return base_url(self.settings)
 
     def _build_client(self, token: str):
-        import replicate  # imported lazily: the app starts without it unless this engine is used
-
-        return replicate.Client(
-            api_token=token,
-            base_url=self.base_url,
-            timeout=httpx.Timeout(10.0, read=60.0, write=120.0, pool=10.0),
-        )
+        return make_client(token, self.base_url)
 
     def _api(self):
         """The client, built on first use from REPLICATE_API_TOKEN so a missing token only fails work."""
@@ -87,7 +89,7 @@ class ReplicateEngine:
             if not token:
                 raise EngineError(
                     "Replicate needs an API token: paste one in Settings → Engine, or set REPLICATE_API_TOKEN "
-                    "in the environment (create one at https://replicate.com/account/api-tokens)."
+                    f"in the environment (create one at {TOKEN_PAGE})."
                 )
             self._client = self._build_client(token)
         return self._client
@@ -98,27 +100,15 @@ class ReplicateEngine:
             return self._poll_interval
         return float(getattr(self._client, "poll_interval", 0.5) or 0.5)
 
-    @contextmanager
-    def _calling(self, action: str) -> Iterator[None]:
-        """Turn client and HTTP failures into EngineErrors a user can act on."""
-        from replicate.exceptions import ReplicateError
-
-        try:
-            yield
-        except ReplicateError as exc:
-            raise EngineError(_explain(exc, action)) from None
-        except httpx.TimeoutException:
-            raise EngineError(f"Timed out talking to Replicate at {self.base_url} while {action}.") from None
-        except httpx.TransportError as exc:
-            raise EngineError(
-                f"Could not reach Replicate at {self.base_url} while {action} ({type(exc).__name__})."
-            ) from None
+    def _calling(self, action: str):
+        """Client and HTTP failures as EngineErrors a user can act on, naming this engine's base URL."""
+        return calling(action, self.base_url)
 
     def describe(self) -> str:
         s = self.settings
         text = (
             f"Replicate at {self.base_url}: edits with {s.kontext_model}, trains with {s.trainer}, "
-            f"generates with {s.lora_model}."
+            f"generates with {s.lora_model}. {at_once(self.parallel)}"
         )
         if self._client is None and not current_token(self.token_file)[1].present:
             text += " No API token yet: paste one in Settings → Engine, or set REPLICATE_API_TOKEN."
@@ -126,27 +116,96 @@ class ReplicateEngine:
 
     # ----------------------------------------------------------------- predictions
 
+    def start_flight(self, charges: Charges, stop: Callable[[], bool]) -> PredictionFlight:
+        """Up to `settings.parallel` predictions in flight together (engines.flight.open_flight)."""
+        client = self._api()  # no token: refused here, before anything starts
+        getattr(client, "_client", None)  # its HTTP connection pool, built once here rather than raced by N threads
+        return PredictionFlight(self._image, charges, stop, self.parallel)
+
+    @property
+    def parallel(self) -> int:
+        return self.settings.parallel
+
     def edit(self, request: EditRequest) -> Image.Image:
-        client = self._api()
-        buf = io.BytesIO()
-        request.image.convert("RGB").save(buf, format="PNG")
-        with self._calling("uploading the reference image"):
-            upload = client.files.create(buf, filename="reference.png", content_type="image/png")
-        inputs = {
+        return self._one(request)
+
+    def edit_many(self, requests: list[EditRequest]) -> list[Image.Image]:
+        return self._all(requests)
+
+    def generate(self, request: GenerateRequest) -> Image.Image:
+        self._generate_inputs(request)  # refused before any request (too many LoRAs, a local-only one)
+        return self._one(request)
+
+    def _one(self, request: ImageRequest) -> Image.Image:
+        return self._all([request])[0]
+
+    def _all(self, requests: list) -> list[Image.Image]:
+        """Every image or the first failure (callers that meter each image use `start_flight`)."""
+        images: dict[int, Image.Image] = {}
+        with self.start_flight(Free(), lambda: False) as flight:
+            for index, request in enumerate(requests):
+                flight.submit(index, request)
+            for done in flight.results():
+                if done.error:
+                    raise EngineError(done.error)
+                images[done.key] = done.image
+        return [images[i] for i in range(len(requests))]
+
+    def _image(self, request: ImageRequest, stop: threading.Event) -> Image.Image:
+        """One prediction end to end, in a flight's worker thread."""
+        if isinstance(request, EditRequest):
+            model, action = self.settings.kontext_model, "editing the image"
+            inputs = self._edit_inputs(request, stop)
+        else:
+            (model, inputs), action = self._generate_inputs(request), "generating the image"
+        url = run_prediction(self._api(), model, inputs, action, pacing=self._pacing, stop=stop,
+                             timeout=self.prediction_timeout, poll_interval=self.poll_interval,
+                             sync_wait=self.sync_wait, url=self.base_url)
+        try:
+            image = Image.open(io.BytesIO(download_bytes(url)))
+            image.load()
+        except EngineError as exc:
+            raise PredictionFailed(str(exc)) from None
+        except Exception:
+            raise PredictionFailed(f"Replicate's output for {model} is not an image") from None
+        return image.convert("RGB")
+
+    def _edit_inputs(self, request: EditRequest, stop: threading.Event) -> dict:
+        return {
             "prompt": request.prompt,
-            "input_image": upload.urls["get"],
+            "input_image": self._image_url(request.image, stop),
             "seed": int(request.seed),
             "aspect_ratio": "match_input_image",
             "num_inference_steps": int(request.steps),
             "guidance": float(request.guidance),
             "output_format": "png",
         }
-        return self._predict(self.settings.kontext_model, inputs, "editing the image")
 
-    def edit_many(self, requests: list[EditRequest]) -> list[Image.Image]:
-        return [self.edit(request) for request in requests]  # one prediction per edit
+    def _image_url(self, image: Image.Image, stop: threading.Event) -> str:
+        """The reference's files-API URL, uploaded once however many predictions use it (the workers
+        that need it meanwhile wait for the one upload)."""
+        rgb = image.convert("RGB")
+        digest = hashlib.sha256(f"{rgb.size}".encode() + rgb.tobytes()).hexdigest()
+        with self._uploading:
+            now = time.monotonic()
+            kept = self._uploads.get(digest)
+            if kept and now - kept[1] < UPLOAD_REUSE_S:
+                return kept[0]
+            buf = io.BytesIO()
+            rgb.save(buf, format="PNG")
+            client = self._api()
 
-    def generate(self, request: GenerateRequest) -> Image.Image:
+            def send():
+                buf.seek(0)
+                return client.files.create(buf, filename="reference.png", content_type="image/png")
+
+            with self._calling("uploading the reference image"):
+                upload = ridden_out(send, "uploading the reference image", self._pacing, stop)
+            self._uploads = {d: v for d, v in self._uploads.items() if now - v[1] < UPLOAD_REUSE_S}
+            self._uploads[digest] = (upload.urls["get"], now)
+            return upload.urls["get"]
+
+    def _generate_inputs(self, request: GenerateRequest) -> tuple[str, dict]:
         inputs: dict[str, Any] = {
             "prompt": request.prompt,
             "seed": int(request.seed),
@@ -171,39 +230,7 @@ class ReplicateEngine:
             inputs["lora_weights"], inputs["lora_scale"] = loras[0].remote, float(loras[0].weight)
         if len(loras) == 2:
             inputs["extra_lora"], inputs["extra_lora_scale"] = loras[1].remote, float(loras[1].weight)
-        model = self.settings.lora_model if loras else PLAIN_MODEL
-        return self._predict(model, inputs, "generating the image")
-
-    def _predict(self, model: str, inputs: dict, action: str) -> Image.Image:
-        client = self._api()
-        with self._calling(action):
-            if ":" in model:  # owner/name:version → the versioned endpoint
-                prediction = client.predictions.create(version=model.split(":", 1)[1], input=inputs)
-            else:  # official models have their own endpoint
-                prediction = client.models.predictions.create(model=model, input=inputs)
-            deadline = time.monotonic() + self.prediction_timeout
-            while prediction.status not in TERMINAL:
-                if time.monotonic() > deadline:
-                    _cancel_quietly(prediction)
-                    raise EngineError(
-                        f"Replicate took longer than {self.prediction_timeout:.0f} s {action} "
-                        f"with {model}; the prediction was canceled."
-                    )
-                time.sleep(self.poll_interval)
-                prediction.reload()
-        if prediction.status != "succeeded":
-            reason = prediction.error or prediction.status
-            raise EngineError(f"Replicate {prediction.status} while {action} with {model}: {reason}")
-        url = _first_url(prediction.output)
-        if not url:
-            raise EngineError(f"Replicate returned no image while {action} with {model}.")
-        data = download_bytes(url)
-        try:
-            image = Image.open(io.BytesIO(data))
-            image.load()
-        except Exception:
-            raise EngineError(f"Replicate's output for {model} is not an image.") from None
-        return image.convert("RGB")
+        return (self.settings.lora_model if loras else PLAIN_MODEL), inputs
 
     # ----------------------------------------------------------------- training
 
@@ -248,17 +275,17 @@ class ReplicateEngine:
                     billed_since = time.monotonic()
                 billed = time.monotonic() - billed_since if billed_since is not None else 0.0
                 if request.max_seconds is not None and billed > request.max_seconds:
-                    _cancel_quietly(training)
+                    cancel_quietly(training)
                     raise SpendingCapReached(
                         f"Stopped at the spending cap: the Replicate training ran {billed:.0f} s, all the cap "
                         "allows, and was canceled there (Replicate keeps no partial LoRA). Raise the cap or "
                         "train fewer steps.", billed_s=billed)
                 if reporter.cancel_requested:
-                    _cancel_quietly(training)
+                    cancel_quietly(training)
                     reporter.log(f"Canceled Replicate training {training.id}.")
                     raise Canceled("Canceled by the user; the Replicate training was stopped.")
                 if time.monotonic() > deadline:
-                    _cancel_quietly(training)
+                    cancel_quietly(training)
                     raise EngineError(
                         f"The Replicate training ran past {self.training_timeout / 3600:.1f} h and was canceled."
                     )
@@ -302,39 +329,6 @@ class ReplicateEngine:
 
 
 # --------------------------------------------------------------------- helpers
-
-
-
-def _explain(exc: Any, action: str) -> str:
-    status = getattr(exc, "status", None)
-    detail = getattr(exc, "detail", None) or getattr(exc, "title", None) or ""
-    if status == 401:
-        return "Replicate rejected the API token (401): check REPLICATE_API_TOKEN."
-    if status == 402:
-        return "Replicate needs billing set up or more credit on the account (402 Payment Required)."
-    if status == 429:
-        return "Replicate is rate-limiting this account (429 Too Many Requests): wait a minute and retry."
-    if status == 404:
-        return f"Replicate could not find what was asked for while {action} (404): {detail}"
-    if status == 422:
-        return f"Replicate refused the input while {action} (422): {detail}"
-    return f"Replicate error while {action} (HTTP {status}): {detail}"
-
-
-def _cancel_quietly(job: Any) -> None:
-    """Best-effort cancel: the error the user needs is the one that made us cancel."""
-    try:
-        job.cancel()
-    except Exception:  # noqa: BLE001
-        pass
-
-
-def _first_url(output: Any) -> str | None:
-    if isinstance(output, (list, tuple)):
-        output = output[0] if output else None
-    if isinstance(output, dict):
-        output = output.get("image") or output.get("url")
-    return str(output) if output else None
 
 
 def nearest_aspect_ratio(width: int, height: int) -> str:

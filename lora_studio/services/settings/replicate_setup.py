@@ -12,8 +12,6 @@ from ...config import ReplicateSettings
 from ...engines import replicate as account
 from ...errors import InvalidInput, UserError
 
-DEFAULT_BASE_URL = "https://api.replicate.com"
-
 
 @dataclass(frozen=True)
 class ReplicateStatus:
@@ -39,15 +37,13 @@ class ReplicateSetup:
 
     @property
     def base_url(self) -> str:
-        import os
-
-        return self.settings.base_url or os.environ.get("REPLICATE_BASE_URL") or DEFAULT_BASE_URL
+        return account.base_url(self.settings)
 
     def status(self, check: bool = False) -> ReplicateStatus:
         token, state = account.current_token(self.token_file)
         if check and token and not self._username:
             try:
-                self._username = account.account_name(account.client_for(token, self.base_url))
+                self._username = account.account_name(account.make_client(token, self.base_url))
             except Exception:  # noqa: BLE001 - a status line: an unreachable Replicate shows no name, no error
                 self._username = ""
         return ReplicateStatus(self._username if token else "", state.source)
@@ -55,7 +51,7 @@ class ReplicateSetup:
     def save_token(self, token: str) -> ReplicateStatus:
         """Check the token with the account call first; only a working token is stored."""
         token = account.clean_token(token)
-        username = account.account_name(account.client_for(token, self.base_url))
+        username = account.account_name(account.make_client(token, self.base_url))
         self.token_file.save(token)
         env_wins = account.current_token(None)[1].present  # REPLICATE_API_TOKEN: another account may be in use
         self._username = "" if env_wins else username
@@ -70,7 +66,7 @@ class ReplicateSetup:
         token, _ = account.current_token(self.token_file)
         if not token:
             raise UserError(f"Paste a Replicate API token first (make one at {account.TOKEN_PAGE}).")
-        return account.client_for(token, self.base_url)
+        return account.make_client(token, self.base_url)
 
     def destinations(self) -> list[str]:
         """owner/name of the account's models, for the destination picker."""
