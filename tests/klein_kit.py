@@ -39,3 +39,14 @@ def merged_copy(transformer_factory, state: dict[str, torch.Tensor], scale: floa
             b = state[key.replace(".lora_A.", ".lora_B.")]
             weights[f"{module}.weight"] += scale * (b.float() @ a.float())
     return transformer
+
+
+def klein_forward(transformer, side: int, tokens: int, generator: torch.Generator):
+    """A Klein forward with inputs that need gradients (for tests/activation_probe.py)."""
+    config = transformer.config
+    latents = torch.randn(1, config.in_channels, side, side, generator=generator)
+    text = torch.randn(1, tokens, config.joint_attention_dim, generator=generator).requires_grad_()
+    return transformer(hidden_states=Flux2KleinPipeline._pack_latents(latents).requires_grad_(),
+                       encoder_hidden_states=text, timestep=torch.tensor([0.4]), guidance=None,
+                       txt_ids=Flux2KleinPipeline._prepare_text_ids(text),
+                       img_ids=Flux2KleinPipeline._prepare_latent_ids(latents), return_dict=False)
