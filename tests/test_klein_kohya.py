@@ -132,3 +132,18 @@ def test_a_klein_kohya_file_with_its_own_alpha_folds_to_one_strength(tmp_path):
     Flux2KleinPipeline.load_lora_into_transformer(state, as_folded, metadata=metadata)
     torch.testing.assert_close(probe_klein(as_folded), probe_klein(as_kohya), atol=1e-5, rtol=1e-4)
     assert set(load_file(str(tmp_path / "folded.safetensors"))) == {f"transformer.{k}" for k in folded(source)}
+
+
+def test_the_model_card_names_the_klein_base_and_its_licence():
+    from lora_studio.training.model_card import model_card
+
+    card = model_card({"trigger": "ohwx", "base_model": "black-forest-labs/FLUX.2-klein-base-4B", "rank": 16})
+    assert card.startswith("# ohwx - FLUX.2 [klein] LoRA")
+    assert "Flux2KleinPipeline.from_pretrained(\"black-forest-labs/FLUX.2-klein-base-4B\"" in card
+    assert "num_inference_steps=50, guidance_scale=4)" in card  # the base flavour's defaults
+    assert "Apache-2.0 (commercial use allowed)" in card
+    nine = model_card({"trigger": "ohwx", "base_model": "black-forest-labs/FLUX.2-klein-9B"})
+    assert "num_inference_steps=4, guidance_scale=1)" in nine and "non-commercial use only" in nine
+    flux1 = model_card({"trigger": "ohwx"})
+    assert flux1.startswith("# ohwx - FLUX.1 LoRA") and "FluxPipeline.from_pretrained" in flux1
+    assert "num_inference_steps=28, guidance_scale=3.5)" in flux1

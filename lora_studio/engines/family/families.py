@@ -115,8 +115,7 @@ class Family:
     text: TextEncoding
     recipe: TrainingRecipe
     guidance_embeds: bool
-    export_formats: tuple[str, ...]  # "diffusers" (load_lora_weights) and "kohya" (ComfyUI, Forge, sd-scripts)
-    kohya_architecture: str  # sd-scripts' ss_base_model_version prefix for the kohya file
+    export_formats: tuple[str, ...]  # "diffusers" (load_lora_weights) and "kohya" (training/kohya_export.LAYOUTS)
     speed_settings: tuple[str, ...]  # engines/speed settings known to work on this family
     architectures: tuple[str, ...]  # memory-plan inputs: engines/builtin full-size configs by name
 
@@ -156,7 +155,6 @@ FLUX1 = Family(
     recipe=TrainingRecipe(timesteps="logit-normal", shift=None, loss_weighting="logit_normal", train_guidance=1.0),
     guidance_embeds=True,
     export_formats=("diffusers", "kohya"),
-    kohya_architecture="flux1",
     speed_settings=("fuse_qkv", "compile", "quantize", "group_offload", "batch_edits", "first_block_cache"),
     architectures=("flux1-dev",),
 )
@@ -182,7 +180,6 @@ KLEIN = Family(
     recipe=TrainingRecipe(timesteps="logit-normal", shift=(0.5, 1.15), loss_weighting="none", train_guidance=None),
     guidance_embeds=False,
     export_formats=("diffusers", "kohya"),
-    kohya_architecture="flux2_klein",
     # first_block_cache is left out until it is tested on Flux2Transformer2DModel
     speed_settings=("fuse_qkv", "compile", "quantize", "group_offload", "batch_edits"),
     architectures=("klein-4b", "klein-9b"),
