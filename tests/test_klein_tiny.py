@@ -82,18 +82,20 @@ def test_base_runs_classifier_free_guidance_and_distilled_does_not(pipes):
     assert calls == {"distilled": STEPS, "base": 2 * STEPS}  # the base adds an unconditional pass per step
 
 
-def test_a_reference_edit_sends_the_reference_tokens(pipes):
-    pipe = pipes["distilled"]
+@pytest.mark.parametrize("flavour", ["distilled", "base"])
+def test_a_reference_edit_sends_the_reference_tokens(pipes, flavour):
+    pipe = pipes[flavour]
     lengths = []
     hook = pipe.transformer.register_forward_pre_hook(
         lambda module, args, kwargs: lengths.append(kwargs["hidden_states"].shape[1]), with_kwargs=True)
     try:
-        plain = draw(pipe, True)
-        edited = draw(pipe, True, image=reference())
+        plain = draw(pipe, flavour == "distilled")
+        edited = draw(pipe, flavour == "distilled", image=reference())
     finally:
         hook.remove()
     tokens = (SIDE // (pipe.vae_scale_factor * 2)) ** 2
-    assert lengths == [tokens] * STEPS + [2 * tokens] * STEPS  # [noisy latents, reference latents]
+    passes = 1 if flavour == "distilled" else 2  # the base's CFG runs each step twice
+    assert lengths == [tokens] * STEPS * passes + [2 * tokens] * STEPS * passes  # [noisy, reference latents]
     assert edited.shape == plain.shape and np.abs(edited - plain).max() > 0
 
 
@@ -130,3 +132,20 @@ def test_a_diffusers_lora_loads_with_the_update_it_says(tmp_path):
     before = draw(pipe, False)
     pipe.set_adapters(["mila"], [1.0])
     assert np.abs(draw(pipe, False) - before).max() > 0
+
+
+@pytest.mark.wide
+def test_the_wide_klein_has_4b_widths_and_draws():
+    from lora_studio.engines.builtin.klein_wide import KLEIN_4B_TRANSFORMER, build_wide_klein
+
+    pipe = build_wide_klein(True)
+    pipe.set_progress_bar_config(disable=True)
+    config = pipe.transformer.config
+    for key in ("in_channels", "num_attention_heads", "attention_head_dim", "joint_attention_dim", "mlp_ratio"):
+        assert config[key] == KLEIN_4B_TRANSFORMER[key], key
+    assert (config.num_layers, config.num_single_layers) == (1, 1)
+    assert 3 * pipe.text_encoder.config.hidden_size == config.joint_attention_dim  # Qwen3-4B's 2560, stacked
+    assert pipe.vae.config.latent_channels == 32 and pipe.vae_scale_factor == 8
+    image = pipe(prompt="ohwx", image=reference(), height=SIDE, width=SIDE, num_inference_steps=1,
+                 max_sequence_length=16, generator=torch.Generator().manual_seed(0), output_type="np").images[0]
+    assert image.shape == (SIDE, SIDE, 3) and np.isfinite(image).all()
