@@ -339,3 +339,28 @@ def save_pipeline(pipe, folder: Path, extra: dict[str, bytes] | None = None) -> 
     for name, data in (extra or {"README.md": b"# test model\n", "flux1-dev.safetensors": b"\0" * 4096}).items():
         (Path(folder) / name).write_bytes(data)
     return Path(folder)
+
+
+KLEIN_REPOS = {  # hub id -> (distilled, gated), as on the Hub: the 4 B pair open, the 9 B pair gated
+    "black-forest-labs/FLUX.2-klein-4B": (True, False),
+    "black-forest-labs/FLUX.2-klein-base-4B": (False, False),
+    "black-forest-labs/FLUX.2-klein-9B": (True, True),
+    "black-forest-labs/FLUX.2-klein-base-9B": (False, True),
+}
+
+
+def klein_folders(root: Path) -> dict[bool, Path]:
+    """The tiny Klein saved in diffusers layout, distilled and base ({distilled: folder}), with the root
+    single-file checkpoint and README a real Klein repo carries beside them."""
+    from lora_studio.engines.builtin.klein import build_tiny_klein
+
+    root = Path(root)
+    return {distilled: save_pipeline(build_tiny_klein(distilled), root / ("distilled" if distilled else "base"),
+                                     extra={"README.md": b"# tiny klein\n", "flux-2-klein.safetensors": b"\0" * 4096})
+            for distilled in (True, False)}
+
+
+def add_klein_repos(hub: FakeHub, folders: dict[bool, Path]) -> None:
+    """Serve the tiny Klein under the four real FLUX.2 [klein] ids (the 9 B ids with the same tiny weights)."""
+    for repo_id, (distilled, gated) in KLEIN_REPOS.items():
+        hub.add_repo(repo_id, folders[distilled], gated=gated)

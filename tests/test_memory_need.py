@@ -10,8 +10,8 @@ from diffusers import FluxPipeline
 
 from lora_studio.engines.memory import need as memory_need
 from lora_studio.engines.memory import plan as memory
-from lora_studio.engines.lora.targets import target_modules
 from lora_studio.engines.memory.need import GB
+from tests.activation_probe import saved_elements_per_token
 
 BLOG = dict(rank=4, train_mlp=False)  # diffusers' flux-qlora blog: rank 4, attention only, 8-bit Adam
 
@@ -88,49 +88,21 @@ def test_plan_text_for_the_training_tab(studio):
     assert "does not apply" in studio.training.memory_plan(512, "nf4", 16)
 
 
-def saved_elements_per_token(transformer, train_mlp: bool, side: int = 8, tokens: int = 16) -> dict[str, float]:
-    """Elements autograd saves for the backward pass in each block, per token and unit of width (fp32)."""
-    from peft import LoraConfig
-
-    transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=target_modules(transformer, train_mlp)))
-    weights = {p.untyped_storage().data_ptr() for p in transformer.parameters()}
-    for name, param in transformer.named_parameters():
-        param.requires_grad_("lora_" in name)
-    seen: dict[int, int] = {}
-    marks: list[int] = []
-
-    def pack(tensor):
-        pointer = tensor.untyped_storage().data_ptr()
-        if pointer not in weights:
-            seen.setdefault(pointer, tensor.untyped_storage().nbytes())
-        return tensor
-
-    blocks = [transformer.transformer_blocks[0], transformer.single_transformer_blocks[0]]
-    hooks = [h for b in blocks for h in (b.register_forward_pre_hook(lambda *_: marks.append(sum(seen.values()))),
-                                         b.register_forward_hook(lambda *_: marks.append(sum(seen.values()))))]
-    g = torch.Generator().manual_seed(0)
+def flux1_forward(transformer, side: int, tokens: int, generator: torch.Generator):
+    """A FLUX.1 forward with inputs that need gradients, as every block after the first LoRA sees them."""
     config = transformer.config
-    try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-            transformer(  # inputs that need gradients, as every block after the first LoRA sees them
-                hidden_states=torch.randn(1, side * side, config.in_channels, generator=g).requires_grad_(),
-                encoder_hidden_states=torch.randn(1, tokens, config.joint_attention_dim, generator=g).requires_grad_(),
-                pooled_projections=torch.randn(1, config.pooled_projection_dim, generator=g),
-                timestep=torch.tensor([0.4]), guidance=torch.tensor([1.0]), txt_ids=torch.zeros(tokens, 3),
-                img_ids=FluxPipeline._prepare_latent_image_ids(1, side, side, "cpu", torch.float32), return_dict=False)
-    finally:
-        for hook in hooks:
-            hook.remove()
-        transformer.unload_lora()
-        transformer.requires_grad_(False)
-    per_unit = (side * side + tokens) * 4 * (config.num_attention_heads * config.attention_head_dim)
-    return {"double": (marks[1] - marks[0]) / per_unit, "single": (marks[3] - marks[2]) / per_unit}
+    return transformer(
+        hidden_states=torch.randn(1, side * side, config.in_channels, generator=generator).requires_grad_(),
+        encoder_hidden_states=torch.randn(1, tokens, config.joint_attention_dim, generator=generator).requires_grad_(),
+        pooled_projections=torch.randn(1, config.pooled_projection_dim, generator=generator),
+        timestep=torch.tensor([0.4]), guidance=torch.tensor([1.0]), txt_ids=torch.zeros(tokens, 3),
+        img_ids=FluxPipeline._prepare_latent_image_ids(1, side, side, "cpu", torch.float32), return_dict=False)
 
 
 @pytest.mark.wide
 def test_activation_estimate_matches_what_autograd_saves_at_real_width(wide):
     for train_mlp in (False, True):
-        measured = saved_elements_per_token(wide.transformer, train_mlp)
+        measured = saved_elements_per_token(wide.transformer, train_mlp, flux1_forward)
         for kind, value in measured.items():
             assert value == pytest.approx(memory_need.ACTIVATION_ELEMENTS[(kind, train_mlp)], rel=0.1), (kind, train_mlp)
 

@@ -24,10 +24,12 @@ def load() -> None:
             return
         # Every lazy name the engines and the trainer reach first, so each submodule is built here.
         from diffusers import (  # noqa: F401
-            AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxKontextPipeline, FluxPipeline, FluxTransformer2DModel,
+            AutoencoderKL, AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline,
+            Flux2Transformer2DModel, FluxKontextPipeline, FluxPipeline, FluxTransformer2DModel,
         )
         from transformers import (  # noqa: F401
-            CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, T5EncoderModel, T5Tokenizer, T5TokenizerFast,
+            CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, Qwen2Tokenizer, Qwen3ForCausalLM, T5EncoderModel,
+            T5Tokenizer, T5TokenizerFast,
         )
         _loaded = True
 

@@ -1,4 +1,4 @@
-"""Export a diffusers-format FLUX.1 LoRA to kohya / sd-scripts naming (BFL module names).
+"""Export a diffusers-format FLUX.1 or FLUX.2 [klein] LoRA to kohya / sd-scripts naming (BFL module names).
 
 ComfyUI, Forge and most LoRA tools read this layout:
 
@@ -36,34 +36,62 @@ single blocks included, into the same weight updates and the same image as the d
 tests/test_wide_loras.py proves it on the wide Flux (engines/builtin/wide.py), with ComfyUI's naming too. On
 the tiny test model only the double blocks can be loaded back (its widths are not 3072), so
 tests/test_kohya_export.py checks the single-block layout there by shape and by the update it applies.
+
+FLUX.2 [klein] (`family="flux2-klein"`, the names musubi-tuner writes and diffusers'
+`_convert_kohya_flux2_lora_to_diffusers` reads): the double blocks fuse q|k|v the same way (and are
+split back the same way), the MLPs are SwiGLU pairs `img_mlp_0/2` (ff.linear_in / ff.linear_out) and
+`txt_mlp_0/2` (ff_context.*), and a single block's diffusers layers already are BFL's fused ones:
+`linear1` is attn.to_qkv_mlp_proj and `linear2` attn.to_out, one to one. That loader hard-codes no
+width, so the whole round trip holds at any width, the tiny Klein's included (tests/test_klein_kohya.py);
+it has no names for per-block modulation (FLUX.2's modulation is global), which the recipe never trains.
 """
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-# diffusers suffix within transformer_blocks.{i} -> BFL name within double_blocks_{i}
-_DOUBLE_SIMPLE = {
-    "attn.to_out.0": "img_attn_proj",
-    "attn.to_add_out": "txt_attn_proj",
-    "ff.net.0.proj": "img_mlp_0",
-    "ff.net.2": "img_mlp_2",
-    "ff_context.net.0.proj": "txt_mlp_0",
-    "ff_context.net.2": "txt_mlp_2",
-    "norm1.linear": "img_mod_lin",
-    "norm1_context.linear": "txt_mod_lin",
-}
-_DOUBLE_FUSED = {
+@dataclass(frozen=True)
+class KohyaLayout:
+    """diffusers module suffix within a block -> BFL name, per family, and the sd-scripts metadata."""
+
+    double_simple: dict[str, str]
+    double_fused: dict[str, tuple[str, ...]]
+    single_simple: dict[str, str]
+    single_fused: dict[str, tuple[str, ...]]
+    base_model_version: str
+    architecture: str
+
+
+_QKV = {
     "img_attn_qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
     "txt_attn_qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"),
 }
-_SINGLE_SIMPLE = {"proj_out": "linear2", "norm.linear": "modulation_lin"}
-_SINGLE_FUSED = {"linear1": ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")}
-MLP_RATIO = 4
+_ATTN_OUT = {"attn.to_out.0": "img_attn_proj", "attn.to_add_out": "txt_attn_proj"}
+LAYOUTS = {
+    "flux1": KohyaLayout(
+        double_simple={**_ATTN_OUT, "ff.net.0.proj": "img_mlp_0", "ff.net.2": "img_mlp_2",
+                       "ff_context.net.0.proj": "txt_mlp_0", "ff_context.net.2": "txt_mlp_2",
+                       "norm1.linear": "img_mod_lin", "norm1_context.linear": "txt_mod_lin"},
+        double_fused=_QKV,
+        single_simple={"proj_out": "linear2", "norm.linear": "modulation_lin"},
+        single_fused={"linear1": ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")},
+        base_model_version="flux1", architecture="flux-1-dev/lora",
+    ),
+    "flux2-klein": KohyaLayout(
+        double_simple={**_ATTN_OUT, "ff.linear_in": "img_mlp_0", "ff.linear_out": "img_mlp_2",
+                       "ff_context.linear_in": "txt_mlp_0", "ff_context.linear_out": "txt_mlp_2"},
+        double_fused=_QKV,
+        single_simple={"attn.to_qkv_mlp_proj": "linear1", "attn.to_out": "linear2"},
+        single_fused={},
+        base_model_version="flux2_klein", architecture="flux-2-klein/lora",
+    ),
+}
+MLP_RATIO = 4  # FLUX.1's single-block MLP width, for a proj_mlp part without a LoRA
 
 
 def _split_diffusers_key(key: str) -> tuple[str, str, str] | None:
@@ -78,9 +106,11 @@ def _split_diffusers_key(key: str) -> tuple[str, str, str] | None:
     return None
 
 
-def to_kohya(state_dict: dict[str, torch.Tensor], alpha: float, rank: int) -> dict[str, torch.Tensor]:
+def to_kohya(state_dict: dict[str, torch.Tensor], alpha: float, rank: int,
+             family: str = "flux1") -> dict[str, torch.Tensor]:
     """kohya/BFL-named LoRA tensors from a diffusers/peft LoRA state dict (with or without the
-    "transformer." prefix) trained with `lora_alpha=alpha`, `r=rank`."""
+    "transformer." prefix) of a `family` transformer trained with `lora_alpha=alpha`, `r=rank`."""
+    layout = LAYOUTS[family]
     modules: dict[tuple[str, str], dict[str, dict[str, torch.Tensor]]] = {}
     for key, tensor in state_dict.items():
         parts = _split_diffusers_key(key)
@@ -92,8 +122,8 @@ def to_kohya(state_dict: dict[str, torch.Tensor], alpha: float, rank: int) -> di
 
     out: dict[str, torch.Tensor] = {}
     for (kind, index), layers in sorted(modules.items(), key=lambda item: (item[0][0], int(item[0][1]))):
-        simple = _DOUBLE_SIMPLE if kind == "double" else _SINGLE_SIMPLE
-        fused = _DOUBLE_FUSED if kind == "double" else _SINGLE_FUSED
+        simple = layout.double_simple if kind == "double" else layout.single_simple
+        fused = layout.double_fused if kind == "double" else layout.single_fused
         block = f"lora_unet_{kind}_blocks_{index}_"
         used = set()
         for name, members in fused.items():
@@ -147,17 +177,19 @@ def _fuse(pairs: list[dict[str, torch.Tensor] | None], members: tuple[str, ...])
 
 
 def save_kohya(
-    path: Path, state_dict: dict[str, torch.Tensor], alpha: float, rank: int, metadata: dict | None = None
+    path: Path, state_dict: dict[str, torch.Tensor], alpha: float, rank: int, metadata: dict | None = None,
+    family: str = "flux1",
 ) -> Path:
     """Write `to_kohya(...)` as a safetensors file (atomically) with sd-scripts style metadata."""
     path = Path(path)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in to_kohya(state_dict, alpha, rank).items()}
+    layout = LAYOUTS[family]
+    tensors = {k: v.detach().cpu().contiguous() for k, v in to_kohya(state_dict, alpha, rank, family).items()}
     info = {
-        "ss_network_module": "networks.lora_flux",
+        "ss_network_module": "networks.lora_flux" if family == "flux1" else "networks.lora_flux_2",
         "ss_network_dim": str(rank),
         "ss_network_alpha": str(float(alpha)),
-        "ss_base_model_version": "flux1",
-        "modelspec.architecture": "flux-1-dev/lora",
+        "ss_base_model_version": layout.base_model_version,
+        "modelspec.architecture": layout.architecture,
     }
     for key, value in (metadata or {}).items():
         info[key] = value if isinstance(value, str) else json.dumps(value)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..engines import family
+
 LORA_FILE = "lora.safetensors"
 KOHYA_FILE = "lora_kohya.safetensors"
 
@@ -34,15 +36,20 @@ def model_card(meta: dict, strength: float | None = None, tested: bool = False) 
     recommended (None: untested, or `tested` without a recommendation)."""
     trigger = meta.get("trigger") or "your trigger word"
     base = meta.get("base_model") or "black-forest-labs/FLUX.1-dev"
+    known = family.checkpoint(base)
+    kind = family.family_named(meta.get("family") or (known.family if known else "flux1"))
+    pipeline = kind.pipeline_classes[0]
+    defaults = kind.defaults(bool(known and known.distilled))
+    licence = f"\n- Base model licence: {known.licence_text()}" if known else ""
     value, said = strength_line(strength, tested)
     loss = meta.get("final_loss")
     kohya_stem = Path(KOHYA_FILE).stem
-    return f"""# {trigger} - FLUX.1 LoRA
+    return f"""# {trigger} - {kind.title} LoRA
 
 Trained with LoRA Studio on {meta.get('images', '?')} images of one character.
 
 - **Trigger word:** `{trigger}` - put it in every prompt.
-- Base model: `{base}`
+- Base model: `{base}`{licence}
 - Steps {meta.get('steps', '?')}, rank {meta.get('rank', '?')}, alpha {_number(meta, 'alpha')}, learning rate \
 {_number(meta, 'learning_rate')}, {meta.get('resolution', '?')} px, memory mode `{meta.get('memory_mode', '?')}`.
 - Final loss (smoothed): {loss if not isinstance(loss, (int, float)) else round(loss, 4)}
@@ -64,17 +71,18 @@ reads alpha and one that ignores it apply the same update: a strength means the 
 ## diffusers
 ```python
 import torch
-from diffusers import FluxPipeline
+from diffusers import {pipeline}
 
-pipe = FluxPipeline.from_pretrained("{base}", torch_dtype=torch.bfloat16).to("cuda")
+pipe = {pipeline}.from_pretrained("{base}", torch_dtype=torch.bfloat16).to("cuda")
 pipe.load_lora_weights("path/to/this/folder", weight_name="{LORA_FILE}", adapter_name="{trigger}")
 pipe.set_adapters(["{trigger}"], [{value:g}])
-image = pipe("{trigger}, portrait photo", num_inference_steps=28, guidance_scale=3.5).images[0]
+image = pipe(prompt="{trigger}, portrait photo", num_inference_steps={defaults.steps}, \
+guidance_scale={defaults.guidance:g}).images[0]
 ```
 
 ## ComfyUI
 Copy `{KOHYA_FILE}` into `ComfyUI/models/loras/`, add a **LoraLoaderModelOnly** node after the
-FLUX.1 model loader, pick the file and set `strength_model` to {value:g}.
+{kind.title} model loader, pick the file and set `strength_model` to {value:g}.
 
 ## Forge / A1111
 Copy `{KOHYA_FILE}` into `models/Lora/` and write `<lora:{kohya_stem}:{value:g}>` in the prompt,

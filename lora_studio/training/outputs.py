@@ -23,6 +23,7 @@ from diffusers import FluxPipeline
 from peft.tuners.lora import LoraLayer
 from peft.utils import get_peft_model_state_dict
 
+from ..engines.family import family_of_transformer
 from ..engines.lora import save_lora_file, scale_one_config
 from ..store import atomic_write_text
 from .flow_matching import ADAPTER_NAME
@@ -41,7 +42,8 @@ def write_outputs(transformer, output_dir: Path, metadata: dict, save_dtype: tor
     save_lora_file(lora_path, state, scale_one_config(ranks))
     kohya_path = save_kohya(output_dir / KOHYA_FILE, state, rank, rank,
                             metadata={"ss_trigger": metadata["trigger"],
-                                      TRAINED_ALPHA_KEY: f"{float(metadata['alpha']):g}"})
+                                      TRAINED_ALPHA_KEY: f"{float(metadata['alpha']):g}"},
+                            family=family_of_transformer(transformer).key)
     card = output_dir / "README.md"
     meta_path = output_dir / "metadata.json"
     atomic_write_text(meta_path, json.dumps(metadata, indent=2))

@@ -6,11 +6,10 @@ name a user gave the folder. The setup page checks a choice with this before any
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
-KONTEXT_CLASS = "FluxKontextPipeline"  # model_index.json `_class_name` of a Kontext repo
+from ..family import KONTEXT_CLASS, model_index
+
 TINY_ID = "tiny-flux"
 WIDE_ID = "wide-flux"  # FLUX.1-dev widths, one block of each kind (engines/builtin/wide.py): tests, benches
 RANDOM_WEIGHTS = (TINY_ID, WIDE_ID)  # built in code: one transformer serves text and sheet
@@ -29,22 +28,7 @@ NEEDS_DEV = (
 
 def pipeline_class(model_id: str) -> str | None:
     """The `_class_name` in a folder's or a cached hub repo's model_index.json; None when unknown."""
-    folder = Path(model_id).expanduser()
-    index = folder / "model_index.json" if folder.is_dir() else None
-    if index is None:
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            cached = try_to_load_from_cache(model_id, "model_index.json")
-        except (ValueError, OSError):  # not a repo id
-            return None
-        index = Path(cached) if isinstance(cached, str) else None
-    if index is None or not index.is_file():
-        return None
-    try:
-        value = json.loads(index.read_text(encoding="utf-8")).get("_class_name")
-    except (OSError, ValueError, AttributeError):
-        return None
+    value = (model_index(model_id) or {}).get("_class_name")
     return value if isinstance(value, str) else None
 
 

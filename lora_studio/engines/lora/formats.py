@@ -182,15 +182,27 @@ def _config_alpha(config, module: str) -> float:
     return float(config.alpha_pattern.get(get_pattern_key(config.alpha_pattern.keys(), module), config.lora_alpha))
 
 
-def scaled_pairs(path: Path) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], object, torch.dtype]:
-    """{transformer module: (A, B with its alpha/r multiplied in, in float32)} as diffusers reads the file,
-    the peft config diffusers builds for it and the file's dtype. Refuses (EngineError) what cannot be
-    folded: text-encoder parts, DoRA, LoKr, LoRA biases."""
+def _read_for_family(path: Path, family: str) -> tuple[dict, dict | None, dict | None]:
+    """(state dict in diffusers naming, network alphas, adapter metadata) as the family's pipeline reads
+    the file. FLUX.2's reader folds a kohya file's alpha/rank into the weights itself (no alphas back)."""
+    if family == "flux2-klein":
+        from diffusers import Flux2KleinPipeline
+
+        state, metadata = Flux2KleinPipeline.lora_state_dict(str(path), return_lora_metadata=True)
+        return state, None, metadata
     from diffusers import FluxPipeline
+
+    return FluxPipeline.lora_state_dict(str(path), return_alphas=True, return_lora_metadata=True)
+
+
+def scaled_pairs(path: Path, family: str = "flux1") -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], object,
+                                                             torch.dtype]:
+    """{transformer module: (A, B with its alpha/r multiplied in, in float32)} as diffusers reads the file
+    for a `family` transformer, the peft config diffusers builds for it and the file's dtype. Refuses
+    (EngineError) what cannot be folded: text-encoder parts, DoRA, LoKr, LoRA biases."""
     from diffusers.utils.peft_utils import _create_lora_config
 
-    state, alphas, metadata = FluxPipeline.lora_state_dict(str(path), return_alphas=True,
-                                                           return_lora_metadata=True)
+    state, alphas, metadata = _read_for_family(path, family)
     if any(not key.startswith("transformer.") for key in state):
         raise EngineError("This LoRA also changes the text encoder; only transformer LoRAs can be folded.")
     part = {k.removeprefix("transformer."): v for k, v in state.items()}
@@ -240,12 +252,12 @@ def save_lora_file(path: Path, state: dict[str, torch.Tensor], config: dict) -> 
         Path(tmp, path.name).replace(path)
 
 
-def fold_lora(source: Path, target: Path) -> LoraScale:
+def fold_lora(source: Path, target: Path, family: str = "flux1") -> LoraScale:
     """Write `source` to `target` in diffusers naming with every layer's alpha/rank folded into lora_B and
     alpha = rank recorded, so every tool applies what its author meant; returns the scale it read.
     A file that cannot be folded (see `scaled_pairs`) raises EngineError and writes nothing."""
     downs, alphas, header = _header(source)
-    pairs, config, dtype = scaled_pairs(source)
+    pairs, config, dtype = scaled_pairs(source, family)
     if not pairs:
         raise EngineError("This LoRA holds no transformer layers to fold.")
     where, meant = _meant_scales(downs, alphas, config if METADATA_KEY in header else None)

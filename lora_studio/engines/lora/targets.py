@@ -1,18 +1,15 @@
-"""Which linears of a FLUX.1 transformer get a LoRA: the training recipe's targets, by full name.
+"""Which linears of a Flux transformer get a LoRA: the training recipe's targets, by full name.
 
 Here in engines, not in training, because the memory planner counts the LoRA's weights from the same
-list (training imports it from here; engines never import training).
+list (training imports it from here; engines never import training). The module names per block come
+from the transformer's family (engines/family): FLUX.1's separate q/k/v and GELU MLPs, or Klein's
+SwiGLU MLPs and fused single-block input and output.
 """
 from __future__ import annotations
 
 import torch
 
-ATTENTION_MODULES = (
-    "attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
-    "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out",
-)
-MLP_MODULES = ("ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2")
-SINGLE_MLP_MODULES = ("proj_mlp", "proj_out")  # single-stream blocks: MLP in, fused attn+MLP out
+from ..family import family_of_transformer
 
 
 def target_modules(transformer: torch.nn.Module, train_mlp: bool) -> list[str]:
@@ -23,6 +20,9 @@ def target_modules(transformer: torch.nn.Module, train_mlp: bool) -> list[str]:
     """
     from peft.tuners.tuners_utils import BaseTunerLayer
 
+    targets = family_of_transformer(transformer).lora_targets
+    wanted = {"transformer_blocks": set(targets.double(train_mlp)),
+              "single_transformer_blocks": set(targets.single(train_mlp))}
     names = []
     for name, module in transformer.named_modules():
         if isinstance(module, BaseTunerLayer):  # already wrapped by an inference LoRA
@@ -32,13 +32,6 @@ def target_modules(transformer: torch.nn.Module, train_mlp: bool) -> list[str]:
         if not isinstance(module, torch.nn.Linear):
             continue
         parts = name.split(".", 2)
-        if len(parts) < 3 or not parts[1].isdigit():
-            continue
-        block, inner = parts[0], parts[2]
-        if block == "transformer_blocks":
-            if inner in ATTENTION_MODULES or (train_mlp and inner in MLP_MODULES):
-                names.append(name)
-        elif block == "single_transformer_blocks":
-            if inner in ATTENTION_MODULES or (train_mlp and inner in SINGLE_MLP_MODULES):
-                names.append(name)
+        if len(parts) == 3 and parts[1].isdigit() and parts[2] in wanted.get(parts[0], ()):
+            names.append(name)
     return names

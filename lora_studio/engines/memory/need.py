@@ -1,8 +1,9 @@
 """How much GPU memory a LoRA training, or one image, needs, computed from the model's own parameter counts.
 
-The counts come from the FLUX.1-dev architecture built on the meta device (no memory is used; see
-wide.py), or from the loaded transformer's config, and are computed once per architecture. A run's
-peak on the GPU is the sum of:
+The counts come from the full architecture built on the meta device (no memory is used): FLUX.1-dev's
+(wide.py) or FLUX.2 [klein] 4 B's / 9 B's (klein_wide.py), named by `architecture`, or from the loaded
+transformer's config (its class, FluxTransformer2DModel or Flux2Transformer2DModel, decides which),
+and are computed once per architecture. A run's peak on the GPU is the sum of:
 
     weights      the base weights resident while training, at the mode's bytes per parameter:
                  bf16 2 B; int8 / fp8 1 B + one fp32 scale per output row; NF4 0.5 B + one fp32
@@ -12,15 +13,16 @@ peak on the GPU is the sum of:
     LoRA         rank x (in + out) per targeted linear (the recipe's targets), each weight fp32 (4 B)
                  + its gradient (4 B) + AdamW's two moments (8-bit: 2 B; fp32: 8 B).
     activations  what autograd keeps for the backward pass, per block: ACTIVATION_ELEMENTS per token
-                 per unit of width (measured on the wide model; tests/test_memory_need.py measures it
-                 again), ~2.8 B per element under bf16 autocast. Tokens = (side / 16)^2 image tokens +
-                 512 text tokens. Without checkpointing every block's set is kept; with it only each
+                 per unit of width (measured on each family's wide model; tests/test_memory_need.py and
+                 tests/test_klein_memory.py measure it again), ~2.8 B per element under bf16 autocast.
+                 Tokens = (side / 16)^2 image tokens + 512 text tokens (T5's or Qwen3's). Without checkpointing every block's set is kept; with it only each
                  block's input (bf16) plus one block recomputed with its gradients.
     runtime      CUDA context, kernel workspaces and allocator slack (RUNTIME_BYTES), plus one
                  dequantized layer for quantized bases.
 
 The caching phase before the loop (VAE + text encoders on the GPU, the transformer waiting on the
-CPU) is planned too and the need is the larger of the two phases. RUNTIME_BYTES is the one figure not
+CPU; for a quantized base the big text encoder, T5 or Qwen3, runs block by block) is planned too and
+the need is the larger of the two phases. RUNTIME_BYTES is the one figure not
 derived from the model: with it, the totals land on the public measurements (diffusers' flux-qlora
 blog, 512x768, rank 4: NF4 ~9 GB, bf16 LoRA with checkpointing ~26 GB), which the tests keep as checks.
 GB here is 10^9 bytes, the unit of those figures.
@@ -46,6 +48,13 @@ ACTIVATION_BYTES = 2.8  # bytes per saved element under bf16 autocast (bf16 most
 # attention only (False) or on the MLPs too (True); measured on the wide model in fp32.
 ACTIVATION_ELEMENTS = {("double", False): 13.2, ("double", True): 18.2,
                        ("single", False): 12.0, ("single", True): 17.1}
+# The same on the wide Klein: SwiGLU MLPs keep more, and a single block's fused input/output carry the
+# LoRA with or without the MLPs (engines/family: its single-block targets are attention targets).
+KLEIN_ACTIVATION_ELEMENTS = {("double", False): 18.3, ("double", True): 22.3,
+                             ("single", False): 21.1, ("single", True): 21.1}
+ACTIVATIONS_BY_FAMILY = {"flux1": ACTIVATION_ELEMENTS, "flux2-klein": KLEIN_ACTIVATION_ELEMENTS}
+KLEIN_CLASS = "Flux2Transformer2DModel"
+ARCHITECTURES = ("flux1-dev", "klein-4b", "klein-9b")
 BOUNDARY_BYTES = 2  # a checkpointed block keeps only its bf16 input
 WEIGHT_FORMATS = ("bf16", "8bit", "fp8", "nf4", "nf4-offloaded")
 INFERENCE_ELEMENTS = 20  # one block's live bf16 tensors at inference: norms, q/k/v, MLP, residuals
@@ -72,6 +81,7 @@ class LinearCount:
 
 @dataclass(frozen=True)
 class TransformerCounts:
+    family: str  # engines/family key: which activation table applies
     hidden: int
     double_blocks: int
     single_blocks: int
@@ -89,9 +99,9 @@ class TransformerCounts:
 
 @dataclass(frozen=True)
 class EncoderCounts:
-    whole: int  # VAE + CLIP + T5 parameters
-    t5_largest_block: int
-    t5_blocks: int  # all T5 blocks together
+    whole: int  # VAE + text encoders (FLUX.1: CLIP + T5; Klein: Qwen3)
+    text_largest_block: int  # of the big text encoder (T5 / Qwen3), which a quantized run streams
+    text_blocks: int  # all its blocks together
     vae_width: int = 128  # channels of the VAE decoder's full-resolution blocks
 
 
@@ -144,13 +154,21 @@ def _config_key(config: dict | None) -> tuple | None:
                         if not k.startswith("_")))
 
 
-def transformer_counts(config: dict | None = None) -> TransformerCounts:
-    """Counts of FLUX.1-dev's transformer (or of `config`'s), built on the meta device once."""
-    return _transformer_counts(_config_key(config))
+def is_klein_config(config: dict | None) -> bool:
+    """A Flux2 transformer config (by its class name, or the arguments only Flux2's has)."""
+    return bool(config) and (config.get("_class_name") == KLEIN_CLASS or "timestep_guidance_channels" in config)
+
+
+def transformer_counts(config: dict | None = None, architecture: str = "flux1-dev") -> TransformerCounts:
+    """Counts of `config`'s transformer, or of the named full architecture, built on the meta device once."""
+    if config is None and architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
+    klein = is_klein_config(config) if config is not None else architecture.startswith("klein")
+    return _transformer_counts(_config_key(config), architecture if config is None else None, klein)
 
 
 @lru_cache(maxsize=8)
-def _transformer_counts(key: tuple | None) -> TransformerCounts:
+def _transformer_counts(key: tuple | None, architecture: str | None, klein: bool) -> TransformerCounts:
     import inspect
 
     import torch
@@ -159,15 +177,19 @@ def _transformer_counts(key: tuple | None) -> TransformerCounts:
     from ..lora import target_modules
 
     flux_stack.load()  # the launch's warm-up runs this beside the first job
-    from diffusers import FluxTransformer2DModel
+    from diffusers import Flux2Transformer2DModel, FluxTransformer2DModel
 
-    from ..builtin import full_transformer_on_meta
+    from ..builtin import full_transformer_on_meta, klein_transformer_on_meta
 
     config = None
     if key is not None:
-        accepted = inspect.signature(FluxTransformer2DModel.__init__).parameters
+        cls = Flux2Transformer2DModel if klein else FluxTransformer2DModel
+        accepted = inspect.signature(cls.__init__).parameters
         config = {k: list(v) if isinstance(v, tuple) else v for k, v in key if k in accepted}
-    model = full_transformer_on_meta(config)
+    if klein:
+        model = klein_transformer_on_meta(config or architecture)
+    else:
+        model = full_transformer_on_meta(config)
     blocks = [*model.transformer_blocks, *model.single_transformer_blocks]
     block_counts = [_count(block) for block in blocks]
     outside = _count(model) + LinearCount(*(-sum(getattr(c, f) for c in block_counts)
@@ -178,6 +200,7 @@ def _transformer_counts(key: tuple | None) -> TransformerCounts:
         return sum(named[n].in_features + named[n].out_features for n in target_modules(model, train_mlp))
 
     return TransformerCounts(
+        family="flux2-klein" if klein else "flux1",
         hidden=model.config.num_attention_heads * model.config.attention_head_dim,
         double_blocks=len(model.transformer_blocks),
         single_blocks=len(model.single_transformer_blocks),
@@ -191,31 +214,43 @@ def _transformer_counts(key: tuple | None) -> TransformerCounts:
     )
 
 
-def encoder_counts(pipe=None) -> EncoderCounts:
-    """VAE + CLIP + T5 of the loaded pipeline (never quantized here), or FLUX.1-dev's on the meta device."""
+def encoder_counts(pipe=None, architecture: str = "flux1-dev") -> EncoderCounts:
+    """The loaded pipeline's VAE and text encoders (never quantized here), or the named architecture's
+    on the meta device."""
     if pipe is None:
-        return _flux_dev_encoders()
-    return _encoders({name: getattr(pipe, name) for name in ("vae", "text_encoder", "text_encoder_2")})
+        return _architecture_encoders(architecture)
+    names = ("vae", "text_encoder", "text_encoder_2")
+    return _encoders({name: getattr(pipe, name) for name in names if getattr(pipe, name, None) is not None})
 
 
-@lru_cache(maxsize=1)
-def _flux_dev_encoders() -> EncoderCounts:
-    from ..builtin import full_encoders_on_meta
+@lru_cache(maxsize=4)
+def _architecture_encoders(architecture: str) -> EncoderCounts:
+    from ..builtin import full_encoders_on_meta, klein_encoders_on_meta
 
-    return _encoders(full_encoders_on_meta())
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
+    return _encoders(klein_encoders_on_meta(architecture) if architecture.startswith("klein")
+                     else full_encoders_on_meta())
 
 
 def _encoders(modules: dict) -> EncoderCounts:
     whole = sum(p.numel() for m in modules.values() for p in m.parameters())
-    t5_blocks = [sum(p.numel() for p in b.parameters()) for b in t5_block_list(modules["text_encoder_2"])]
-    widths = getattr(getattr(modules["vae"], "config", None), "block_out_channels", None) or (128,)
-    return EncoderCounts(whole=whole, t5_largest_block=max(t5_blocks, default=0), t5_blocks=sum(t5_blocks),
+    big = modules.get("text_encoder_2", modules.get("text_encoder"))  # T5 beside CLIP, or Klein's Qwen3
+    blocks = [sum(p.numel() for p in b.parameters()) for b in text_block_list(big)] if big is not None else []
+    widths = getattr(getattr(modules.get("vae"), "config", None), "block_out_channels", None) or (128,)
+    return EncoderCounts(whole=whole, text_largest_block=max(blocks, default=0), text_blocks=sum(blocks),
                          vae_width=int(widths[0]))
 
 
 def t5_block_list(t5) -> list:
     encoder = getattr(t5, "encoder", None)
     return list(getattr(encoder, "block", None) or [])
+
+
+def text_block_list(text_encoder) -> list:
+    """The repeated blocks of a text encoder: T5's `encoder.block` or Qwen3's `model.layers`."""
+    inner = getattr(text_encoder, "model", None)
+    return t5_block_list(text_encoder) or list(getattr(inner, "layers", None) or [])
 
 
 def weight_bytes(count: LinearCount, fmt: str) -> float:
@@ -234,8 +269,9 @@ def weight_bytes(count: LinearCount, fmt: str) -> float:
 def activation_bytes(counts: TransformerCounts, resolution: int, checkpointing: bool, train_mlp: bool) -> float:
     tokens = (resolution / PIXELS_PER_TOKEN) ** 2 + TEXT_TOKENS
     width = tokens * counts.hidden
-    double = ACTIVATION_ELEMENTS[("double", train_mlp)] * width * ACTIVATION_BYTES
-    single = ACTIVATION_ELEMENTS[("single", train_mlp)] * width * ACTIVATION_BYTES
+    elements = ACTIVATIONS_BY_FAMILY[counts.family]
+    double = elements[("double", train_mlp)] * width * ACTIVATION_BYTES
+    single = elements[("single", train_mlp)] * width * ACTIVATION_BYTES
     largest = max(double if counts.double_blocks else 0.0, single if counts.single_blocks else 0.0)
     if checkpointing:
         boundaries = (counts.double_blocks + counts.single_blocks) * width * BOUNDARY_BYTES
@@ -258,9 +294,11 @@ def training_need(
     train_mlp: bool = True,
     transformer_config: dict | None = None,
     pipe=None,
+    architecture: str = "flux1-dev",
 ) -> MemoryNeed:
-    """The bytes a run in this configuration needs on the GPU (see the module docstring)."""
-    counts = transformer_counts(transformer_config)
+    """The bytes a run in this configuration needs on the GPU (see the module docstring): for the loaded
+    `pipe` and its `transformer_config` when given, else for the named full architecture."""
+    counts = transformer_counts(transformer_config, architecture)
     if offload_blocks:
         weights = (weight_bytes(counts.outside, weights_format) + weight_bytes(counts.blocks, "nf4-offloaded")
                    + 2 * weight_bytes(counts.largest_block, weights_format))
@@ -268,9 +306,9 @@ def training_need(
         weights = weight_bytes(counts.total, weights_format)
     quantized = weights_format != "bf16"
     runtime = RUNTIME_BYTES + (2.0 * counts.largest_linear if quantized else 0.0)
-    encoders = encoder_counts(pipe)
-    if quantized:  # the T5 runs block by block while caching (lease.PipelineLease.encoders_on)
-        on_gpu = encoders.whole - encoders.t5_blocks + encoders.t5_largest_block
+    encoders = encoder_counts(pipe, architecture)
+    if quantized:  # the big text encoder runs block by block while caching (lease.PipelineLease.encoders_on)
+        on_gpu = encoders.whole - encoders.text_blocks + encoders.text_largest_block
     else:
         on_gpu = encoders.whole
     return MemoryNeed(

@@ -75,18 +75,21 @@ class MemoryPlan:
 
 
 def plan_need(mode: str, resolution: int, rank: int = 16, train_mlp: bool = True,
-              transformer_config: dict | None = None, pipe=None) -> MemoryNeed:
-    """The bytes a named mode needs for FLUX.1-dev (or the given transformer config) at `resolution`."""
+              transformer_config: dict | None = None, pipe=None, architecture: str = "flux1-dev") -> MemoryNeed:
+    """The bytes a named mode needs at `resolution` for the named full architecture ("flux1-dev",
+    "klein-4b", "klein-9b"), or for the given transformer config and loaded pipe."""
     plan = _plan(mode, "")
     return training_need(
         weights_format=plan.base_quant or "bf16", offload_blocks=plan.offload_blocks,
         checkpointing=plan.gradient_checkpointing, optimizer_8bit=plan.optimizer_8bit,
         resolution=resolution, rank=rank, train_mlp=train_mlp, transformer_config=transformer_config, pipe=pipe,
+        architecture=architecture,
     )
 
 
-def estimated_need_gb(mode: str, resolution: int, rank: int = 16, train_mlp: bool = True) -> float:
-    return plan_need(mode, resolution, rank, train_mlp).total / GB
+def estimated_need_gb(mode: str, resolution: int, rank: int = 16, train_mlp: bool = True,
+                      architecture: str = "flux1-dev") -> float:
+    return plan_need(mode, resolution, rank, train_mlp, architecture=architecture).total / GB
 
 
 def _plan(mode: str, reason: str, need: MemoryNeed | None = None) -> MemoryPlan:
@@ -103,18 +106,18 @@ def _plan(mode: str, reason: str, need: MemoryNeed | None = None) -> MemoryPlan:
 
 
 def plan_for(mode: str, free_gpu_bytes: int | None, resolution: int, rank: int = 16, train_mlp: bool = True,
-             transformer_config: dict | None = None, pipe=None) -> MemoryPlan:
+             transformer_config: dict | None = None, pipe=None, architecture: str = "flux1-dev") -> MemoryPlan:
     """The plan for `mode` ("auto" or a named mode).
 
     `free_gpu_bytes` is the GPU memory the whole job may use, base weights included (on a dedicated
-    GPU: its total memory); None means no GPU. The needs are FLUX.1-dev's unless `transformer_config`
-    (and the loaded `pipe`, for its encoders) say otherwise.
+    GPU: its total memory); None means no GPU. The needs are the named architecture's (FLUX.1-dev's by
+    default) unless `transformer_config` (and the loaded `pipe`, for its encoders) say otherwise.
     """
     if mode not in MEMORY_MODES:
         raise EngineError(f"Unknown memory mode {mode!r}; choose one of {', '.join(MEMORY_MODES)}.")
 
     def need(candidate: str) -> MemoryNeed:
-        return plan_need(candidate, resolution, rank, train_mlp, transformer_config, pipe)
+        return plan_need(candidate, resolution, rank, train_mlp, transformer_config, pipe, architecture)
 
     if mode != "auto":
         return _plan(mode, "as chosen.", need(mode))
@@ -163,15 +166,19 @@ def gpu_memory_bytes(device: str = "auto") -> int | None:
     return torch.cuda.get_device_properties(torch.device("cuda") if device == "auto" else device).total_memory
 
 
+ARCHITECTURE_TITLES = {"flux1-dev": "FLUX.1-dev", "klein-4b": "FLUX.2 [klein] 4B", "klein-9b": "FLUX.2 [klein] 9B"}
+
+
 def describe_plans(mode: str, resolution: int, rank: int = 16, train_mlp: bool = True,
-                   gpu_bytes: int | None = None) -> str:
+                   gpu_bytes: int | None = None, architecture: str = "flux1-dev") -> str:
     """The plan for `mode` in words, for the Training tab: what it needs at this resolution and rank,
     and whether that fits this machine's GPU (None: no GPU here)."""
     if mode == "auto" and gpu_bytes is None:
-        needs = " · ".join(f"{m} {estimated_need_gb(m, resolution, rank, train_mlp):.1f}" for m in LADDER)
-        return (f"No GPU here: 'auto' trains on the CPU in full precision. FLUX.1-dev at {resolution} px, "
-                f"rank {rank} needs on a GPU (GB): {needs}.")
-    plan = plan_for(mode, gpu_bytes, resolution, rank, train_mlp)
+        needs = " · ".join(f"{m} {estimated_need_gb(m, resolution, rank, train_mlp, architecture):.1f}"
+                           for m in LADDER)
+        return (f"No GPU here: 'auto' trains on the CPU in full precision. {ARCHITECTURE_TITLES[architecture]} at "
+                f"{resolution} px, rank {rank} needs on a GPU (GB): {needs}.")
+    plan = plan_for(mode, gpu_bytes, resolution, rank, train_mlp, architecture=architecture)
     text = plan.explain()
     if mode != "auto" and gpu_bytes is not None and plan.need is not None:
         fits = plan.need.total <= gpu_bytes * _HEADROOM

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from ...engines import hub
+from ...engines import family, hub
 from ...engines.hub import bytes_kept, fetch, gb, space_text
 from ...errors import UserError
 from ...jobs import FINISHED, RUNNING, JobQueue, JobReporter, JobView
@@ -39,19 +39,36 @@ class CatalogueEntry:
     memory_mode: str  # the memory mode whose planned need this model's weights imply
     note: str
     kontext: bool = False
+    architecture: str = "flux1-dev"  # the full-size model the memory plan counts (engines/memory)
+    licence: str = ""
+    gated: bool | None = None  # the Hub asks for a token and the licence accepted; None: not known here
+
+
+def _known(repo_id: str, memory_mode: str, note: str) -> CatalogueEntry:
+    """A row for a checkpoint the model families know: title, licence, access and size come from there."""
+    known = family.checkpoint(repo_id)
+    return CatalogueEntry(repo_id, known.title, memory_mode, f"{note} {known.licence_text()}",
+                          kontext=known.editor, architecture=known.architecture, licence=known.licence,
+                          gated=known.gated)
 
 
 CATALOGUE = (
-    CatalogueEntry("black-forest-labs/FLUX.1-dev", "FLUX.1-dev", "checkpointing",
-                   "Full bf16 weights: the best pictures and LoRAs. Gated: needs a token and the licence accepted."),
+    _known("black-forest-labs/FLUX.1-dev", "checkpointing", "Full bf16 weights: the best FLUX.1 pictures and LoRAs."),
     CatalogueEntry("diffusers/FLUX.1-dev-bnb-8bit", "FLUX.1-dev, 8-bit (bitsandbytes)", "8bit",
                    "FLUX.1-dev quantized by diffusers to 8 bits: about half the GPU memory, a smaller download; "
-                   "NVIDIA GPUs only."),
+                   "NVIDIA GPUs only.", licence=family.FLUX1_DEV_NC),
     CatalogueEntry("diffusers/FLUX.1-dev-bnb-4bit", "FLUX.1-dev, 4-bit NF4 (bitsandbytes)", "nf4",
-                   "FLUX.1-dev quantized by diffusers to 4 bits: for 12-16 GB GPUs; NVIDIA GPUs only."),
-    CatalogueEntry("black-forest-labs/FLUX.1-Kontext-dev", "FLUX.1-Kontext-dev (transformer only)", "checkpointing",
-                   "Draws the character sheet (image editing). Only its transformer is fetched: it shares "
-                   "FLUX.1-dev's text encoders and VAE. Gated, like FLUX.1-dev.", kontext=True),
+                   "FLUX.1-dev quantized by diffusers to 4 bits: for 12-16 GB GPUs; NVIDIA GPUs only.",
+                   licence=family.FLUX1_DEV_NC),
+    _known("black-forest-labs/FLUX.1-Kontext-dev", "checkpointing",
+           "Draws the FLUX.1 character sheet (image editing). Only its transformer is fetched: it shares "
+           "FLUX.1-dev's text encoders and VAE."),
+    _known(family.KLEIN_4B, "checkpointing",
+           "One 4 B checkpoint for text-to-image and the character sheet (reference edits), 4 steps a picture."),
+    _known(family.KLEIN_BASE_4B, "checkpointing",
+           "The undistilled 4 B: what Klein LoRAs are trained on (50 steps a picture on its own)."),
+    _known(family.KLEIN_9B, "checkpointing", "The 9 B distilled checkpoint: better pictures, twice the memory."),
+    _known(family.KLEIN_BASE_9B, "checkpointing", "The undistilled 9 B, for training 9 B LoRAs."),
 )
 
 
@@ -69,6 +86,8 @@ class ModelRow:
     problem: str = ""  # why the size is unknown (gated, offline, ...)
     local_folder: bool = False
     in_cache: bool = False  # the cache's snapshot looks loadable (judged without the Hub)
+    licence: str = ""  # the model card's licence, when the catalogue knows it
+    gated: bool | None = None  # needs a token and the licence accepted; None: not known
 
     @property
     def status(self) -> str:
@@ -170,6 +189,7 @@ class ModelsService:
         title = entry.title if entry else model
         note = entry.note if entry else "A model you named."
         mode = entry.memory_mode if entry else "checkpointing"
+        known = {"licence": entry.licence, "gated": entry.gated} if entry else {}
         free = self.free_space(hub.cache_root())
         need, fits, advice = self._fit(mode, entry)
         if Path(model).expanduser().is_dir():  # a folder wins over a hub id of the same spelling, as in diffusers
@@ -177,15 +197,16 @@ class ModelsService:
             if not hub.has_weights(folder):
                 raise UserError(f"The folder {folder.name} holds no FLUX.1 weights in diffusers layout "
                                 "(model_index.json and transformer/*.safetensors).")
-            return ModelRow(model, title, note, 0, 0, free, need, fits, advice, local_folder=True)
+            return ModelRow(model, title, note, 0, 0, free, need, fits, advice, local_folder=True, **known)
         try:
             repo = self.listing(model, refresh, transformer_only=True if entry and entry.kontext else None)
         except hub.HubError as exc:
             return ModelRow(model, title, note, None, 0, free, need, fits, advice, problem=str(exc),
-                            in_cache=hub.in_cache(model))
+                            in_cache=hub.in_cache(model), **known)
         kept = min(repo.total, bytes_kept(repo))
         index = sum(f.size for f in repo.files if f.path == "model_index.json")  # read by the listing itself
-        return ModelRow(model, title, note, repo.total, kept if kept > index else 0, free, need, fits, advice)
+        return ModelRow(model, title, note, repo.total, kept if kept > index else 0, free, need, fits, advice,
+                        **known)
 
     def listing(self, repo_id: str, refresh: bool = False, transformer_only: bool | None = None) -> hub.RepoFiles:
         with self._lock:
@@ -206,17 +227,18 @@ class ModelsService:
     def _fit(self, mode: str, entry: CatalogueEntry | None) -> tuple[float | None, bool | None, str]:
         from ...engines.memory import estimated_need_gb
 
-        need = estimated_need_gb(mode, PLAN_RESOLUTION)
+        need = estimated_need_gb(mode, PLAN_RESOLUTION, architecture=entry.architecture if entry else "flux1-dev")
         gpu = self.gpu_bytes()
         if entry is not None and entry.kontext:
             return need, None if gpu is None else need * 1e9 <= gpu * HEADROOM, (
                 "Needed for the character sheet with the local engine.")
         if gpu is None:
-            return need, None, ("No NVIDIA GPU found here: the weights can be downloaded, but FLUX.1 is far too "
+            name = entry.title if entry else "FLUX"
+            return need, None, (f"No NVIDIA GPU found here: the weights can be downloaded, but {name} is far too "
                                 "slow on a CPU. Use the Replicate engine, or run the app on a GPU machine.")
         fits = need * 1e9 <= gpu * HEADROOM
-        best = next((e for e in CATALOGUE if not e.kontext
-                     and estimated_need_gb(e.memory_mode, PLAN_RESOLUTION) * 1e9 <= gpu * HEADROOM), None)
+        best = next((e for e in CATALOGUE if not e.kontext and estimated_need_gb(
+            e.memory_mode, PLAN_RESOLUTION, architecture=e.architecture) * 1e9 <= gpu * HEADROOM), None)
         if entry is not None and best is entry:
             return need, True, f"Recommended for this GPU ({gpu / 1e9:.0f} GB)."
         if fits:
