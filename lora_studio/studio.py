@@ -17,6 +17,7 @@ from . import gpu_calls
 from .config import Settings
 from .engines.base import Engine
 from .jobs import JobQueue, JobView, UserError
+from .services.captions import CaptionService
 from .services.characters import Characters
 from .services.costs import CostService
 from .services.generate import GenerateOptions, GenerateService
@@ -77,6 +78,15 @@ class Studio:
                                     costs=self.costs, engine_limits=self.limits)
         self.generator = GenerateService(self.store, self.jobs, self.library, self.engine, size,
                                          settings.tasks_file, costs=self.costs, engine_limits=self.limits)
+        self.captions = CaptionService(self.store, self.jobs, self.characters, tiny=settings.is_tiny,
+                                       device=settings.device, release_gpu=self._release_gpu)
+
+    def _release_gpu(self) -> None:
+        """Free the loaded Flux model's GPU memory for other GPU work (a captioner); the next picture reloads it."""
+        engine = self._engine
+        unload = getattr(engine, "unload", None) if engine is not None else None
+        if callable(unload):
+            unload()
 
     def _recover_settings(self) -> list[MovedAside]:
         """Each settings file that cannot be read, served or pass its own rules is set aside with a

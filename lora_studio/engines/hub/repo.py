@@ -132,10 +132,24 @@ def needed_files(files: list[HubFile], model_index: dict | None, transformer_onl
     return [f for f in chosen if not (f.path.endswith(OTHER_WEIGHTS) and f.path.rsplit("/", 1)[0] in has_safetensors)]
 
 
+TRANSFORMERS_FILES = re.compile(r"[^/]+\.(json|jinja|txt|model|safetensors|bin)")
+TRANSFORMERS_SKIPPED = ("README.md", ".gitattributes")
+
+
+def needed_transformers_files(files: list[HubFile]) -> list[HubFile]:
+    """A transformers model's files (a captioner): the root's configs, tokenizer, processor, chat
+    template and weights (safetensors when it has them); pictures, READMEs and folders stay on the Hub."""
+    chosen = [f for f in files if TRANSFORMERS_FILES.fullmatch(f.path) and f.path not in TRANSFORMERS_SKIPPED]
+    if any(f.path.endswith(".safetensors") for f in chosen):
+        chosen = [f for f in chosen if not f.path.endswith(".bin")]
+    return chosen
+
+
 def list_repo(repo_id: str, token: str | None = None, transformer_only: bool | None = None,
-              revision: str | None = None) -> RepoFiles:
+              revision: str | None = None, layout: str = "diffusers") -> RepoFiles:
     """The repo's needed files with their sizes (from the Hub's file metadata). `transformer_only`
-    None decides by the index: a Kontext repo gives its transformer only."""
+    None decides by the index: a Kontext repo gives its transformer only. `layout` "transformers":
+    a captioner's repo (config.json and weights at its root), not a Flux pipeline."""
     if not is_repo_id(repo_id):
         raise HubError(f"{repo_id!r} is not a Hugging Face model id (owner/name) nor a folder here.")
     if offline():
@@ -147,6 +161,13 @@ def list_repo(repo_id: str, token: str | None = None, transformer_only: bool | N
         info = hub_api().model_info(repo_id, revision=revision, files_metadata=True, token=token or None)
         files = [HubFile(s.rfilename, int(s.size or 0)) for s in info.siblings or []]
         index = None
+        if layout == "transformers":
+            chosen = needed_transformers_files(files)
+            if not any(f.path == "config.json" for f in chosen) or not any(
+                    f.path.endswith(".safetensors") for f in chosen):
+                raise HubError(f"{repo_id} holds no transformers model with safetensors weights (config.json and "
+                               "*.safetensors at its root), so it is not a captioner this app can load.")
+            return RepoFiles(repo_id, str(info.sha), tuple(chosen), None)
         if any(f.path == "model_index.json" for f in files):
             index_path = hf_hub_download(repo_id, "model_index.json", revision=info.sha, endpoint=endpoint(),
                                          cache_dir=cache_root(), token=token or None)

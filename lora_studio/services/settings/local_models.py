@@ -39,6 +39,12 @@ class CatalogueEntry:
     memory_mode: str  # the memory mode whose planned need this model's weights imply
     note: str
     kontext: bool = False
+    kind: str = "flux"  # "flux": a pipeline in diffusers layout; "captioner": a transformers model (Qwen3-VL)
+    gpu_gb: float | None = None  # a captioner's planned GPU memory (bf16 weights + a batch of images)
+
+    @property
+    def layout(self) -> str:
+        return "transformers" if self.kind == "captioner" else "diffusers"
 
 
 CATALOGUE = (
@@ -52,7 +58,17 @@ CATALOGUE = (
     CatalogueEntry("black-forest-labs/FLUX.1-Kontext-dev", "FLUX.1-Kontext-dev (transformer only)", "checkpointing",
                    "Draws the character sheet (image editing). Only its transformer is fetched: it shares "
                    "FLUX.1-dev's text encoders and VAE. Gated, like FLUX.1-dev.", kontext=True),
+    # Captioners: Qwen3-VL is a native transformers class (no remote code) under Apache-2.0. Florence-2
+    # is native too (MIT) but takes no instruction, so it describes the face the trigger word must carry;
+    # Qwen2.5-VL-3B's licence (Qwen Research) forbids commercial use. See services/captions.py.
+    CatalogueEntry("Qwen/Qwen3-VL-2B-Instruct", "Qwen3-VL 2B Instruct (captioner, the default)", "",
+                   "Writes training captions that follow the instruction: clothing, pose, framing, setting, light "
+                   "and expression, never the face. Apache-2.0, about 4.3 GB.", kind="captioner", gpu_gb=6.0),
+    CatalogueEntry("Qwen/Qwen3-VL-4B-Instruct", "Qwen3-VL 4B Instruct (captioner, better)", "",
+                   "Better captions than the 2B, twice the download and memory. Apache-2.0, about 8.9 GB.",
+                   kind="captioner", gpu_gb=11.0),
 )
+CAPTIONERS = tuple(e for e in CATALOGUE if e.kind == "captioner")
 
 
 @dataclass(frozen=True)
@@ -172,26 +188,32 @@ class ModelsService:
         mode = entry.memory_mode if entry else "checkpointing"
         free = self.free_space(hub.cache_root())
         need, fits, advice = self._fit(mode, entry)
+        layout = entry.layout if entry else "diffusers"
         if Path(model).expanduser().is_dir():  # a folder wins over a hub id of the same spelling, as in diffusers
             folder = Path(model).expanduser()
-            if not hub.has_weights(folder):
+            if layout == "transformers" and not _has_model_weights(folder):
+                raise UserError(f"The folder {folder.name} holds no captioner (config.json and *.safetensors).")
+            if layout == "diffusers" and not hub.has_weights(folder):
                 raise UserError(f"The folder {folder.name} holds no FLUX.1 weights in diffusers layout "
                                 "(model_index.json and transformer/*.safetensors).")
             return ModelRow(model, title, note, 0, 0, free, need, fits, advice, local_folder=True)
         try:
-            repo = self.listing(model, refresh, transformer_only=True if entry and entry.kontext else None)
+            repo = self.listing(model, refresh, transformer_only=True if entry and entry.kontext else None,
+                                layout=layout)
         except hub.HubError as exc:
-            return ModelRow(model, title, note, None, 0, free, need, fits, advice, problem=str(exc),
-                            in_cache=hub.in_cache(model))
+            cached = hub.in_cache(model) if layout == "diffusers" else _has_model_weights(
+                hub.snapshot_dir(model, hub.cached_commit(model) or "none"))
+            return ModelRow(model, title, note, None, 0, free, need, fits, advice, problem=str(exc), in_cache=cached)
         kept = min(repo.total, bytes_kept(repo))
         index = sum(f.size for f in repo.files if f.path == "model_index.json")  # read by the listing itself
         return ModelRow(model, title, note, repo.total, kept if kept > index else 0, free, need, fits, advice)
 
-    def listing(self, repo_id: str, refresh: bool = False, transformer_only: bool | None = None) -> hub.RepoFiles:
+    def listing(self, repo_id: str, refresh: bool = False, transformer_only: bool | None = None,
+                layout: str = "diffusers") -> hub.RepoFiles:
         with self._lock:
             cached = self._listed.get(repo_id)
         if cached is None or refresh:
-            cached = hub.list_repo(repo_id, transformer_only=transformer_only)
+            cached = hub.list_repo(repo_id, transformer_only=transformer_only, layout=layout)
             with self._lock:
                 self._listed[repo_id] = cached
         return cached
@@ -206,8 +228,15 @@ class ModelsService:
     def _fit(self, mode: str, entry: CatalogueEntry | None) -> tuple[float | None, bool | None, str]:
         from ...engines.memory import estimated_need_gb
 
-        need = estimated_need_gb(mode, PLAN_RESOLUTION)
         gpu = self.gpu_bytes()
+        if entry is not None and entry.kind == "captioner":
+            need = float(entry.gpu_gb or 0.0)
+            fits = None if gpu is None else need * 1e9 <= gpu * HEADROOM
+            return need, fits, ("Captions the training images (a caption job on the GPU queue). No GPU here: it "
+                                "runs on the CPU, slowly (a minute or more per image)." if gpu is None else
+                                "Captions the training images; while it runs, the Flux model leaves the GPU if "
+                                "both do not fit.")
+        need = estimated_need_gb(mode, PLAN_RESOLUTION)
         if entry is not None and entry.kontext:
             return need, None if gpu is None else need * 1e9 <= gpu * HEADROOM, (
                 "Needed for the character sheet with the local engine.")
@@ -215,7 +244,7 @@ class ModelsService:
             return need, None, ("No NVIDIA GPU found here: the weights can be downloaded, but FLUX.1 is far too "
                                 "slow on a CPU. Use the Replicate engine, or run the app on a GPU machine.")
         fits = need * 1e9 <= gpu * HEADROOM
-        best = next((e for e in CATALOGUE if not e.kontext
+        best = next((e for e in CATALOGUE if not e.kontext and e.kind == "flux"
                      and estimated_need_gb(e.memory_mode, PLAN_RESOLUTION) * 1e9 <= gpu * HEADROOM), None)
         if entry is not None and best is entry:
             return need, True, f"Recommended for this GPU ({gpu / 1e9:.0f} GB)."
@@ -236,11 +265,13 @@ class ModelsService:
             if job.params.get("repo_id") == model and job.status not in FINISHED and job.status != "interrupted":
                 raise UserError(f"{model} is already being downloaded (job {job.id}).")
         entry = next((e for e in CATALOGUE if e.repo_id == model), None)
-        repo = self.listing(model, refresh=True, transformer_only=True if entry and entry.kontext else None)
+        layout = entry.layout if entry else "diffusers"
+        repo = self.listing(model, refresh=True, transformer_only=True if entry and entry.kontext else None,
+                            layout=layout)
         kept = bytes_kept(repo)
         self._check_space(repo, kept)
         params = {"repo_id": repo.repo_id, "commit": repo.commit, "transformer_only": repo.is_kontext or bool(
-            entry and entry.kontext), "total": repo.total}
+            entry and entry.kontext), "total": repo.total, "layout": layout}
         return self.jobs.submit(KIND, params, title=f"Download {repo.repo_id}")
 
     def _check_space(self, repo: hub.RepoFiles, kept: int) -> None:
@@ -287,7 +318,9 @@ class ModelsService:
 
     def _run(self, params: dict, reporter: JobReporter) -> dict:
         repo_id = str(params.get("repo_id", ""))
-        repo = hub.list_repo(repo_id, revision=params.get("commit"), transformer_only=params.get("transformer_only"))
+        layout = "transformers" if params.get("layout") == "transformers" else "diffusers"
+        repo = hub.list_repo(repo_id, revision=params.get("commit"), transformer_only=params.get("transformer_only"),
+                             layout=layout)
         kept = bytes_kept(repo)
         self._check_space(repo, kept)
         rate = Rate(min(kept, repo.total), repo.total)
@@ -321,6 +354,10 @@ class ModelsService:
     def logout(self) -> TokenStatus:
         hub.forget_token()
         return self.token_status()
+
+
+def _has_model_weights(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
 
 
 def _model_text(model) -> str:
