@@ -25,6 +25,7 @@ from .services.library import LibraryService
 from .services.settings import ModelsService
 from .services import preferences
 from .services.preferences import Preferences
+from .services.publish import PublishService
 from .services.limits import limits_for
 from .services.settings import ReplicateSetup
 from .services.selection import SelectionService
@@ -46,7 +47,8 @@ class Studio:
         self.store = Store(settings.workspace)
         self.setup = SetupService(self.store.root)
         self.settings = self.setup.apply(settings)  # the page's last choice, where no flag or variable pinned one
-        self.jobs = JobQueue(self.store, side_kinds=("download",))  # downloads never wait for the GPU
+        # downloads and publishing never wait for the GPU
+        self.jobs = JobQueue(self.store, side_kinds=("download", "publish", "lora_download"))
         self._engine = engine
         self._engine_lock = threading.Lock()
         self.preferences = Preferences(self.store.root)
@@ -78,6 +80,7 @@ class Studio:
                                     costs=self.costs, engine_limits=self.limits)
         self.generator = GenerateService(self.store, self.jobs, self.library, self.engine, size,
                                          settings.tasks_file, costs=self.costs, engine_limits=self.limits)
+        self.publish = PublishService(self.store, self.jobs, self.library)
         self.captions = CaptionService(self.store, self.jobs, self.characters, tiny=settings.is_tiny,
                                        device=settings.device, release_gpu=self._release_gpu)
 

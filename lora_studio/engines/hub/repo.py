@@ -132,24 +132,10 @@ def needed_files(files: list[HubFile], model_index: dict | None, transformer_onl
     return [f for f in chosen if not (f.path.endswith(OTHER_WEIGHTS) and f.path.rsplit("/", 1)[0] in has_safetensors)]
 
 
-TRANSFORMERS_FILES = re.compile(r"[^/]+\.(json|jinja|txt|model|safetensors|bin)")
-TRANSFORMERS_SKIPPED = ("README.md", ".gitattributes")
-
-
-def needed_transformers_files(files: list[HubFile]) -> list[HubFile]:
-    """A transformers model's files (a captioner): the root's configs, tokenizer, processor, chat
-    template and weights (safetensors when it has them); pictures, READMEs and folders stay on the Hub."""
-    chosen = [f for f in files if TRANSFORMERS_FILES.fullmatch(f.path) and f.path not in TRANSFORMERS_SKIPPED]
-    if any(f.path.endswith(".safetensors") for f in chosen):
-        chosen = [f for f in chosen if not f.path.endswith(".bin")]
-    return chosen
-
-
 def list_repo(repo_id: str, token: str | None = None, transformer_only: bool | None = None,
-              revision: str | None = None, layout: str = "diffusers") -> RepoFiles:
+              revision: str | None = None) -> RepoFiles:
     """The repo's needed files with their sizes (from the Hub's file metadata). `transformer_only`
-    None decides by the index: a Kontext repo gives its transformer only. `layout` "transformers":
-    a captioner's repo (config.json and weights at its root), not a Flux pipeline."""
+    None decides by the index: a Kontext repo gives its transformer only."""
     if not is_repo_id(repo_id):
         raise HubError(f"{repo_id!r} is not a Hugging Face model id (owner/name) nor a folder here.")
     if offline():
@@ -161,13 +147,6 @@ def list_repo(repo_id: str, token: str | None = None, transformer_only: bool | N
         info = hub_api().model_info(repo_id, revision=revision, files_metadata=True, token=token or None)
         files = [HubFile(s.rfilename, int(s.size or 0)) for s in info.siblings or []]
         index = None
-        if layout == "transformers":
-            chosen = needed_transformers_files(files)
-            if not any(f.path == "config.json" for f in chosen) or not any(
-                    f.path.endswith(".safetensors") for f in chosen):
-                raise HubError(f"{repo_id} holds no transformers model with safetensors weights (config.json and "
-                               "*.safetensors at its root), so it is not a captioner this app can load.")
-            return RepoFiles(repo_id, str(info.sha), tuple(chosen), None)
         if any(f.path == "model_index.json" for f in files):
             index_path = hf_hub_download(repo_id, "model_index.json", revision=info.sha, endpoint=endpoint(),
                                          cache_dir=cache_root(), token=token or None)
@@ -181,6 +160,42 @@ def list_repo(repo_id: str, token: str | None = None, transformer_only: bool | N
         raise HubError(f"{repo_id} has no diffusers-layout transformer/ folder, so it is not a FLUX.1 pipeline "
                        "this app can load.")
     return RepoFiles(repo_id, str(info.sha), tuple(chosen), pipeline_class)
+
+
+TRANSFORMERS_FILES = re.compile(r"[^/]+\.(json|jinja|txt|model|safetensors|bin)")
+TRANSFORMERS_SKIPPED = ("README.md", ".gitattributes")
+
+
+def repo_listing(repo_id: str, token: str | None = None, revision: str | None = None) -> tuple[str, list[HubFile]]:
+    """A repo's commit and every file in it with its size (the Hub's file metadata), whatever it holds."""
+    if not is_repo_id(repo_id):
+        raise HubError(f"{repo_id!r} is not a Hugging Face model id (owner/name).")
+    if offline():
+        raise HubError("HF_HUB_OFFLINE is set, so nothing can be listed or downloaded from the Hub. Unset it.")
+    try:
+        info = hub_api().model_info(repo_id, revision=revision, files_metadata=True, token=token or None)
+    except Exception as exc:  # noqa: BLE001 - every Hub failure becomes one sentence
+        raise hub_error(exc, repo_id) from None
+    return str(info.sha), [HubFile(s.rfilename, int(s.size or 0)) for s in info.siblings or []]
+
+
+def needed_transformers_files(files: list[HubFile]) -> list[HubFile]:
+    """A transformers model's files (a captioner): the root's configs, tokenizer, processor, chat
+    template and weights (safetensors when it has them); pictures, READMEs and folders stay on the Hub."""
+    chosen = [f for f in files if TRANSFORMERS_FILES.fullmatch(f.path) and f.path not in TRANSFORMERS_SKIPPED]
+    if any(f.path.endswith(".safetensors") for f in chosen):
+        chosen = [f for f in chosen if not f.path.endswith(".bin")]
+    return chosen
+
+
+def list_transformers_repo(repo_id: str, token: str | None = None, revision: str | None = None) -> RepoFiles:
+    """What a captioner's repo (config.json and weights at its root, transformers layout) needs fetched."""
+    commit, files = repo_listing(repo_id, token, revision)
+    chosen = needed_transformers_files(files)
+    if not any(f.path == "config.json" for f in chosen) or not any(f.path.endswith(".safetensors") for f in chosen):
+        raise HubError(f"{repo_id} holds no transformers model with safetensors weights (config.json and "
+                       "*.safetensors at its root), so it is not a captioner this app can load.")
+    return RepoFiles(repo_id, commit, tuple(chosen))
 
 
 def cached_commit(repo_id: str) -> str | None:

@@ -213,7 +213,7 @@ class ModelsService:
         with self._lock:
             cached = self._listed.get(repo_id)
         if cached is None or refresh:
-            cached = hub.list_repo(repo_id, transformer_only=transformer_only, layout=layout)
+            cached = _list(repo_id, transformer_only, layout)
             with self._lock:
                 self._listed[repo_id] = cached
         return cached
@@ -319,8 +319,7 @@ class ModelsService:
     def _run(self, params: dict, reporter: JobReporter) -> dict:
         repo_id = str(params.get("repo_id", ""))
         layout = "transformers" if params.get("layout") == "transformers" else "diffusers"
-        repo = hub.list_repo(repo_id, revision=params.get("commit"), transformer_only=params.get("transformer_only"),
-                             layout=layout)
+        repo = _list(repo_id, params.get("transformer_only"), layout, revision=params.get("commit"))
         kept = bytes_kept(repo)
         self._check_space(repo, kept)
         rate = Rate(min(kept, repo.total), repo.total)
@@ -354,6 +353,12 @@ class ModelsService:
     def logout(self) -> TokenStatus:
         hub.forget_token()
         return self.token_status()
+
+
+def _list(repo_id: str, transformer_only: bool | None, layout: str, revision: str | None = None) -> hub.RepoFiles:
+    if layout == "transformers":
+        return hub.list_transformers_repo(repo_id, revision=revision)
+    return hub.list_repo(repo_id, transformer_only=transformer_only, revision=revision)
 
 
 def _has_model_weights(folder: Path) -> bool:
