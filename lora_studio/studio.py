@@ -25,6 +25,7 @@ from .services.library import LibraryService
 from .services.settings import ModelsService
 from .services import preferences
 from .services.preferences import Preferences
+from .services.hub_import import HubImports
 from .services.publish import PublishService
 from .services.limits import limits_for
 from .services.settings import ReplicateSetup
@@ -81,6 +82,7 @@ class Studio:
         self.generator = GenerateService(self.store, self.jobs, self.library, self.engine, size,
                                          settings.tasks_file, costs=self.costs, engine_limits=self.limits)
         self.publish = PublishService(self.store, self.jobs, self.library)
+        self.hub_imports = HubImports(self.store, self.jobs, self.library)
         self.captions = CaptionService(self.store, self.jobs, self.characters, tiny=settings.is_tiny,
                                        device=settings.device, release_gpu=self._release_gpu)
 
