@@ -171,6 +171,9 @@ class CaptionService:
         targets, save = (self._dataset_targets(params) if params.get("dataset_id")
                          else self._image_targets(params))
         choice = str(params.get("model") or BUILT_IN)
+        if not targets:
+            return {"summary": "Nothing to caption: every image given has a caption you edited (they stay).",
+                    "captioned": 0, "kept": 0, "model": choice, "noise": choice == BUILT_IN}
         captioner = self._load(choice, reporter)
         done, empty = 0, 0
         try:
