@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "i.e. alpha = rank for the built-in presets)")
     p.add_argument("--learning-rate", type=float)
     p.add_argument("--resolution", type=int)
+    p.add_argument("--caption", nargs="?", const="", default=None, metavar="CAPTIONER",
+                   help="caption the images that have no .txt with the captioner first (default: the one "
+                        "downloaded under Settings → Models; the tiny engine's is noise)")
     p = command("strengths", "sweep a LoRA's strength for one prompt and seed(s)")
     p.add_argument("--lora", required=True)
     p.add_argument("--prompt", required=True)
@@ -100,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int)
     p.add_argument("--out", default="", help="where to save the PNG (default: the job folder)")
     command("jobs", "list jobs in the workspace")
+    p = command("publish", "publish a LoRA of the library to the Hugging Face Hub (needs a write token)")
+    p.add_argument("name", help="the LoRA's name or id in the library")
+    p.add_argument("repo", help="the Hub repo to publish to, e.g. your-name/mila-lora (made private unless --public)")
+    p.add_argument("--public", action="store_true", help="make a new repo public (an existing one keeps its visibility)")
     p = command("models", "local FLUX.1 models: list the catalogue, download one, or log in to Hugging Face")
     p.add_argument("action", choices=("list", "download", "login", "logout"))
     p.add_argument("model", nargs="?", help="hub id (owner/name) for download")
@@ -182,7 +189,13 @@ def _train(studio, args):
     from .services.datasets import dataset_from_folder
     from .services.training_jobs import TrainOptions
 
-    dataset_id = dataset_from_folder(studio.store, folder_images(args.folder), args.trigger)["id"]
+    dataset = dataset_from_folder(studio.store, folder_images(args.folder), args.trigger)
+    dataset_id = dataset["id"]
+    if dataset["uncaptioned"] and args.caption is not None:
+        _wait(studio, studio.captions.start_for_dataset(dataset_id, args.caption, allow_folder=True).id, args)
+    elif dataset["uncaptioned"] and not args.json:
+        print(f"{len(dataset['uncaptioned'])} of {dataset['count']} images have no caption (.txt) and train as "
+              f"'photo of {args.trigger}'; add --caption to have the captioner describe them.", file=sys.stderr)
     job = studio.training.start(dataset_id, TrainOptions(
         name=args.name, trigger=args.trigger, preset=args.preset, steps=args.steps, rank=args.rank, alpha=args.alpha,
         learning_rate=args.learning_rate, resolution=args.resolution))
@@ -246,4 +259,9 @@ def _wait(studio, job_id, args):
     return studio.wait(job_id)
 
 
-COMMANDS = {"sheet": _sheet, "train": _train, "strengths": _strengths, "generate": _generate, "jobs": _jobs}
+def _publish(studio, args):
+    done = _wait(studio, studio.publish.start(args.name, args.repo, public=args.public).id, args)
+    return {"job": done.id, **done.outputs}, done.message
+
+
+COMMANDS = {"publish": _publish, "sheet": _sheet, "train": _train, "strengths": _strengths, "generate": _generate, "jobs": _jobs}

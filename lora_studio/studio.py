@@ -18,6 +18,7 @@ from .config import Settings
 from .engines.base import Engine
 from .engines.flight import at_once
 from .jobs import JobQueue, JobView, UserError
+from .services.captions import CaptionService
 from .services.characters import Characters
 from .services.costs import CostService
 from .services.generate import GenerateOptions, GenerateService
@@ -25,6 +26,8 @@ from .services.library import LibraryService
 from .services.settings import ModelsService
 from .services import preferences
 from .services.preferences import Preferences
+from .services.hub_import import HubImports
+from .services.publish import PublishService
 from .services.limits import limits_for
 from .services.settings import ReplicateSetup
 from .services.selection import SelectionService
@@ -46,7 +49,8 @@ class Studio:
         self.store = Store(settings.workspace)
         self.setup = SetupService(self.store.root)
         self.settings = self.setup.apply(settings)  # the page's last choice, where no flag or variable pinned one
-        self.jobs = JobQueue(self.store, side_kinds=("download",))  # downloads never wait for the GPU
+        # downloads and publishing never wait for the GPU
+        self.jobs = JobQueue(self.store, side_kinds=("download", "publish", "lora_download"))
         self._engine = engine
         self._engine_lock = threading.Lock()
         self.preferences = Preferences(self.store.root)
@@ -79,6 +83,17 @@ class Studio:
                                     costs=self.costs, engine_limits=self.limits)
         self.generator = GenerateService(self.store, self.jobs, self.library, self.engine, size,
                                          settings.tasks_file, costs=self.costs, engine_limits=self.limits)
+        self.publish = PublishService(self.store, self.jobs, self.library)
+        self.hub_imports = HubImports(self.store, self.jobs, self.library)
+        self.captions = CaptionService(self.store, self.jobs, self.characters, tiny=settings.is_tiny,
+                                       device=settings.device, release_gpu=self._release_gpu)
+
+    def _release_gpu(self) -> None:
+        """Free the loaded Flux model's GPU memory for other GPU work (a captioner); the next picture reloads it."""
+        engine = self._engine
+        unload = getattr(engine, "unload", None) if engine is not None else None
+        if callable(unload):
+            unload()
 
     def _recover_settings(self) -> list[MovedAside]:
         """Each settings file that cannot be read, served or pass its own rules is set aside with a

@@ -7,6 +7,14 @@ model info (`/api/models/{id}` and `/revision/{rev}`, with file sizes), the recu
 answers (401 without a token, 403 for a token without access, both `X-Error-Code: GatedRepo`). It never
 sends a Xet hash, so the real client stays on plain HTTP.
 
+The upload side answers what `HfApi.create_repo` and `create_commit` send when given file objects (the
+plain LFS protocol, no Xet): `POST /api/repos/create`, `/api/validate-yaml`, `/api/models/{id}/preupload/
+{rev}` (LFS for weights, pictures and binary samples), `POST /{id}.git/info/lfs/objects/batch` (no action
+for an object it already holds), `PUT` of each object to an href on this server (its sha256 checked) and its
+verify call, and the NDJSON `/api/models/{id}/commit/{rev}`, which makes a new commit (`history`). Writing
+needs a token with the write role, or a fine-grained one with "repo.write" on the namespace
+(`add_fine_grained_token`); `uploads` lists every upload request, `fail_upload(oid)` refuses one PUT.
+
 Tests read `served[(repo, path)]` (bytes sent per file) to prove nothing is fetched twice, and
 `hold(repo, path, after)` stops a file's next GET after `after` bytes until `release()`, then drops
 the connection (with `release()` at once, a plain cut).
@@ -17,6 +25,7 @@ the connection (with `release()` at once, a plain cut).
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import threading
@@ -36,6 +45,9 @@ class Repo:
     files: dict[str, bytes]
     gated: bool = False
     sha: str = ""
+    private: bool = False
+    history: list = field(default_factory=list)  # commits made through the upload side: {"oid", "summary", "paths"}
+    lfs_paths: set = field(default_factory=set)  # files committed as LFS objects (whatever their suffix)
 
     def __post_init__(self) -> None:
         digest = hashlib.sha1(self.repo_id.encode())
@@ -44,7 +56,7 @@ class Repo:
         self.sha = digest.hexdigest()
 
     def is_lfs(self, path: str) -> bool:
-        return path.endswith(LFS_SUFFIXES)
+        return path.endswith(LFS_SUFFIXES) or path in self.lfs_paths
 
     def etag(self, path: str) -> str:
         data = self.files[path]
@@ -68,6 +80,10 @@ class FakeHub:
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range)
         self.page_size = page_size
         self._holds: dict[tuple[str, str], Hold] = {}
+        self.uploads: list[dict] = []  # {"method", "path", "json"} of every upload-side request
+        self.lfs: dict[str, bytes] = {}  # LFS objects received, by sha256
+        self.scopes: dict[str, list] = {}  # fine-grained tokens: their "scoped" entries
+        self.failing: dict[str, int] = {}  # oid -> status the next PUT of it is answered with
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -85,6 +101,16 @@ class FakeHub:
 
     def add_token(self, token: str, user: str, access: set[str] | tuple = (), role: str = "read") -> None:
         self.tokens[token] = (user, set(access), role)
+
+    def add_fine_grained_token(self, token: str, user: str, permissions: dict[str, list[str]]) -> None:
+        """A fine-grained token: `permissions` maps a namespace to its scopes (e.g. ["repo.write"])."""
+        self.tokens[token] = (user, set(), "fineGrained")
+        self.scopes[token] = [{"entity": {"type": "user", "name": name}, "permissions": list(scopes)}
+                              for name, scopes in permissions.items()]
+
+    def fail_upload(self, oid: str, status: int = 400) -> None:
+        """The next PUT of this LFS object is read whole, then refused with `status` (not retried below 500)."""
+        self.failing[oid] = status
 
     def hold(self, repo_id: str, path: str, after: int) -> Hold:
         """The next GET of this file sends `after` bytes, waits for `release()`, then drops the connection."""
@@ -109,7 +135,7 @@ class FakeHub:
     def start(self) -> "FakeHub":
         hub = self
 
-        class Handler(_Handler):
+        class Handler(_UploadHandler):
             fake = hub
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -186,9 +212,11 @@ class _Handler(BaseHTTPRequestHandler):
             if entry is None:
                 return self._error(401, "", "Invalid credentials in Authorization header", head)
             user, _, role = entry
-            return self._json({"type": "user", "name": user, "fullname": user.title(),
-                               "auth": {"type": "access_token",
-                                        "accessToken": {"displayName": f"{user}-token", "role": role}}}, head=head)
+            token = {"displayName": f"{user}-token", "role": role}
+            if role == "fineGrained":
+                token["fineGrained"] = {"scoped": self.fake.scopes.get(self._token(), []), "global": []}
+            return self._json({"type": "user", "name": user, "fullname": user.title(), "orgs": [],
+                               "auth": {"type": "access_token", "accessToken": token}}, head=head)
         if path.startswith("/api/models/"):
             return self._api(path[len("/api/models/"):], query, head)
         parts = path.lstrip("/").split("/")
@@ -198,6 +226,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _repo(self, repo_id: str, head: bool) -> Repo | None:
         repo = self.fake.repos.get(repo_id)
+        entry = self.fake.tokens.get(self._token() or "")
+        if repo is not None and repo.private and (entry is None or entry[0] != repo_id.split("/")[0]):
+            repo = None  # a private repo is not there for anyone else
         if repo is None:
             status = 404 if self._token() else 401
             self._error(status, "RepoNotFound", "Repository not found", head)
@@ -214,7 +245,7 @@ class _Handler(BaseHTTPRequestHandler):
                          hashlib.sha1(p.encode()).hexdigest(),
                          **({"lfs": {"sha256": repo.etag(p), "size": len(d), "pointerSize": 134}}
                             if repo.is_lfs(p) else {})} for p, d in sorted(repo.files.items())]
-            return self._json({"id": repo.repo_id, "modelId": repo.repo_id, "sha": repo.sha, "private": False,
+            return self._json({"id": repo.repo_id, "modelId": repo.repo_id, "sha": repo.sha, "private": repo.private,
                                "gated": "manual" if repo.gated else False, "disabled": False, "tags": [],
                                "library_name": "diffusers", "siblings": siblings}, head=head)
         if tail[0] == "tree":
@@ -308,6 +339,152 @@ class _Handler(BaseHTTPRequestHandler):
                 sent += len(piece)
         except (BrokenPipeError, ConnectionResetError, OSError):
             self.close_connection = True
+
+
+class _UploadHandler(_Handler):
+    """The requests huggingface_hub 2.4.0 sends to create a repo and commit files to it."""
+
+    def do_POST(self) -> None:
+        self._upload()
+
+    def do_PUT(self) -> None:
+        self._upload()
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            data = b""
+            while True:
+                size = int(self.rfile.readline().strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return data
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _upload(self) -> None:
+        path = unquote(urlparse(self.path).path)
+        body = self._body()
+        try:
+            payload = json.loads(body) if self.headers.get("Content-Type", "").startswith(
+                ("application/json", "application/vnd.git-lfs+json")) else None
+        except ValueError:
+            payload = None
+        self.fake.uploads.append({"method": self.command, "path": path, "json": payload})
+        self.fake.requests.append((self.command, path, None))
+        known, entry = self._user()
+        if not known:
+            return self._error(401, "", "Invalid credentials in Authorization header")
+        if path == "/api/validate-yaml":
+            return self._json({"errors": [], "warnings": []})
+        if path.startswith("/lfs-upload/"):
+            return self._lfs_put(path.rsplit("/", 1)[1], body)
+        if path.startswith("/lfs-verify/"):
+            oid = path.rsplit("/", 1)[1]
+            return self._json({}) if oid in self.fake.lfs else self._error(404, "", "object not found")
+        if path == "/api/repos/create":
+            return self._create(payload or {}, entry)
+        if path.endswith(".git/info/lfs/objects/batch"):
+            repo_id = path.lstrip("/")[: -len(".git/info/lfs/objects/batch")]
+            return self._writable(repo_id, entry) and self._batch(payload or {})
+        parts = path.split("/")  # /api/models/{owner}/{name}/(preupload|commit)/{rev}
+        if len(parts) == 7 and parts[1:3] == ["api", "models"] and parts[5] in ("preupload", "commit"):
+            repo_id = f"{parts[3]}/{parts[4]}"
+            if not self._writable(repo_id, entry):
+                return None
+            return self._preupload(repo_id, payload or {}) if parts[5] == "preupload" else self._commit(repo_id, body)
+        self._error(404, "", f"Nothing at {path}")
+
+    def _may_write(self, namespace: str, entry) -> bool:
+        if entry is None:
+            return False
+        user, _, role = entry
+        if role == "write":
+            return namespace == user
+        if role == "fineGrained":
+            return any(s["entity"]["name"] == namespace and "repo.write" in s["permissions"]
+                       for s in self.fake.scopes.get(self._token(), []))
+        return False
+
+    def _writable(self, repo_id: str, entry) -> bool:
+        if repo_id not in self.fake.repos:
+            self._error(404, "RepoNotFound", "Repository not found")
+            return False
+        if not self._may_write(repo_id.split("/")[0], entry):
+            self._error(403, "", "You don't have the rights to write to this repository")
+            return False
+        return True
+
+    def _create(self, payload: dict, entry) -> None:
+        namespace = payload.get("organization") or (entry[0] if entry else "")
+        repo_id = f"{namespace}/{payload.get('name')}"
+        if not self._may_write(namespace, entry):
+            return self._error(403 if entry else 401, "", "You don't have the rights to create a model under "
+                               f"this namespace")
+        if repo_id in self.fake.repos:
+            return self._json({"error": "You already created this model repo", "url": f"{self._base()}/{repo_id}"},
+                              409)
+        private = payload.get("visibility") == "private" or payload.get("private") is True
+        self.fake.repos[repo_id] = Repo(repo_id, {}, private=private)
+        self._json({"url": f"{self._base()}/{repo_id}", "name": repo_id})
+
+    def _base(self) -> str:
+        return f"http://{self.headers['Host']}"
+
+    def _preupload(self, repo_id: str, payload: dict) -> None:
+        repo, answers = self.fake.repos[repo_id], []
+        for item in payload.get("files", []):
+            sample = base64.b64decode(item.get("sample", ""))
+            lfs = item["path"].endswith(LFS_SUFFIXES + (".png", ".jpg", ".jpeg", ".webp")) or b"\0" in sample
+            known = item["path"] in repo.files and repo.is_lfs(item["path"]) == lfs
+            answers.append({"path": item["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False,
+                            "oid": repo.etag(item["path"]) if known else None})
+        self._json({"files": answers, "commitOid": repo.sha})
+
+    def _batch(self, payload: dict) -> None:
+        objects = []
+        for item in payload.get("objects", []):
+            entry = {"oid": item["oid"], "size": item["size"], "authenticated": True}
+            if item["oid"] not in self.fake.lfs:
+                entry["actions"] = {"upload": {"href": f"{self._base()}/lfs-upload/{item['oid']}", "header": {}},
+                                    "verify": {"href": f"{self._base()}/lfs-verify/{item['oid']}", "header": {}}}
+            objects.append(entry)
+        self._send(200, json.dumps({"transfer": "basic", "objects": objects}).encode(),
+                   {"Content-Type": "application/vnd.git-lfs+json"})
+
+    def _lfs_put(self, oid: str, body: bytes) -> None:
+        status = self.fake.failing.pop(oid, None)
+        if status is not None:
+            return self._error(status, "", "The upload was refused (a test's fault)")
+        if hashlib.sha256(body).hexdigest() != oid:
+            return self._error(400, "", "The object's content does not match its oid")
+        self.fake.lfs[oid] = body
+        self._send(200)
+
+    def _commit(self, repo_id: str, body: bytes) -> None:
+        repo = self.fake.repos[repo_id]
+        lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+        header = next((line["value"] for line in lines if line.get("key") == "header"), {})
+        files = dict(repo.files)
+        for line in lines:
+            value = line.get("value", {})
+            if line.get("key") == "file":
+                files[value["path"]] = base64.b64decode(value["content"])
+            elif line.get("key") == "lfsFile":
+                if value["oid"] not in self.fake.lfs:
+                    return self._error(400, "", f"LFS object {value['oid']} was never uploaded")
+                files[value["path"]] = self.fake.lfs[value["oid"]]
+                repo.lfs_paths.add(value["path"])
+            elif line.get("key") == "deletedFile":
+                files.pop(value["path"], None)
+            if line.get("key") == "file":
+                repo.lfs_paths.discard(value["path"])
+        repo.files = files
+        repo.sha = hashlib.sha1((repo.sha + json.dumps(lines, sort_keys=True)).encode()).hexdigest()
+        repo.history.append({"oid": repo.sha, "summary": header.get("summary", ""),
+                             "paths": [line["value"]["path"] for line in lines if line.get("key") != "header"]})
+        self._json({"commitUrl": f"{self._base()}/{repo_id}/commit/{repo.sha}", "commitOid": repo.sha,
+                    "success": True})
 
 
 def point_client_at(monkeypatch, url: str, home: Path) -> dict[str, str]:

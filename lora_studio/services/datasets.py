@@ -11,6 +11,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..images import IMAGE_SUFFIXES
 from ..store import Store, atomic_write_bytes, atomic_write_text, new_id
 
 
@@ -23,34 +24,70 @@ class DatasetEntry:
 
 
 def write_dataset(store: Store, entries: list[DatasetEntry], trigger: str, character_id: str | None = None,
-                  image_ids: list[str] | None = None) -> dict:
-    """Write every file atomically; the store record is the last write, so a crash leaves no record."""
+                  image_ids: list[str] | None = None, uncaptioned: list[str] | None = None) -> dict:
+    """Write every file atomically; the store record is the last write, so a crash leaves no record.
+    `uncaptioned`: the stems whose caption is a stand-in (a photo given without one), offered to the
+    captioner."""
     dataset_id = new_id("ds_")
     folder = store.dataset_dir(dataset_id)
+    for entry in entries:
+        atomic_write_bytes(folder / f"{entry.stem}{entry.suffix}", entry.data)
+        atomic_write_text(folder / f"{entry.stem}.txt", entry.caption)
+    zip_path = store.folder("datasets") / f"{dataset_id}.zip"
+    digest = _write_zip(entries, zip_path)
+    return store.insert("datasets", dict(
+        id=dataset_id, character_id=character_id, trigger=trigger, image_ids=list(image_ids or []),
+        dir=str(folder.relative_to(store.root)), zip=str(zip_path.relative_to(store.root)),
+        hash=digest, count=len(entries), uncaptioned=list(uncaptioned or [])))
+
+
+def _write_zip(entries: list[DatasetEntry], zip_path: Path) -> str:
+    """The zip remote trainers take (images and same-named .txt captions); returns the content hash."""
     digest = hashlib.sha256()
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for entry in entries:
             digest.update(entry.data)
             digest.update(entry.caption.encode())
-            image_name, caption_name = f"{entry.stem}{entry.suffix}", f"{entry.stem}.txt"
-            atomic_write_bytes(folder / image_name, entry.data)
-            atomic_write_text(folder / caption_name, entry.caption)
-            archive.writestr(image_name, entry.data)
-            archive.writestr(caption_name, entry.caption)
-    zip_path = store.folder("datasets") / f"{dataset_id}.zip"
+            archive.writestr(f"{entry.stem}{entry.suffix}", entry.data)
+            archive.writestr(f"{entry.stem}.txt", entry.caption)
     atomic_write_bytes(zip_path, buffer.getvalue())
-    return store.insert("datasets", dict(
-        id=dataset_id, character_id=character_id, trigger=trigger, image_ids=list(image_ids or []),
-        dir=str(folder.relative_to(store.root)), zip=str(zip_path.relative_to(store.root)),
-        hash=digest.hexdigest()[:16], count=len(entries)))
+    return digest.hexdigest()[:16]
+
+
+def read_entries(store: Store, dataset: dict) -> list[DatasetEntry]:
+    """A dataset's images and captions as written (sorted by file name, as the trainer reads them)."""
+    folder = store.path(dataset["dir"])
+    return [DatasetEntry(p.stem, p.read_bytes(), p.suffix, (folder / f"{p.stem}.txt").read_text(encoding="utf-8")
+                         if (folder / f"{p.stem}.txt").is_file() else "")
+            for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+
+
+def rewrite_captions(store: Store, dataset: dict, captions: dict[str, str]) -> dict:
+    """New captions for some of a dataset's images (by stem): the .txt files, the zip and the content
+    hash follow, so a training started after this sees them and its cache keys change with them."""
+    folder = store.path(dataset["dir"])
+    entries = read_entries(store, dataset)
+    for entry in entries:
+        if entry.stem in captions:
+            atomic_write_text(folder / f"{entry.stem}.txt", captions[entry.stem])
+    entries = [DatasetEntry(e.stem, e.data, e.suffix, captions.get(e.stem, e.caption)) for e in entries]
+    digest = _write_zip(entries, store.path(dataset["zip"]))
+    left = [stem for stem in dataset.get("uncaptioned") or [] if stem not in captions]
+    return store.update("datasets", dataset["id"], hash=digest, uncaptioned=left)
 
 
 def dataset_from_folder(store: Store, images: list[Path], trigger: str) -> dict:
-    """A dataset from a user's folder; an image's .txt beside it is its caption."""
-    entries = []
+    """A dataset from a user's folder; an image's .txt beside it is its caption. Images without one
+    train as "photo of TRIGGER" until the captioner writes theirs (`uncaptioned` in the record)."""
+    entries, uncaptioned = [], []
     for index, image in enumerate(images):
         caption_file = image.with_suffix(".txt")
-        caption = caption_file.read_text(encoding="utf-8") if caption_file.exists() else f"photo of {trigger}"
-        entries.append(DatasetEntry(f"{index:03d}", image.read_bytes(), image.suffix.lower(), caption))
-    return write_dataset(store, entries, trigger)
+        stem = f"{index:03d}"
+        if caption_file.exists():
+            caption = caption_file.read_text(encoding="utf-8")
+        else:
+            caption = f"photo of {trigger}"
+            uncaptioned.append(stem)
+        entries.append(DatasetEntry(stem, image.read_bytes(), image.suffix.lower(), caption))
+    return write_dataset(store, entries, trigger, uncaptioned=uncaptioned)

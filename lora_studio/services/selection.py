@@ -16,7 +16,7 @@ from ..store import Store, atomic_write_json
 from . import limits
 from .characters import STORED_SIDE, Characters, ImageItem
 from .datasets import DatasetEntry, write_dataset
-from .sheet_prompts import SHEET_PROMPTS
+from .caption_rules import record_caption, shown
 
 MIN_IMAGES, MAX_IMAGES, SUGGESTED = 20, 30, 25
 TRIGGER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{2,31}$")
@@ -203,19 +203,13 @@ class SelectionService:
         if len(state.selected) > MAX_IMAGES:
             raise UserError(f"Select at most {MAX_IMAGES} images ({len(state.selected)} selected).")
         items = {i.id: i for i in state.items}
-        prompts = {p.slot: p for p in SHEET_PROMPTS}
-        entries = [
+        entries = [  # each image's caption: written by the captioner, edited, or its prompt's (services/captions.py)
             DatasetEntry(f"{index:03d}_{image_id}", items[image_id].path.read_bytes(), ".png",
-                         caption_for(trigger, prompts.get(self.store.require("images", image_id).get("slot"))))
+                         shown(record_caption(self.store.require("images", image_id)), trigger))
             for index, image_id in enumerate(state.selected)
         ]
         return write_dataset(self.store, entries, trigger, character_id, state.selected)
 
-def caption_for(trigger: str, prompt) -> str:
-    if prompt is None:
-        return f"photo of {trigger}"
-    text = prompt.prompt.split(". Keep")[0].rstrip(".")
-    return f"photo of {trigger}, {text[0].lower()}{text[1:]}"
 
 
 def _with_labels(text: str, labels: dict[str, str]) -> str:

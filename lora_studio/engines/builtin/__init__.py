@@ -12,7 +12,7 @@ from __future__ import annotations
 from ...lazy import lazy_exports
 
 _EXPORTS = {
-    "build_tiny_flux": "tiny", "TINY_TRANSFORMER": "tiny",
+    "build_tiny_flux": "tiny", "TINY_TRANSFORMER": "tiny", "byte_alphabet": "tiny",
     "build_wide_flux": "wide", "transformer_config": "wide",
     "full_transformer_on_meta": "wide", "full_encoders_on_meta": "wide",
     "build_tiny_klein": "klein", "tiny_klein_components": "klein", "TINY_KLEIN_TRANSFORMER": "klein",

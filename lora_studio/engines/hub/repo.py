@@ -162,6 +162,42 @@ def list_repo(repo_id: str, token: str | None = None, transformer_only: bool | N
     return RepoFiles(repo_id, str(info.sha), tuple(chosen), pipeline_class)
 
 
+TRANSFORMERS_FILES = re.compile(r"[^/]+\.(json|jinja|txt|model|safetensors|bin)")
+TRANSFORMERS_SKIPPED = ("README.md", ".gitattributes")
+
+
+def repo_listing(repo_id: str, token: str | None = None, revision: str | None = None) -> tuple[str, list[HubFile]]:
+    """A repo's commit and every file in it with its size (the Hub's file metadata), whatever it holds."""
+    if not is_repo_id(repo_id):
+        raise HubError(f"{repo_id!r} is not a Hugging Face model id (owner/name).")
+    if offline():
+        raise HubError("HF_HUB_OFFLINE is set, so nothing can be listed or downloaded from the Hub. Unset it.")
+    try:
+        info = hub_api().model_info(repo_id, revision=revision, files_metadata=True, token=token or None)
+    except Exception as exc:  # noqa: BLE001 - every Hub failure becomes one sentence
+        raise hub_error(exc, repo_id) from None
+    return str(info.sha), [HubFile(s.rfilename, int(s.size or 0)) for s in info.siblings or []]
+
+
+def needed_transformers_files(files: list[HubFile]) -> list[HubFile]:
+    """A transformers model's files (a captioner): the root's configs, tokenizer, processor, chat
+    template and weights (safetensors when it has them); pictures, READMEs and folders stay on the Hub."""
+    chosen = [f for f in files if TRANSFORMERS_FILES.fullmatch(f.path) and f.path not in TRANSFORMERS_SKIPPED]
+    if any(f.path.endswith(".safetensors") for f in chosen):
+        chosen = [f for f in chosen if not f.path.endswith(".bin")]
+    return chosen
+
+
+def list_transformers_repo(repo_id: str, token: str | None = None, revision: str | None = None) -> RepoFiles:
+    """What a captioner's repo (config.json and weights at its root, transformers layout) needs fetched."""
+    commit, files = repo_listing(repo_id, token, revision)
+    chosen = needed_transformers_files(files)
+    if not any(f.path == "config.json" for f in chosen) or not any(f.path.endswith(".safetensors") for f in chosen):
+        raise HubError(f"{repo_id} holds no transformers model with safetensors weights (config.json and "
+                       "*.safetensors at its root), so it is not a captioner this app can load.")
+    return RepoFiles(repo_id, commit, tuple(chosen))
+
+
 def cached_commit(repo_id: str) -> str | None:
     ref = repo_cache(repo_id) / "refs" / "main"
     try:

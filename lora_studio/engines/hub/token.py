@@ -37,8 +37,13 @@ def active_token() -> str | None:
 def whoami(token: str, cache: bool = False) -> str:
     """The user a token belongs to; HubError in words when it is refused. `cache`: the Hub rate-limits
     this call, so a status shown on every page open asks once per token and process."""
+    return str(whoami_info(token, cache)["name"])
+
+
+def whoami_info(token: str, cache: bool = False) -> dict:
+    """The Hub's whole answer about a token (its user, orgs and `auth.accessToken` role and scopes)."""
     try:
-        return str(hub_api().whoami(token=token, cache=cache)["name"])
+        return dict(hub_api().whoami(token=token, cache=cache))
     except Exception as exc:  # noqa: BLE001
         status = getattr(getattr(exc, "response", None), "status_code", None)
         if status == 401:

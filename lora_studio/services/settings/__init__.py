@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from .engine_setup import ENGINES, EngineChoice, SetupService, check
-from .local_models import CATALOGUE, ModelsService
+from .local_models import CAPTIONERS, CATALOGUE, ModelsService
 from .replicate_setup import ReplicateSetup
 
-__all__ = ["CATALOGUE", "ENGINES", "EngineChoice", "ModelsService", "ReplicateSetup", "SetupService", "check"]
+__all__ = ["CAPTIONERS", "CATALOGUE", "ENGINES", "EngineChoice", "ModelsService", "ReplicateSetup", "SetupService", "check"]

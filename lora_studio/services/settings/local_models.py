@@ -42,6 +42,12 @@ class CatalogueEntry:
     architecture: str = "flux1-dev"  # the full-size model the memory plan counts (engines/memory)
     licence: str = ""
     gated: bool | None = None  # the Hub asks for a token and the licence accepted; None: not known here
+    kind: str = "flux"  # "flux": a pipeline in diffusers layout; "captioner": a transformers model (Qwen3-VL)
+    gpu_gb: float | None = None  # a captioner's planned GPU memory (bf16 weights + a batch of images)
+
+    @property
+    def layout(self) -> str:
+        return "transformers" if self.kind == "captioner" else "diffusers"
 
 
 def _known(repo_id: str, memory_mode: str, note: str) -> CatalogueEntry:
@@ -69,7 +75,18 @@ CATALOGUE = (
            "The undistilled 4 B: what Klein LoRAs are trained on (50 steps a picture on its own)."),
     _known(family.KLEIN_9B, "checkpointing", "The 9 B distilled checkpoint: better pictures, twice the memory."),
     _known(family.KLEIN_BASE_9B, "checkpointing", "The undistilled 9 B, for training 9 B LoRAs."),
+    # Captioners: Qwen3-VL is a native transformers class (no remote code) under Apache-2.0. Florence-2
+    # is native too (MIT) but takes no instruction, so it describes the face the trigger word must carry;
+    # Qwen2.5-VL-3B's licence (Qwen Research) forbids commercial use. See services/captions.py.
+    CatalogueEntry("Qwen/Qwen3-VL-2B-Instruct", "Qwen3-VL 2B Instruct (captioner, the default)", "",
+                   "Writes training captions that follow the instruction: clothing, pose, framing, setting, light "
+                   "and expression, never the face. Apache-2.0, about 4.3 GB.", kind="captioner", gpu_gb=6.0,
+                   licence="apache-2.0", gated=False),
+    CatalogueEntry("Qwen/Qwen3-VL-4B-Instruct", "Qwen3-VL 4B Instruct (captioner, better)", "",
+                   "Better captions than the 2B, twice the download and memory. Apache-2.0, about 8.9 GB.",
+                   kind="captioner", gpu_gb=11.0, licence="apache-2.0", gated=False),
 )
+CAPTIONERS = tuple(e for e in CATALOGUE if e.kind == "captioner")
 
 
 @dataclass(frozen=True)
@@ -192,27 +209,34 @@ class ModelsService:
         known = {"licence": entry.licence, "gated": entry.gated} if entry else {}
         free = self.free_space(hub.cache_root())
         need, fits, advice = self._fit(mode, entry)
+        layout = entry.layout if entry else "diffusers"
         if Path(model).expanduser().is_dir():  # a folder wins over a hub id of the same spelling, as in diffusers
             folder = Path(model).expanduser()
-            if not hub.has_weights(folder):
+            if layout == "transformers" and not _has_model_weights(folder):
+                raise UserError(f"The folder {folder.name} holds no captioner (config.json and *.safetensors).")
+            if layout == "diffusers" and not hub.has_weights(folder):
                 raise UserError(f"The folder {folder.name} holds no FLUX.1 weights in diffusers layout "
                                 "(model_index.json and transformer/*.safetensors).")
             return ModelRow(model, title, note, 0, 0, free, need, fits, advice, local_folder=True, **known)
         try:
-            repo = self.listing(model, refresh, transformer_only=True if entry and entry.kontext else None)
+            repo = self.listing(model, refresh, transformer_only=True if entry and entry.kontext else None,
+                                layout=layout)
         except hub.HubError as exc:
-            return ModelRow(model, title, note, None, 0, free, need, fits, advice, problem=str(exc),
-                            in_cache=hub.in_cache(model), **known)
+            cached = hub.in_cache(model) if layout == "diffusers" else _has_model_weights(
+                hub.snapshot_dir(model, hub.cached_commit(model) or "none"))
+            return ModelRow(model, title, note, None, 0, free, need, fits, advice, problem=str(exc), in_cache=cached,
+                            **known)
         kept = min(repo.total, bytes_kept(repo))
         index = sum(f.size for f in repo.files if f.path == "model_index.json")  # read by the listing itself
         return ModelRow(model, title, note, repo.total, kept if kept > index else 0, free, need, fits, advice,
                         **known)
 
-    def listing(self, repo_id: str, refresh: bool = False, transformer_only: bool | None = None) -> hub.RepoFiles:
+    def listing(self, repo_id: str, refresh: bool = False, transformer_only: bool | None = None,
+                layout: str = "diffusers") -> hub.RepoFiles:
         with self._lock:
             cached = self._listed.get(repo_id)
         if cached is None or refresh:
-            cached = hub.list_repo(repo_id, transformer_only=transformer_only)
+            cached = _list(repo_id, transformer_only, layout)
             with self._lock:
                 self._listed[repo_id] = cached
         return cached
@@ -227,8 +251,15 @@ class ModelsService:
     def _fit(self, mode: str, entry: CatalogueEntry | None) -> tuple[float | None, bool | None, str]:
         from ...engines.memory import estimated_need_gb
 
-        need = estimated_need_gb(mode, PLAN_RESOLUTION, architecture=entry.architecture if entry else "flux1-dev")
         gpu = self.gpu_bytes()
+        if entry is not None and entry.kind == "captioner":
+            need = float(entry.gpu_gb or 0.0)
+            fits = None if gpu is None else need * 1e9 <= gpu * HEADROOM
+            return need, fits, ("Captions the training images (a caption job on the GPU queue). No GPU here: it "
+                                "runs on the CPU, slowly (a minute or more per image)." if gpu is None else
+                                "Captions the training images; while it runs, the Flux model leaves the GPU if "
+                                "both do not fit.")
+        need = estimated_need_gb(mode, PLAN_RESOLUTION, architecture=entry.architecture if entry else "flux1-dev")
         if entry is not None and entry.kontext:
             return need, None if gpu is None else need * 1e9 <= gpu * HEADROOM, (
                 "Needed for the character sheet with the local engine.")
@@ -237,7 +268,7 @@ class ModelsService:
             return need, None, (f"No NVIDIA GPU found here: the weights can be downloaded, but {name} is far too "
                                 "slow on a CPU. Use the Replicate engine, or run the app on a GPU machine.")
         fits = need * 1e9 <= gpu * HEADROOM
-        best = next((e for e in CATALOGUE if not e.kontext and estimated_need_gb(
+        best = next((e for e in CATALOGUE if not e.kontext and e.kind == "flux" and estimated_need_gb(
             e.memory_mode, PLAN_RESOLUTION, architecture=e.architecture) * 1e9 <= gpu * HEADROOM), None)
         if entry is not None and best is entry:
             return need, True, f"Recommended for this GPU ({gpu / 1e9:.0f} GB)."
@@ -258,11 +289,13 @@ class ModelsService:
             if job.params.get("repo_id") == model and job.status not in FINISHED and job.status != "interrupted":
                 raise UserError(f"{model} is already being downloaded (job {job.id}).")
         entry = next((e for e in CATALOGUE if e.repo_id == model), None)
-        repo = self.listing(model, refresh=True, transformer_only=True if entry and entry.kontext else None)
+        layout = entry.layout if entry else "diffusers"
+        repo = self.listing(model, refresh=True, transformer_only=True if entry and entry.kontext else None,
+                            layout=layout)
         kept = bytes_kept(repo)
         self._check_space(repo, kept)
         params = {"repo_id": repo.repo_id, "commit": repo.commit, "transformer_only": repo.is_kontext or bool(
-            entry and entry.kontext), "total": repo.total}
+            entry and entry.kontext), "total": repo.total, "layout": layout}
         return self.jobs.submit(KIND, params, title=f"Download {repo.repo_id}")
 
     def _check_space(self, repo: hub.RepoFiles, kept: int) -> None:
@@ -309,7 +342,8 @@ class ModelsService:
 
     def _run(self, params: dict, reporter: JobReporter) -> dict:
         repo_id = str(params.get("repo_id", ""))
-        repo = hub.list_repo(repo_id, revision=params.get("commit"), transformer_only=params.get("transformer_only"))
+        layout = "transformers" if params.get("layout") == "transformers" else "diffusers"
+        repo = _list(repo_id, params.get("transformer_only"), layout, revision=params.get("commit"))
         kept = bytes_kept(repo)
         self._check_space(repo, kept)
         rate = Rate(min(kept, repo.total), repo.total)
@@ -343,6 +377,16 @@ class ModelsService:
     def logout(self) -> TokenStatus:
         hub.forget_token()
         return self.token_status()
+
+
+def _list(repo_id: str, transformer_only: bool | None, layout: str, revision: str | None = None) -> hub.RepoFiles:
+    if layout == "transformers":
+        return hub.list_transformers_repo(repo_id, revision=revision)
+    return hub.list_repo(repo_id, transformer_only=transformer_only, revision=revision)
+
+
+def _has_model_weights(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
 
 
 def _model_text(model) -> str:
