@@ -54,7 +54,7 @@ def test_owner_checks_a_token_lists_models_and_downloads_with_progress(hub, tmp_
         assert state["user"] == "ada" and TOKEN not in json.dumps(state)
         assert client.predict(api_name="/hf_token_status")["user"] == "ada"
         rows = client.predict(False, api_name="/list_models")
-        assert [r["repo_id"] for r in rows][:1] == ["black-forest-labs/FLUX.1-dev"] and len(rows) == 8
+        assert [r["repo_id"] for r in rows][:1] == ["black-forest-labs/FLUX.1-dev"] and len(rows) == 10  # 8 Flux, 2 captioners
         assert all(r["need_gb"] > 5 for r in rows)  # the memory planner's numbers, in GB
         row = client.predict(GATED, api_name="/describe_model")
         assert row["download_bytes"] > 0 and row["status"] == "not downloaded"
@@ -181,7 +181,8 @@ def test_cli_lists_the_catalogue_as_json(hub, tmp_path):
     assert [r["repo_id"] for r in rows] == ["black-forest-labs/FLUX.1-dev", "diffusers/FLUX.1-dev-bnb-8bit",
                                             "diffusers/FLUX.1-dev-bnb-4bit", "black-forest-labs/FLUX.1-Kontext-dev",
                                             *(f"black-forest-labs/FLUX.2-klein-{n}" for n in
-                                              ("4B", "base-4B", "9B", "base-9B"))]
+                                              ("4B", "base-4B", "9B", "base-9B")),
+                                            "Qwen/Qwen3-VL-2B-Instruct", "Qwen/Qwen3-VL-4B-Instruct"]
     needs = [r["need_gb"] for r in rows[:3]]
     assert needs == sorted(needs, reverse=True)  # the quantized copies plan for less GPU memory
     assert all(r["status"] == "not known" and "No model" in r["problem"] for r in rows)  # not on this hub
