@@ -15,7 +15,7 @@ _EXPORTS = {
         "estimated_need_gb", "plan_for", "lighter_mode", "gpu_memory_bytes", "describe_plans",
         "base_quantization", "idle_transformer_note", "library_available", "require_support",
         "quantization_config", "is_quantized", "plan_for_pipeline", "is_out_of_memory", "_HEADROOM"), "plan"),
-    **dict.fromkeys(("GB", "MemoryNeed", "training_need", "transformer_counts", "encoder_counts",
+    **dict.fromkeys(("MemoryNeed", "training_need", "transformer_counts", "encoder_counts",
                      "weight_bytes", "t5_block_list"), "need"),
 }
 __all__ = sorted(_EXPORTS)

@@ -33,7 +33,8 @@ import importlib.util
 from dataclasses import dataclass, replace
 
 from ..base import EngineError
-from .need import GB, MemoryNeed, training_need
+from ...sizes import GB
+from .need import MemoryNeed, training_need
 
 MODES = ("auto", "full", "checkpointing", "offload", "8bit", "fp8", "nf4", "lowvram")
 LADDER = ("full", "checkpointing", "8bit", "nf4", "lowvram")  # lightest last; OOM advice walks down it

@@ -7,11 +7,11 @@
 """
 from __future__ import annotations
 
-from .account import (TOKEN_PAGE, TokenFile, TokenState, account_models, account_name, clean_token,
+from .account import (TOKEN_KIND, TOKEN_PAGE, TokenFile, account_models, account_name, clean_token,
                       client_for, create_model, current_token, model_exists, model_name)
 from .engine import ReplicateEngine
 
 __all__ = [
-    "TOKEN_PAGE", "ReplicateEngine", "TokenFile", "TokenState", "account_models", "account_name",
+    "TOKEN_KIND", "TOKEN_PAGE", "ReplicateEngine", "TokenFile", "account_models", "account_name",
     "clean_token", "client_for", "create_model", "current_token", "model_exists", "model_name",
 ]

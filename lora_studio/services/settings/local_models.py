@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Callable
 
 from ...engines import hub
-from ...engines.hub import bytes_kept, fetch, gb, space_text
+from ...engines.hub import bytes_kept, fetch, space_text
 from ...errors import UserError
 from ...jobs import FINISHED, RUNNING, JobQueue, JobReporter, JobView
+from ...sizes import GB, MB, byte_text, rate_text
 from ...store import Store
+from ...tokens import TokenState
 
 KIND = "download"
 HEADROOM = 0.95  # as the memory planner: a plan must fit 95% of the GPU
@@ -79,31 +81,19 @@ class ModelRow:
         if self.download_bytes is not None and self.on_disk_bytes >= self.download_bytes:
             return "on disk"
         if self.on_disk_bytes:
-            return f"partly on disk ({gb(self.on_disk_bytes)})"
+            return f"partly on disk ({byte_text(self.on_disk_bytes)})"
         return "not downloaded" if self.download_bytes is not None else "not known"
+
+    @property
+    def download_text(self) -> str:
+        return byte_text(self.download_bytes)
+
+    @property
+    def free_text(self) -> str:
+        return byte_text(self.free_bytes)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "status": self.status}
-
-
-@dataclass(frozen=True)
-class TokenStatus:
-    """What the page shows about the Hugging Face token; the token itself never leaves huggingface_hub."""
-
-    user: str | None
-    source: str | None  # "environment" | "file" | None
-    problem: str = ""
-
-    def text(self) -> str:
-        if self.user and self.source == "environment":
-            return (f"Logged in to Hugging Face as **{self.user}** through the HF_TOKEN environment variable: it "
-                    "overrides any token saved here until it is unset.")
-        if self.user:
-            return f"Logged in to Hugging Face as **{self.user}** (token saved by huggingface_hub, shared with the `hf` CLI)."
-        if self.problem:
-            return self.problem
-        return (f"No Hugging Face token. Gated models (FLUX.1-dev, FLUX.1-Kontext-dev) need a read token: make one "
-                f"at {hub.TOKENS_PAGE}.")
 
 
 class Rate:
@@ -135,7 +125,7 @@ class Rate:
         speed = self.per_second
         left = (self.total - self.done) / speed if speed > 0 else None
         eta = "" if left is None else f" · about {_duration(left)} left"
-        return f"{gb(self.done)} of {gb(self.total)} · {speed / 1e6:.1f} MB/s{eta}"
+        return f"{byte_text(self.done)} of {byte_text(self.total)} · {rate_text(speed)}{eta}"
 
 
 def _duration(seconds: float) -> str:
@@ -209,19 +199,19 @@ class ModelsService:
         need = estimated_need_gb(mode, PLAN_RESOLUTION)
         gpu = self.gpu_bytes()
         if entry is not None and entry.kontext:
-            return need, None if gpu is None else need * 1e9 <= gpu * HEADROOM, (
+            return need, None if gpu is None else need * GB <= gpu * HEADROOM, (
                 "Needed for the character sheet with the local engine.")
         if gpu is None:
             return need, None, ("No NVIDIA GPU found here: the weights can be downloaded, but FLUX.1 is far too "
                                 "slow on a CPU. Use the Replicate engine, or run the app on a GPU machine.")
-        fits = need * 1e9 <= gpu * HEADROOM
+        fits = need * GB <= gpu * HEADROOM
         best = next((e for e in CATALOGUE if not e.kontext
-                     and estimated_need_gb(e.memory_mode, PLAN_RESOLUTION) * 1e9 <= gpu * HEADROOM), None)
+                     and estimated_need_gb(e.memory_mode, PLAN_RESOLUTION) * GB <= gpu * HEADROOM), None)
         if entry is not None and best is entry:
-            return need, True, f"Recommended for this GPU ({gpu / 1e9:.0f} GB)."
+            return need, True, f"Recommended for this GPU ({gpu / GB:.0f} GB)."
         if fits:
-            return need, True, f"Fits this GPU ({gpu / 1e9:.0f} GB)."
-        return need, False, (f"Too big for this GPU: plans {need:.1f} GB, the GPU has {gpu / 1e9:.0f} GB"
+            return need, True, f"Fits this GPU ({gpu / GB:.0f} GB)."
+        return need, False, (f"Too big for this GPU: plans {need:.1f} GB, the GPU has {gpu / GB:.0f} GB"
                              + (f"; take {best.title}." if best else "; use the Replicate engine."))
 
     # ---- downloads -------------------------------------------------------------------------
@@ -259,7 +249,7 @@ class ModelsService:
         speed = rate.per_second if rate else 0.0
         eta = (total - done) / speed if speed > 0 else None
         return {"job_id": job.id, "repo_id": job.params.get("repo_id"), "status": job.status, "bytes_done": done,
-                "bytes_total": total, "mb_per_s": round(speed / 1e6, 2), "eta_s": None if eta is None else round(eta),
+                "bytes_total": total, "mb_per_s": round(speed / MB, 2), "eta_s": None if eta is None else round(eta),
                 "message": job.error or job.message}
 
     def downloads(self) -> list[JobView]:
@@ -292,7 +282,7 @@ class ModelsService:
         self._check_space(repo, kept)
         rate = Rate(min(kept, repo.total), repo.total)
         self._live[reporter.job_id] = rate
-        reporter.log(f"{repo_id}: {len(repo.files)} files, {gb(repo.total)}; {gb(rate.done)} already on disk.")
+        reporter.log(f"{repo_id}: {len(repo.files)} files, {byte_text(repo.total)}; {byte_text(rate.done)} already on disk.")
 
         def on_bytes(count: int) -> None:
             rate.add(count)
@@ -303,22 +293,22 @@ class ModelsService:
         finally:
             self._live.pop(reporter.job_id, None)
         self._listed.pop(repo_id, None)
-        return {"summary": f"{repo_id} is on disk ({gb(repo.total)}). Choose it as the model to use it.",
+        return {"summary": f"{repo_id} is on disk ({byte_text(repo.total)}). Choose it as the model to use it.",
                 "repo_id": repo_id, "bytes": repo.total}
 
     # ---- the Hugging Face token --------------------------------------------------------------
-    def token_status(self) -> TokenStatus:
-        state = hub.token_state()
-        return TokenStatus(state.user, state.source, state.problem)
+    def token_status(self) -> TokenState:
+        """What the page shows about the Hugging Face token; the token itself never leaves huggingface_hub."""
+        return hub.token_state()
 
-    def login(self, token: str) -> TokenStatus:
+    def login(self, token: str) -> TokenState:
         if not isinstance(token, str) or len(token) > 200:
             raise UserError(f"Paste a Hugging Face read token (from {hub.TOKENS_PAGE}).")
-        user = hub.save_token(token)
+        saved = hub.save_token(token)
         state = self.token_status()
-        return state if state.user else TokenStatus(user, "file")
+        return state if state.user else saved
 
-    def logout(self) -> TokenStatus:
+    def logout(self) -> TokenState:
         hub.forget_token()
         return self.token_status()
 
