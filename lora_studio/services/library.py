@@ -13,13 +13,17 @@ saved as "name (2)" and the job says so: hours of training are never thrown away
 Strength: an imported file is stored with each layer's alpha/rank folded into its weights (diffusers
 naming, alpha = rank; the file as given is kept beside it as `original.safetensors`), so it means
 what its author meant in every tool it is exported to; the record keeps the scale it read
-(`metadata.scale`), which the Library tab shows. A trained LoRA's model card is rewritten with the
+(`metadata.scale`), which the Library tab shows. A file that cannot be folded (text-encoder parts, DoRA,
+LoRA biases) is kept as given, which diffusers still reads at its meant strength, and says so: the record
+holds the reason (`metadata.scale.not_folded`), the scale text ends with it, and the log has the cause. A
+trained LoRA's model card is rewritten with the
 strength tester's recommendation when a test finishes, so an export names the tested strength.
 """
 from __future__ import annotations
 
 import io
 import json
+import logging
 import shutil
 import threading
 import zipfile
@@ -27,7 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..engines.base import Engine, EngineError, LoraWeight
-from ..jobs import QUEUED, RUNNING, UserError
+from ..jobs import QUEUED, RUNNING, UserError, describe_error
 from ..store import Store, atomic_copy, atomic_write_bytes, atomic_write_json, atomic_write_text, new_id
 from . import limits
 from .text import name_key
@@ -35,6 +39,7 @@ from .text import name_key
 MAX_IMPORT_BYTES = 1024**3  # a rank-64 bf16 Flux LoRA on every layer is ~0.7 GB; most are under 0.3 GB
 MAX_LORAS = 500
 TRAIN_KIND = "train"
+log = logging.getLogger(__name__)
 
 
 class LibraryService:
@@ -262,19 +267,24 @@ def _read_scale(path: Path) -> dict:
     try:
         return lora.read_scale(path).to_dict()
     except Exception:  # noqa: BLE001 - a file the engine accepted but this reader cannot: say so, keep it
+        log.warning("The alpha/rank of %s could not be read; it is kept as is.", path.name, exc_info=True)
         return {"text": "alpha/rank not read: kept as is (diffusers applies it on load)", "folded": False}
 
 
 def _store_folded(source: Path, target: Path) -> dict:
     """Copy an imported LoRA into the library with its alpha/rank folded into the weights (the file as
-    given kept beside it); a file that cannot be folded (text-encoder parts, DoRA...) is stored as given,
-    which diffusers still reads at its meant strength. Returns the scale read, for the record."""
+    given kept beside it); a file that cannot be folded is stored as given, and the scale returned for
+    the record says why (`not_folded`, and at the end of its text)."""
     from ..engines import lora
 
     try:
         scale = lora.fold_lora(source, target)
-    except Exception:  # noqa: BLE001 - an odd but loadable file is kept as it is rather than refused
+    except Exception as exc:  # noqa: BLE001 - an odd but loadable file is kept as it is rather than refused
+        why = describe_error(exc)
+        expected = isinstance(exc, EngineError)  # a kind of file folding refuses; anything else is a bug: traceback
+        log.warning("%s is kept unfolded: %s", source.name, why, exc_info=not expected)
         atomic_copy(source, target)
-        return _read_scale(target)
+        kept = _read_scale(target)
+        return dict(kept, not_folded=why, text=f"{kept['text']}. Not folded: {why.rstrip('.')}.")
     atomic_copy(source, target.with_name("original.safetensors"))
     return scale.to_dict()
