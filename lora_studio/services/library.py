@@ -33,7 +33,9 @@ from typing import Callable
 from ..engines.base import Engine, EngineError, LoraWeight
 from ..jobs import QUEUED, RUNNING, UserError, describe_error
 from ..store import Store, atomic_copy, atomic_write_bytes, atomic_write_json, atomic_write_text, new_id
+from ..typed_json import from_json_or_none
 from . import limits
+from .job_params import TrainParams
 from .text import name_key
 
 MAX_IMPORT_BYTES = 1024**3  # a rank-64 bf16 Flux LoRA on every layer is ~0.7 GB; most are under 0.3 GB
@@ -78,10 +80,10 @@ class LibraryService:
             if record["id"] != ignore_id:
                 return f"A LoRA named {record['name']!r} already exists; pick another name or delete it."
         for job in self.store.find("jobs", kind=TRAIN_KIND):
-            params = job.get("params") if isinstance(job.get("params"), dict) else {}
-            if job.get("status") in (QUEUED, RUNNING) and name_key(str(params.get("name", ""))) == key \
+            params = from_json_or_none(TrainParams, job.get("params"))  # a damaged record holds no name
+            if params and job.get("status") in (QUEUED, RUNNING) and name_key(params.name) == key \
                     and job.get("id") != ignore_id:
-                return (f"A training in the queue will save a LoRA named {params['name']!r}; pick another name, "
+                return (f"A training in the queue will save a LoRA named {params.name!r}; pick another name, "
                         "or cancel that training first.")
         return None
 
@@ -106,7 +108,7 @@ class LibraryService:
                           remote=record.get("remote"))
 
     # ---- adding -----------------------------------------------------------------------------
-    def register_trained(self, *, name, trigger, result, job_id, character_id, dataset, params,
+    def register_trained(self, *, name, trigger, result, job_id, character_id, dataset, params: TrainParams,
                          seconds, samples_dir: Path | None = None) -> dict:
         lora_id = new_id("lora_")
         folder = self.store.lora_dir(lora_id)
@@ -123,9 +125,9 @@ class LibraryService:
         for source in sample_paths:  # the last few training samples travel with the LoRA
             atomic_copy(source, shown / source.name)
         stored["samples"] = [str((shown / p.name).relative_to(self.store.root)) for p in sample_paths]
-        metadata = dict(result.metadata, trigger=trigger, steps=result.steps, rank=params.get("rank"),
-                        alpha=result.metadata.get("alpha", params.get("alpha")),
-                        learning_rate=params.get("learning_rate"), resolution=params.get("resolution"),
+        metadata = dict(result.metadata, trigger=trigger, steps=result.steps, rank=params.rank,
+                        alpha=result.metadata.get("alpha", params.alpha),
+                        learning_rate=params.learning_rate, resolution=params.resolution,
                         dataset_hash=dataset.get("hash"), final_loss=result.final_loss,
                         best_checkpoint=result.best_checkpoint, seconds=round(seconds, 1))
         if "folded_scale" not in metadata and "lora" in stored:  # trained elsewhere (Replicate): read its scale

@@ -28,6 +28,8 @@ from ...jobs import FINISHED, RUNNING, JobQueue, JobReporter, JobView
 from ...sizes import GB, MB, byte_text, rate_text
 from ...store import Store
 from ...tokens import TokenState
+from ...typed_json import from_json_or_none
+from ..job_params import DownloadParams
 
 KIND = "download"
 HEADROOM = 0.95  # as the memory planner: a plan must fit 95% of the GPU
@@ -147,7 +149,7 @@ class ModelsService:
         self._listed: dict[str, hub.RepoFiles] = {}
         self._live: dict[str, Rate] = {}
         self._lock = threading.Lock()
-        jobs.register(KIND, self._run)
+        jobs.register(KIND, self._run, params=DownloadParams)
 
     # ---- the catalogue ---------------------------------------------------------------------
     def catalogue(self, refresh: bool = False) -> list[ModelRow]:
@@ -223,14 +225,14 @@ class ModelsService:
         if not hub.is_repo_id(model):
             raise UserError(f"{model!r} is not a Hugging Face model id (owner/name).")
         for job in self.jobs.list(KIND):
-            if job.params.get("repo_id") == model and job.status not in FINISHED and job.status != "interrupted":
+            params = from_json_or_none(DownloadParams, job.params)
+            if params and params.repo_id == model and job.status not in FINISHED and job.status != "interrupted":
                 raise UserError(f"{model} is already being downloaded (job {job.id}).")
         entry = next((e for e in CATALOGUE if e.repo_id == model), None)
         repo = self.listing(model, refresh=True, transformer_only=True if entry and entry.kontext else None)
         kept = bytes_kept(repo)
         self._check_space(repo, kept)
-        params = {"repo_id": repo.repo_id, "commit": repo.commit, "transformer_only": repo.is_kontext or bool(
-            entry and entry.kontext), "total": repo.total}
+        params = DownloadParams(repo.repo_id, repo.commit, repo.is_kontext or bool(entry and entry.kontext), repo.total)
         return self.jobs.submit(KIND, params, title=f"Download {repo.repo_id}")
 
     def _check_space(self, repo: hub.RepoFiles, kept: int) -> None:
@@ -243,12 +245,14 @@ class ModelsService:
         job = self.jobs.get(job_id)
         if job.kind != KIND:
             raise UserError(f"Job {job_id} is not a download.")
-        total = int(job.params.get("total") or 0)
+        params = from_json_or_none(DownloadParams, job.params)  # None: a damaged record
+        total = params.total if params else 0
         rate = self._live.get(job_id) if job.status == RUNNING else None
         done = rate.done if rate else int(round(job.progress * total))
         speed = rate.per_second if rate else 0.0
         eta = (total - done) / speed if speed > 0 else None
-        return {"job_id": job.id, "repo_id": job.params.get("repo_id"), "status": job.status, "bytes_done": done,
+        return {"job_id": job.id, "repo_id": params.repo_id if params else None, "status": job.status,
+                "bytes_done": done,
                 "bytes_total": total, "mb_per_s": round(speed / MB, 2), "eta_s": None if eta is None else round(eta),
                 "message": job.error or job.message}
 
@@ -275,9 +279,9 @@ class ModelsService:
         if self.jobs.get(job_id).kind != KIND:
             raise UserError(f"Job {job_id} is not a download.")
 
-    def _run(self, params: dict, reporter: JobReporter) -> dict:
-        repo_id = str(params.get("repo_id", ""))
-        repo = hub.list_repo(repo_id, revision=params.get("commit"), transformer_only=params.get("transformer_only"))
+    def _run(self, params: DownloadParams, reporter: JobReporter) -> dict:
+        repo_id = params.repo_id
+        repo = hub.list_repo(repo_id, revision=params.commit, transformer_only=params.transformer_only)
         kept = bytes_kept(repo)
         self._check_space(repo, kept)
         rate = Rate(min(kept, repo.total), repo.total)
