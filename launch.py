@@ -35,8 +35,10 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 def browser_decision(host: str, share: bool, no_browser: bool, env=None,
                      platform: str = sys.platform) -> tuple[bool, str]:
     """Open the user's browser on the app? Only for a local launch that someone sits in front of."""
+    from lora_studio.config import truthy
+
     env = os.environ if env is None else env
-    if no_browser or env.get("LORA_STUDIO_NO_BROWSER", "").lower() in ("1", "true", "yes"):
+    if no_browser or truthy(env.get("LORA_STUDIO_NO_BROWSER")):
         return False, "asked not to (--no-browser or LORA_STUDIO_NO_BROWSER)"
     if env.get("SPACE_ID"):
         return False, "running as a Hugging Face Space"

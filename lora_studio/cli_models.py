@@ -12,6 +12,8 @@ import sys
 import time
 from typing import Callable
 
+from .sizes import byte_text
+
 
 def models_command(args, settings_from: Callable) -> tuple[object, str]:
     from .studio import Studio
@@ -20,7 +22,7 @@ def models_command(args, settings_from: Callable) -> tuple[object, str]:
         models = studio.models
         if args.action == "list":
             rows = [r.to_dict() for r in models.catalogue()]
-            lines = [f"{r['repo_id']:<40} {r['status']:<24} {_size(r['download_bytes']):>10}  "
+            lines = [f"{r['repo_id']:<40} {r['status']:<24} {byte_text(r['download_bytes']):>10}  "
                      f"{r['problem'] or r['recommendation']}" for r in rows]
             return rows, "\n".join(lines)
         if args.action in ("login", "logout"):
@@ -39,14 +41,10 @@ def models_command(args, settings_from: Callable) -> tuple[object, str]:
             print(file=sys.stderr)
         studio.wait(job.id)  # raises the job's reason when it did not succeed
         report = models.progress(job.id)
-        return report, f"{args.model}: {_size(report['bytes_total'])} on disk."
+        return report, f"{args.model}: {byte_text(report['bytes_total'])} on disk."
 
 
 def _read_token() -> str:
     if sys.stdin.isatty():
         return getpass.getpass("Hugging Face token (hidden): ")
     return sys.stdin.readline().strip()
-
-
-def _size(count) -> str:
-    return "?" if count is None else f"{count / 1e9:.2f} GB"

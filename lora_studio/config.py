@@ -23,6 +23,8 @@ REPLICATE_ENV = {  # ReplicateSettings field -> environment variable
 REPLICATE_PARALLEL_DEFAULT, REPLICATE_PARALLEL_MAX = 8, 16  # predictions in flight together
 MEMORY_MODES = ("auto", "full", "checkpointing", "offload", "8bit", "fp8", "nf4", "lowvram")  # engines/memory/plan.py says what each does
 SPEED_MODES = ("auto", "off")
+TRUE_WORDS = ("1", "t", "true", "yes", "on")  # what an environment switch reads as "on"; anything else is off
+ZERO_GPU_ENV = "SPACES_ZERO_GPU"  # set by Hugging Face on ZeroGPU hardware (read by `spaces` too)
 QUANTIZE_CHOICES = ("none", "fp8", "8bit")
 GROUP_OFFLOAD_CHOICES = ("off", "encoders", "all")
 SPEED_ENV = {  # SpeedRequest field -> environment variable (LORA_STUDIO_SPEED sets `mode`)
@@ -34,6 +36,16 @@ SPEED_ENV = {  # SpeedRequest field -> environment variable (LORA_STUDIO_SPEED s
     "batch_edits": "LORA_STUDIO_BATCH_EDITS",
     "first_block_cache": "LORA_STUDIO_FIRST_BLOCK_CACHE",
 }
+
+
+def truthy(text: str | None) -> bool:
+    """The one rule for a yes/no environment variable (LORA_STUDIO_SHARE=1, SPACES_ZERO_GPU=true, ...)."""
+    return (text or "").strip().lower() in TRUE_WORDS
+
+
+def zero_gpu_requested(env: Mapping[str, str] | None = None) -> bool:
+    """Does Hugging Face say this is ZeroGPU hardware? (No GPU exists outside a `spaces.GPU` call there.)"""
+    return truthy((os.environ if env is None else env).get(ZERO_GPU_ENV))
 
 
 @dataclass(frozen=True)
@@ -98,7 +110,7 @@ class SpeedRequest:
 
 def _typed(name: str, text: str):
     if name in ("fuse_qkv", "compile"):
-        return text.lower() in ("1", "true", "yes", "on")
+        return truthy(text)
     try:
         if name == "batch_edits":
             return int(text)
@@ -235,7 +247,7 @@ class Settings:
         if env.get("LORA_STUDIO_PORT"):
             values["port"] = int(env["LORA_STUDIO_PORT"])
         if env.get("LORA_STUDIO_SHARE"):
-            values["share"] = env["LORA_STUDIO_SHARE"].lower() in ("1", "true", "yes")
+            values["share"] = truthy(env["LORA_STUDIO_SHARE"])
         if env.get("LORA_STUDIO_AUTH"):
             values["auth"] = parse_auth(env["LORA_STUDIO_AUTH"])
         if env.get("SPACE_ID"):

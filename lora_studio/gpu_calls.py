@@ -24,12 +24,11 @@ import traceback
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from .config import TrainPlacement
+from .config import TrainPlacement, zero_gpu_requested
 from .engines.base import EditRequest, EngineError, GenerateRequest, TrainRequest, TrainResult
 from .errors import StudioError
 from .progress import Canceled, Reporter
 
-ZERO_GPU_ENV = "SPACES_ZERO_GPU"  # set by Hugging Face on ZeroGPU hardware (read by `spaces` too)
 
 # Estimates for FLUX.1 in bf16 on ZeroGPU's H200 slice, in seconds; unmeasured here (no GPU):
 # a duration only bounds a call (ZeroGPU bills the time used), so they err on the long side.
@@ -44,11 +43,6 @@ MAX_CALL_SECONDS = 240  # ZeroGPU refuses longer calls (about 300 s for logged-i
 
 
 # ---- is ZeroGPU here? ----------------------------------------------------------------------------
-def zero_gpu_requested(env=None) -> bool:
-    value = (os.environ if env is None else env).get(ZERO_GPU_ENV, "")
-    return value.lower() in ("1", "t", "true")
-
-
 def spaces_module():
     """The real `spaces` package, or None where it is not installed (hidden: sys.modules['spaces']=None)."""
     try:

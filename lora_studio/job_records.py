@@ -1,14 +1,17 @@
 """What a job looks like from outside the queue: its statuses, its view, and its error in words.
 
 Records come from the store, which may hold ones written by older versions or damaged by hand;
-`JobView.from_record` reads any of them, so one bad record never breaks a listing.
+`JobView.from_record` reads any of them, so one bad record never breaks a listing, and `typed_handler`
+reads a job's params as its kind's dataclass, so a bad one fails that job in words.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from .errors import StudioError, describe_os_error, is_out_of_memory
+from .typed_json import from_json
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, INTERRUPTED = (
     "queued", "running", "succeeded", "failed", "canceled", "interrupted",
@@ -66,6 +69,16 @@ class JobView:
             outputs=job.get("outputs") if isinstance(job.get("outputs"), dict) else {},
             params=job.get("params") if isinstance(job.get("params"), dict) else {},
             created=number("created") or 0.0, started=number("started"), finished=number("finished"))
+
+
+def typed_handler(handler: Callable[[Any, Any], Any], params: type) -> Callable[[dict, Any], Any]:
+    """A job handler that gets its stored params as `params` (a dataclass), each field checked: a record
+    from another version or damaged by hand fails the job with a sentence naming the field."""
+    def run(stored: dict, reporter):
+        return handler(from_json(params, stored, "This job's saved settings"), reporter)
+
+    run.__name__ = getattr(handler, "__name__", "handler")
+    return run
 
 
 def describe_error(exc: BaseException) -> str:

@@ -30,18 +30,17 @@ from typing import Any, Callable
 from .errors import UserError  # noqa: F401 (re-exported: services raise it)
 from .job_gate import JobGate
 from .job_records import (  # noqa: F401 (re-exported: the UI and services import them from here)
-    CANCELED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, SUCCEEDED, JobView, describe_error,
+    CANCELED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, SUCCEEDED, JobView, describe_error, typed_handler,
 )
 from .progress import Canceled
 from .store import Store, atomic_write_json
+from .typed_json import to_json
 
 LOG_TAIL = 60
 FLUSH_SECONDS = 0.25
 RETRY_SECONDS = 5.0  # how often a status the disk refused is written again
 
-Handler = Callable[[dict, "JobReporter"], "dict | None"]
-
-
+Handler = Callable[[Any, "JobReporter"], "dict | None"]  # given the kind's params (a dataclass) or the dict
 
 
 @dataclass(frozen=True)
@@ -164,8 +163,9 @@ class JobQueue:
         self._idle.set()
         self.gate = JobGate()  # GPU-lane jobs run through it; an engine switch holds it (studio.py)
 
-    def register(self, kind: str, handler: Handler) -> None:
-        self._handlers[kind] = handler
+    def register(self, kind: str, handler: Handler, params: type | None = None) -> None:
+        """`params`: the dataclass this kind's stored params are read back as (services/job_params.py)."""
+        self._handlers[kind] = handler if params is None else typed_handler(handler, params)
 
     def start(self) -> None:
         """Recover what a previous process left behind, then start the worker."""
@@ -197,7 +197,7 @@ class JobQueue:
         self._worker = self._side_worker = None
 
     # ---- public API ------------------------------------------------------------------------
-    def submit(self, kind: str, params: dict, title: str = "", **fields: Any) -> JobView:
+    def submit(self, kind: str, params: Any, title: str = "", **fields: Any) -> JobView:
         if kind not in self._handlers:
             raise ValueError(f"Unknown job kind {kind!r}.")
         with self._submit_lock:  # count and insert as one step, so parallel submits cannot overfill
@@ -205,7 +205,7 @@ class JobQueue:
             record = self.store.insert(
                 "jobs",
                 dict(kind=kind, title=title or kind, status=QUEUED, progress=0.0, message="Queued",
-                     error=None, logs=[], outputs={}, params=params, started=None, finished=None,
+                     error=None, logs=[], outputs={}, params=to_json(params), started=None, finished=None,
                      attempts=0, **fields),
             )
         self._lane(kind).put(record["id"])

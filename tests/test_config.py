@@ -44,3 +44,24 @@ def test_replicate_predictions_at_once_from_a_flag_or_the_environment_and_bounde
     for bad in ("0", "17", "many"):
         with pytest.raises(ValueError, match="LORA_STUDIO_REPLICATE_PARALLEL"):
             Settings.from_env({"LORA_STUDIO_REPLICATE_PARALLEL": bad})
+
+
+def test_every_yes_no_switch_reads_by_one_rule():
+    """LORA_STUDIO_SHARE, the speed switches and SPACES_ZERO_GPU (and launch's LORA_STUDIO_NO_BROWSER) share
+    config.truthy: 1, t, true, yes and on, in any case, are on; anything else is off."""
+    from lora_studio.config import SpeedRequest, truthy, zero_gpu_requested
+
+    for text in ("1", "t", "TRUE", "yes", " On "):
+        assert truthy(text)
+        assert Settings.from_env({"LORA_STUDIO_SHARE": text}).share is True
+        assert SpeedRequest.from_env({"LORA_STUDIO_COMPILE": text}, {}).compile is True
+        assert zero_gpu_requested({"SPACES_ZERO_GPU": text})
+    for text in ("0", "false", "no", "off", "", None, "maybe"):
+        assert not truthy(text) and not zero_gpu_requested({"SPACES_ZERO_GPU": text} if text is not None else {})
+
+
+def test_bytes_read_the_same_everywhere():
+    from lora_studio.sizes import byte_text, rate_text
+
+    assert byte_text(None) == "?" and byte_text(48_000_000) == "48.0 MB" and byte_text(12_345_000_000) == "12.35 GB"
+    assert byte_text(100_000_000) == "0.10 GB" and rate_text(50_000_000) == "50.0 MB/s"

@@ -271,6 +271,33 @@ def test_kohya_and_ai_toolkit_files_keep_their_authors_scale(studio, tmp_path):
     assert torch.equal(load_file(str(studio.library.path(plain)))[key], tensor)
 
 
+def test_a_file_that_cannot_be_folded_is_kept_as_given_and_says_why(studio, tmp_path, tiny_pipe, caplog):
+    """LoRA biases cannot be folded into plain LoRA weights: the file is stored as given (diffusers reads it
+    at its meant strength), and the record, the library's scale text and the log all say it was not folded."""
+    from lora_studio.services.library import scale_text
+
+    source = make_lora(tiny_pipe.transformer, tmp_path / "plain.safetensors", ["attn.to_q", "attn.to_k"], seed=5,
+                       rank=4, alpha=8.0)
+    with safe_open(str(source), "pt") as handle:
+        metadata = handle.metadata()
+    state = load_file(str(source))
+    for key in [k for k in state if k.endswith("lora_B.weight")]:
+        state[key.replace("lora_B.weight", "lora_B.bias")] = torch.full((state[key].shape[0],), 0.1)
+    save_file(state, str(tmp_path / "biased.safetensors"), metadata=metadata)
+
+    with caplog.at_level("WARNING", logger="lora_studio.services.library"):
+        record = studio.library.import_file(tmp_path / "biased.safetensors", "biased")
+    stored = studio.library.path(record)
+    assert stored.read_bytes() == (tmp_path / "biased.safetensors").read_bytes()
+    assert not (stored.parent / "original.safetensors").exists()
+    scale = record["metadata"]["scale"]
+    assert scale["folded"] is False and "LoRA-with-bias" in scale["not_folded"]
+    assert scale["text"].startswith("alpha 8 / rank 4 → ×2 (kept as is")
+    assert "Not folded: DoRA, LoKr and LoRA-with-bias files cannot be folded" in scale_text(studio.library.get(record["id"]))
+    assert any("biased.safetensors is kept unfolded" in r.getMessage() and "LoRA-with-bias" in r.getMessage()
+               for r in caplog.records)
+
+
 # ---- alpha as a setting ------------------------------------------------------------------------------
 def test_alpha_defaults_to_the_presets_ratio_so_the_rank_alone_never_changes_the_scale(tmp_path):
     with Studio(Settings(workspace=tmp_path), start=False) as studio:

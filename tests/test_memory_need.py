@@ -10,7 +10,8 @@ from diffusers import FluxPipeline
 
 from lora_studio.engines.memory import need as memory_need
 from lora_studio.engines.memory import plan as memory
-from lora_studio.engines.memory.need import GB
+from lora_studio.engines.lora.targets import target_modules
+from lora_studio.sizes import GB
 from tests.activation_probe import saved_elements_per_token
 
 BLOG = dict(rank=4, train_mlp=False)  # diffusers' flux-qlora blog: rank 4, attention only, 8-bit Adam

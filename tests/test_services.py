@@ -112,8 +112,8 @@ def test_generate_with_task_table(studio, tmp_path):
     studio.library.import_file(tmp_path / "mila.safetensors", "mila", "mila_v1")
     studio.generator.save_task(Task(name="mila", loras={"mila": 0.9}, prompt_prefix="photo of mila_v1,"))
     resolved = studio.generator.resolve(GenerateOptions(prompt="at the beach", task="mila"))
-    assert resolved["prompt"] == "photo of mila_v1, at the beach"
-    assert resolved["loras"][0][1] == 0.9
+    assert resolved.prompt == "photo of mila_v1, at the beach"
+    assert resolved.loras[0][1] == 0.9
     with_task = studio.generate("at the beach", task="mila", seed=3)
     base = studio.generate("photo of mila_v1, at the beach", seed=3)
     same = studio.generate("photo of mila_v1, at the beach", loras={"mila": 0.9}, seed=3)

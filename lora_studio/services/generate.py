@@ -6,7 +6,7 @@ asks for `generate(task="mila", prompt="at the beach")` and the tuning lives in 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -16,6 +16,7 @@ from ..jobs import JobQueue, JobReporter, JobView, UserError
 from ..store import Store, atomic_write_json
 from . import limits
 from .costs import CostService
+from .job_params import GenerateParams
 from .library import LibraryService
 from .strength_analysis import parse_strengths
 
@@ -93,7 +94,7 @@ class GenerateService:
         self.image_size = image_size
         self.limits = engine_limits or limits.LOCAL
         self.tasks_file = tasks_file or store.root / "tasks.json"
-        jobs.register(JOB_KIND, self._run)
+        jobs.register(JOB_KIND, self._run, params=GenerateParams)
 
     def tasks(self) -> dict[str, Task]:
         return load_tasks(self.tasks_file)
@@ -106,7 +107,7 @@ class GenerateService:
         raw["tasks"][task.name] = {k: v for k, v in task.__dict__.items() if k != "name" and v not in (None, "")}
         atomic_write_json(self.tasks_file, raw)
 
-    def resolve(self, options: GenerateOptions) -> dict:
+    def resolve(self, options: GenerateOptions) -> GenerateParams:
         prompt = limits.text(options.prompt, "The prompt", limits.MAX_PROMPT)
         loras = dict(options.loras)
         seed, width, height = options.seed, options.width, options.height
@@ -128,44 +129,44 @@ class GenerateService:
             weight = parse_strengths([weight])[0]
             record = self.library.resolve(name)
             weights.append((record["id"], weight))
-        return self.check(dict(prompt=prompt, loras=weights, seed=seed, width=width or self.image_size,
-                               height=height or self.image_size, steps=options.steps, guidance=options.guidance,
-                               go_fast=options.go_fast))
+        return self.check(GenerateParams(prompt=prompt, loras=tuple(weights), seed=seed, width=width or self.image_size,
+                                         height=height or self.image_size, steps=options.steps,
+                                         guidance=options.guidance, go_fast=options.go_fast))
 
-    def check(self, params: dict) -> dict:
-        """Size, steps, seed and guidance within what this engine serves (also for stored jobs)."""
+    def check(self, params: GenerateParams) -> GenerateParams:
+        """Size, steps, seed and guidance within what this engine serves (also for stored jobs); the
+        values may be anything a caller sent, the result holds them typed."""
         lim = self.limits
         side = f"a multiple of {lim.side_multiple} from {lim.side_multiple} to {lim.max_side}"
         sizes = {}
         for key in ("width", "height"):
-            value = limits.whole_number(params.get(key), key.capitalize(), lim.side_multiple, lim.max_side,
+            value = limits.whole_number(getattr(params, key), key.capitalize(), lim.side_multiple, lim.max_side,
                                         self.image_size)
             if value % lim.side_multiple:
                 raise UserError(f"{key.capitalize()} {value} does not fit; give {side}.")
             sizes[key] = value
-        return dict(params, prompt=limits.text(params.get("prompt"), "The prompt", limits.MAX_PROMPT + 400,
-                                               required=True),
-                    seed=limits.seed(params.get("seed", 0)), **sizes,
-                    steps=limits.whole_number(params.get("steps", 28), "Steps", 1, lim.max_inference_steps, 28),
-                    guidance=limits.number(params.get("guidance", 3.5), "Guidance", 0.0, 30.0, 3.5),
-                    go_fast=limits.flag(params.get("go_fast", False), "go_fast"),
-                    loras=[(str(lid), parse_strengths([w])[0]) for lid, w in params.get("loras") or []][:MAX_LORAS])
+        return replace(params, prompt=limits.text(params.prompt, "The prompt", limits.MAX_PROMPT + 400, required=True),
+                       seed=limits.seed(params.seed), **sizes,
+                       steps=limits.whole_number(params.steps, "Steps", 1, lim.max_inference_steps, 28),
+                       guidance=limits.number(params.guidance, "Guidance", 0.0, 30.0, 3.5),
+                       go_fast=limits.flag(params.go_fast, "go_fast"),
+                       loras=tuple((str(lid), parse_strengths([w])[0]) for lid, w in params.loras or ())[:MAX_LORAS])
 
     def start(self, options: GenerateOptions) -> JobView:
         return self.jobs.submit(JOB_KIND, self.resolve(options), title="Generate")
 
-    def _run(self, params: dict, reporter: JobReporter) -> dict:
+    def _run(self, params: GenerateParams, reporter: JobReporter) -> dict:
         params = self.check(params)
         engine = self._engine()
-        loras = tuple(self.library.weight(lid, w) for lid, w in params["loras"])
-        go_fast = bool(params.get("go_fast", False))
+        loras = tuple(self.library.weight(lid, w) for lid, w in params.loras)
+        go_fast = params.go_fast
         meter = self.costs.meter(None)
         image = meter.call("lora" if loras else "plain", engine.generate, GenerateRequest(
-            prompt=params["prompt"], seed=params["seed"], width=params["width"], height=params["height"],
-            steps=params["steps"], guidance=params["guidance"], loras=loras, go_fast=go_fast))
+            prompt=params.prompt, seed=params.seed, width=params.width, height=params.height,
+            steps=params.steps, guidance=params.guidance, loras=loras, go_fast=go_fast))
         path = save_png(image, self.store.public_dir("jobs", reporter.job_id) / "image.png")
         result = {"image": str(path), "go_fast": go_fast}
         if meter.paid:  # what Replicate applied, so a strength read off a result means the same at home
             result["spending"] = meter.summary()
-            result["applied_strengths"] = [replicate_lora_scale(w, go_fast) for _, w in params["loras"]]
+            result["applied_strengths"] = [replicate_lora_scale(w, go_fast) for _, w in params.loras]
         return result

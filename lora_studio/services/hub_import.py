@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 
 from ..engines import hub
+from ..sizes import byte_text
 from ..jobs import JobQueue, JobReporter, JobView, UserError
 from ..store import Store
 from . import limits
@@ -53,7 +54,7 @@ class HubImports:
             raise UserError(str(exc)) from None
         chosen = self._pick(repo_id, path, files)
         if chosen.size > MAX_IMPORT_BYTES:
-            raise UserError(f"{chosen.path} is {hub.gb(chosen.size)}: larger than a Flux LoRA ({MAX_IMPORT_BYTES // 1024**2} "
+            raise UserError(f"{chosen.path} is {byte_text(chosen.size)}: larger than a Flux LoRA ({MAX_IMPORT_BYTES // 1024**2} "
                             "MB at most). Is it a full model?")
         name = name or re.sub(r"[^\w .-]", "", chosen.path.rsplit("/", 1)[-1][:-len(".safetensors")])[:60] or "hub-lora"
         why = self.library.name_taken(name)
@@ -93,9 +94,9 @@ class HubImports:
 
         def on_bytes(count: int) -> None:
             done[0] += count
-            reporter.progress(min(1.0, done[0] / max(1, repo.total)), f"{hub.gb(done[0])} of {hub.gb(repo.total)}")
+            reporter.progress(min(1.0, done[0] / max(1, repo.total)), f"{byte_text(done[0])} of {byte_text(repo.total)}")
 
-        reporter.log(f"Downloading {path} from {repo_id} ({hub.gb(int(params['size']))}).")
+        reporter.log(f"Downloading {path} from {repo_id} ({byte_text(int(params['size']))}).")
         folder = hub.fetch(repo, hub.active_token(), on_bytes, lambda: reporter.cancel_requested)
         trigger = str(params.get("trigger") or "") or _card_trigger(folder / "README.md")
         record = self.library.import_file(folder / path, str(params["name"]), trigger)

@@ -13,13 +13,17 @@ saved as "name (2)" and the job says so: hours of training are never thrown away
 Strength: an imported file is stored with each layer's alpha/rank folded into its weights (diffusers
 naming, alpha = rank; the file as given is kept beside it as `original.safetensors`), so it means
 what its author meant in every tool it is exported to; the record keeps the scale it read
-(`metadata.scale`), which the Library tab shows. A trained LoRA's model card is rewritten with the
+(`metadata.scale`), which the Library tab shows. A file that cannot be folded (text-encoder parts, DoRA,
+LoRA biases) is kept as given, which diffusers still reads at its meant strength, and says so: the record
+holds the reason (`metadata.scale.not_folded`), the scale text ends with it, and the log has the cause. A
+trained LoRA's model card is rewritten with the
 strength tester's recommendation when a test finishes, so an export names the tested strength.
 """
 from __future__ import annotations
 
 import io
 import json
+import logging
 import shutil
 import threading
 import zipfile
@@ -27,14 +31,17 @@ from pathlib import Path
 from typing import Callable
 
 from ..engines.base import Engine, EngineError, LoraWeight
-from ..jobs import QUEUED, RUNNING, UserError
+from ..jobs import QUEUED, RUNNING, UserError, describe_error
 from ..store import Store, atomic_copy, atomic_write_bytes, atomic_write_json, atomic_write_text, new_id
+from ..typed_json import from_json_or_none
 from . import limits
+from .job_params import TrainParams
 from .text import name_key
 
 MAX_IMPORT_BYTES = 1024**3  # a rank-64 bf16 Flux LoRA on every layer is ~0.7 GB; most are under 0.3 GB
 MAX_LORAS = 500
 TRAIN_KIND = "train"
+log = logging.getLogger(__name__)
 
 
 class LibraryService:
@@ -73,10 +80,10 @@ class LibraryService:
             if record["id"] != ignore_id:
                 return f"A LoRA named {record['name']!r} already exists; pick another name or delete it."
         for job in self.store.find("jobs", kind=TRAIN_KIND):
-            params = job.get("params") if isinstance(job.get("params"), dict) else {}
-            if job.get("status") in (QUEUED, RUNNING) and name_key(str(params.get("name", ""))) == key \
+            params = from_json_or_none(TrainParams, job.get("params"))  # a damaged record holds no name
+            if params and job.get("status") in (QUEUED, RUNNING) and name_key(params.name) == key \
                     and job.get("id") != ignore_id:
-                return (f"A training in the queue will save a LoRA named {params['name']!r}; pick another name, "
+                return (f"A training in the queue will save a LoRA named {params.name!r}; pick another name, "
                         "or cancel that training first.")
         return None
 
@@ -101,7 +108,7 @@ class LibraryService:
                           remote=record.get("remote"))
 
     # ---- adding -----------------------------------------------------------------------------
-    def register_trained(self, *, name, trigger, result, job_id, character_id, dataset, params,
+    def register_trained(self, *, name, trigger, result, job_id, character_id, dataset, params: TrainParams,
                          seconds, samples_dir: Path | None = None) -> dict:
         lora_id = new_id("lora_")
         folder = self.store.lora_dir(lora_id)
@@ -118,9 +125,9 @@ class LibraryService:
         for source in sample_paths:  # the last few training samples travel with the LoRA
             atomic_copy(source, shown / source.name)
         stored["samples"] = [str((shown / p.name).relative_to(self.store.root)) for p in sample_paths]
-        metadata = dict(result.metadata, trigger=trigger, steps=result.steps, rank=params.get("rank"),
-                        alpha=result.metadata.get("alpha", params.get("alpha")),
-                        learning_rate=params.get("learning_rate"), resolution=params.get("resolution"),
+        metadata = dict(result.metadata, trigger=trigger, steps=result.steps, rank=params.rank,
+                        alpha=result.metadata.get("alpha", params.alpha),
+                        learning_rate=params.learning_rate, resolution=params.resolution,
                         dataset_hash=dataset.get("hash"), final_loss=result.final_loss,
                         best_checkpoint=result.best_checkpoint, seconds=round(seconds, 1))
         if "folded_scale" not in metadata and "lora" in stored:  # trained elsewhere (Replicate): read its scale
@@ -262,19 +269,24 @@ def _read_scale(path: Path) -> dict:
     try:
         return lora.read_scale(path).to_dict()
     except Exception:  # noqa: BLE001 - a file the engine accepted but this reader cannot: say so, keep it
+        log.warning("The alpha/rank of %s could not be read; it is kept as is.", path.name, exc_info=True)
         return {"text": "alpha/rank not read: kept as is (diffusers applies it on load)", "folded": False}
 
 
 def _store_folded(source: Path, target: Path) -> dict:
     """Copy an imported LoRA into the library with its alpha/rank folded into the weights (the file as
-    given kept beside it); a file that cannot be folded (text-encoder parts, DoRA...) is stored as given,
-    which diffusers still reads at its meant strength. Returns the scale read, for the record."""
+    given kept beside it); a file that cannot be folded is stored as given, and the scale returned for
+    the record says why (`not_folded`, and at the end of its text)."""
     from ..engines import lora
 
     try:
         scale = lora.fold_lora(source, target)
-    except Exception:  # noqa: BLE001 - an odd but loadable file is kept as it is rather than refused
+    except Exception as exc:  # noqa: BLE001 - an odd but loadable file is kept as it is rather than refused
+        why = describe_error(exc)
+        expected = isinstance(exc, EngineError)  # a kind of file folding refuses; anything else is a bug: traceback
+        log.warning("%s is kept unfolded: %s", source.name, why, exc_info=not expected)
         atomic_copy(source, target)
-        return _read_scale(target)
+        kept = _read_scale(target)
+        return dict(kept, not_folded=why, text=f"{kept['text']}. Not folded: {why.rstrip('.')}.")
     atomic_copy(source, target.with_name("original.safetensors"))
     return scale.to_dict()

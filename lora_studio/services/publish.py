@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from ..engines import hub
+from ..sizes import byte_text
 from ..jobs import JobQueue, JobReporter, JobView, UserError
 from ..store import Store, atomic_write_text
 from . import limits
@@ -78,11 +79,11 @@ class PublishService:
             if time.monotonic() - last[0] > 0.5 or sent[0] >= total:
                 last[0] = time.monotonic()
                 reporter.progress(sent[0] / total if total else 1.0,
-                                  f"{hub.gb(sent[0])} of {hub.gb(total)} sent to {repo_id}")
+                                  f"{byte_text(sent[0])} of {byte_text(total)} sent to {repo_id}")
                 reporter.output("bytes_done", sent[0])
 
         reporter.outputs({"bytes_total": total, "bytes_done": 0})
-        reporter.log(f"Publishing {record['name']} to {repo_id} as {user}: {len(files)} files, {hub.gb(total)}.")
+        reporter.log(f"Publishing {record['name']} to {repo_id} as {user}: {len(files)} files, {byte_text(total)}.")
         done = hub.upload(repo_id, files, f"LoRA Studio: {record['name']}", private=private, token=token,
                           on_bytes=on_bytes, cancelled=lambda: reporter.cancel_requested,
                           description=f"Trigger word `{record.get('trigger') or ''}`, strength "

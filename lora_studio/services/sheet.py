@@ -24,6 +24,7 @@ from ..store import Store, new_id
 from . import limits
 from .characters import STORED_SIDE, Characters
 from .costs import CostService, ImageCharges, parse_cap
+from .job_params import SheetParams
 from .sheet_prompts import SHEET_PROMPTS
 
 JOB_KIND = "sheet"
@@ -49,18 +50,18 @@ class SheetService:
         self._score_sheet = score_sheet  # so the Selection tab opens with faces already measured
         self.image_size = image_size
         self._starting = threading.Lock()
-        jobs.register(JOB_KIND, self._run)
+        jobs.register(JOB_KIND, self._run, params=SheetParams)
 
     def start(self, character_id: str, options: SheetOptions = SheetOptions()) -> JobView:
         character = self.characters.get(character_id)
         self.characters.reference_path(character_id)  # fails early with a message if missing
-        params = self.check(dict(character_id=character["id"], gate=options.gate, max_tries=options.max_tries,
-                                 max_distance=options.max_distance, steps=options.steps,
-                                 slots=list(options.slots) if options.slots else None,
-                                 max_usd=parse_cap(options.max_usd)))
-        estimate = self.estimate(character_id, replace(options, gate=params["gate"], max_tries=params["max_tries"]))
+        params = self.check(SheetParams(character_id=character["id"], gate=options.gate, max_tries=options.max_tries,
+                                        max_distance=options.max_distance, steps=options.steps,
+                                        slots=tuple(options.slots) if options.slots else None,
+                                        max_usd=parse_cap(options.max_usd)))
+        estimate = self.estimate(character_id, replace(options, gate=params.gate, max_tries=params.max_tries))
         if estimate:
-            params["estimate"] = estimate.to_dict()
+            params = replace(params, estimate=estimate.to_dict())
         with self._starting:  # two clicks at once start one job, not two
             running = [j for j in self.jobs.list(JOB_KIND) if j.params.get("character_id") == character_id
                        and not j.done]
@@ -71,16 +72,16 @@ class SheetService:
         return job
 
     @staticmethod
-    def check(params: dict) -> dict:
+    def check(params: SheetParams) -> SheetParams:
         """Tries, steps, gate and slots in range, refused in words (also for jobs stored earlier)."""
-        slots = params.get("slots")
+        slots = params.slots
         valid = {p.slot for p in SHEET_PROMPTS}
-        if slots is not None and (not isinstance(slots, list) or not set(slots) <= valid or not slots):
+        if slots is not None and (not isinstance(slots, tuple) or not set(slots) <= valid or not slots):
             raise UserError(f"Sheet slots must be numbers from {min(valid)} to {max(valid)}.")
-        return dict(params, gate=limits.flag(params.get("gate", True), "The identity gate"),
-                    max_tries=limits.whole_number(params.get("max_tries", 3), "Tries per variation", 1, 10, 3),
-                    max_distance=limits.number(params.get("max_distance", 0.6), "The face distance limit", 0.1, 1.5),
-                    steps=limits.whole_number(params.get("steps", 28), "Steps", 1, 100, 28))
+        return replace(params, gate=limits.flag(params.gate, "The identity gate"),
+                       max_tries=limits.whole_number(params.max_tries, "Tries per variation", 1, 10, 3),
+                       max_distance=limits.number(params.max_distance, "The face distance limit", 0.1, 1.5),
+                       steps=limits.whole_number(params.steps, "Steps", 1, 100, 28))
 
     def estimate(self, character_id: str, options: SheetOptions = SheetOptions()):
         """Expected Replicate cost and time of the images still missing (None when nothing is paid)."""
@@ -93,18 +94,18 @@ class SheetService:
         return [p.slot for p in SHEET_PROMPTS if p.slot not in done]
 
     # ---- the job --------------------------------------------------------------------------
-    def _run(self, params: dict, reporter: JobReporter) -> dict:
+    def _run(self, params: SheetParams, reporter: JobReporter) -> dict:
         params = self.check(params)
-        character_id = params["character_id"]
+        character_id = params.character_id
         engine = self._engine()
         reference = open_image(self.characters.reference_path(character_id), "The reference image",
                                max_side=STORED_SIDE)
-        wanted = set(params.get("slots") or [p.slot for p in SHEET_PROMPTS])
+        wanted = set(params.slots or [p.slot for p in SHEET_PROMPTS])
         missing = set(self.missing_slots(character_id))
         todo = [p for p in SHEET_PROMPTS if p.slot in wanted and p.slot in missing]
-        gate = params.get("gate", True) and not engine.makes_noise
-        scorer = _IdentityGate(reference, params["max_distance"]) if gate else None
-        if params.get("gate", True) and engine.makes_noise:
+        gate = params.gate and not engine.makes_noise
+        scorer = _IdentityGate(reference, params.max_distance) if gate else None
+        if params.gate and engine.makes_noise:
             reporter.log("Identity gate is off: the tiny engine draws noise, there is no face to check.")
         elif scorer and scorer.reference is None:
             reporter.log("Identity gate is off: no face was found in the reference image.")
@@ -114,14 +115,14 @@ class SheetService:
             reporter.log(f"Resuming: {kept} variations already exist and are kept.")
         retried: dict[str, int] = {}
         failed: list[str] = []
-        meter = self.costs.meter(params.get("max_usd"), spent=self._spent(reporter.job_id))
-        tries = params["max_tries"] if scorer else 1
+        meter = self.costs.meter(params.max_usd, spent=self._spent(reporter.job_id))
+        tries = params.max_tries if scorer else 1
         unsaved: dict[int, _Variation] = {}  # slot -> its variation, until it is saved or given up
         finished = 0
 
         def request(variation: _Variation) -> EditRequest:
             return EditRequest(image=reference, prompt=variation.prompt.prompt, seed=variation.seed,
-                               width=self.image_size, height=self.image_size, steps=params["steps"])
+                               width=self.image_size, height=self.image_size, steps=params.steps)
 
         with open_flight(engine, ImageCharges(meter), stop=lambda: reporter.cancel_requested) as flight:
             for prompt in todo:  # in sheet order; each is stored under its slot whenever it finishes

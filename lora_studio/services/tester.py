@@ -6,7 +6,7 @@ and for how varied the base model's outputs are.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from PIL import Image, ImageDraw
@@ -20,6 +20,7 @@ from ..store import Store
 from . import limits
 from .characters import Characters
 from .costs import CostService, ImageCharges, parse_cap
+from .job_params import SweepParams
 from .library import LibraryService
 from .strength_analysis import Cell, analyse, parse_strengths, summarise
 
@@ -49,28 +50,28 @@ class TesterService:
         self._engine = engine
         self.image_size = image_size
         self.limits = engine_limits or limits.LOCAL
-        jobs.register(JOB_KIND, self._run)
+        jobs.register(JOB_KIND, self._run, params=SweepParams)
 
     def start(self, request: SweepRequest) -> JobView:
         lora = self.library.resolve(request.lora)
-        params = self.check(dict(lora_id=lora["id"], prompt=request.prompt, strengths=list(request.strengths),
-                                 seeds=list(request.seeds), extra=list(request.extra),
-                                 include_base=request.include_base, steps=request.steps,
-                                 max_usd=parse_cap(request.max_usd)))
-        params["extra"] = [(self.library.resolve(name)["id"], weight) for name, weight in params["extra"]]
-        estimate = self.estimate(len(params["strengths"]), len(params["seeds"]), params["include_base"],
-                                 bool(params["extra"]))
+        params = self.check(SweepParams(lora_id=lora["id"], prompt=request.prompt, strengths=request.strengths,
+                                        seeds=request.seeds, extra=request.extra, include_base=request.include_base,
+                                        steps=request.steps, max_usd=parse_cap(request.max_usd)))
+        extra = tuple((self.library.resolve(name)["id"], weight) for name, weight in params.extra)
+        params = replace(params, extra=extra)
+        estimate = self.estimate(len(params.strengths), len(params.seeds), params.include_base, bool(params.extra))
         if estimate:
-            params["estimate"] = estimate.to_dict()
+            params = replace(params, estimate=estimate.to_dict())
         return self.jobs.submit(JOB_KIND, params, title=f"Strength test · {lora['name']}")
 
-    def check(self, params: dict) -> dict:
-        """Every field of a sweep, refused in words before any image is made (also for stored jobs)."""
-        prompt = limits.text(params.get("prompt"), "The prompt", limits.MAX_PROMPT, required=True,
+    def check(self, params: SweepParams) -> SweepParams:
+        """Every field of a sweep, refused in words before any image is made (also for stored jobs); the
+        values may be anything a caller sent, the result holds them typed."""
+        prompt = limits.text(params.prompt, "The prompt", limits.MAX_PROMPT, required=True,
                              example="photo of <trigger> in a café")
-        strengths = parse_strengths(list(params.get("strengths") or []))
-        seeds = limits.parse_seeds(list(params.get("seeds") or []))
-        extra = list(params.get("extra") or [])
+        strengths = parse_strengths(list(params.strengths or []))
+        seeds = limits.parse_seeds(list(params.seeds or []))
+        extra = list(params.extra or [])
         if len(extra) > MAX_EXTRA:
             raise UserError(f"{len(extra)} other LoRAs given; hold at most {MAX_EXTRA} at a fixed weight.")
         fixed = []
@@ -78,33 +79,35 @@ class TesterService:
             if not isinstance(item, (list, tuple)) or len(item) != 2:
                 raise UserError("Write other LoRAs as name:weight, e.g. film-style:0.5.")
             fixed.append((item[0], parse_strengths([item[1]])[0]))
-        steps = limits.whole_number(params.get("steps", 28), "Steps", 1, self.limits.max_inference_steps, 28)
+        steps = limits.whole_number(params.steps, "Steps", 1, self.limits.max_inference_steps, 28)
         # go_fast stays off: on Replicate it would multiply every strength by 1.5 (engines.base).
-        return dict(params, prompt=prompt, strengths=strengths, seeds=seeds, extra=fixed, steps=steps, go_fast=False,
-                    include_base=limits.flag(params.get("include_base", True), "Include the no-LoRA row"))
+        return replace(params, prompt=prompt, strengths=tuple(strengths), seeds=tuple(seeds), extra=tuple(fixed),
+                       steps=steps, go_fast=False,
+                       include_base=limits.flag(params.include_base, "Include the no-LoRA row"))
 
     def estimate(self, strengths: int, seeds: int, include_base: bool = True, extra: bool = False):
         """Expected Replicate cost and time of a sweep (None when nothing is paid)."""
         base = seeds if include_base else 0
         return self.costs.sweep(strengths * seeds + (base if extra else 0), 0 if extra else base)
 
-    def _run(self, params: dict, reporter: JobReporter) -> dict:
+    def _run(self, params: SweepParams, reporter: JobReporter) -> dict:
         params = self.check(params)
         engine = self._engine()
-        meter = self.costs.meter(params.get("max_usd"))
+        meter = self.costs.meter(params.max_usd)
         try:
             return self._sweep(params, reporter, engine, meter)
         finally:
             if meter.paid:
                 reporter.output("spending", meter.summary())
 
-    def _sweep(self, params: dict, reporter: JobReporter, engine: Engine, meter) -> dict:
-        lora = self.library.get(params["lora_id"])
-        extra = [self.library.weight(lid, w) for lid, w in params["extra"]]
-        rows: list[float | None] = ([None] if params["include_base"] else []) + params["strengths"]
+    def _sweep(self, params: SweepParams, reporter: JobReporter, engine: Engine, meter) -> dict:
+        lora = self.library.get(params.lora_id)
+        extra = [self.library.weight(lid, w) for lid, w in params.extra]
+        rows: list[float | None] = ([None] if params.include_base else []) + list(params.strengths)
+        seeds = list(params.seeds)
         out_dir = self.store.public_dir("jobs", reporter.job_id)
         measure = _Measure(self._reference(lora), enabled=not engine.makes_noise)
-        seeds = params["seeds"]
+        seeds = params.seeds
         made: dict[tuple[int, int], tuple[Image.Image, str]] = {}  # (row, seed index) -> image, its file
         failed: list[str] = []
         reason = ""  # the first failure, in words
@@ -114,8 +117,8 @@ class TesterService:
                 loras = tuple(extra) if strength is None else (self.library.weight(lora["id"], strength), *extra)
                 for s, seed in enumerate(seeds):
                     flight.submit((r, s), GenerateRequest(
-                        prompt=params["prompt"], seed=seed, width=self.image_size, height=self.image_size,
-                        steps=params["steps"], loras=loras, go_fast=params.get("go_fast", False)))
+                        prompt=params.prompt, seed=seed, width=self.image_size, height=self.image_size,
+                        steps=params.steps, loras=loras, go_fast=params.go_fast))
             reporter.progress(0.0, f"{total} images" + (f", {flight.parallel} at once" if flight.parallel > 1 else ""))
             try:
                 for done in flight.results():
@@ -147,7 +150,7 @@ class TesterService:
             reporter.log(f"{len(failed)} image(s) failed twice on the engine and are missing from the grid: "
                          + ", ".join(failed) + ".")
         result = {"grid": str(grid), "cells": [c.__dict__ for c in cells], "analysis": analysis.to_dict(),
-                  "go_fast": params.get("go_fast", False), "failed": failed}
+                  "go_fast": params.go_fast, "failed": failed}
         self.library.set_scores(lora["id"], {"recommended_strength": analysis.recommended,
                                              "verdict": analysis.verdict, "reason": analysis.reason})
         return result

@@ -1,9 +1,9 @@
 """Training jobs: dataset → LoRA, on whichever engine is configured, registered when done.
 
 A job's work folder is `jobs/<id>/`, so resuming the same job finds its checkpoints and caches; its
-samples go to the served `public/jobs/<id>/samples/`. Every number is checked against what the
-engine can serve when the job is submitted, and again when it starts (a job queued by an older
-version may hold anything).
+samples go to the served `public/jobs/<id>/samples/`. A job stores a `TrainParams` (job_params.py);
+every number is checked against what the engine can serve when the job is submitted, and again when
+it starts (a job queued by an older version may hold anything).
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from ..training.presets import DEFAULT_PRESET, MAX_ALPHA_PER_RANK, PRESETS, vali
 from . import limits
 from .characters import Characters
 from .costs import CostService, Estimate, parse_cap
+from .job_params import TrainParams
 from .library import LibraryService
 from .preset_store import PresetFields, PresetStore
 from .selection import validate_trigger
@@ -62,7 +63,7 @@ class TrainingService:
         self.limits = engine_limits or limits.limits_for("tiny" if tiny else "local")
         self.saved_presets = PresetStore(store.root, tiny, image_size, self.limits)
         self.default_placement = "off" if remote else TrainPlacement.parse(train_gpus).spec()
-        jobs.register(JOB_KIND, self._run)
+        jobs.register(JOB_KIND, self._run, params=TrainParams)
 
     def placements(self) -> list[tuple[str, str]]:
         """(label, value) of the places a training may run here: the app's process, one isolated worker,
@@ -225,22 +226,29 @@ class TrainingService:
             why = self.library.name_taken(name)
             if why:
                 raise UserError(why)
-            params = dict(dataset_id=dataset["id"], name=name, trigger=trigger, **values)
-            if estimate:
-                params["estimate"] = estimate.to_dict()
+            params = TrainParams(dataset_id=dataset["id"], name=name, trigger=trigger, **values,
+                                 estimate=estimate.to_dict() if estimate else None)
             return self.jobs.submit(JOB_KIND, params, title=f"Train LoRA · {name}",
                                     character_id=dataset.get("character_id"))
 
-    def _run(self, params: dict, reporter: JobReporter) -> dict:
-        params = {**params, **self.check_numbers(params)}  # queued by an older version: re-check
-        alpha = params["rank"] if self.limits.engine == "replicate" else params.get("alpha") or params["rank"]
-        params["alpha"] = self.check_alpha(alpha, params["rank"])  # Replicate trains at alpha = rank whatever
-        params["memory_mode"] = self.check_memory_mode(params.get("memory_mode"))
-        params["seed"] = limits.seed(params.get("seed", 0), "The training seed")
-        params["trigger"] = validate_trigger(params.get("trigger"))
-        placement = self._placement(params, reporter)
+    def recheck(self, params: TrainParams) -> TrainParams:
+        """A stored training's values checked again (queued by an older version, or before a limit changed)."""
+        params = replace(params, **self.check_numbers(asdict(params)))
+        alpha = params.rank if self.limits.engine == "replicate" else params.alpha or params.rank
+        every = max(1, params.steps // 4)  # what `resolve` picks, for records that predate the two settings
+        return replace(
+            params, alpha=self.check_alpha(alpha, params.rank),  # Replicate trains at alpha = rank whatever
+            memory_mode=self.check_memory_mode(params.memory_mode), trigger=validate_trigger(params.trigger),
+            seed=limits.seed(params.seed, "The training seed"),
+            checkpoint_every=limits.whole_number(params.checkpoint_every or every, "Checkpoint every", 1, params.steps),
+            sample_every=limits.whole_number(params.sample_every or every, "Sample every", 1, params.steps))
+
+    def _run(self, params: TrainParams, reporter: JobReporter) -> dict:
+        params = self.recheck(params)
+        placement, batch_size = self._placement(params, reporter)
+        params = replace(params, batch_size=batch_size)
         engine = self._engine()
-        dataset = self.store.get("datasets", str(params.get("dataset_id")))
+        dataset = self.store.get("datasets", params.dataset_id)
         if dataset is None:
             raise UserError("The dataset of this training was deleted; export it again from the Selection tab.")
         job_dir = self.store.job_dir(reporter.job_id)
@@ -254,23 +262,22 @@ class TrainingService:
                 reference = None
         request = TrainRequest(
             dataset_dir=self.store.root / dataset["dir"], output_dir=output_dir, work_dir=job_dir,
-            trigger=params["trigger"], steps=params["steps"], rank=params["rank"], alpha=params.get("alpha"),
-            learning_rate=params["learning_rate"], resolution=params["resolution"],
-            train_mlp=params.get("train_mlp", True), memory_mode=params["memory_mode"],
-            batch_size=params.get("batch_size") or 1,
-            checkpoint_every=params["checkpoint_every"], sample_every=params["sample_every"],
-            sample_prompt=f"photo of {params['trigger']}, portrait, looking at the camera",
-            reference_image=reference, seed=params.get("seed", 0), resume=True,
+            trigger=params.trigger, steps=params.steps, rank=params.rank, alpha=params.alpha,
+            learning_rate=params.learning_rate, resolution=params.resolution,
+            train_mlp=params.train_mlp, memory_mode=params.memory_mode, batch_size=params.batch_size,
+            checkpoint_every=params.checkpoint_every, sample_every=params.sample_every,
+            sample_prompt=f"photo of {params.trigger}, portrait, looking at the camera",
+            reference_image=reference, seed=params.seed, resume=True,
             zip_path=self.store.root / dataset["zip"] if dataset.get("zip") else None,
             samples_dir=samples_dir,
         )
-        meter = self.costs.meter(params.get("max_usd"))
-        reporter.log(f"Training {params['name']!r} on {dataset['count']} images with {engine.describe()}")
+        meter = self.costs.meter(params.max_usd)
+        reporter.log(f"Training {params.name!r} on {dataset['count']} images with {engine.describe()}")
         started = time.time()
         if engine.manager is None:  # a remote engine trains where it runs and makes no samples for us
             request = replace(request, max_seconds=meter.seconds_left("trainer"))
             try:
-                result = meter.call("trainer", engine.train, request, reporter, units=params["steps"])
+                result = meter.call("trainer", engine.train, request, reporter, units=params.steps)
             finally:
                 if meter.paid:
                     reporter.output("spending", meter.summary())
@@ -278,37 +285,38 @@ class TrainingService:
             scorer = None if engine.makes_noise else _sample_scorer(reference)
             result = gpu_calls.train(engine, request, reporter, sample_scorer=scorer, placement=placement)
         lora = self.library.register_trained(
-            name=params["name"], trigger=params["trigger"], result=result, job_id=reporter.job_id,
+            name=params.name, trigger=params.trigger, result=result, job_id=reporter.job_id,
             character_id=dataset.get("character_id"), dataset=dataset, params=params,
             seconds=time.time() - started, samples_dir=samples_dir)
         out = {"lora_id": lora["id"], "lora_name": lora["name"], "final_loss": result.final_loss,
                "best_checkpoint": result.best_checkpoint}
-        if lora["name"] != params["name"]:
-            out["summary"] = (f"Saved as {lora['name']!r}: the name {params['name']!r} was taken while this "
+        if lora["name"] != params.name:
+            out["summary"] = (f"Saved as {lora['name']!r}: the name {params.name!r} was taken while this "
                               "training ran.")
             reporter.log(out["summary"])
         return out
 
 
-    def _placement(self, params: dict, reporter: JobReporter) -> TrainPlacement:
+    def _placement(self, params: TrainParams, reporter: JobReporter) -> tuple[TrainPlacement, int]:
         """Where this run trains, and the effective batch it keeps for life: one sample per process of its
         first run (kohya's batch per device), stored with the job, so a resume on another number of
         processes splits the same global batch and continues the same run."""
         try:
-            spec = self.check_placement(params.get("train_on"))
+            spec = self.check_placement(params.train_on)
         except UserError:
             spec = self.default_placement
-            reporter.log(f"This job asked to train {params.get('train_on')!r}, which this app no longer offers; "
+            reporter.log(f"This job asked to train {params.train_on!r}, which this app no longer offers; "
                          f"it trains {TrainPlacement.parse(spec).describe()} instead.")
         placement = TrainPlacement.parse(spec)
-        if not isinstance(params.get("batch_size"), int) or not 1 <= params["batch_size"] <= 64:
-            params["batch_size"] = worker_processes(placement) if not self.remote else 1
+        batch = params.batch_size
+        if batch is None or not 1 <= batch <= 64:
+            batch = worker_processes(placement) if not self.remote else 1
             self.store.mutate("jobs", reporter.job_id,
-                              lambda job: job.setdefault("params", {}).update(batch_size=params["batch_size"]))
-        if params["batch_size"] > 1 or placement.kind == "workers":
-            reporter.log(f"Effective batch {params['batch_size']} per step (split across the processes), learning "
-                         f"rate {params['learning_rate']:g} as given, {params['steps']} optimizer steps.")
-        return placement
+                              lambda job: job.setdefault("params", {}).update(batch_size=batch))
+        if batch > 1 or placement.kind == "workers":
+            reporter.log(f"Effective batch {batch} per step (split across the processes), learning "
+                         f"rate {params.learning_rate:g} as given, {params.steps} optimizer steps.")
+        return placement, batch
 
 
 def _sample_scorer(reference_path):

@@ -19,13 +19,15 @@ import os
 import random
 import re
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from ..typed_json import from_json_or_none, to_json
 
 LORA_FILE = "lora.safetensors"
 _STEP_DIR = re.compile(r"^step_(\d{6,})$")
@@ -135,7 +137,7 @@ def save_checkpoint(
         torch.save(optimizer_state, tmp / "optimizer.pt")
         tensors, state.python_random, state.numpy_random = capture_rng(generator)
         save_file(tensors, str(tmp / "rng.safetensors"))
-        (tmp / "state.json").write_text(json.dumps(asdict(state), indent=1), encoding="utf-8")
+        (tmp / "state.json").write_text(json.dumps(to_json(state), indent=1), encoding="utf-8")
         if final.exists():  # the same step saved again (e.g. best after a periodic save)
             old = root / f".old_{final.name}_{os.getpid()}"
             os.replace(final, old)
@@ -157,12 +159,12 @@ class LoadedCheckpoint:
 
 
 def read_state(path: Path) -> TrainingState | None:
+    """A checkpoint's state, or None when it cannot be read (cut by a crash, or from another version)."""
     try:
         data = json.loads((Path(path) / "state.json").read_text(encoding="utf-8"))
-        data["data_position"] = tuple(data.get("data_position", (0, 0)))
-        return TrainingState(**data)
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError):
         return None
+    return from_json_or_none(TrainingState, data)
 
 
 def latest_checkpoint(root: Path, fingerprint: str, max_step: int | None = None) -> Path | None:

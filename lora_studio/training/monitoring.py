@@ -15,8 +15,8 @@ from typing import Callable
 import torch
 
 from ..engines.base import TrainRequest
-from ..engines.memory import GB
 from ..progress import Reporter
+from ..sizes import GB
 from .checkpoints import LoopState
 from .dataset import TextEmbedding
 from .lease import PipelineLease

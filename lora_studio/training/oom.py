@@ -13,7 +13,7 @@ import torch
 
 from ..engines.base import TrainRequest
 from ..engines.memory import _HEADROOM, LADDER, MemoryPlan, lighter_mode, plan_need
-from ..engines.memory import GB
+from ..sizes import GB
 from . import checkpoints as ckpt
 
 SMALLER_RESOLUTIONS = (1024, 768, 512, 384, 256)

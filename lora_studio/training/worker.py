@@ -19,12 +19,12 @@ import os
 import sys
 import time
 import traceback
-from dataclasses import asdict
 from pathlib import Path
 
 from ..engines.base import TrainRequest
 from ..errors import StudioError
 from ..progress import Canceled
+from ..typed_json import from_json, to_json
 from .worker_events import SPEC, EventWriter, QuietReporter, append_event, write_pid
 
 
@@ -32,16 +32,6 @@ def read_spec(folder: Path) -> dict:
     import json
 
     return json.loads((Path(folder) / SPEC).read_text(encoding="utf-8"))
-
-
-def train_request(fields: dict) -> TrainRequest:
-    paths = ("dataset_dir", "output_dir", "work_dir", "reference_image", "zip_path", "samples_dir")
-    values = {k: (Path(v) if k in paths and v is not None else v) for k, v in fields.items()}
-    return TrainRequest(**values)
-
-
-def request_fields(request: TrainRequest) -> dict:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(request).items()}
 
 
 def install_fault(transformer, fault: dict | None, rank: int) -> None:
@@ -103,14 +93,14 @@ def run(folder: Path) -> int:
                          f"({accelerator.distributed_type.value}); loading {spec['model']}.")
         manager = ModelManager(model=spec["model"], device=str(accelerator.device),
                                memory_mode=spec.get("memory_mode", "auto"), speed=SpeedSettings())
-        request = train_request(spec["request"])
+        request = from_json(TrainRequest, spec["request"], "The training request in worker/spec.json")
         scorer = sample_scorer(spec.get("reference")) if parallel.is_main else None
         with manager.for_training() as pipe:
             install_fault(pipe.transformer, spec.get("fault"), parallel.rank)
             result = train_lora(pipe, request, reporter, device=manager.device, dtype=manager.dtype,
                                 sample_scorer=scorer, parallel=parallel)
         if parallel.is_main:
-            append_event(folder, "result", result=_result_fields(result))
+            append_event(folder, "result", result=to_json(result))
         return 0
     except Canceled as exc:
         if parallel.is_main:
@@ -123,13 +113,6 @@ def run(folder: Path) -> int:
         return 3
     finally:
         accelerator.end_training()
-
-
-def _result_fields(result) -> dict:
-    fields = asdict(result)
-    fields["lora_path"] = str(result.lora_path)
-    fields["extra_files"] = {k: str(v) for k, v in result.extra_files.items()}
-    return fields
 
 
 def main(argv: list[str] | None = None) -> int:

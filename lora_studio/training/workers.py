@@ -35,6 +35,7 @@ from pathlib import Path
 from ..engines.base import EngineError, OutOfMemory, TrainRequest, TrainResult
 from ..progress import Canceled, Reporter
 from ..store import atomic_write_json
+from ..typed_json import from_json, to_json
 from . import checkpoints as ckpt
 from .worker_events import CANCEL, EVENTS, HEARTBEAT, PIDS, REPLAYED, SPEC, EventTail, read_pids
 
@@ -138,14 +139,12 @@ def parse_fault(text: str | None) -> dict | None:
 def train_in_workers(plan: WorkerPlan, request: TrainRequest, reporter: Reporter, *, model: str,
                      memory_mode: str, reference: str | None = None) -> TrainResult:
     """Train `request` in worker processes, following it as the job's own run (see the module docstring)."""
-    from .worker import request_fields
-
     job_dir = Path(request.work_dir)
     folder = job_dir / "worker"
     _stop_leftovers(folder)  # a launch of this job from before an app restart must not write beside this one
     _fresh(folder)
     atomic_write_json(folder / SPEC, dict(
-        request=request_fields(request), model=model, memory_mode=memory_mode, device=plan.device,
+        request=to_json(request), model=model, memory_mode=memory_mode, device=plan.device,
         reference=reference, fault=parse_fault(os.environ.get(FAULT_ENV)), app_pid=os.getpid()))
     argv, env = launch_command(plan, job_dir)
     reporter.log(f"Training in {plan.describe()} (each loads the model itself); the app keeps serving.")
@@ -224,7 +223,7 @@ class _Run:
 
     def outcome(self, request: TrainRequest) -> TrainResult:
         if self.result is not None:
-            return _train_result(self.result)
+            return from_json(TrainResult, self.result, "The training workers' result")
         if self.canceled or self.stop_sent is not None:
             raise Canceled("Canceled by the user." + self._kept(request, " "))
         where = f" at step {self.step + 1} of {request.steps}" if self.step else " before its first step"
@@ -276,13 +275,6 @@ class _Run:
         if not saved:
             return lead + "No checkpoint had been saved yet."
         return lead + f"Checkpoints up to step {saved[-1]} are kept: Resume continues from there."
-
-
-def _train_result(fields: dict) -> TrainResult:
-    fields = dict(fields)
-    fields["lora_path"] = Path(fields["lora_path"])
-    fields["extra_files"] = {k: Path(v) for k, v in (fields.get("extra_files") or {}).items()}
-    return TrainResult(**fields)
 
 
 def _stop_leftovers(folder: Path) -> None:

@@ -26,12 +26,8 @@ from .owner import NOT_OWNER, is_owner, owner_only
 COLUMNS = ["model", "status", "download", "free disk", "GPU need (GB)", "fits", "advice"]
 
 
-def _size(count) -> str:
-    return "?" if count is None else f"{count / 1e9:.2f} GB" if count >= 1e8 else f"{count / 1e6:.1f} MB"
-
-
 def frame(rows) -> pd.DataFrame:
-    return pd.DataFrame([[r.repo_id, r.status, _size(r.download_bytes), _size(r.free_bytes),
+    return pd.DataFrame([[r.repo_id, r.status, r.download_text, r.free_text,
                           "" if r.need_gb is None else f"{r.need_gb:.1f}",
                           {True: "yes", False: "no", None: "no GPU"}[r.fits],
                           r.problem or r.recommendation] for r in rows], columns=COLUMNS)

@@ -9,18 +9,18 @@ No torch here: the Settings page and the CLI list models without loading any.
 """
 from __future__ import annotations
 
-from .download import bytes_kept, fetch, gb, space_text
+from .download import bytes_kept, fetch, space_text
 from .repo import (TOKENS_PAGE, GatedError, HubError, HubFile, RepoFiles, bytes_on_disk, cache_root,
                    cached_commit, endpoint, free_bytes, has_weights, hub_error, in_cache, is_repo_id,
                    list_repo, list_transformers_repo, load_failure_text, needed_files, offline, repo_cache,
                    repo_listing, snapshot_dir)
 from .publish import Published, card_licence, upload, write_user
-from .token import TokenState, active_token, forget_token, save_token, token_state, whoami, whoami_info
+from .token import TOKEN_KIND, active_token, forget_token, save_token, token_state, whoami, whoami_info
 
 __all__ = [
-    "TOKENS_PAGE", "GatedError", "HubError", "HubFile", "Published", "RepoFiles", "TokenState", "active_token", "bytes_kept",
-    "bytes_on_disk", "cache_root", "card_licence", "cached_commit", "endpoint", "fetch", "forget_token", "free_bytes", "gb",
-    "has_weights", "hub_error", "in_cache", "is_repo_id", "list_repo", "list_transformers_repo", "load_failure_text", "needed_files",
-    "offline", "repo_cache", "repo_listing", "save_token", "snapshot_dir", "space_text", "token_state", "upload", "whoami",
-    "whoami_info", "write_user",
+    "TOKEN_KIND", "TOKENS_PAGE", "GatedError", "HubError", "HubFile", "Published", "RepoFiles", "active_token",
+    "bytes_kept", "bytes_on_disk", "cache_root", "card_licence", "cached_commit", "endpoint", "fetch", "forget_token",
+    "free_bytes", "has_weights", "hub_error", "in_cache", "is_repo_id", "list_repo", "list_transformers_repo",
+    "load_failure_text", "needed_files", "offline", "repo_cache", "repo_listing", "save_token", "snapshot_dir",
+    "space_text", "token_state", "upload", "whoami", "whoami_info", "write_user",
 ]

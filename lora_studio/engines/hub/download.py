@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from ...progress import Canceled
+from ...sizes import byte_text
 from ...store import atomic_write_text
 from .repo import HubError, RepoFiles, endpoint, free_bytes, hub_error, repo_cache, snapshot_dir
 
@@ -32,12 +33,8 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def space_text(need: int, free: int) -> str:
-    return (f"Not enough free disk space for this download: it needs {gb(need)} more and the Hugging Face cache's "
-            f"disk has {gb(free)} free. Free some space, or point HF_HOME (or HF_HUB_CACHE) at a bigger disk.")
-
-
-def gb(count: int) -> str:
-    return f"{count / 1e9:.2f} GB" if count >= 1e8 else f"{count / 1e6:.1f} MB"
+    return (f"Not enough free disk space for this download: it needs {byte_text(need)} more and the Hugging Face cache's "
+            f"disk has {byte_text(free)} free. Free some space, or point HF_HOME (or HF_HUB_CACHE) at a bigger disk.")
 
 
 def _part_path(repo_id: str, etag: str) -> Path:

@@ -7,21 +7,18 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
+from ...tokens import ENVIRONMENT, TokenKind, TokenState
 from .repo import TOKENS_PAGE, HubError, hub_api
 
-
-@dataclass(frozen=True)
-class TokenState:
-    user: str | None  # who the active token belongs to; None when there is none or it was refused
-    source: str | None  # "environment" (HF_TOKEN wins) | "file" (huggingface_hub's token file) | None
-    problem: str = ""
-
-    @property
-    def logged_in(self) -> bool:
-        return self.user is not None
+SAVED = "file"  # the source of a token in huggingface_hub's token file
+TOKEN_KIND = TokenKind(
+    "Hugging Face",
+    missing=(f"No Hugging Face token. Gated models (FLUX.1-dev, FLUX.1-Kontext-dev) need a read token: make one "
+             f"at {TOKENS_PAGE}."),
+    from_environment=" through the HF_TOKEN environment variable: it overrides any token saved here until it is unset.",
+    from_file=" (token saved by huggingface_hub, shared with the `hf` CLI).")
 
 
 def _environment_token() -> str | None:
@@ -54,17 +51,18 @@ def whoami_info(token: str, cache: bool = False) -> dict:
 
 
 def token_state() -> TokenState:
+    """Whose the active token is (HF_TOKEN first, then the token file) and where it came from."""
     token = active_token()
     if not token:
-        return TokenState(None, None)
-    source = "environment" if _environment_token() else "file"
+        return TokenState(TOKEN_KIND)
+    source = ENVIRONMENT if _environment_token() else SAVED
     try:
-        return TokenState(whoami(token, cache=True), source)
+        return TokenState(TOKEN_KIND, whoami(token, cache=True), source)
     except HubError as exc:
-        return TokenState(None, source, str(exc))
+        return TokenState(TOKEN_KIND, None, source, str(exc))
 
 
-def save_token(token: str) -> str:
+def save_token(token: str) -> TokenState:
     """Check the token, then keep it with `huggingface_hub.login` (the same file the `hf` CLI uses)."""
     token = (token or "").strip()
     if not re.fullmatch(r"[A-Za-z0-9_\-]{8,200}", token):
@@ -74,7 +72,7 @@ def save_token(token: str) -> str:
     from huggingface_hub import login
 
     login(token=token, add_to_git_credential=False, skip_if_logged_in=False)
-    return user
+    return TokenState(TOKEN_KIND, user, SAVED)
 
 
 def forget_token() -> None:

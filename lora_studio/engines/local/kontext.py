@@ -18,6 +18,7 @@ from typing import Callable
 import psutil
 import torch
 
+from ...sizes import GB
 from ..base import EngineError
 from .model_kind import KONTEXT_CLASS, KONTEXT_HUB_ID, KontextChoice, choose, is_kontext, pipeline_class
 
@@ -94,11 +95,11 @@ class TransformerSlots:
         if fits_in_host_ram(0 if on_cpu else size) and not _is_offloaded(module):
             if not on_cpu:
                 module.to("cpu")
-            self.note = f"The idle transformer ({size / 1e9:.1f} GB) waits in CPU memory."
+            self.note = f"The idle transformer ({size / GB:.1f} GB) waits in CPU memory."
         else:
             del self.modules[role]
             self.dropped = role
-            self.note = (f"The idle transformer ({size / 1e9:.1f} GB) does not fit in free CPU memory: it is "
+            self.note = (f"The idle transformer ({size / GB:.1f} GB) does not fit in free CPU memory: it is "
                          "read again from disk at the next swap.")
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

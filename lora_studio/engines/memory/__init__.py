@@ -16,7 +16,7 @@ _EXPORTS = {
         "estimated_need_gb", "plan_for", "lighter_mode", "gpu_memory_bytes", "describe_plans",
         "base_quantization", "idle_transformer_note", "library_available", "require_support",
         "quantization_config", "is_quantized", "plan_for_pipeline", "_HEADROOM", "ARCHITECTURE_TITLES"), "plan"),
-    **dict.fromkeys(("GB", "MemoryNeed", "training_need", "InferenceNeed", "inference_need",
+    **dict.fromkeys(("MemoryNeed", "training_need", "InferenceNeed", "inference_need",
                      "transformer_counts", "encoder_counts", "weight_bytes", "t5_block_list", "text_block_list",
                      "ARCHITECTURES", "is_klein_config"), "need"),
 }

@@ -25,7 +25,7 @@ CPU; for a quantized base the big text encoder, T5 or Qwen3, runs block by block
 the need is the larger of the two phases. RUNTIME_BYTES is the one figure not
 derived from the model: with it, the totals land on the public measurements (diffusers' flux-qlora
 blog, 512x768, rank 4: NF4 ~9 GB, bf16 LoRA with checkpointing ~26 GB), which the tests keep as checks.
-GB here is 10^9 bytes, the unit of those figures.
+GB here is 10^9 bytes (lora_studio/sizes.py), the unit of those figures.
 
 An image (`inference_need`, what the speed settings' `auto` sizes against) needs the transformer's
 weights in their format, the text encoders and VAE in bf16, and working memory: one block's
@@ -39,7 +39,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-GB = 10**9
+from ...sizes import GB
+
 RUNTIME_BYTES = 1.5 * GB
 TEXT_TOKENS = 512  # T5 tokens per caption or prompt (training.dataset.MAX_SEQUENCE_LENGTH, the pipeline's too)
 PIXELS_PER_TOKEN = 16  # VAE downscale 8 x 2x2 latent packing

@@ -34,7 +34,8 @@ from dataclasses import dataclass, replace
 
 from ...config import MEMORY_MODES
 from ..base import EngineError
-from .need import GB, MemoryNeed, training_need
+from ...sizes import GB
+from .need import MemoryNeed, training_need
 
 LADDER = ("full", "checkpointing", "8bit", "nf4", "lowvram")  # lightest last; OOM advice walks down it
 _HEADROOM = 0.95

@@ -10,13 +10,13 @@
 """
 from __future__ import annotations
 
-from .account import (TokenFile, TokenState, account_models, account_name, clean_token, create_model,
+from .account import (TOKEN_KIND, TokenFile, account_models, account_name, clean_token, create_model,
                       current_token, model_exists, model_name)
 from .client import DEFAULT_BASE_URL, TOKEN_PAGE, base_url, make_client
 from .engine import ReplicateEngine
 
 __all__ = [
-    "DEFAULT_BASE_URL", "TOKEN_PAGE", "ReplicateEngine", "TokenFile", "TokenState",
+    "DEFAULT_BASE_URL", "TOKEN_KIND", "TOKEN_PAGE", "ReplicateEngine", "TokenFile",
     "account_models", "account_name", "base_url", "clean_token", "create_model", "current_token", "make_client",
     "model_exists", "model_name",
 ]

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
+from ...tokens import ENVIRONMENT, TokenKind, TokenState
 from ..base import EngineError
 from .client import TOKEN_PAGE, calling
 
@@ -21,17 +21,11 @@ DESTINATION_HARDWARE = "gpu-t4"  # a trained version runs on the trainer's hardw
 MAX_TOKEN = 200
 MODEL_PAGES = 3  # /v1/models pages read when listing the account's models
 TAKEN = "A model with that name already exists in your account: pick it from the list instead."
-
-
-@dataclass(frozen=True)
-class TokenState:
-    """Whether a token is set and where from ("environment", "page" or "" when none)."""
-
-    source: str
-
-    @property
-    def present(self) -> bool:
-        return bool(self.source)
+SAVED = "page"  # the source of a token pasted on the Settings page (kept in TokenFile)
+TOKEN_KIND = TokenKind(
+    "Replicate", missing=f"No Replicate token yet. Make one at {TOKEN_PAGE} and paste it here.",
+    from_environment=f" — token {TOKEN_ENV} in the environment (it wins over this page).",
+    from_file=" — token saved here, readable by this computer's user only.")
 
 
 class TokenFile:
@@ -65,12 +59,13 @@ class TokenFile:
 
 
 def current_token(token_file: TokenFile | None) -> tuple[str, TokenState]:
-    """The token to use and where it came from: the environment wins over the page's file."""
+    """The token to use and where it came from (whose it is is not asked here): the environment wins
+    over the page's file."""
     env = os.environ.get(TOKEN_ENV, "").strip()
     if env:
-        return env, TokenState("environment")
+        return env, TokenState(TOKEN_KIND, source=ENVIRONMENT)
     stored = token_file.read() if token_file is not None else ""
-    return stored, TokenState("page" if stored else "")
+    return stored, TokenState(TOKEN_KIND, source=SAVED if stored else None)
 
 
 def clean_token(token: str) -> str:
@@ -135,5 +130,5 @@ def _call(fn, action: str):
         return fn()
 
 
-__all__ = ["TokenFile", "TokenState", "current_token", "clean_token", "account_name", "account_models",
+__all__ = ["TOKEN_KIND", "TokenFile", "current_token", "clean_token", "account_name", "account_models",
            "model_exists", "model_name", "create_model"]

@@ -20,10 +20,9 @@ explicit flags over it and drops, in words, whatever this machine cannot run.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, fields, replace
 
-from ...config import SpeedRequest
+from ...config import SpeedRequest, zero_gpu_requested
 from ..base import EngineError
 
 FP8_CAPABILITY = (8, 9)  # fp8 tensor cores: Ada (RTX 40xx, L4, L40S) and Hopper (H100, H200)
@@ -31,7 +30,6 @@ COMPILE_CAPABILITY = (7, 0)  # Triton's floor
 HOTSWAP_RANK = 64
 FUSED_HOTSWAP_RANK = 96  # a rank-32 LoRA's q, k and v side by side in one fused layer
 AUTO_RESOLUTION = 1024  # the image size auto sizes the GPU for (FLUX.1-dev's native one)
-ZERO_GPU_ENV = "SPACES_ZERO_GPU"  # set by Hugging Face on ZeroGPU hardware
 
 
 @dataclass(frozen=True)
@@ -259,7 +257,7 @@ def gpu_info(device) -> GpuInfo:
     device = torch.device(device)
     if device.type != "cuda":
         return GpuInfo(kind=device.type)
-    if os.environ.get(ZERO_GPU_ENV, "").lower() in ("1", "t", "true"):  # no GPU to ask until a call runs
+    if zero_gpu_requested():  # no GPU to ask until a call runs
         return GpuInfo(kind="cuda", name="ZeroGPU", zero_gpu=True)
     index = device.index if device.index is not None else torch.cuda.current_device()
     free, total = torch.cuda.mem_get_info(index)

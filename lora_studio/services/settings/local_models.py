@@ -22,10 +22,14 @@ from pathlib import Path
 from typing import Callable
 
 from ...engines import family, hub
-from ...engines.hub import bytes_kept, fetch, gb, space_text
+from ...engines.hub import bytes_kept, fetch, space_text
 from ...errors import UserError
 from ...jobs import FINISHED, RUNNING, JobQueue, JobReporter, JobView
+from ...sizes import GB, MB, byte_text, rate_text
 from ...store import Store
+from ...tokens import TokenState
+from ...typed_json import from_json_or_none
+from ..job_params import DownloadParams
 
 KIND = "download"
 HEADROOM = 0.95  # as the memory planner: a plan must fit 95% of the GPU
@@ -115,31 +119,19 @@ class ModelRow:
         if self.download_bytes is not None and self.on_disk_bytes >= self.download_bytes:
             return "on disk"
         if self.on_disk_bytes:
-            return f"partly on disk ({gb(self.on_disk_bytes)})"
+            return f"partly on disk ({byte_text(self.on_disk_bytes)})"
         return "not downloaded" if self.download_bytes is not None else "not known"
+
+    @property
+    def download_text(self) -> str:
+        return byte_text(self.download_bytes)
+
+    @property
+    def free_text(self) -> str:
+        return byte_text(self.free_bytes)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "status": self.status}
-
-
-@dataclass(frozen=True)
-class TokenStatus:
-    """What the page shows about the Hugging Face token; the token itself never leaves huggingface_hub."""
-
-    user: str | None
-    source: str | None  # "environment" | "file" | None
-    problem: str = ""
-
-    def text(self) -> str:
-        if self.user and self.source == "environment":
-            return (f"Logged in to Hugging Face as **{self.user}** through the HF_TOKEN environment variable: it "
-                    "overrides any token saved here until it is unset.")
-        if self.user:
-            return f"Logged in to Hugging Face as **{self.user}** (token saved by huggingface_hub, shared with the `hf` CLI)."
-        if self.problem:
-            return self.problem
-        return (f"No Hugging Face token. Gated models (FLUX.1-dev, FLUX.1-Kontext-dev) need a read token: make one "
-                f"at {hub.TOKENS_PAGE}.")
 
 
 class Rate:
@@ -171,7 +163,7 @@ class Rate:
         speed = self.per_second
         left = (self.total - self.done) / speed if speed > 0 else None
         eta = "" if left is None else f" · about {_duration(left)} left"
-        return f"{gb(self.done)} of {gb(self.total)} · {speed / 1e6:.1f} MB/s{eta}"
+        return f"{byte_text(self.done)} of {byte_text(self.total)} · {rate_text(speed)}{eta}"
 
 
 def _duration(seconds: float) -> str:
@@ -193,7 +185,7 @@ class ModelsService:
         self._listed: dict[str, hub.RepoFiles] = {}
         self._live: dict[str, Rate] = {}
         self._lock = threading.Lock()
-        jobs.register(KIND, self._run)
+        jobs.register(KIND, self._run, params=DownloadParams)
 
     # ---- the catalogue ---------------------------------------------------------------------
     def catalogue(self, refresh: bool = False) -> list[ModelRow]:
@@ -261,20 +253,20 @@ class ModelsService:
                                 "both do not fit.")
         need = estimated_need_gb(mode, PLAN_RESOLUTION, architecture=entry.architecture if entry else "flux1-dev")
         if entry is not None and entry.kontext:
-            return need, None if gpu is None else need * 1e9 <= gpu * HEADROOM, (
+            return need, None if gpu is None else need * GB <= gpu * HEADROOM, (
                 "Needed for the character sheet with the local engine.")
         if gpu is None:
             name = entry.title if entry else "FLUX"
             return need, None, (f"No NVIDIA GPU found here: the weights can be downloaded, but {name} is far too "
                                 "slow on a CPU. Use the Replicate engine, or run the app on a GPU machine.")
-        fits = need * 1e9 <= gpu * HEADROOM
+        fits = need * GB <= gpu * HEADROOM
         best = next((e for e in CATALOGUE if not e.kontext and e.kind == "flux" and estimated_need_gb(
-            e.memory_mode, PLAN_RESOLUTION, architecture=e.architecture) * 1e9 <= gpu * HEADROOM), None)
+            e.memory_mode, PLAN_RESOLUTION, architecture=e.architecture) * GB <= gpu * HEADROOM), None)
         if entry is not None and best is entry:
-            return need, True, f"Recommended for this GPU ({gpu / 1e9:.0f} GB)."
+            return need, True, f"Recommended for this GPU ({gpu / GB:.0f} GB)."
         if fits:
-            return need, True, f"Fits this GPU ({gpu / 1e9:.0f} GB)."
-        return need, False, (f"Too big for this GPU: plans {need:.1f} GB, the GPU has {gpu / 1e9:.0f} GB"
+            return need, True, f"Fits this GPU ({gpu / GB:.0f} GB)."
+        return need, False, (f"Too big for this GPU: plans {need:.1f} GB, the GPU has {gpu / GB:.0f} GB"
                              + (f"; take {best.title}." if best else "; use the Replicate engine."))
 
     # ---- downloads -------------------------------------------------------------------------
@@ -286,7 +278,8 @@ class ModelsService:
         if not hub.is_repo_id(model):
             raise UserError(f"{model!r} is not a Hugging Face model id (owner/name).")
         for job in self.jobs.list(KIND):
-            if job.params.get("repo_id") == model and job.status not in FINISHED and job.status != "interrupted":
+            params = from_json_or_none(DownloadParams, job.params)
+            if params and params.repo_id == model and job.status not in FINISHED and job.status != "interrupted":
                 raise UserError(f"{model} is already being downloaded (job {job.id}).")
         entry = next((e for e in CATALOGUE if e.repo_id == model), None)
         layout = entry.layout if entry else "diffusers"
@@ -294,8 +287,8 @@ class ModelsService:
                             layout=layout)
         kept = bytes_kept(repo)
         self._check_space(repo, kept)
-        params = {"repo_id": repo.repo_id, "commit": repo.commit, "transformer_only": repo.is_kontext or bool(
-            entry and entry.kontext), "total": repo.total, "layout": layout}
+        params = DownloadParams(repo.repo_id, repo.commit, repo.is_kontext or bool(entry and entry.kontext), repo.total,
+                                layout)
         return self.jobs.submit(KIND, params, title=f"Download {repo.repo_id}")
 
     def _check_space(self, repo: hub.RepoFiles, kept: int) -> None:
@@ -308,13 +301,15 @@ class ModelsService:
         job = self.jobs.get(job_id)
         if job.kind != KIND:
             raise UserError(f"Job {job_id} is not a download.")
-        total = int(job.params.get("total") or 0)
+        params = from_json_or_none(DownloadParams, job.params)  # None: a damaged record
+        total = params.total if params else 0
         rate = self._live.get(job_id) if job.status == RUNNING else None
         done = rate.done if rate else int(round(job.progress * total))
         speed = rate.per_second if rate else 0.0
         eta = (total - done) / speed if speed > 0 else None
-        return {"job_id": job.id, "repo_id": job.params.get("repo_id"), "status": job.status, "bytes_done": done,
-                "bytes_total": total, "mb_per_s": round(speed / 1e6, 2), "eta_s": None if eta is None else round(eta),
+        return {"job_id": job.id, "repo_id": params.repo_id if params else None, "status": job.status,
+                "bytes_done": done,
+                "bytes_total": total, "mb_per_s": round(speed / MB, 2), "eta_s": None if eta is None else round(eta),
                 "message": job.error or job.message}
 
     def downloads(self) -> list[JobView]:
@@ -340,15 +335,15 @@ class ModelsService:
         if self.jobs.get(job_id).kind != KIND:
             raise UserError(f"Job {job_id} is not a download.")
 
-    def _run(self, params: dict, reporter: JobReporter) -> dict:
-        repo_id = str(params.get("repo_id", ""))
-        layout = "transformers" if params.get("layout") == "transformers" else "diffusers"
-        repo = _list(repo_id, params.get("transformer_only"), layout, revision=params.get("commit"))
+    def _run(self, params: DownloadParams, reporter: JobReporter) -> dict:
+        repo_id = params.repo_id
+        layout = "transformers" if params.layout == "transformers" else "diffusers"
+        repo = _list(repo_id, params.transformer_only, layout, revision=params.commit)
         kept = bytes_kept(repo)
         self._check_space(repo, kept)
         rate = Rate(min(kept, repo.total), repo.total)
         self._live[reporter.job_id] = rate
-        reporter.log(f"{repo_id}: {len(repo.files)} files, {gb(repo.total)}; {gb(rate.done)} already on disk.")
+        reporter.log(f"{repo_id}: {len(repo.files)} files, {byte_text(repo.total)}; {byte_text(rate.done)} already on disk.")
 
         def on_bytes(count: int) -> None:
             rate.add(count)
@@ -359,22 +354,22 @@ class ModelsService:
         finally:
             self._live.pop(reporter.job_id, None)
         self._listed.pop(repo_id, None)
-        return {"summary": f"{repo_id} is on disk ({gb(repo.total)}). Choose it as the model to use it.",
+        return {"summary": f"{repo_id} is on disk ({byte_text(repo.total)}). Choose it as the model to use it.",
                 "repo_id": repo_id, "bytes": repo.total}
 
     # ---- the Hugging Face token --------------------------------------------------------------
-    def token_status(self) -> TokenStatus:
-        state = hub.token_state()
-        return TokenStatus(state.user, state.source, state.problem)
+    def token_status(self) -> TokenState:
+        """What the page shows about the Hugging Face token; the token itself never leaves huggingface_hub."""
+        return hub.token_state()
 
-    def login(self, token: str) -> TokenStatus:
+    def login(self, token: str) -> TokenState:
         if not isinstance(token, str) or len(token) > 200:
             raise UserError(f"Paste a Hugging Face read token (from {hub.TOKENS_PAGE}).")
-        user = hub.save_token(token)
+        saved = hub.save_token(token)
         state = self.token_status()
-        return state if state.user else TokenStatus(user, "file")
+        return state if state.user else saved
 
-    def logout(self) -> TokenStatus:
+    def logout(self) -> TokenState:
         hub.forget_token()
         return self.token_status()
 

@@ -5,28 +5,13 @@ Replies carry the account's user name and where the token came from, never the t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 from ...config import ReplicateSettings
 from ...engines import replicate as account
 from ...errors import InvalidInput, UserError
-
-
-@dataclass(frozen=True)
-class ReplicateStatus:
-    """What the page shows: who the token belongs to, and where it came from ("" when no token)."""
-
-    username: str
-    source: str  # environment | page | ""
-
-    def text(self) -> str:
-        if not self.source:
-            return f"No Replicate token yet. Make one at {account.TOKEN_PAGE} and paste it here."
-        where = ("REPLICATE_API_TOKEN in the environment (it wins over this page)" if self.source == "environment"
-                 else "saved here, readable by this computer's user only")
-        who = f"Logged in to Replicate as **{self.username}**" if self.username else "A token is set"
-        return f"{who} — token {where}."
+from ...tokens import TokenState
 
 
 class ReplicateSetup:
@@ -39,16 +24,17 @@ class ReplicateSetup:
     def base_url(self) -> str:
         return account.base_url(self.settings)
 
-    def status(self, check: bool = False) -> ReplicateStatus:
+    def status(self, check: bool = False) -> TokenState:
+        """Who the token belongs to (once proved: `check` asks Replicate) and where it came from."""
         token, state = account.current_token(self.token_file)
         if check and token and not self._username:
             try:
                 self._username = account.account_name(account.make_client(token, self.base_url))
             except Exception:  # noqa: BLE001 - a status line: an unreachable Replicate shows no name, no error
                 self._username = ""
-        return ReplicateStatus(self._username if token else "", state.source)
+        return replace(state, user=(self._username or None) if token else None)
 
-    def save_token(self, token: str) -> ReplicateStatus:
+    def save_token(self, token: str) -> TokenState:
         """Check the token with the account call first; only a working token is stored."""
         token = account.clean_token(token)
         username = account.account_name(account.make_client(token, self.base_url))
@@ -57,7 +43,7 @@ class ReplicateSetup:
         self._username = "" if env_wins else username
         return self.status(check=True)
 
-    def forget_token(self) -> ReplicateStatus:
+    def forget_token(self) -> TokenState:
         self.token_file.clear()
         self._username = ""
         return self.status()
@@ -88,4 +74,4 @@ class ReplicateSetup:
         return account.create_model(client, account.account_name(client), name)
 
 
-__all__ = ["ReplicateSetup", "ReplicateStatus"]
+__all__ = ["ReplicateSetup"]
