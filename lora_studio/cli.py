@@ -139,7 +139,7 @@ def run(args) -> tuple[object, str]:
         return models_command(args, settings_from)
     from .studio import Studio
 
-    with Studio(settings_from(args)) as studio:
+    with Studio(settings_from(args), start=args.command not in READ_ONLY) as studio:
         return COMMANDS[args.command](studio, args)
 
 
@@ -243,4 +243,5 @@ def _wait(studio, job_id, args):
     return studio.wait(job_id)
 
 
+READ_ONLY = ("jobs",)  # they take no job: a running app on the same workspace keeps its own
 COMMANDS = {"sheet": _sheet, "train": _train, "strengths": _strengths, "generate": _generate, "jobs": _jobs}

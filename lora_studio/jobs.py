@@ -4,7 +4,9 @@ Two people on a shared link must not run one GPU out of memory, so all generatio
 testing goes through a single worker thread. Each job is a store record (status, progress, last
 log lines, outputs, error) and two append-only files in `jobs/<id>/` (log.txt, metrics.jsonl); the
 UI polls them, so closing the page loses nothing. On start-up, jobs left `running` by a dead process
-become `interrupted` and can be resumed; jobs still `queued` are queued again.
+become `interrupted` and can be resumed; jobs still `queued` are queued again. A record whose
+process still runs (the app, while a CLI command opens the same workspace) is left to it
+(job_holders.py); a queue that is never started (a read-only command) takes no job at all.
 
 The worker never dies: whatever a job raises, even while its failure is being written (a full
 disk), is caught; a status that cannot be written is kept and written again when the disk allows,
@@ -29,6 +31,7 @@ from typing import Any, Callable
 
 from .errors import UserError  # noqa: F401 (re-exported: services raise it)
 from .job_gate import JobGate
+from .job_holders import JobHolder
 from .job_records import (  # noqa: F401 (re-exported: the UI and services import them from here)
     CANCELED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, SUCCEEDED, JobView, describe_error,
 )
@@ -163,18 +166,24 @@ class JobQueue:
         self._idle = threading.Event()
         self._idle.set()
         self.gate = JobGate()  # GPU-lane jobs run through it; an engine switch holds it (studio.py)
+        self.holder = JobHolder(store.root)  # stamped on the records this process queues and runs
 
     def register(self, kind: str, handler: Handler) -> None:
         self._handlers[kind] = handler
 
     def start(self) -> None:
-        """Recover what a previous process left behind, then start the worker."""
-        for job in self.store.find("jobs"):
-            if job.get("status") == RUNNING and isinstance(job.get("id"), str):
+        """Recover what a dead process left behind (a live one keeps its jobs), then start the worker."""
+        self.holder.hold()
+        orphans = [j for j in self.store.find("jobs") if j.get("status") in (RUNNING, QUEUED)
+                   and isinstance(j.get("id"), str) and not self.holder.alive(j.get("holder"))]
+        for job in orphans:
+            if job.get("status") == RUNNING:
                 self.store.update(
                     "jobs", job["id"], status=INTERRUPTED, finished=time.time(),
                     message="Interrupted: the app stopped while this job ran. Resume it to continue.",
                 )
+            else:
+                self.store.update("jobs", job["id"], holder=self.holder.token)
         if self._worker is None:
             self._worker = threading.Thread(target=self._run, name="lora-studio-jobs", daemon=True)
             self._worker.start()
@@ -182,8 +191,8 @@ class JobQueue:
             self._side_worker = threading.Thread(target=self._run, args=(self._side,), daemon=True,
                                                  name="lora-studio-side-jobs")
             self._side_worker.start()
-        for job in self.store.find("jobs", status=QUEUED):
-            if isinstance(job.get("id"), str):  # a record edited by hand may have lost it
+        for job in orphans:
+            if job.get("status") == QUEUED:
                 self._lane(job.get("kind")).put(job["id"])
 
     def _lane(self, kind) -> "queue.Queue[str | None]":
@@ -194,6 +203,8 @@ class JobQueue:
             if worker is not None:
                 lane.put(None)  # a download keeps its bytes: the next start resumes it, so no long wait for it
                 worker.join(timeout=30 if lane is self._queue else 2)
+        if not any(w is not None and w.is_alive() for w in (self._worker, self._side_worker)):
+            self.holder.release()  # else a job still runs here: its record stays ours until the process ends
         self._worker = self._side_worker = None
 
     # ---- public API ------------------------------------------------------------------------
@@ -206,7 +217,7 @@ class JobQueue:
                 "jobs",
                 dict(kind=kind, title=title or kind, status=QUEUED, progress=0.0, message="Queued",
                      error=None, logs=[], outputs={}, params=params, started=None, finished=None,
-                     attempts=0, **fields),
+                     attempts=0, holder=self.holder.token, **fields),
             )
         self._lane(kind).put(record["id"])
         return self.get(record["id"])
@@ -226,7 +237,7 @@ class JobQueue:
         def requeue(job: dict) -> None:
             if job.get("status") not in (INTERRUPTED, FAILED, CANCELED) or job_id in self._unrecorded:
                 raise UserError(f"Job {job_id} is {job.get('status')}; only stopped jobs can be resumed.")
-            job.update(status=QUEUED, message="Queued (resume)", error=None, finished=None)
+            job.update(status=QUEUED, message="Queued (resume)", error=None, finished=None, holder=self.holder.token)
 
         with self._submit_lock:
             job = self.store.require("jobs", job_id)
@@ -328,7 +339,8 @@ class JobQueue:
         def start(job: dict) -> None:
             if job.get("status") == QUEUED:
                 attempts = job.get("attempts") if isinstance(job.get("attempts"), int) else 0
-                job.update(status=RUNNING, started=time.time(), message="Running", attempts=attempts + 1)
+                job.update(status=RUNNING, started=time.time(), message="Running", attempts=attempts + 1,
+                           holder=self.holder.token)
                 claimed.update(job)
 
         try:
