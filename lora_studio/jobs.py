@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import queue
 import re
-import sys
 import threading
 import time
 import traceback
@@ -35,16 +34,15 @@ from .job_holders import JobHolder
 from .job_records import (  # noqa: F401 (re-exported: the UI and services import them from here)
     CANCELED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, SUCCEEDED, JobView, describe_error,
 )
+from .job_records import bounded, name_paths
+from .job_reporter import JobReporter, quietly, warn  # noqa: F401 (JobReporter re-exported: services type with it)
 from .progress import Canceled
 from .store import Store, atomic_write_json
 
-LOG_TAIL = 60
-FLUSH_SECONDS = 0.25
 RETRY_SECONDS = 5.0  # how often a status the disk refused is written again
+ERROR_CHARS = 4000  # a job's error and message in its record (a worker's failure may be megabytes)
 
 Handler = Callable[[dict, "JobReporter"], "dict | None"]
-
-
 
 
 @dataclass(frozen=True)
@@ -59,91 +57,6 @@ class QueueLimits:
 
     def for_kind(self, kind: str) -> int:
         return self.kinds.get(kind, self.per_kind)
-
-
-class JobReporter:
-    """The Reporter handed to work: persists to the store, throttled so a fast loop stays fast.
-
-    Outputs are stored workspace-relative: a path never reaches a record or a reply absolute.
-    """
-
-    def __init__(self, queue_: "JobQueue", job_id: str) -> None:
-        self._queue = queue_
-        self.job_id = job_id
-        self.dir = queue_.store.job_dir(job_id)
-        record = queue_.store.require("jobs", job_id)
-        self._pending: dict[str, Any] = {}
-        self._logs: list[str] = [str(x) for x in record.get("logs", [])][-LOG_TAIL:]
-        self._outputs: dict[str, Any] = dict(record.get("outputs", {}))  # only this worker writes them
-        self._last_flush = 0.0
-        self._log_file = open(self.dir / "log.txt", "a", encoding="utf-8")
-        self._metric_file = open(self.dir / "metrics.jsonl", "a", encoding="utf-8")
-
-    # Reporter protocol ----------------------------------------------------------------------
-    def log(self, message: str) -> None:
-        line = f"{time.strftime('%H:%M:%S')} {message}"
-        self._logs = (self._logs + [line])[-LOG_TAIL:]
-        self._pending["logs"] = self._logs
-        self._log_file.write(line + "\n")
-        self._log_file.flush()
-        self._maybe_flush()
-
-    def progress(self, fraction: float, message: str = "") -> None:
-        self._pending["progress"] = max(0.0, min(1.0, float(fraction)))
-        if message:
-            self._pending["message"] = message
-        self._maybe_flush()
-
-    def metric(self, name: str, value: float, step: int | None = None) -> None:
-        self._metric_file.write(json.dumps({"name": name, "step": step, "value": float(value)}) + "\n")
-        self._metric_file.flush()
-
-    def output(self, key: str, value: Any) -> None:
-        self.outputs({key: value})
-
-    def outputs(self, values: dict[str, Any]) -> None:
-        """Record results now (not throttled): the UI shows them as soon as they exist."""
-        self._outputs.update(self._queue.store.relative(values))
-        self._pending["outputs"] = dict(self._outputs)
-        self.flush()
-
-    @property
-    def cancel_requested(self) -> bool:
-        return self._queue.cancel_requested(self.job_id)
-
-    def check_cancel(self) -> None:
-        if self.cancel_requested:
-            raise Canceled("Canceled by the user.")
-
-    # ----------------------------------------------------------------------------------------
-    def _maybe_flush(self) -> None:
-        if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._pending:
-            pending, self._pending = self._pending, {}
-            try:
-                self._queue.store.update("jobs", self.job_id, **pending)
-            except BaseException:
-                self._pending = {**pending, **self._pending}  # written with the next flush
-                raise
-        self._last_flush = time.monotonic()
-
-    def pending_fields(self) -> dict[str, Any]:
-        """What has not reached the store yet (the failure path writes it with the status)."""
-        return dict(self._pending)
-
-    def close(self) -> None:
-        try:
-            self.flush()
-        finally:
-            for handle in (self._log_file, self._metric_file):
-                _quietly(handle.close)
-
-    def append_trace(self, text: str) -> None:
-        self._log_file.write(text)
-        self._log_file.flush()
 
 
 class JobQueue:
@@ -167,6 +80,7 @@ class JobQueue:
         self._idle.set()
         self.gate = JobGate()  # GPU-lane jobs run through it; an engine switch holds it (studio.py)
         self.holder = JobHolder(store.root)  # stamped on the records this process queues and runs
+        self.places: tuple[tuple[Path, str], ...] = ()  # folders named in words in records (Studio sets them)
 
     def register(self, kind: str, handler: Handler) -> None:
         self._handlers[kind] = handler
@@ -308,6 +222,14 @@ class JobQueue:
             time.sleep(0.05)
         raise TimeoutError("The job queue did not drain.")
 
+    def for_strangers(self, job_id: str, text: str, limit: int = ERROR_CHARS) -> str:
+        """`text` as a record keeps it: bounded, each server path named by what it is."""
+        job, root = self.store.root / "jobs" / str(job_id), self.store.root
+        places = ((job / "cache", "the job's cache"), (job / "checkpoints", "the job's checkpoints"),
+                  (job / "output", "the job's output folder"), (job / "worker", "the job's worker folder"),
+                  (job, "the job's folder"), (root / "datasets", "the data sets folder"), (root, "the workspace"))
+        return name_paths(bounded(str(text), limit), (*places, *self.places))
+
     # ---- worker ----------------------------------------------------------------------------
     def _run(self, lane: "queue.Queue[str | None] | None" = None) -> None:
         lane = self._queue if lane is None else lane
@@ -326,9 +248,9 @@ class JobQueue:
                 with gate:
                     self._run_one(job_id)
             except BaseException as exc:  # noqa: BLE001 - the one worker must outlive any job
-                _warn(f"job {job_id}: the worker caught {type(exc).__name__}: {exc}")
-                self._finish(job_id, status=FAILED, error=describe_error(exc),
-                             message=f"Failed: {describe_error(exc)}", finished=time.time())
+                warn(f"job {job_id}: the worker caught {type(exc).__name__}: {exc}")
+                error = self.for_strangers(job_id, describe_error(exc))
+                self._finish(job_id, status=FAILED, error=error, message=f"Failed: {error}", finished=time.time())
             finally:
                 idle.set()
 
@@ -348,7 +270,7 @@ class JobQueue:
         except KeyError:
             return None
         except OSError as exc:  # the disk refused even this: leave it queued and try again later
-            _warn(f"job {job_id} could not start ({exc}); trying again in {RETRY_SECONDS:.0f} s")
+            warn(f"job {job_id} could not start ({exc}); trying again in {RETRY_SECONDS:.0f} s")
             timer = threading.Timer(RETRY_SECONDS, self._lane(claimed.get("kind")).put, [job_id])
             timer.daemon = True
             timer.start()
@@ -370,25 +292,25 @@ class JobQueue:
             reporter.outputs(result)
             reporter.progress(1.0)
             summary = result.get("summary") if isinstance(result, dict) else None
-            message = summary if isinstance(summary, str) and summary else message
+            message = self.for_strangers(job_id, summary) if isinstance(summary, str) and summary else message
         except Canceled as exc:
-            status, message = CANCELED, str(exc) or "Canceled."
+            status, message = CANCELED, self.for_strangers(job_id, str(exc) or "Canceled.")
         except BaseException as exc:  # noqa: BLE001 - any failure must end up on the job record
-            status, error = FAILED, describe_error(exc)
+            status, error = FAILED, self.for_strangers(job_id, describe_error(exc))
             message = f"Failed: {error}"
             if reporter is not None:
-                _quietly(reporter.append_trace, traceback.format_exc())
+                quietly(reporter.append_trace, traceback.format_exc())
         pending = {}
         if reporter is not None:
             if status != SUCCEEDED:
-                _quietly(reporter.log, message)
-            _quietly(reporter.close)
+                quietly(reporter.log, message)
+            quietly(reporter.close)
             pending = reporter.pending_fields()
         with self._lock:
             self._cancel.discard(job_id)
         final = dict(status=status, error=error, message=message, finished=time.time())
         self._finish(job_id, **{**pending, **final})  # unsaved progress and logs go with the status
-        _quietly(self._move_old, str(job.get("kind")))
+        quietly(self._move_old, str(job.get("kind")))
 
     def _move_old(self, kind: str) -> None:
         """Keep the live list of a quick kind short: the oldest ended records move to their folders."""
@@ -412,7 +334,7 @@ class JobQueue:
         except KeyError:
             pass  # the record is gone: nothing to mark
         except BaseException as exc:  # noqa: BLE001 - above all, the worker goes on
-            _warn(f"job {job_id}: its status could not be saved ({exc}); trying again in {RETRY_SECONDS:.0f} s")
+            warn(f"job {job_id}: its status could not be saved ({exc}); trying again in {RETRY_SECONDS:.0f} s")
             with self._lock:
                 self._unrecorded[job_id] = fields
 
@@ -445,18 +367,3 @@ def _moved_record(store: Store, job_id: str) -> dict | None:
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) and record.get("id") == job_id else None
-
-
-def _quietly(fn: Callable, *args) -> None:
-    """Best effort: used on the failure path, which must not fail in turn."""
-    try:
-        fn(*args)
-    except BaseException as exc:  # noqa: BLE001
-        _warn(f"{getattr(fn, '__name__', 'cleanup')} failed: {exc}")
-
-
-def _warn(text: str) -> None:
-    try:
-        print(f"lora-studio: {text}", file=sys.stderr, flush=True)
-    except Exception:  # noqa: BLE001 - stderr itself may be gone
-        pass

@@ -77,6 +77,18 @@ class Studio:
                                     costs=self.costs, engine_limits=self.limits)
         self.generator = GenerateService(self.store, self.jobs, self.library, self.engine, size,
                                          settings.tasks_file, costs=self.costs, engine_limits=self.limits)
+        self.jobs.places = self._named_places()
+
+    def _named_places(self) -> tuple[tuple[Path, str], ...]:
+        """Folders a job's words name instead of their path (records are served to anyone with the link)."""
+        from .engines.hub import cache_root
+
+        places = [(cache_root(), "the Hugging Face cache")]
+        for model, words in ((self.settings.model, "your model folder"),
+                             (self.settings.kontext_model, "your Kontext model folder")):
+            if model and Path(model).expanduser().is_absolute():
+                places.append((Path(model).expanduser(), words))
+        return tuple(places)
 
     def _recover_settings(self) -> list[MovedAside]:
         """Each settings file that cannot be read, served or pass its own rules is set aside with a
@@ -136,13 +148,13 @@ class Studio:
                     "noise. Start with --model PATH_OR_HUB_ID (FLUX.1-dev) for real pictures.")
         if self.settings.engine == "replicate":
             return f"Replicate (remote GPUs). {self.replicate.status().text()}"
-        from .engines.local import RANDOM_WEIGHTS, choose, sheet_sentence
+        from .engines.local import RANDOM_WEIGHTS, choose, model_label, sheet_sentence
         from .engines.speed import describe_choice
 
         speed = describe_choice(self.settings.speed, self.settings.device, self.settings.memory_mode)
         sheet = sheet_sentence(choose(self.settings.model or "", self.settings.kontext_model,
                                       random_weights=self.settings.model in RANDOM_WEIGHTS))
-        return f"Local FLUX.1 from {self.settings.model} (loaded by the first job). {speed} {sheet}"
+        return f"Local FLUX.1 from {model_label(self.settings.model)} (loaded by the first job). {speed} {sheet}"
 
     def gpu_note(self) -> str:
         """A line for the engine banner when GPU work runs as ZeroGPU calls ('' elsewhere)."""

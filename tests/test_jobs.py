@@ -1,3 +1,4 @@
+import json
 import time
 
 import pytest
@@ -177,3 +178,32 @@ def test_only_jobs_whose_process_is_gone_are_taken_over(tmp_path):
     assert store.get("jobs", queued["id"])["holder"] == queue.holder.token
     queue.stop()
     assert list((tmp_path / "jobs" / FOLDER).iterdir()) == []  # a clean stop leaves no lock behind
+
+
+def test_a_huge_log_line_and_server_paths_never_reach_the_record(tmp_path):
+    """A 3 MB log event (a worker may send one) is cut in the record, which studio.json rewrites whole on
+    every update; the paths in logs, messages and errors are named by what they are."""
+    from lora_studio.job_reporter import FILE_LINE_CHARS, LINE_CHARS
+
+    store, queue = make_queue(tmp_path)
+    root = store.root
+
+    def chatty(params, reporter):
+        job = store.job_dir(reporter.job_id)
+        reporter.log("x" * 3_000_000)
+        reporter.log(f"Caching latents under {job / 'cache'}; saved {job / 'output' / 'lora.safetensors'}.")
+        reporter.progress(0.5, f"reading {root / 'datasets' / 'abc123' / '0.png'}")
+        raise UserError(f"the data set folder {root / 'datasets' / 'abc123'} does not exist; see /srv/secret/x.txt")
+
+    queue.register("chatty", chatty)
+    queue.start()
+    done = queue.wait(queue.submit("chatty", {}).id, 30)
+    assert done.status == "failed"
+    assert all(len(line) <= LINE_CHARS + 100 for line in done.logs) and "more characters" in done.logs[0]
+    assert (tmp_path / "studio.json").stat().st_size < 100_000
+    assert len((store.job_dir(done.id) / "log.txt").read_text()) < FILE_LINE_CHARS + 10_000
+    words = json.dumps([done.logs, done.message, done.error])
+    assert str(root) not in words and "/srv/secret" not in words
+    assert "the job's cache" in words and "lora.safetensors in the job's output folder" in words
+    assert "abc123 in the data sets folder" in done.error and "x.txt" in done.error
+    queue.stop()

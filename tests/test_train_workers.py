@@ -222,6 +222,22 @@ def test_a_worker_run_training_through_the_running_app(tmp_path):
         assert job["outputs"]["lora_name"] == "mila"
         assert "mila" in json.dumps(client.predict(api_name="/list_loras"))
         assert studio.jobs.read_metrics(job["id"])["loss"]
+        assert str(studio.store.root) not in json.dumps(job) and str(tmp_path) not in json.dumps(job)  # no paths
+        assert any("in the job's output folder" in line for line in job["logs"])  # named by what it is
+
+        # A worker that fails on a path (the data set's folder gone): the error names it, never its path.
+        gone = dataset(studio, tmp_path / "gone")
+        import shutil
+
+        shutil.rmtree(studio.store.root / studio.store.get("datasets", gone)["dir"])
+        failed = client.predict(gone, "lost", "mila_v1", "Standard", 6, 4, 0.001, 0, "", -1.0,
+                                api_name="/start_training")
+        deadline = time.monotonic() + 240
+        while not failed["done"] and time.monotonic() < deadline:
+            time.sleep(0.5)
+            failed = client.predict(failed["id"], api_name="/job_status")
+        assert failed["status"] == "failed" and "does not exist" in failed["error"], failed["error"]
+        assert str(studio.store.root) not in json.dumps(failed) and str(tmp_path) not in json.dumps(failed)
 
 
 def test_where_a_training_runs_is_parsed_and_launched_by_the_right_launcher(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ from PIL import Image
 from ...config import SpeedRequest
 from ..base import EditRequest, EngineError, GenerateRequest, OutOfMemory
 from ..lora import inspect_lora
-from .model_kind import sheet_sentence
+from .model_kind import model_label, sheet_sentence
 from .model_manager import TINY_ID, ModelManager
 from ..speed import SpeedSettings
 
@@ -40,7 +40,7 @@ class LocalEngine:
                     "noise. Start with --model PATH_OR_HUB_ID (FLUX.1-dev) for real pictures.")
         manager = self.manager
         notes = " ".join(n for n in (manager.memory_note, manager.speed.reason, manager.transformers.note) if n)
-        return f"Local FLUX.1 from {manager.model_id} on {manager.device.type}. {sheet_sentence(manager.choice())} {notes}".strip()
+        return f"Local FLUX.1 from {model_label(manager.model_id)} on {manager.device.type}. {sheet_sentence(manager.choice())} {notes}".strip()
 
     def _steps(self, steps: int) -> int:
         return min(steps, TINY_STEPS) if self.tiny else steps
