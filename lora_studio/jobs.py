@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import UserError  # noqa: F401 (re-exported: services raise it)
+from .errors import NotFound
+from .job_access import OWNER, Requester, may_see
 from .job_gate import JobGate
 from .job_holders import JobHolder
 from .job_records import (  # noqa: F401 (re-exported: the UI and services import them from here)
@@ -67,6 +69,8 @@ class JobQueue:
         self.store = store
         self.limits = limits or QueueLimits()
         self._handlers: dict[str, Handler] = {}
+        self.owner_kinds: set[str] = set()  # kinds only the owner sees and controls (job_access.py)
+        self.asking: Callable[[], Requester] = lambda: OWNER  # who is asking now; the UI tells (ui/owner.py)
         self._queue: "queue.Queue[str | None]" = queue.Queue()
         self.side_kinds = frozenset(side_kinds)
         self._side: "queue.Queue[str | None]" = queue.Queue()
@@ -82,8 +86,10 @@ class JobQueue:
         self.holder = JobHolder(store.root)  # stamped on the records this process queues and runs
         self.places: tuple[tuple[Path, str], ...] = ()  # folders named in words in records (Studio sets them)
 
-    def register(self, kind: str, handler: Handler) -> None:
+    def register(self, kind: str, handler: Handler, owner_only: bool = False) -> None:
         self._handlers[kind] = handler
+        if owner_only:
+            self.owner_kinds.add(kind)
 
     def start(self) -> None:
         """Recover what a dead process left behind (a live one keeps its jobs), then start the worker."""
@@ -131,7 +137,7 @@ class JobQueue:
                 "jobs",
                 dict(kind=kind, title=title or kind, status=QUEUED, progress=0.0, message="Queued",
                      error=None, logs=[], outputs={}, params=params, started=None, finished=None,
-                     attempts=0, holder=self.holder.token, **fields),
+                     attempts=0, holder=self.holder.token, by=self.asking().stamp(), **fields),
             )
         self._lane(kind).put(record["id"])
         return self.get(record["id"])
@@ -146,8 +152,10 @@ class JobQueue:
             raise UserError(f"{len(waiting)} jobs are already waiting (the limit is {self.limits.waiting}). "
                             "Wait for some to finish, or cancel one under Library → All jobs.")
 
-    def resume(self, job_id: str) -> JobView:
-        """Queue an interrupted, failed or canceled job again under the same id (same work dir)."""
+    def resume(self, job_id: str, seen_by: Requester | None = None) -> JobView:
+        """Queue an interrupted, failed or canceled job again under the same id (same work dir).
+        `seen_by` (here and in get, list, cancel): answer as that requester may see the jobs."""
+        self._check_seen(job_id, seen_by)
         def requeue(job: dict) -> None:
             if job.get("status") not in (INTERRUPTED, FAILED, CANCELED) or job_id in self._unrecorded:
                 raise UserError(f"Job {job_id} is {job.get('status')}; only stopped jobs can be resumed.")
@@ -162,7 +170,9 @@ class JobQueue:
         self._lane(job.get("kind")).put(job_id)
         return self.get(job_id)
 
-    def cancel(self, job_id: str) -> JobView:
+    def cancel(self, job_id: str, seen_by: Requester | None = None) -> JobView:
+        self._check_seen(job_id, seen_by)
+
         def stop(job: dict) -> None:
             if job.get("status") == QUEUED:
                 job.update(status=CANCELED, finished=time.time(), message="Canceled before it started.")
@@ -178,20 +188,27 @@ class JobQueue:
         with self._lock:
             return job_id in self._cancel
 
-    def get(self, job_id: str, with_metrics: bool = False) -> JobView:
+    def get(self, job_id: str, with_metrics: bool = False, seen_by: Requester | None = None) -> JobView:
         record = self.store.get("jobs", job_id) or _moved_record(self.store, job_id)
         if record is None:
             record = self.store.require("jobs", job_id)  # raises the usual "No job with id …"
+        if seen_by is not None and not may_see(record, seen_by, self.owner_kinds):
+            raise NotFound(f"No job with id {job_id!r}.")  # as if it did not exist: ids stay unguessed
         view = JobView.from_record(record)
         if with_metrics:
             view.metrics = self.read_metrics(job_id)
         return view
 
-    def list(self, kind: str | None = None, **equals: Any) -> list[JobView]:
+    def list(self, kind: str | None = None, *, seen_by: Requester | None = None, **equals: Any) -> list[JobView]:
         """Every job (of a kind); a damaged record shows as a failed job instead of breaking the list."""
         if kind:
             equals["kind"] = kind
-        return [JobView.from_record(j) for j in self.store.find("jobs", **equals)]
+        return [JobView.from_record(j) for j in self.store.find("jobs", **equals)
+                if seen_by is None or may_see(j, seen_by, self.owner_kinds)]
+
+    def _check_seen(self, job_id: str, seen_by: Requester | None) -> None:
+        if seen_by is not None:
+            self.get(job_id, seen_by=seen_by)
 
     def read_metrics(self, job_id: str) -> dict[str, list[tuple[int | None, float]]]:
         path = _job_file(self.store, job_id, "metrics.jsonl")

@@ -251,6 +251,28 @@ def test_cli_commands_beside_a_downloading_app_take_none_of_its_jobs(hub, studio
         assert hub.served[(OPEN, path)] == count, path  # nothing fetched twice
 
 
+def test_three_simultaneous_starts_of_one_download_make_one_job(hub, studio, models):
+    import threading
+
+    barrier, answers = threading.Barrier(3), []
+
+    def start():
+        barrier.wait()
+        try:
+            answers.append(models.start_download(OPEN).id)
+        except StudioError as exc:
+            answers.append(str(exc))
+
+    threads = [threading.Thread(target=start) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(models.downloads()) == 1
+    assert sum("already being downloaded" in a for a in answers) == 2
+    assert studio.jobs.wait(models.downloads()[0].id, timeout=120).status == "succeeded"
+
+
 def test_a_model_that_cannot_load_says_how_to_get_it(hub):
     from huggingface_hub import hf_hub_download
 

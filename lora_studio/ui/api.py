@@ -23,6 +23,7 @@ from ..services.training_jobs import TrainOptions
 from ..studio import Studio
 from .common import friendly, or_preset, parse_weights, upload_paths
 from .files import deliver, discard_uploads
+from .owner import requester
 
 JSON_INT = 2**53  # larger integers do not survive JavaScript (and past 2**64, not the JSON encoder)
 
@@ -86,21 +87,27 @@ def register(studio: Studio) -> None:
         options = SheetOptions(gate=gate, max_tries=max_tries, max_usd=max_usd or None)
         return job_json(studio.sheet.start(character_id, options), studio)
 
+    # The owner's jobs (downloads, what the owner started) are the owner's: a visitor's view of the
+    # queue holds their own and other visitors' anonymous jobs only (lora_studio/job_access.py).
     @friendly
-    def job_status(job_id: str) -> dict:
-        return job_json(studio.jobs.get(limits.record_id(job_id, "job id"), with_metrics=True), studio)
+    def job_status(job_id: str, request: gr.Request) -> dict:
+        return job_json(studio.jobs.get(limits.record_id(job_id, "job id"), with_metrics=True,
+                                        seen_by=requester(studio, request)), studio)
 
     @friendly
-    def cancel_job(job_id: str) -> dict:
-        return job_json(studio.jobs.cancel(limits.record_id(job_id, "job id")), studio)
+    def cancel_job(job_id: str, request: gr.Request) -> dict:
+        return job_json(studio.jobs.cancel(limits.record_id(job_id, "job id"), seen_by=requester(studio, request)),
+                        studio)
 
     @friendly
-    def resume_job(job_id: str) -> dict:
-        return job_json(studio.jobs.resume(limits.record_id(job_id, "job id")), studio)
+    def resume_job(job_id: str, request: gr.Request) -> dict:
+        return job_json(studio.jobs.resume(limits.record_id(job_id, "job id"), seen_by=requester(studio, request)),
+                        studio)
 
     @friendly
-    def list_jobs(kind: str = "") -> list:
-        return [job_json(j, studio) for j in studio.jobs.list(limits.text(kind, "The job kind", 20) or None)]
+    def list_jobs(kind: str = "", request: gr.Request = None) -> list:
+        kind = limits.text(kind, "The job kind", 20) or None
+        return [job_json(j, studio) for j in studio.jobs.list(kind, seen_by=requester(studio, request))]
 
     def selection_json(state) -> dict:
         return public({"selected": state.selected, "count": state.count, "set_score": state.set_score,

@@ -6,9 +6,10 @@ import os
 import gradio as gr
 
 from ..studio import Studio
-from . import (api, files, library_tab, reference_tab, selection_tab, settings_engine, settings_tab, sheet_tab,
-               tester_tab, training_tab, wording)
+from . import (api, files, library_tab, owner, reference_tab, selection_tab, settings_engine, settings_tab,
+               sheet_tab, tester_tab, training_tab, wording)
 from .common import UIContext, character_choices, friendly
+from .host_guard import guard_kwargs
 from .remembered import browser_states, wire_preferences
 from .style import CSS
 
@@ -16,6 +17,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
 def build_app(studio: Studio) -> gr.Blocks:
+    owner.install(studio)  # each job is stamped with whoever's event created it (the owner rule for jobs)
     with gr.Blocks(title=wording.TITLE, analytics_enabled=False, delete_cache=files.CACHE_CLEANUP) as demo:
         api.register(studio)  # first, so the public endpoints get their plain names
         gr.Markdown(f"# {wording.TITLE}\n{wording.TAGLINE}")
@@ -77,5 +79,6 @@ def build_app(studio: Studio) -> gr.Blocks:
 def launch_kwargs(studio: Studio) -> dict:
     """Only the shipped assets and the workspace's image folders are served; the database, logs,
     datasets and LoRA files never are (see files.py). Uploads above the LoRA limit are refused by
-    the server itself (images are further limited to 50 MB)."""
-    return dict(css=CSS, **files.launch_paths(studio))
+    the server itself (images are further limited to 50 MB). A private launch answers only requests
+    addressed to this machine's loopback (host_guard.py: no DNS rebinding)."""
+    return dict(css=CSS, **files.launch_paths(studio), **guard_kwargs(studio.settings.private_launch))

@@ -11,6 +11,7 @@ from . import wording
 from .common import (UIContext, beside, fresh_choices, friendly, job_choices, lora_choices, parse_weights,
                      progress_html, upload_paths)
 from .files import deliver, discard_uploads, shown
+from .owner import page_view, requester
 
 COLUMNS = ["name", "trigger", "source", "rank", "scale (alpha/rank)", "steps", "recommended strength", "strength test",
            "id"]
@@ -26,13 +27,14 @@ def table(studio) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def recent_jobs(studio) -> list:
-    return list(reversed(studio.jobs.list()))
+def recent_jobs(studio, who) -> list:
+    """The jobs `who` may see (the owner's are the owner's: lora_studio/job_access.py), newest first."""
+    return list(reversed(studio.jobs.list(seen_by=who)))
 
 
-def jobs_frame(studio) -> pd.DataFrame:
+def jobs_frame(studio, who) -> pd.DataFrame:
     rows = [[j.title, j.status, f"{100 * j.progress:.0f}%", j.error or j.message, j.id]
-            for j in recent_jobs(studio)]
+            for j in recent_jobs(studio, who)]
     return pd.DataFrame(rows, columns=["job", "status", "progress", "message", "id"])
 
 
@@ -70,30 +72,38 @@ def render(ctx: UIContext, timer: gr.Timer):
             progress = gr.HTML(progress_html(None))
             image = gr.Image(label="Result", type="filepath", interactive=False)
     with gr.Accordion("All jobs", open=False):
-        jobs_table = gr.Dataframe(jobs_frame(studio), interactive=False)
+        jobs_table = gr.Dataframe(jobs_frame(studio, page_view(studio)), interactive=False)  # in /config: public
         with gr.Row():
-            job_pick = gr.Dropdown(label="Job", choices=job_choices(recent_jobs(studio)))
+            job_pick = gr.Dropdown(label="Job", choices=job_choices(recent_jobs(studio, page_view(studio))))
             cancel_job = gr.Button("Cancel job", variant="stop")
             resume_job = gr.Button("Resume job")
     job_id = gr.State(None)
     shown_jobs = gr.State(None)
 
     @friendly
-    def job_action(action, picked_job):
+    def job_action(action, picked_job, request):
         if not picked_job:
             raise gr.Error("Pick a job first.")
-        getattr(studio.jobs, action)(picked_job)
-        return jobs_frame(studio), gr.update(choices=job_choices(recent_jobs(studio)))
+        who = requester(studio, request)
+        getattr(studio.jobs, action)(picked_job, seen_by=who)
+        return jobs_frame(studio, who), gr.update(choices=job_choices(recent_jobs(studio, who)))
 
-    cancel_job.click(lambda j: job_action("cancel", j), [job_pick], [jobs_table, job_pick], api_visibility="private")
-    resume_job.click(lambda j: job_action("resume", j), [job_pick], [jobs_table, job_pick], api_visibility="private")
+    def cancel_picked(picked_job, request: gr.Request):
+        return job_action("cancel", picked_job, request)
+
+    def resume_picked(picked_job, request: gr.Request):
+        return job_action("resume", picked_job, request)
+
+    cancel_job.click(cancel_picked, [job_pick], [jobs_table, job_pick], api_visibility="private")
+    resume_job.click(resume_picked, [job_pick], [jobs_table, job_pick], api_visibility="private")
 
     def lora_views():
         choices = lora_choices(studio)
         return table(studio), gr.update(choices=choices, value=choices[-1][1] if choices else None)
 
-    def refresh():
-        return (*lora_views(), jobs_frame(studio), gr.update(choices=job_choices(recent_jobs(studio))))
+    def refresh(request: gr.Request):
+        who = requester(studio, request)
+        return (*lora_views(), jobs_frame(studio, who), gr.update(choices=job_choices(recent_jobs(studio, who))))
 
     @friendly
     def import_lora(file, name, trigger):
@@ -159,15 +169,16 @@ def render(ctx: UIContext, timer: gr.Timer):
     go.click(generate, [prompt, loras, task, seed, go_fast], [job_id, progress, image], api_visibility="private")
     timer.tick(show, [job_id], [progress, image], api_visibility="private", show_progress="hidden")
 
-    def jobs_tick(picked_job, shown):
+    def jobs_tick(picked_job, shown, request: gr.Request):
         """Every job's status as it is now; nothing is sent while nothing changed."""
-        jobs = recent_jobs(studio)
+        who = requester(studio, request)
+        jobs = recent_jobs(studio, who)
         signature = repr([(j.id, j.status, round(j.progress, 2)) for j in jobs])
         if signature == (shown or {}).get("table"):
             return gr.skip(), gr.skip(), shown
         update, listed = fresh_choices(job_choices(jobs), picked_job, (shown or {}).get("choices"),
                                        pick_latest=False)
-        return jobs_frame(studio), update, {"table": signature, "choices": listed}
+        return jobs_frame(studio, who), update, {"table": signature, "choices": listed}
 
     timer.tick(jobs_tick, [job_pick, shown_jobs], [jobs_table, job_pick, shown_jobs], api_visibility="private",
                show_progress="hidden")

@@ -15,7 +15,7 @@ from .tester_tab import prompt_for
 from .common import (UIContext, beside, estimate_text, fresh_choices, job_choices, job_logs, lora_choices,
                      or_preset, progress_html)
 from .files import shown
-from .owner import NOT_OWNER, is_owner
+from .owner import NOT_OWNER, is_owner, requester
 
 def loss_frame(job: JobView | None) -> pd.DataFrame:
     rows = []
@@ -132,23 +132,24 @@ def render(ctx: UIContext, timer: gr.Timer):
     shown_jobs = gr.State(None)
     own_presets = ctx.shared["own_presets"]  # a visitor's own presets, in their browser (made in app.py)
 
-    def jobs_for(character_id):
-        return [j for j in studio.jobs.list("train")
+    def jobs_for(character_id, request):
+        """The trainings this visitor may see (the owner's are the owner's: lora_studio/job_access.py)."""
+        return [j for j in studio.jobs.list("train", seen_by=requester(studio, request))
                 if not character_id or j.params.get("dataset_id") in _dataset_ids(character_id)]
 
     def _dataset_ids(character_id):
         return {d["id"] for d in studio.store.find("datasets", character_id=character_id)}
 
-    def pickers(character_id):
+    def pickers(character_id, request: gr.Request):
         datasets = studio.store.find("datasets", character_id=character_id) if character_id else []
         ds_choices = [(f"{d['count']} images · {d['trigger']} · {d['id']}", d["id"]) for d in datasets]
-        jobs = job_choices(jobs_for(character_id))
+        jobs = job_choices(jobs_for(character_id, request))
         return (gr.update(choices=ds_choices, value=ds_choices[-1][1] if ds_choices else None),
                 gr.update(choices=jobs, value=jobs[-1][1] if jobs else None))
 
     @beside(9, 8)
-    def show(job_id):
-        job = studio.jobs.get(job_id, with_metrics=True) if job_id else None
+    def show(job_id, request: gr.Request):
+        job = studio.jobs.get(job_id, with_metrics=True, seen_by=requester(studio, request)) if job_id else None
         sample_paths = shown(studio, job.outputs.get("samples", [])) if job else []
         has_identity = bool(job and job.metrics.get("identity"))
         finished = bool(job and job.status == "succeeded" and job.outputs.get("lora_id"))
@@ -160,28 +161,29 @@ def render(ctx: UIContext, timer: gr.Timer):
 
     @beside(live_count + 1, live_count)
     def begin(dataset_id, lora_name, trigger_word, preset_name_, n_steps, n_rank, rate, res, mode, cap_usd,
-              n_alpha, where):
+              n_alpha, where, request: gr.Request):
         job = studio.training.start(dataset_id, form_options(
             n_steps, n_rank, rate, res, mode, cap_usd, n_alpha, name=lora_name, trigger=trigger_word,
             preset=shared_preset(studio, preset_name_), train_on=where))
-        return (gr.update(choices=job_choices(studio.jobs.list("train")), value=job.id), *show(job.id)[:-1], "")
+        listed = job_choices(studio.jobs.list("train", seen_by=requester(studio, request)))
+        return (gr.update(choices=listed, value=job.id), *show(job.id, request)[:-1], "")
 
     @beside(live_count, live_count - 1)
-    def stop(job_id):
+    def stop(job_id, request: gr.Request):
         if job_id:
-            studio.jobs.cancel(job_id)
-        return (*show(job_id)[:-1], "")
+            studio.jobs.cancel(job_id, seen_by=requester(studio, request))
+        return (*show(job_id, request)[:-1], "")
 
     @beside(live_count, live_count - 1)
-    def again(job_id):
+    def again(job_id, request: gr.Request):
         if job_id:
-            studio.jobs.resume(job_id)
-        return (*show(job_id)[:-1], "")
+            studio.jobs.resume(job_id, seen_by=requester(studio, request))
+        return (*show(job_id, request)[:-1], "")
 
     @beside(2 + live_count, 1 + live_count)
-    def tick(character_id, job_id, shown):
-        update, shown = fresh_choices(job_choices(jobs_for(character_id)), job_id, shown)
-        return (update, shown, *show(job_id))
+    def tick(character_id, job_id, shown, request: gr.Request):
+        update, shown = fresh_choices(job_choices(jobs_for(character_id, request)), job_id, shown)
+        return (update, shown, *show(job_id, request))
 
     @beside(2 + len(PRESET_FIELDS), 1 + len(PRESET_FIELDS))
     def apply_preset(name_, own):
