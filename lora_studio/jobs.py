@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from .errors import UserError  # noqa: F401 (re-exported: services raise it)
 from .errors import NotFound
-from .job_access import OWNER, Requester, may_see
+from .job_access import ANONYMOUS, OWNER, Requester, may_see  # noqa: F401 (ANONYMOUS re-exported: the UI)
 from .job_gate import JobGate
 from .job_holders import JobHolder
 from .job_records import (  # noqa: F401 (re-exported: the UI and services import them from here)

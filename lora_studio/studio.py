@@ -16,6 +16,7 @@ from PIL import Image
 from . import gpu_calls
 from .config import Settings
 from .engines.base import Engine
+from .engines.hub import recover_token_file
 from .jobs import JobQueue, JobView, UserError
 from .services.characters import Characters
 from .services.costs import CostService
@@ -44,6 +45,7 @@ class Studio:
         settings = settings or Settings.from_env()
         self.store = Store(settings.workspace)
         self.setup = SetupService(self.store.root)
+        moved = [m for m in (recover_json(self.setup.path, self.setup.verify), recover_token_file()) if m]
         self.settings = self.setup.apply(settings)  # the page's last choice, where no flag or variable pinned one
         self.jobs = JobQueue(self.store, side_kinds=("download",))  # downloads never wait for the GPU
         self._engine = engine
@@ -53,7 +55,7 @@ class Studio:
         self.selection = SelectionService(self.store, self.characters)
         self._build_engine_services()
         self.models = ModelsService(self.store, self.jobs, device=self.settings.device)
-        self.moved = self.store.moved + self._recover_settings()
+        self.moved = self.store.moved + moved + self._recover_settings()
         if start:
             self.jobs.start()
             self.models.resume_interrupted()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..job_access import ANONYMOUS, OWNER, Requester
+from ..jobs import ANONYMOUS, OWNER, Requester
 from ..services import UserError
 from ..studio import Studio
 
