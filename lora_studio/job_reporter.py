@@ -58,7 +58,7 @@ class JobReporter:
     def progress(self, fraction: float, message: str = "") -> None:
         self._pending["progress"] = max(0.0, min(1.0, float(fraction)))
         if message:
-            self._pending["message"] = self._queue.for_strangers(self.job_id, str(message), LINE_CHARS)
+            self._pending["message"] = str(message)  # worded for the record when it is written (flush)
         self._maybe_flush()
 
     def metric(self, name: str, value: float, step: int | None = None) -> None:
@@ -91,7 +91,7 @@ class JobReporter:
         if self._pending:
             pending, self._pending = self._pending, {}
             try:
-                self._queue.store.update("jobs", self.job_id, **pending)
+                self._queue.store.update("jobs", self.job_id, **self._worded(pending))
             except BaseException:
                 self._pending = {**pending, **self._pending}  # written with the next flush
                 raise
@@ -99,7 +99,14 @@ class JobReporter:
 
     def pending_fields(self) -> dict[str, Any]:
         """What has not reached the store yet (the failure path writes it with the status)."""
-        return dict(self._pending)
+        return self._worded(self._pending)
+
+    def _worded(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """The progress message as a record keeps it (once per write, not per call: a download reports
+        every chunk)."""
+        if "message" not in fields:
+            return dict(fields)
+        return {**fields, "message": self._queue.for_strangers(self.job_id, fields["message"], LINE_CHARS)}
 
     def close(self) -> None:
         try:
