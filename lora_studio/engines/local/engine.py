@@ -40,7 +40,8 @@ class LocalEngine:
                     "noise. Start with --model PATH_OR_HUB_ID (FLUX.1-dev) for real pictures.")
         manager = self.manager
         notes = " ".join(n for n in (manager.memory_note, manager.speed.reason, manager.transformers.note) if n)
-        return f"Local FLUX.1 from {model_label(manager.model_id)} on {manager.device.type}. {sheet_sentence(manager.choice())} {notes}".strip()
+        return (f"Local FLUX.1 from {model_label(manager.model_id)} on {manager.device.type}. "
+                f"{sheet_sentence(manager.choice())} {notes}").strip()
 
     def _steps(self, steps: int) -> int:
         return min(steps, TINY_STEPS) if self.tiny else steps

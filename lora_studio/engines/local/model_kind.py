@@ -102,6 +102,6 @@ def sheet_sentence(choice: KontextChoice) -> str:
                 f"({KONTEXT_HUB_ID}: Settings → Models, then Settings → Engine).")
     if choice.shared:
         return "The same random weights draw the character sheet."
-    return (f"Character sheet with FLUX.1 Kontext from {model_label(choice.kontext)}: only its transformer, swapped under the "
-            "same text encoders and VAE; the idle one waits in CPU memory when "
+    return (f"Character sheet with FLUX.1 Kontext from {model_label(choice.kontext)}: only its transformer, swapped "
+            "under the same text encoders and VAE; the idle one waits in CPU memory when "
             "that much is free, else it is read again from disk.")
