@@ -149,7 +149,7 @@ def run(args) -> tuple[object, str]:
         return models_command(args, settings_from)
     from .studio import Studio
 
-    with Studio(settings_from(args)) as studio:
+    with Studio(settings_from(args), start=args.command not in READ_ONLY) as studio:
         return COMMANDS[args.command](studio, args)
 
 
@@ -264,4 +264,5 @@ def _publish(studio, args):
     return {"job": done.id, **done.outputs}, done.message
 
 
+READ_ONLY = ("jobs",)  # they take no job: a running app on the same workspace keeps its own
 COMMANDS = {"publish": _publish, "sheet": _sheet, "train": _train, "strengths": _strengths, "generate": _generate, "jobs": _jobs}

@@ -4,6 +4,8 @@
 free-space check first), uses the token huggingface_hub finds (`HF_TOKEN` first, then its token
 file), prints the page's sentences and exits non-zero on a refusal. `login` reads the token from the
 terminal without echo (or one line of stdin), never from the command line, where `ps` would show it.
+Only `download` starts the job queue: `list`, `login` and `logout` read and take no job, so they can
+run beside the app on its workspace while it downloads.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from .sizes import byte_text
 def models_command(args, settings_from: Callable) -> tuple[object, str]:
     from .studio import Studio
 
-    with Studio(settings_from(args)) as studio:
+    with Studio(settings_from(args), start=args.action == "download") as studio:
         models = studio.models
         if args.action == "list":
             rows = [r.to_dict() for r in models.catalogue()]

@@ -2,13 +2,15 @@
 
 Records come from the store, which may hold ones written by older versions or damaged by hand;
 `JobView.from_record` reads any of them, so one bad record never breaks a listing, and `typed_handler`
-reads a job's params as its kind's dataclass, so a bad one fails that job in words.
+reads a job's params as its kind's dataclass, so a bad one fails that job in words. What a record
+says is served to anyone holding the link: `bounded` and `name_paths` keep its text short and free
+of server paths.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from .errors import StudioError, describe_os_error, is_out_of_memory
 from .typed_json import from_json
@@ -123,3 +125,31 @@ def _without_paths(text: str) -> str:
     return _PATH.sub(r"\1", text)
 
 
+
+
+_ABSOLUTE = re.compile(r"(?<![^\s'\"(=\[,])((?:[A-Za-z]:)?[\\/][^\s'\"]*[^\s'\".,;:!?)\]])")
+
+
+def name_paths(text: str, places: Iterable[tuple[str, str]]) -> str:
+    """Absolute paths in `text` named by what they are: a known folder by its words ("the job's cache"),
+    a file under it as "name in the job's cache", any other path by its last name."""
+    known = sorted(((str(root).replace("\\", "/").rstrip("/"), words) for root, words in places),
+                   key=lambda place: -len(place[0]))
+
+    def named(match: re.Match) -> str:
+        path = match.group(1).replace("\\", "/")
+        for root, words in known:
+            if path.rstrip("/") == root:
+                return words
+            if root and path.startswith(root + "/"):
+                return f"{path.rstrip('/').rsplit('/', 1)[-1]} in {words}"
+        return path.rstrip("/").rsplit("/", 1)[-1] or "a folder"
+
+    return _ABSOLUTE.sub(named, text)
+
+
+def bounded(text: str, limit: int) -> str:
+    """At most `limit` characters, saying how many more there were."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]} … ({len(text) - limit} more characters)"

@@ -4,7 +4,9 @@ Two people on a shared link must not run one GPU out of memory, so all generatio
 testing goes through a single worker thread. Each job is a store record (status, progress, last
 log lines, outputs, error) and two append-only files in `jobs/<id>/` (log.txt, metrics.jsonl); the
 UI polls them, so closing the page loses nothing. On start-up, jobs left `running` by a dead process
-become `interrupted` and can be resumed; jobs still `queued` are queued again.
+become `interrupted` and can be resumed; jobs still `queued` are queued again. A record whose
+process still runs (the app, while a CLI command opens the same workspace) is left to it
+(job_holders.py); a queue that is never started (a read-only command) takes no job at all.
 
 The worker never dies: whatever a job raises, even while its failure is being written (a full
 disk), is caught; a status that cannot be written is kept and written again when the disk allows,
@@ -19,7 +21,6 @@ from __future__ import annotations
 import json
 import queue
 import re
-import sys
 import threading
 import time
 import traceback
@@ -28,17 +29,21 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import UserError  # noqa: F401 (re-exported: services raise it)
+from .errors import NotFound
+from .job_access import ANONYMOUS, OWNER, Requester, may_see  # noqa: F401 (ANONYMOUS re-exported: the UI)
 from .job_gate import JobGate
+from .job_holders import JobHolder
 from .job_records import (  # noqa: F401 (re-exported: the UI and services import them from here)
     CANCELED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, SUCCEEDED, JobView, describe_error, typed_handler,
 )
+from .job_records import bounded, name_paths
+from .job_reporter import JobReporter, quietly, warn  # noqa: F401 (JobReporter re-exported: services type with it)
 from .progress import Canceled
 from .store import Store, atomic_write_json
 from .typed_json import to_json
 
-LOG_TAIL = 60
-FLUSH_SECONDS = 0.25
 RETRY_SECONDS = 5.0  # how often a status the disk refused is written again
+ERROR_CHARS = 4000  # a job's error and message in its record (a worker's failure may be megabytes)
 
 Handler = Callable[[Any, "JobReporter"], "dict | None"]  # given the kind's params (a dataclass) or the dict
 
@@ -57,91 +62,6 @@ class QueueLimits:
         return self.kinds.get(kind, self.per_kind)
 
 
-class JobReporter:
-    """The Reporter handed to work: persists to the store, throttled so a fast loop stays fast.
-
-    Outputs are stored workspace-relative: a path never reaches a record or a reply absolute.
-    """
-
-    def __init__(self, queue_: "JobQueue", job_id: str) -> None:
-        self._queue = queue_
-        self.job_id = job_id
-        self.dir = queue_.store.job_dir(job_id)
-        record = queue_.store.require("jobs", job_id)
-        self._pending: dict[str, Any] = {}
-        self._logs: list[str] = [str(x) for x in record.get("logs", [])][-LOG_TAIL:]
-        self._outputs: dict[str, Any] = dict(record.get("outputs", {}))  # only this worker writes them
-        self._last_flush = 0.0
-        self._log_file = open(self.dir / "log.txt", "a", encoding="utf-8")
-        self._metric_file = open(self.dir / "metrics.jsonl", "a", encoding="utf-8")
-
-    # Reporter protocol ----------------------------------------------------------------------
-    def log(self, message: str) -> None:
-        line = f"{time.strftime('%H:%M:%S')} {message}"
-        self._logs = (self._logs + [line])[-LOG_TAIL:]
-        self._pending["logs"] = self._logs
-        self._log_file.write(line + "\n")
-        self._log_file.flush()
-        self._maybe_flush()
-
-    def progress(self, fraction: float, message: str = "") -> None:
-        self._pending["progress"] = max(0.0, min(1.0, float(fraction)))
-        if message:
-            self._pending["message"] = message
-        self._maybe_flush()
-
-    def metric(self, name: str, value: float, step: int | None = None) -> None:
-        self._metric_file.write(json.dumps({"name": name, "step": step, "value": float(value)}) + "\n")
-        self._metric_file.flush()
-
-    def output(self, key: str, value: Any) -> None:
-        self.outputs({key: value})
-
-    def outputs(self, values: dict[str, Any]) -> None:
-        """Record results now (not throttled): the UI shows them as soon as they exist."""
-        self._outputs.update(self._queue.store.relative(values))
-        self._pending["outputs"] = dict(self._outputs)
-        self.flush()
-
-    @property
-    def cancel_requested(self) -> bool:
-        return self._queue.cancel_requested(self.job_id)
-
-    def check_cancel(self) -> None:
-        if self.cancel_requested:
-            raise Canceled("Canceled by the user.")
-
-    # ----------------------------------------------------------------------------------------
-    def _maybe_flush(self) -> None:
-        if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._pending:
-            pending, self._pending = self._pending, {}
-            try:
-                self._queue.store.update("jobs", self.job_id, **pending)
-            except BaseException:
-                self._pending = {**pending, **self._pending}  # written with the next flush
-                raise
-        self._last_flush = time.monotonic()
-
-    def pending_fields(self) -> dict[str, Any]:
-        """What has not reached the store yet (the failure path writes it with the status)."""
-        return dict(self._pending)
-
-    def close(self) -> None:
-        try:
-            self.flush()
-        finally:
-            for handle in (self._log_file, self._metric_file):
-                _quietly(handle.close)
-
-    def append_trace(self, text: str) -> None:
-        self._log_file.write(text)
-        self._log_file.flush()
-
-
 class JobQueue:
     """`side_kinds` run on a second worker (downloads: network and disk, never the GPU), so they
     neither wait behind a training nor hold one up."""
@@ -150,6 +70,8 @@ class JobQueue:
         self.store = store
         self.limits = limits or QueueLimits()
         self._handlers: dict[str, Handler] = {}
+        self.owner_kinds: set[str] = set()  # kinds only the owner sees and controls (job_access.py)
+        self.asking: Callable[[], Requester] = lambda: OWNER  # who is asking now; the UI tells (ui/owner.py)
         self._queue: "queue.Queue[str | None]" = queue.Queue()
         self.side_kinds = frozenset(side_kinds)
         self._side: "queue.Queue[str | None]" = queue.Queue()
@@ -162,19 +84,29 @@ class JobQueue:
         self._idle = threading.Event()
         self._idle.set()
         self.gate = JobGate()  # GPU-lane jobs run through it; an engine switch holds it (studio.py)
+        self.holder = JobHolder(store.root)  # stamped on the records this process queues and runs
+        self.places: tuple[tuple[Path, str], ...] = ()  # folders named in words in records (Studio sets them)
 
-    def register(self, kind: str, handler: Handler, params: type | None = None) -> None:
-        """`params`: the dataclass this kind's stored params are read back as (services/job_params.py)."""
+    def register(self, kind: str, handler: Handler, params: type | None = None, owner_only: bool = False) -> None:
+        """`params`: the dataclass this kind's stored params are read back as (services/job_params.py);
+        `owner_only`: only the owner sees and controls this kind's jobs (downloads)."""
         self._handlers[kind] = handler if params is None else typed_handler(handler, params)
+        if owner_only:
+            self.owner_kinds.add(kind)
 
     def start(self) -> None:
-        """Recover what a previous process left behind, then start the worker."""
-        for job in self.store.find("jobs"):
-            if job.get("status") == RUNNING and isinstance(job.get("id"), str):
+        """Recover what a dead process left behind (a live one keeps its jobs), then start the worker."""
+        self.holder.hold()
+        orphans = [j for j in self.store.find("jobs") if j.get("status") in (RUNNING, QUEUED)
+                   and isinstance(j.get("id"), str) and not self.holder.alive(j.get("holder"))]
+        for job in orphans:
+            if job.get("status") == RUNNING:
                 self.store.update(
                     "jobs", job["id"], status=INTERRUPTED, finished=time.time(),
                     message="Interrupted: the app stopped while this job ran. Resume it to continue.",
                 )
+            else:
+                self.store.update("jobs", job["id"], holder=self.holder.token)
         if self._worker is None:
             self._worker = threading.Thread(target=self._run, name="lora-studio-jobs", daemon=True)
             self._worker.start()
@@ -182,8 +114,8 @@ class JobQueue:
             self._side_worker = threading.Thread(target=self._run, args=(self._side,), daemon=True,
                                                  name="lora-studio-side-jobs")
             self._side_worker.start()
-        for job in self.store.find("jobs", status=QUEUED):
-            if isinstance(job.get("id"), str):  # a record edited by hand may have lost it
+        for job in orphans:
+            if job.get("status") == QUEUED:
                 self._lane(job.get("kind")).put(job["id"])
 
     def _lane(self, kind) -> "queue.Queue[str | None]":
@@ -194,6 +126,8 @@ class JobQueue:
             if worker is not None:
                 lane.put(None)  # a download keeps its bytes: the next start resumes it, so no long wait for it
                 worker.join(timeout=30 if lane is self._queue else 2)
+        if not any(w is not None and w.is_alive() for w in (self._worker, self._side_worker)):
+            self.holder.release()  # else a job still runs here: its record stays ours until the process ends
         self._worker = self._side_worker = None
 
     # ---- public API ------------------------------------------------------------------------
@@ -206,7 +140,7 @@ class JobQueue:
                 "jobs",
                 dict(kind=kind, title=title or kind, status=QUEUED, progress=0.0, message="Queued",
                      error=None, logs=[], outputs={}, params=to_json(params), started=None, finished=None,
-                     attempts=0, **fields),
+                     attempts=0, holder=self.holder.token, by=self.asking().stamp(), **fields),
             )
         self._lane(kind).put(record["id"])
         return self.get(record["id"])
@@ -221,12 +155,14 @@ class JobQueue:
             raise UserError(f"{len(waiting)} jobs are already waiting (the limit is {self.limits.waiting}). "
                             "Wait for some to finish, or cancel one under Library → All jobs.")
 
-    def resume(self, job_id: str) -> JobView:
-        """Queue an interrupted, failed or canceled job again under the same id (same work dir)."""
+    def resume(self, job_id: str, seen_by: Requester | None = None) -> JobView:
+        """Queue an interrupted, failed or canceled job again under the same id (same work dir).
+        `seen_by` (here and in get, list, cancel): answer as that requester may see the jobs."""
+        self._check_seen(job_id, seen_by)
         def requeue(job: dict) -> None:
             if job.get("status") not in (INTERRUPTED, FAILED, CANCELED) or job_id in self._unrecorded:
                 raise UserError(f"Job {job_id} is {job.get('status')}; only stopped jobs can be resumed.")
-            job.update(status=QUEUED, message="Queued (resume)", error=None, finished=None)
+            job.update(status=QUEUED, message="Queued (resume)", error=None, finished=None, holder=self.holder.token)
 
         with self._submit_lock:
             job = self.store.require("jobs", job_id)
@@ -237,7 +173,9 @@ class JobQueue:
         self._lane(job.get("kind")).put(job_id)
         return self.get(job_id)
 
-    def cancel(self, job_id: str) -> JobView:
+    def cancel(self, job_id: str, seen_by: Requester | None = None) -> JobView:
+        self._check_seen(job_id, seen_by)
+
         def stop(job: dict) -> None:
             if job.get("status") == QUEUED:
                 job.update(status=CANCELED, finished=time.time(), message="Canceled before it started.")
@@ -253,20 +191,27 @@ class JobQueue:
         with self._lock:
             return job_id in self._cancel
 
-    def get(self, job_id: str, with_metrics: bool = False) -> JobView:
+    def get(self, job_id: str, with_metrics: bool = False, seen_by: Requester | None = None) -> JobView:
         record = self.store.get("jobs", job_id) or _moved_record(self.store, job_id)
         if record is None:
             record = self.store.require("jobs", job_id)  # raises the usual "No job with id …"
+        if seen_by is not None and not may_see(record, seen_by, self.owner_kinds):
+            raise NotFound(f"No job with id {job_id!r}.")  # as if it did not exist: ids stay unguessed
         view = JobView.from_record(record)
         if with_metrics:
             view.metrics = self.read_metrics(job_id)
         return view
 
-    def list(self, kind: str | None = None, **equals: Any) -> list[JobView]:
+    def list(self, kind: str | None = None, *, seen_by: Requester | None = None, **equals: Any) -> list[JobView]:
         """Every job (of a kind); a damaged record shows as a failed job instead of breaking the list."""
         if kind:
             equals["kind"] = kind
-        return [JobView.from_record(j) for j in self.store.find("jobs", **equals)]
+        return [JobView.from_record(j) for j in self.store.find("jobs", **equals)
+                if seen_by is None or may_see(j, seen_by, self.owner_kinds)]
+
+    def _check_seen(self, job_id: str, seen_by: Requester | None) -> None:
+        if seen_by is not None:
+            self.get(job_id, seen_by=seen_by)
 
     def read_metrics(self, job_id: str) -> dict[str, list[tuple[int | None, float]]]:
         path = _job_file(self.store, job_id, "metrics.jsonl")
@@ -297,6 +242,14 @@ class JobQueue:
             time.sleep(0.05)
         raise TimeoutError("The job queue did not drain.")
 
+    def for_strangers(self, job_id: str, text: str, limit: int = ERROR_CHARS) -> str:
+        """`text` as a record keeps it: bounded, each server path named by what it is."""
+        job, root = self.store.root / "jobs" / str(job_id), self.store.root
+        places = ((job / "cache", "the job's cache"), (job / "checkpoints", "the job's checkpoints"),
+                  (job / "output", "the job's output folder"), (job / "worker", "the job's worker folder"),
+                  (job, "the job's folder"), (root / "datasets", "the data sets folder"), (root, "the workspace"))
+        return name_paths(bounded(str(text), limit), (*places, *self.places))
+
     # ---- worker ----------------------------------------------------------------------------
     def _run(self, lane: "queue.Queue[str | None] | None" = None) -> None:
         lane = self._queue if lane is None else lane
@@ -315,9 +268,9 @@ class JobQueue:
                 with gate:
                     self._run_one(job_id)
             except BaseException as exc:  # noqa: BLE001 - the one worker must outlive any job
-                _warn(f"job {job_id}: the worker caught {type(exc).__name__}: {exc}")
-                self._finish(job_id, status=FAILED, error=describe_error(exc),
-                             message=f"Failed: {describe_error(exc)}", finished=time.time())
+                warn(f"job {job_id}: the worker caught {type(exc).__name__}: {exc}")
+                error = self.for_strangers(job_id, describe_error(exc))
+                self._finish(job_id, status=FAILED, error=error, message=f"Failed: {error}", finished=time.time())
             finally:
                 idle.set()
 
@@ -328,7 +281,8 @@ class JobQueue:
         def start(job: dict) -> None:
             if job.get("status") == QUEUED:
                 attempts = job.get("attempts") if isinstance(job.get("attempts"), int) else 0
-                job.update(status=RUNNING, started=time.time(), message="Running", attempts=attempts + 1)
+                job.update(status=RUNNING, started=time.time(), message="Running", attempts=attempts + 1,
+                           holder=self.holder.token)
                 claimed.update(job)
 
         try:
@@ -336,7 +290,7 @@ class JobQueue:
         except KeyError:
             return None
         except OSError as exc:  # the disk refused even this: leave it queued and try again later
-            _warn(f"job {job_id} could not start ({exc}); trying again in {RETRY_SECONDS:.0f} s")
+            warn(f"job {job_id} could not start ({exc}); trying again in {RETRY_SECONDS:.0f} s")
             timer = threading.Timer(RETRY_SECONDS, self._lane(claimed.get("kind")).put, [job_id])
             timer.daemon = True
             timer.start()
@@ -358,25 +312,25 @@ class JobQueue:
             reporter.outputs(result)
             reporter.progress(1.0)
             summary = result.get("summary") if isinstance(result, dict) else None
-            message = summary if isinstance(summary, str) and summary else message
+            message = self.for_strangers(job_id, summary) if isinstance(summary, str) and summary else message
         except Canceled as exc:
-            status, message = CANCELED, str(exc) or "Canceled."
+            status, message = CANCELED, self.for_strangers(job_id, str(exc) or "Canceled.")
         except BaseException as exc:  # noqa: BLE001 - any failure must end up on the job record
-            status, error = FAILED, describe_error(exc)
+            status, error = FAILED, self.for_strangers(job_id, describe_error(exc))
             message = f"Failed: {error}"
             if reporter is not None:
-                _quietly(reporter.append_trace, traceback.format_exc())
+                quietly(reporter.append_trace, traceback.format_exc())
         pending = {}
         if reporter is not None:
             if status != SUCCEEDED:
-                _quietly(reporter.log, message)
-            _quietly(reporter.close)
+                quietly(reporter.log, message)
+            quietly(reporter.close)
             pending = reporter.pending_fields()
         with self._lock:
             self._cancel.discard(job_id)
         final = dict(status=status, error=error, message=message, finished=time.time())
         self._finish(job_id, **{**pending, **final})  # unsaved progress and logs go with the status
-        _quietly(self._move_old, str(job.get("kind")))
+        quietly(self._move_old, str(job.get("kind")))
 
     def _move_old(self, kind: str) -> None:
         """Keep the live list of a quick kind short: the oldest ended records move to their folders."""
@@ -400,7 +354,7 @@ class JobQueue:
         except KeyError:
             pass  # the record is gone: nothing to mark
         except BaseException as exc:  # noqa: BLE001 - above all, the worker goes on
-            _warn(f"job {job_id}: its status could not be saved ({exc}); trying again in {RETRY_SECONDS:.0f} s")
+            warn(f"job {job_id}: its status could not be saved ({exc}); trying again in {RETRY_SECONDS:.0f} s")
             with self._lock:
                 self._unrecorded[job_id] = fields
 
@@ -433,18 +387,3 @@ def _moved_record(store: Store, job_id: str) -> dict | None:
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) and record.get("id") == job_id else None
-
-
-def _quietly(fn: Callable, *args) -> None:
-    """Best effort: used on the failure path, which must not fail in turn."""
-    try:
-        fn(*args)
-    except BaseException as exc:  # noqa: BLE001
-        _warn(f"{getattr(fn, '__name__', 'cleanup')} failed: {exc}")
-
-
-def _warn(text: str) -> None:
-    try:
-        print(f"lora-studio: {text}", file=sys.stderr, flush=True)
-    except Exception:  # noqa: BLE001 - stderr itself may be gone
-        pass

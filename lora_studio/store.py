@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -30,6 +31,7 @@ from tinydb.storages import Storage
 from .errors import NotFound, WorkspaceError, describe_os_error
 
 TABLES = ("characters", "images", "datasets", "jobs", "loras")
+_RECORD_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # as new_id makes them (and services/limits.record_id reads)
 SERVED = ("characters", "public")  # images the UI shows; nothing else in the workspace is served
 PRIVATE = ("studio.json", "tasks.json", "jobs", "datasets", "loras", "exports", "replicate", "scores")
 
@@ -93,20 +95,20 @@ def recover_json(path: Path, check: Callable[[Any], None] | None = None) -> Move
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
-        return _set_aside(path, "not readable as UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc))
+        return set_aside(path, "not readable as UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc))
     if not text.strip():
         return None
     try:
         value = json.loads(text)
     except (json.JSONDecodeError, RecursionError):
-        return _set_aside(path, "not valid JSON")
+        return set_aside(path, "not valid JSON")
     if not servable(value):
-        return _set_aside(path, "it holds text that is not valid Unicode")
+        return set_aside(path, "it holds text that is not valid Unicode")
     try:
         if check is not None:
             check(value)
     except Exception as exc:  # noqa: BLE001 - any failure of the file's own rules sets it aside
-        return _set_aside(path, str(exc) or type(exc).__name__)
+        return set_aside(path, str(exc) or type(exc).__name__)
     return None
 
 
@@ -125,7 +127,8 @@ def servable(value: Any) -> bool:
     return True
 
 
-def _set_aside(path: Path, why: str) -> MovedAside:
+def set_aside(path: Path, why: str) -> MovedAside:
+    """Rename a file that cannot be used to `<stem>.broken-<time><suffix>` beside it, and say so."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     target = path.with_name(f"{path.stem}.broken-{stamp}{path.suffix}")
     counter = 1
@@ -181,6 +184,28 @@ class Store:
         self.moved: list[MovedAside] = [m for m in [recover_json(self.root / "studio.json", _tables)] if m]
         self._db = TinyDB(str(self.root / "studio.json"), storage=AtomicJSONStorage)
         self._db.tables()  # read once now: a damaged database is reported at start-up, in words
+        self.moved += self._set_aside_records()
+
+    def _set_aside_records(self) -> list[MovedAside]:
+        """Records whose id cannot name them (a number, none at all) break every look-up by id, a restart's
+        recovery included: they leave the database for a file beside it, and the start goes on."""
+        bad = {}
+        for name in self._db.tables():
+            docs = [d for d in self._db.table(name).all()
+                    if not (isinstance(d.get("id"), str) and _RECORD_ID.fullmatch(d["id"]))]
+            if docs:
+                bad[name] = docs
+        if not bad:
+            return []
+        target = self.root / f"studio.set-aside-{time.strftime('%Y%m%d-%H%M%S')}-{new_id()}.json"
+        atomic_write_json(target, {name: [dict(d) for d in docs] for name, docs in bad.items()})  # kept first
+        for name, docs in bad.items():
+            self._db.table(name).remove(doc_ids=[d.doc_id for d in docs])
+        count = sum(len(docs) for docs in bad.values())
+        moved = MovedAside(f"{count} record{'s' if count > 1 else ''} of studio.json", target.name,
+                           "no usable id")
+        logging.getLogger("lora_studio").warning(moved.sentence())
+        return [moved]
 
     # ---- records -------------------------------------------------------------------------
     def insert(self, table: str, record: dict) -> dict:

@@ -17,6 +17,7 @@ from . import gpu_calls
 from .config import Settings
 from .engines.base import Engine
 from .engines.flight import at_once
+from .engines.hub import recover_token_file
 from .jobs import JobQueue, JobView, UserError
 from .services.captions import CaptionService
 from .services.characters import Characters
@@ -48,6 +49,7 @@ class Studio:
         settings = settings or Settings.from_env()
         self.store = Store(settings.workspace)
         self.setup = SetupService(self.store.root)
+        moved = [m for m in (recover_json(self.setup.path, self.setup.verify), recover_token_file()) if m]
         self.settings = self.setup.apply(settings)  # the page's last choice, where no flag or variable pinned one
         # downloads and publishing never wait for the GPU
         self.jobs = JobQueue(self.store, side_kinds=("download", "publish", "lora_download"))
@@ -58,7 +60,7 @@ class Studio:
         self.selection = SelectionService(self.store, self.characters)
         self._build_engine_services()
         self.models = ModelsService(self.store, self.jobs, device=self.settings.device)
-        self.moved = self.store.moved + self._recover_settings()
+        self.moved = self.store.moved + moved + self._recover_settings()
         if start:
             self.jobs.start()
             self.models.resume_interrupted()
@@ -87,6 +89,7 @@ class Studio:
         self.hub_imports = HubImports(self.store, self.jobs, self.library)
         self.captions = CaptionService(self.store, self.jobs, self.characters, tiny=settings.is_tiny,
                                        device=settings.device, release_gpu=self._release_gpu)
+        self.jobs.places = self._named_places()
 
     def _release_gpu(self) -> None:
         """Free the loaded Flux model's GPU memory for other GPU work (a captioner); the next picture reloads it."""
@@ -94,6 +97,17 @@ class Studio:
         unload = getattr(engine, "unload", None) if engine is not None else None
         if callable(unload):
             unload()
+
+    def _named_places(self) -> tuple[tuple[Path, str], ...]:
+        """Folders a job's words name instead of their path (records are served to anyone with the link)."""
+        from .engines.hub import cache_root
+
+        places = [(cache_root(), "the Hugging Face cache")]
+        for model, words in ((self.settings.model, "your model folder"),
+                             (self.settings.kontext_model, "your Kontext model folder")):
+            if model and Path(model).expanduser().is_absolute():
+                places.append((Path(model).expanduser(), words))
+        return tuple(places)
 
     def _recover_settings(self) -> list[MovedAside]:
         """Each settings file that cannot be read, served or pass its own rules is set aside with a
@@ -154,13 +168,13 @@ class Studio:
         if self.settings.engine == "replicate":
             return (f"Replicate (remote GPUs). {at_once(self.settings.replicate.parallel)} "
                     f"{self.replicate.status().text()}")
-        from .engines.local import RANDOM_WEIGHTS, choose, sheet_sentence
+        from .engines.local import RANDOM_WEIGHTS, choose, model_label, sheet_sentence
         from .engines.speed import describe_choice
 
         speed = describe_choice(self.settings.speed, self.settings.device, self.settings.memory_mode)
         sheet = sheet_sentence(choose(self.settings.model or "", self.settings.kontext_model,
                                       random_weights=self.settings.model in RANDOM_WEIGHTS))
-        return (f"Local FLUX.1 from {self.settings.model} (loaded by the first job). {speed} {sheet} "
+        return (f"Local FLUX.1 from {model_label(self.settings.model)} (loaded by the first job). {speed} {sheet} "
                 f"{at_once(1, self.settings.speed.batch_edits or 1)}")
 
     def gpu_note(self) -> str:

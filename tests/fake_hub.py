@@ -14,6 +14,9 @@ for an object it already holds), `PUT` of each object to an href on this server 
 verify call, and the NDJSON `/api/models/{id}/commit/{rev}`, which makes a new commit (`history`). Writing
 needs a token with the write role, or a fine-grained one with "repo.write" on the namespace
 (`add_fine_grained_token`); `uploads` lists every upload request, `fail_upload(oid)` refuses one PUT.
+A hostile Hub (or mirror) is one `add_repo` option away: `commit=` replaces the repo's commit id and
+`etags={path: etag}` the ETag a file is served with, so tests can answer with names, commits and
+ETags a downloader must not turn into paths.
 
 Tests read `served[(repo, path)]` (bytes sent per file) to prove nothing is fetched twice, and
 `hold(repo, path, after)` stops a file's next GET after `after` bytes until `release()`, then drops
@@ -48,17 +51,21 @@ class Repo:
     private: bool = False
     history: list = field(default_factory=list)  # commits made through the upload side: {"oid", "summary", "paths"}
     lfs_paths: set = field(default_factory=set)  # files committed as LFS objects (whatever their suffix)
+    commit: str | None = None  # served instead of the computed sha (a hostile answer)
+    etags: dict[str, str] = field(default_factory=dict)  # path -> ETag served instead of the real one
 
     def __post_init__(self) -> None:
         digest = hashlib.sha1(self.repo_id.encode())
         for path in sorted(self.files):
             digest.update(path.encode() + hashlib.sha1(self.files[path]).digest())
-        self.sha = digest.hexdigest()
+        self.sha = self.commit if self.commit is not None else digest.hexdigest()
 
     def is_lfs(self, path: str) -> bool:
         return path.endswith(LFS_SUFFIXES) or path in self.lfs_paths
 
     def etag(self, path: str) -> str:
+        if path in self.etags:
+            return self.etags[path]
         data = self.files[path]
         if self.is_lfs(path):
             return hashlib.sha256(data).hexdigest()
@@ -89,13 +96,15 @@ class FakeHub:
 
     # ---- set-up ---------------------------------------------------------------------------
     def add_repo(self, repo_id: str, folder: Path | None = None, gated: bool = False,
-                 files: dict[str, bytes] | None = None) -> Repo:
-        found = dict(files or {})
+                 files: dict[str, bytes] | None = None, commit: str | None = None,
+                 etags: dict[str, str] | None = None) -> Repo:
+        found = {}
         if folder is not None:
             for path in sorted(Path(folder).rglob("*")):
                 if path.is_file():
                     found[path.relative_to(folder).as_posix()] = path.read_bytes()
-        repo = Repo(repo_id, found, gated)
+        found.update(files or {})
+        repo = Repo(repo_id, found, gated, commit=commit, etags=dict(etags or {}))
         self.repos[repo_id] = repo
         return repo
 

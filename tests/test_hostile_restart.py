@@ -24,11 +24,13 @@ POISONS = {
                                         "resolution": 1e300}]}),
     "tasks.json": "{broken",
     "studio.json": "{broken",
+    "setup.json": "[" * 100_000 + "]" * 100_000,  # RecursionError in the JSON reader
 }
 POISONS_MORE = {
     "studio.json": _dump({"characters": {"1": {"id": "c1", "name": SURROGATE}}}),
     "replicate_prices.json": _dump({"prices": {"kontext": {"usd": 0}}}),
     "preferences.json": b"\xff\xfe not utf-8",
+    "setup.json": _dump({"engine": ["local"], "model": {"deep": 1}}),
 }
 
 
@@ -58,3 +60,67 @@ def test_a_poisoned_settings_file_never_stops_the_next_start(tmp_path, name, poi
 
 def target_bytes(poison) -> bytes:
     return poison if isinstance(poison, bytes) else poison.encode()
+
+
+def test_job_records_without_a_usable_id_are_set_aside_and_the_models_section_opens(tmp_path):
+    from tests.hostile_kit import Browser
+
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    records = [{"id": 5, "kind": "download", "status": "interrupted", "params": {"repo_id": "a/b"}},
+               {"kind": "download", "status": "running", "params": {"repo_id": "a/c"}},
+               {"id": "ok1", "kind": "download", "status": "failed", "params": {"repo_id": "a/d"}}]
+    (workspace / "studio.json").write_text(_dump({"jobs": {str(n): r for n, r in enumerate(records, 1)}}))
+    with running_app(workspace) as (studio, url):
+        assert httpx.get(url, timeout=60).status_code == 200
+        [moved] = studio.moved
+        kept = json.loads((workspace / moved.moved_to).read_text())
+        assert [r.get("id") for r in kept["jobs"]] == [5, None] and "2 records" in moved.sentence()
+        assert [j.id for j in studio.jobs.list()] == ["ok1"]
+        page = Browser(url)
+        opened = page.outputs("models_open")  # Settings → Models: the downloads list, not a bare "Error"
+        assert opened[2] == "ok1" and "Error" not in json.dumps(opened[:1])
+        page.close()
+    with running_app(workspace) as (studio, url):
+        assert httpx.get(url, timeout=60).status_code == 200 and studio.moved == []
+
+
+def test_a_token_file_that_is_not_text_is_set_aside_and_log_out_works(tmp_path, monkeypatch):
+    from gradio_client import Client
+
+    from tests.fake_hub import point_client_at
+
+    home = tmp_path / "hf-home"
+    point_client_at(monkeypatch, "http://127.0.0.1:9", home)  # no Hub is asked: there is no token to check
+    home.mkdir()
+    (home / "token").write_bytes(b"\xff\xfe hf_\x00 not utf-8")
+    with running_app(tmp_path / "ws") as (studio, url):
+        assert any("Hugging Face token file" in note for note in studio.startup_notes())
+        client = Client(url, verbose=False)
+        state = client.predict(api_name="/hf_token_status")
+        assert state["user"] is None
+        assert client.predict(api_name="/hf_logout")["user"] is None
+    assert not (home / "token").exists() and list(home.glob("token.broken-*"))
+    with running_app(tmp_path / "ws2") as (studio, url):
+        client = Client(url, verbose=False)  # (gradio_client reads huggingface_hub's token file itself)
+        (home / "token").write_bytes(b"\xff again")  # poisoned while the app runs: the page still answers
+        state = client.predict(api_name="/hf_token_status")
+        assert state["user"] is None and "could not be used" in state["text"]
+    with running_app(tmp_path / "ws") as (studio, url):
+        assert studio.moved == []
+
+
+def test_a_model_folder_whose_index_is_nested_100000_deep_does_not_stop_a_start(tmp_path):
+    from lora_studio.services.settings import EngineChoice
+
+    folder = tmp_path / "models" / "FLUX.1-dev"
+    (folder / "transformer").mkdir(parents=True)
+    (folder / "model_index.json").write_text("[" * 100_000 + "]" * 100_000)
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "setup.json").write_text(_dump(EngineChoice("local", str(folder)).as_dict()))
+    for settings in ({}, {"engine": "local", "model": str(folder)}):  # chosen on the page, or by a flag
+        with running_app(workspace, **settings) as (studio, url):
+            assert studio.settings.model == str(folder)
+            config = httpx.get(url + "config", timeout=60)
+            assert config.status_code == 200 and "your model folder FLUX.1-dev" in config.text

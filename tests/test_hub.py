@@ -219,6 +219,60 @@ def test_a_restart_mid_download_resumes_in_the_new_process(hub, tmp_path):
         assert hub.served[(OPEN, path)] == count, path
 
 
+def test_cli_commands_beside_a_downloading_app_take_none_of_its_jobs(hub, studio, models):
+    """`models list` (which the page suggests), `jobs` and even `models download` of the same repo, run
+    on the workspace of an app mid-download: the app's download stays the app's, no byte is fetched
+    twice and it finishes."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    size = len(hub.repos[OPEN].files[WEIGHTS])
+    hold = hub.hold(OPEN, WEIGHTS, after=size // 2)
+    job = models.start_download(OPEN)
+    assert hold.reached.wait(60)
+    received(OPEN, size // 2)
+    try:
+        for argv in (["models", "list"], ["jobs"], ["models", "download", OPEN]):
+            run = subprocess.run([sys.executable, "-m", "lora_studio", *argv, "--json", "--workspace",
+                                  str(studio.store.root)], cwd=ROOT, env={**os.environ, **hub.env},
+                                 capture_output=True, text=True, timeout=300)
+            record = studio.store.get("jobs", job.id)
+            assert record["status"] == "running" and record["holder"] == studio.jobs.holder.token, argv
+        assert run.returncode == 1 and "already being downloaded" in json.loads(run.stdout)["error"]
+        assert len(studio.store.find("jobs")) == 1
+    finally:
+        hold.released.set()
+    done = studio.jobs.wait(job.id, timeout=120)
+    assert done.status == "succeeded", done.error
+    for path, count in needed(hub, OPEN).items():
+        assert hub.served[(OPEN, path)] == count, path  # nothing fetched twice
+
+
+def test_three_simultaneous_starts_of_one_download_make_one_job(hub, studio, models):
+    import threading
+
+    barrier, answers = threading.Barrier(3), []
+
+    def start():
+        barrier.wait()
+        try:
+            answers.append(models.start_download(OPEN).id)
+        except StudioError as exc:
+            answers.append(str(exc))
+
+    threads = [threading.Thread(target=start) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(models.downloads()) == 1
+    assert sum("already being downloaded" in a for a in answers) == 2
+    assert studio.jobs.wait(models.downloads()[0].id, timeout=120).status == "succeeded"
+
+
 def test_a_model_that_cannot_load_says_how_to_get_it(hub):
     from huggingface_hub import hf_hub_download
 

@@ -1,3 +1,4 @@
+import json
 import time
 
 import pytest
@@ -121,3 +122,88 @@ def test_old_quick_jobs_leave_the_live_list_but_still_open_by_id(tmp_path):
     queue.stop()
     reopened = JobQueue(Store(tmp_path))  # a restart reads the moved record the same way
     assert reopened.get(quick[1].id).outputs == {"n": 1} and trainings[0].id in [j.id for j in reopened.list()]
+
+
+def test_a_second_queue_on_the_workspace_leaves_a_live_queues_jobs_alone(tmp_path):
+    """The app and a CLI command on one workspace: the CLI's queue neither interrupts the app's running
+    job nor runs the app's queued ones (of any kind); all of them finish in the app."""
+    import threading
+
+    release, ran = threading.Event(), []
+
+    def worker(where):
+        def run(params, reporter):
+            ran.append((where, params["n"]))
+            if params["n"] == 0:
+                release.wait(30)
+            return {}
+        return run
+
+    app = JobQueue(Store(tmp_path))
+    for kind in ("w", "x"):
+        app.register(kind, worker("app"))
+    app.start()
+    jobs = [app.submit("w", {"n": 0}), app.submit("w", {"n": 1}), app.submit("x", {"n": 2})]
+    while app.get(jobs[0].id).status != "running":
+        time.sleep(0.01)
+    cli = JobQueue(Store(tmp_path))
+    for kind in ("w", "x"):
+        cli.register(kind, worker("cli"))
+    cli.start()
+    cli.wait_idle(10)
+    assert [cli.get(j.id).status for j in jobs] == ["running", "queued", "queued"]
+    cli.stop()
+    release.set()
+    assert [app.wait(j.id, 10).status for j in jobs] == ["succeeded"] * 3
+    assert ran == [("app", 0), ("app", 1), ("app", 2)]
+    app.stop()
+
+
+def test_only_jobs_whose_process_is_gone_are_taken_over(tmp_path):
+    from lora_studio.job_holders import FOLDER
+
+    store = Store(tmp_path)
+    dead = "0" * 32  # a process that died and left its lock file behind (unlocked)
+    (tmp_path / "jobs" / FOLDER).mkdir(parents=True)
+    (tmp_path / "jobs" / FOLDER / f"{dead}.lock").write_text("1\n")
+    running = store.insert("jobs", dict(kind="w", status="running", params={"n": 1}, holder=dead))
+    queued = store.insert("jobs", dict(kind="w", status="queued", params={"n": 2}, holder="f" * 32))  # no file
+    queue = JobQueue(store)
+    seen = []
+    queue.register("w", lambda p, r: seen.append(p["n"]) or {})
+    queue.start()
+    assert queue.wait(queued["id"], 10).status == "succeeded" and seen == [2]
+    assert queue.get(running["id"]).status == "interrupted"
+    assert not (tmp_path / "jobs" / FOLDER / f"{dead}.lock").exists()
+    assert store.get("jobs", queued["id"])["holder"] == queue.holder.token
+    queue.stop()
+    assert list((tmp_path / "jobs" / FOLDER).iterdir()) == []  # a clean stop leaves no lock behind
+
+
+def test_a_huge_log_line_and_server_paths_never_reach_the_record(tmp_path):
+    """A 3 MB log event (a worker may send one) is cut in the record, which studio.json rewrites whole on
+    every update; the paths in logs, messages and errors are named by what they are."""
+    from lora_studio.job_reporter import FILE_LINE_CHARS, LINE_CHARS
+
+    store, queue = make_queue(tmp_path)
+    root = store.root
+
+    def chatty(params, reporter):
+        job = store.job_dir(reporter.job_id)
+        reporter.log("x" * 3_000_000)
+        reporter.log(f"Caching latents under {job / 'cache'}; saved {job / 'output' / 'lora.safetensors'}.")
+        reporter.progress(0.5, f"reading {root / 'datasets' / 'abc123' / '0.png'}")
+        raise UserError(f"the data set folder {root / 'datasets' / 'abc123'} does not exist; see /srv/secret/x.txt")
+
+    queue.register("chatty", chatty)
+    queue.start()
+    done = queue.wait(queue.submit("chatty", {}).id, 30)
+    assert done.status == "failed"
+    assert all(len(line) <= LINE_CHARS + 100 for line in done.logs) and "more characters" in done.logs[0]
+    assert (tmp_path / "studio.json").stat().st_size < 100_000
+    assert len((store.job_dir(done.id) / "log.txt").read_text()) < FILE_LINE_CHARS + 10_000
+    words = json.dumps([done.logs, done.message, done.error])
+    assert str(root) not in words and "/srv/secret" not in words
+    assert "the job's cache" in words and "lora.safetensors in the job's output folder" in words
+    assert "abc123 in the data sets folder" in done.error and "x.txt" in done.error
+    queue.stop()

@@ -49,10 +49,15 @@ def test_the_choice_is_remembered_and_a_broken_file_is_ignored(dev_folder, tmp_p
         assert {r.name: r.source for r in studio.setup.rows(studio.settings)}["model"] == "page"
     with Studio(Settings(workspace=workspace)) as studio:
         assert (studio.settings.engine, studio.settings.model) == ("local", str(dev_folder))
-    for broken in ("{not json", '{"engine": "gpu"}', '["local"]', '{"engine": "local", "model": "/gone"}'):
+    for broken in ('{"engine": "gpu"}', '{"engine": "local", "model": "/gone"}'):  # readable, not usable here
         (workspace / "setup.json").write_text(broken)
         with Studio(Settings(workspace=workspace)) as studio:
             assert studio.settings.engine == "tiny" and "ignored" in studio.setup.note
+    for broken in ("{not json", '["local"]', "[" * 100_000 + "]" * 100_000):  # not a choice: set aside
+        (workspace / "setup.json").write_text(broken)
+        with Studio(Settings(workspace=workspace)) as studio:
+            assert studio.settings.engine == "tiny" and [m.name for m in studio.moved] == ["setup.json"]
+            assert not (workspace / "setup.json").exists()
 
 
 def test_flags_and_environment_win_and_say_so(dev_folder, tmp_path):

@@ -209,19 +209,35 @@ def test_a_worker_run_training_through_the_running_app(tmp_path):
         dataset_id = dataset(studio, tmp_path / "set")
         with pytest.raises(UserError, match="can run"):  # only the offered places, whatever a stranger sends
             studio.training.start(dataset_id, TrainOptions(name="x", trigger="mila_v1", train_on="cpu:8"))
+        def train(dataset_id: str, name: str) -> dict:
+            """/start_training as a client sends it, then /job_status until the job ends."""
+            job = client.predict(dataset_id, name, "mila_v1", "Standard", 6, 4, 0.001, 0, "", -1.0,
+                                 api_name="/start_training")
+            deadline = time.monotonic() + 240
+            while not job["done"] and time.monotonic() < deadline:
+                time.sleep(0.5)
+                job = client.predict(job["id"], api_name="/job_status")
+            return job
+
         # The API's /start_training keeps its inputs; it trains where the app trains by default.
-        job = client.predict(dataset_id, "mila", "mila_v1", "Standard", 6, 4, 0.001, 0, "", -1.0,
-                             api_name="/start_training")
-        deadline = time.monotonic() + 240
-        while not job["done"] and time.monotonic() < deadline:
-            time.sleep(0.5)
-            job = client.predict(job["id"], api_name="/job_status")
+        job = train(dataset_id, "mila")
         assert job["status"] == "succeeded", job["error"]
         assert any("1 worker process on the CPU" in line for line in job["logs"])
         assert any("step 6/6" in line for line in job["logs"])  # the worker's progress, replayed into the job
         assert job["outputs"]["lora_name"] == "mila"
         assert "mila" in json.dumps(client.predict(api_name="/list_loras"))
         assert studio.jobs.read_metrics(job["id"])["loss"]
+        assert str(studio.store.root) not in json.dumps(job) and str(tmp_path) not in json.dumps(job)  # no paths
+        assert any("in the job's output folder" in line for line in job["logs"])  # named by what it is
+
+        # A worker that fails on a path (the data set's folder gone): the error names it, never its path.
+        gone = dataset(studio, tmp_path / "gone")
+        import shutil
+
+        shutil.rmtree(studio.store.root / studio.store.get("datasets", gone)["dir"])
+        failed = train(gone, "lost")
+        assert failed["status"] == "failed" and "does not exist" in failed["error"], failed["error"]
+        assert str(studio.store.root) not in json.dumps(failed) and str(tmp_path) not in json.dumps(failed)
 
 
 def test_where_a_training_runs_is_parsed_and_launched_by_the_right_launcher(tmp_path, monkeypatch):

@@ -76,10 +76,11 @@ def caption_with_trigger(caption: str | None, trigger: str) -> str:
 def load_examples(dataset_dir: Path, trigger: str) -> list[Example]:
     dataset_dir = Path(dataset_dir)
     if not dataset_dir.is_dir():
-        raise FileNotFoundError(f"the data set folder {dataset_dir} does not exist.")
+        raise FileNotFoundError(f"the data set folder {dataset_dir.name} does not exist (moved or deleted?); "
+                                "export the data set again.")
     paths = sorted(p for p in dataset_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not paths:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {dataset_dir}.")
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the data set folder {dataset_dir.name}.")
     examples = []
     for path in paths:
         caption_path = path.with_suffix(".txt")

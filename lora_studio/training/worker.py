@@ -77,7 +77,7 @@ def sample_scorer(reference: str | None):
 def run(folder: Path) -> int:
     from accelerate import Accelerator
 
-    from ..engines.local import ModelManager
+    from ..engines.local import ModelManager, model_label
     from ..engines.speed import SpeedSettings
     from .parallel import DataParallel
     from .trainer import train_lora
@@ -90,7 +90,7 @@ def run(folder: Path) -> int:
     try:
         if parallel.is_main:
             reporter.log(f"Worker processes started: {parallel.world} on {accelerator.device} "
-                         f"({accelerator.distributed_type.value}); loading {spec['model']}.")
+                         f"({accelerator.distributed_type.value}); loading {model_label(spec['model'])}.")
         manager = ModelManager(model=spec["model"], device=str(accelerator.device),
                                memory_mode=spec.get("memory_mode", "auto"), speed=SpeedSettings())
         request = from_json(TrainRequest, spec["request"], "The training request in worker/spec.json")

@@ -25,6 +25,7 @@ from ..studio import Studio
 from .common import or_preset, parse_weights, upload_paths
 from .events import expose, on
 from .files import deliver, discard_uploads
+from .owner import requester
 
 JSON_INT = 2**53  # larger integers do not survive JavaScript (and past 2**64, not the JSON encoder)
 
@@ -85,20 +86,26 @@ def start_sheet(studio: Studio, character_id: str, gate: bool = True, max_tries:
     return job_json(studio.sheet.start(character_id, options), studio)
 
 
-def job_status(studio: Studio, job_id: str) -> dict:
-    return job_json(studio.jobs.get(limits.record_id(job_id, "job id"), with_metrics=True), studio)
+# The owner's jobs (downloads, what the owner started) are the owner's: a visitor's view of the queue
+# holds their own and other visitors' anonymous jobs only (lora_studio/job_access.py).
+def job_status(studio: Studio, job_id: str, request: gr.Request = None) -> dict:
+    return job_json(studio.jobs.get(limits.record_id(job_id, "job id"), with_metrics=True,
+                                    seen_by=requester(studio, request)), studio)
 
 
-def cancel_job(studio: Studio, job_id: str) -> dict:
-    return job_json(studio.jobs.cancel(limits.record_id(job_id, "job id")), studio)
+def cancel_job(studio: Studio, job_id: str, request: gr.Request = None) -> dict:
+    return job_json(studio.jobs.cancel(limits.record_id(job_id, "job id"), seen_by=requester(studio, request)),
+                    studio)
 
 
-def resume_job(studio: Studio, job_id: str) -> dict:
-    return job_json(studio.jobs.resume(limits.record_id(job_id, "job id")), studio)
+def resume_job(studio: Studio, job_id: str, request: gr.Request = None) -> dict:
+    return job_json(studio.jobs.resume(limits.record_id(job_id, "job id"), seen_by=requester(studio, request)),
+                    studio)
 
 
-def list_jobs(studio: Studio, kind: str = "") -> list:
-    return [job_json(j, studio) for j in studio.jobs.list(limits.text(kind, "The job kind", 20) or None)]
+def list_jobs(studio: Studio, kind: str = "", request: gr.Request = None) -> list:
+    kind = limits.text(kind, "The job kind", 20) or None
+    return [job_json(j, studio) for j in studio.jobs.list(kind, seen_by=requester(studio, request))]
 
 
 def selection_json(state) -> dict:

@@ -13,10 +13,11 @@ from typing import Any
 import gradio as gr
 
 from ..studio import Studio
-from . import (api, files, library_tab, reference_tab, selection_tab, settings_engine, settings_tab, sheet_tab,
-               tester_tab, training_tab, wording)
+from . import (api, files, library_tab, owner, reference_tab, selection_tab, settings_engine, settings_tab,
+               sheet_tab, tester_tab, training_tab, wording)
 from .common import UIContext, character_choices, open_tab
 from .events import KEEP, Reply
+from .host_guard import guard_kwargs
 from .remembered import browser_states, wire_preferences
 from .style import CSS
 
@@ -42,6 +43,7 @@ def create_character(studio: Studio, name) -> HeaderView:
 
 
 def build_app(studio: Studio) -> gr.Blocks:
+    owner.install(studio)  # each job is stamped with whoever's event created it (the owner rule for jobs)
     with gr.Blocks(title=wording.TITLE, analytics_enabled=False, delete_cache=files.CACHE_CLEANUP) as demo:
         api.register(studio)  # first, so the public endpoints get their plain names
         gr.Markdown(f"# {wording.TITLE}\n{wording.TAGLINE}")
@@ -91,5 +93,6 @@ def build_app(studio: Studio) -> gr.Blocks:
 def launch_kwargs(studio: Studio) -> dict:
     """Only the shipped assets and the workspace's image folders are served; the database, logs,
     datasets and LoRA files never are (see files.py). Uploads above the LoRA limit are refused by
-    the server itself (images are further limited to 50 MB)."""
-    return dict(css=CSS, **files.launch_paths(studio))
+    the server itself (images are further limited to 50 MB). A private launch answers only requests
+    addressed to this machine's loopback (host_guard.py: no DNS rebinding)."""
+    return dict(css=CSS, **files.launch_paths(studio), **guard_kwargs(studio.settings.private_launch))

@@ -15,6 +15,7 @@ from . import wording
 from .common import UIContext, fresh_choices, job_choices, lora_choices, parse_weights, progress_html, upload_paths
 from .events import KEEP, OnOpen, Reply
 from .files import deliver, discard_uploads, shown
+from .owner import page_view, requester
 
 COLUMNS = ["name", "trigger", "source", "rank", "scale (alpha/rank)", "steps", "recommended strength", "strength test",
            "id"]
@@ -82,22 +83,25 @@ def table(studio) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def recent_jobs(studio) -> list:
-    return list(reversed(studio.jobs.list()))
+def recent_jobs(studio, who) -> list:
+    """The jobs `who` may see (the owner's are the owner's: lora_studio/job_access.py), newest first."""
+    return list(reversed(studio.jobs.list(seen_by=who)))
 
 
-def jobs_frame(studio) -> pd.DataFrame:
+def jobs_frame(studio, who) -> pd.DataFrame:
     rows = [[j.title, j.status, f"{100 * j.progress:.0f}%", j.error or j.message, j.id]
-            for j in recent_jobs(studio)]
+            for j in recent_jobs(studio, who)]
     return pd.DataFrame(rows, columns=["job", "status", "progress", "message", "id"])
 
 
-def job_action(studio: Studio, action: str, picked_job) -> LibraryView:
-    """Cancel or resume the job picked in the list (bound to the action)."""
+def job_action(studio: Studio, action: str, picked_job, request: gr.Request = None) -> LibraryView:
+    """Cancel or resume the job picked in the list (bound to the action), if the asker may."""
     if not picked_job:
         raise gr.Error("Pick a job first.")
-    getattr(studio.jobs, action)(picked_job)
-    return LibraryView(jobs_table=jobs_frame(studio), job_pick=gr.update(choices=job_choices(recent_jobs(studio))))
+    who = requester(studio, request)
+    getattr(studio.jobs, action)(picked_job, seen_by=who)
+    return LibraryView(jobs_table=jobs_frame(studio, who),
+                       job_pick=gr.update(choices=job_choices(recent_jobs(studio, who))))
 
 
 def lora_views(studio: Studio, status=KEEP) -> LibraryView:
@@ -106,9 +110,9 @@ def lora_views(studio: Studio, status=KEEP) -> LibraryView:
                        pick=gr.update(choices=choices, value=choices[-1][1] if choices else None))
 
 
-def refresh(studio: Studio) -> LibraryView:
-    view = lora_views(studio)
-    view.jobs_table, view.job_pick = jobs_frame(studio), gr.update(choices=job_choices(recent_jobs(studio)))
+def refresh(studio: Studio, request: gr.Request = None) -> LibraryView:
+    view, who = lora_views(studio), requester(studio, request)
+    view.jobs_table, view.job_pick = jobs_frame(studio, who), gr.update(choices=job_choices(recent_jobs(studio, who)))
     return view
 
 
@@ -170,14 +174,15 @@ def describe(studio: Studio, lora_id) -> LibraryView:
                        samples=shown(studio, [str(p) for p in studio.library.samples(lora_id)]))
 
 
-def jobs_tick(studio: Studio, picked_job, listed) -> LibraryView:
-    """Every job's status as it is now; nothing is sent while nothing changed."""
-    jobs = recent_jobs(studio)
+def jobs_tick(studio: Studio, picked_job, listed, request: gr.Request = None) -> LibraryView:
+    """Every job's status the asker may see, as it is now; nothing is sent while nothing changed."""
+    who = requester(studio, request)
+    jobs = recent_jobs(studio, who)
     signature = repr([(j.id, j.status, round(j.progress, 2)) for j in jobs])
     if signature == (listed or {}).get("table"):
         return LibraryView(shown_jobs=listed)
     update, choices = fresh_choices(job_choices(jobs), picked_job, (listed or {}).get("choices"), pick_latest=False)
-    return LibraryView(jobs_table=jobs_frame(studio), job_pick=update,
+    return LibraryView(jobs_table=jobs_frame(studio, who), job_pick=update,
                        shown_jobs={"table": signature, "choices": choices})
 
 
@@ -216,9 +221,9 @@ def render(ctx: UIContext) -> LibraryParts:
             p.progress = gr.HTML(progress_html(None))
             p.image = gr.Image(label="Result", type="filepath", interactive=False)
     with gr.Accordion("All jobs", open=False):
-        p.jobs_table = gr.Dataframe(jobs_frame(studio), interactive=False)
+        p.jobs_table = gr.Dataframe(jobs_frame(studio, page_view(studio)), interactive=False)  # in /config: public
         with gr.Row():
-            p.job_pick = gr.Dropdown(label="Job", choices=job_choices(recent_jobs(studio)))
+            p.job_pick = gr.Dropdown(label="Job", choices=job_choices(recent_jobs(studio, page_view(studio))))
             p.cancel_job = gr.Button("Cancel job", variant="stop")
             p.resume_job = gr.Button("Resume job")
     p.job_id = gr.State(None)

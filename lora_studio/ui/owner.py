@@ -5,6 +5,10 @@ anyone holding the link reaches every event by its index, hidden or not, so the 
 server, in one place: a handler marked `@owner_only` is refused to anyone else before it runs. A
 logged-in user (`--auth`) owns the app, and on a Space only the Space's author logged in with Hugging
 Face does. Handlers that serve visitors too (read-only views, a visitor's own presets) ask `is_owner`.
+
+Jobs follow the same rule (lora_studio/job_access.py): `requester` says who a request is, the
+generic job handlers pass it as `seen_by`, and `install` lets the queue stamp each new job with
+whoever's event created it.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from typing import Callable, Optional
 
 import gradio as gr
 
+from ..jobs import ANONYMOUS, OWNER, Requester
 from ..services import UserError
 from ..studio import Studio
 
@@ -68,3 +73,25 @@ def owner_only(handler: Callable) -> Callable:
         checked.__annotations__ = {**handler.__annotations__, "request": gr.Request}
     checked.owner_only = True
     return checked
+def requester(studio: Studio, request: gr.Request | None) -> Requester:
+    """Who a request is, for the jobs it may see and control."""
+    if is_owner(studio, request):
+        return OWNER
+    return Requester(False, getattr(request, "username", None) or None)
+
+
+def page_view(studio: Studio) -> Requester:
+    """Who a page built once for everyone (its first values are in /config) is shown to."""
+    return OWNER if studio.settings.private_launch else ANONYMOUS
+
+
+def install(studio: Studio) -> None:
+    """The queue stamps a job with the requester of the event that creates it (the request Gradio
+    holds for the running handler); outside any event (a restart, a script) it is the owner."""
+    from gradio.context import LocalContext
+
+    def asking() -> Requester:
+        request = LocalContext.request.get(None)
+        return OWNER if request is None else requester(studio, request)
+
+    studio.jobs.asking = asking

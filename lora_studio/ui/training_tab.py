@@ -19,7 +19,7 @@ from .common import (UIContext, estimate_text, fresh_choices, job_choices, job_l
                      progress_html)
 from .events import KEEP, OnOpen, Reply
 from .files import shown
-from .owner import is_owner, require_owner
+from .owner import is_owner, require_owner, requester
 
 
 def loss_frame(job: JobView | None) -> pd.DataFrame:
@@ -170,21 +170,23 @@ class NextTab(Reply):
     prompt: Any = KEEP
 
 
-def jobs_for(studio: Studio, character_id) -> list[JobView]:
+def jobs_for(studio: Studio, character_id, request: gr.Request | None = None) -> list[JobView]:
+    """The trainings the asker may see (the owner's are the owner's: lora_studio/job_access.py)."""
     datasets = {d["id"] for d in studio.store.find("datasets", character_id=character_id)} if character_id else set()
-    return [j for j in studio.jobs.list("train") if not character_id or j.params.get("dataset_id") in datasets]
+    return [j for j in studio.jobs.list("train", seen_by=requester(studio, request))
+            if not character_id or j.params.get("dataset_id") in datasets]
 
 
-def pickers(studio: Studio, character_id) -> JobPanel:
+def pickers(studio: Studio, character_id, request: gr.Request = None) -> JobPanel:
     datasets = studio.store.find("datasets", character_id=character_id) if character_id else []
     ds_choices = [(f"{d['count']} images · {d['trigger']} · {d['id']}", d["id"]) for d in datasets]
-    jobs = job_choices(jobs_for(studio, character_id))
+    jobs = job_choices(jobs_for(studio, character_id, request))
     return JobPanel(dataset=gr.update(choices=ds_choices, value=ds_choices[-1][1] if ds_choices else None),
                     job_pick=gr.update(choices=jobs, value=jobs[-1][1] if jobs else None))
 
 
-def show(studio: Studio, job_id) -> JobPanel:
-    job = studio.jobs.get(job_id, with_metrics=True) if job_id else None
+def show(studio: Studio, job_id, request: gr.Request = None) -> JobPanel:
+    job = studio.jobs.get(job_id, with_metrics=True, seen_by=requester(studio, request)) if job_id else None
     finished = bool(job and job.status == "succeeded" and job.outputs.get("lora_id"))
     return JobPanel(progress=progress_html(job), stats=stats_text(job), loss=loss_frame(job),
                     identity=gr.update(value=identity_frame(job), visible=bool(job and job.metrics.get("identity"))),
@@ -193,29 +195,30 @@ def show(studio: Studio, job_id) -> JobPanel:
 
 
 def begin(studio: Studio, dataset_id, lora_name, trigger_word, preset_name_, n_steps, n_rank, rate, res, mode,
-          cap_usd, n_alpha, where) -> JobPanel:
+          cap_usd, n_alpha, where, request: gr.Request = None) -> JobPanel:
     job = studio.training.start(dataset_id, form_options(
         n_steps, n_rank, rate, res, mode, cap_usd, n_alpha, name=lora_name, trigger=trigger_word,
         preset=shared_preset(studio, preset_name_), train_on=where))
-    picked = gr.update(choices=job_choices(studio.jobs.list("train")), value=job.id)
-    return replace(show(studio, job.id), job_pick=picked, message="")
+    listed = studio.jobs.list("train", seen_by=requester(studio, request))
+    return replace(show(studio, job.id, request), job_pick=gr.update(choices=job_choices(listed), value=job.id),
+                   message="")
 
 
-def stop(studio: Studio, job_id) -> JobPanel:
+def stop(studio: Studio, job_id, request: gr.Request = None) -> JobPanel:
     if job_id:
-        studio.jobs.cancel(job_id)
-    return replace(show(studio, job_id), message="")
+        studio.jobs.cancel(job_id, seen_by=requester(studio, request))
+    return replace(show(studio, job_id, request), message="")
 
 
-def again(studio: Studio, job_id) -> JobPanel:
+def again(studio: Studio, job_id, request: gr.Request = None) -> JobPanel:
     if job_id:
-        studio.jobs.resume(job_id)
-    return replace(show(studio, job_id), message="")
+        studio.jobs.resume(job_id, seen_by=requester(studio, request))
+    return replace(show(studio, job_id, request), message="")
 
 
-def tick(studio: Studio, character_id, job_id, listed) -> JobPanel:
-    update, listed = fresh_choices(job_choices(jobs_for(studio, character_id)), job_id, listed)
-    return replace(show(studio, job_id), job_pick=update, shown_jobs=listed)
+def tick(studio: Studio, character_id, job_id, listed, request: gr.Request = None) -> JobPanel:
+    update, listed = fresh_choices(job_choices(jobs_for(studio, character_id, request)), job_id, listed)
+    return replace(show(studio, job_id, request), job_pick=update, shown_jobs=listed)
 
 
 def apply_preset(studio: Studio, name_, own) -> PresetForm:
@@ -267,9 +270,9 @@ def memory_plan(studio: Studio, resolution, mode, rank) -> str:
     return studio.training.memory_plan(resolution, mode, rank)
 
 
-def next_tab(studio: Studio, job_id) -> NextTab:
+def next_tab(studio: Studio, job_id, request: gr.Request = None) -> NextTab:
     """To the tester, with the LoRA this job trained picked and a prompt using its trigger word."""
-    job = studio.jobs.get(job_id) if job_id else None
+    job = studio.jobs.get(job_id, seen_by=requester(studio, request)) if job_id else None
     lora_id = job.outputs.get("lora_id") if job else None
     if not lora_id or not studio.store.get("loras", lora_id):
         return NextTab(tabs=gr.Tabs(selected="tester"))

@@ -53,7 +53,7 @@ def model_index(model_id: str) -> dict | None:
         return None
     try:
         value = json.loads(index.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # a damaged or hostile index (100 000 deep): not known
         return None
     return value if isinstance(value, dict) else None
 

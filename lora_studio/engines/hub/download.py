@@ -10,6 +10,10 @@ huggingface_hub would put it: `blobs/<etag>`, `snapshots/<commit>/<path>` linkin
 metadata: the etags are the ones the client's own `HEAD` reads.
 
 Bytes are counted as they arrive (not per file), so the page can show MB/s and the time left.
+
+Names from the Hub are checked before they become paths: the listing's file names and commit in
+repo.py, each file's ETag here (it names the blob), and every path is checked to stay in the repo's
+cache folder before anything is written there.
 """
 from __future__ import annotations
 
@@ -24,12 +28,13 @@ from typing import Callable
 from ...progress import Canceled
 from ...sizes import byte_text
 from ...store import atomic_write_text
-from .repo import HubError, RepoFiles, endpoint, free_bytes, hub_error, repo_cache, snapshot_dir
+from .repo import HubError, RepoFiles, endpoint, free_bytes, hub_error, repo_cache, safe_name, snapshot_dir
 
 CHUNK = 1 << 20
 ATTEMPTS = 6  # per file, for dropped connections and timeouts; each resumes where the last stopped
 PART = ".part"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_ETAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")  # the Hub's are hex (git sha1 or sha256); no dots
 
 
 def space_text(need: int, free: int) -> str:
@@ -52,13 +57,16 @@ def bytes_kept(repo: RepoFiles) -> int:
 
 
 def fetch(repo: RepoFiles, token: str | None, on_bytes: Callable[[int], None],
-          cancelled: Callable[[], bool], free: Callable[[Path], int] = free_bytes) -> Path:
-    """Fetch what the cache lacks of `repo`; returns the snapshot folder. Raises Canceled or HubError."""
+          cancelled: Callable[[], bool], free: Callable[[Path], int] = free_bytes, ref: bool = True) -> Path:
+    """Fetch what the cache lacks of `repo`; returns the snapshot folder. Raises Canceled or HubError.
+    `ref`: point `refs/main` at this commit (not for the index a listing reads)."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
     snapshot = snapshot_dir(repo.repo_id, repo.commit)
     for item in repo.files:
-        target = snapshot / item.path
+        if not safe_name(item.path):
+            raise HubError(f"{item.path!r} is not a file name inside {repo.repo_id}; nothing was written.")
+        target = _inside(snapshot / item.path, snapshot, repo.repo_id)
         if target.is_file():
             continue
         if cancelled():
@@ -69,21 +77,42 @@ def fetch(repo: RepoFiles, token: str | None, on_bytes: Callable[[int], None],
         except Exception as exc:  # noqa: BLE001
             raise hub_error(exc, repo.repo_id) from None
         size = meta.size if meta.size is not None else item.size
-        blob = repo_cache(repo.repo_id) / "blobs" / str(meta.etag)
+        etag = _checked_etag(meta.etag, item.path, repo.repo_id)
+        blob = repo_cache(repo.repo_id) / "blobs" / etag
         if not (blob.is_file() and blob.stat().st_size == size):
-            part = _part_path(repo.repo_id, str(meta.etag))
+            part = _part_path(repo.repo_id, etag)
             part.parent.mkdir(parents=True, exist_ok=True)
             have = part.stat().st_size if part.exists() else 0
             if size - have > free(part.parent):
                 raise HubError(space_text(size - have, free(part.parent)))
             _fetch_file(url, part, size, token, on_bytes, cancelled, repo.repo_id)
-            _check(part, size, str(meta.etag), item.path)
+            _check(part, size, etag, item.path)
             os.replace(part, blob)
         _link(blob, target)
-    ref = repo_cache(repo.repo_id) / "refs" / "main"
-    ref.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(ref, repo.commit)
+    if ref:
+        main = repo_cache(repo.repo_id) / "refs" / "main"
+        main.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(main, repo.commit)
     return snapshot
+
+
+def _checked_etag(etag, name: str, repo_id: str) -> str:
+    """The ETag names the blob file: only a plain token (no '/', no '.') may."""
+    if not isinstance(etag, str) or not _ETAG.fullmatch(etag):
+        shown = repr(etag) if len(repr(etag)) <= 80 else repr(etag)[:77] + "…"
+        raise HubError(f"The Hub's answer for {name} in {repo_id} gave {shown} as the file's id (ETag), which "
+                       "cannot name a file in the cache. If HF_ENDPOINT points at a mirror, check it; nothing "
+                       "was written.")
+    return etag
+
+
+def _inside(path: Path, folder: Path, repo_id: str) -> Path:
+    """`path` if its folder stays in `folder` once '..' and links are resolved (the last check before a
+    write; the file itself is a link into blobs/ once fetched)."""
+    resolved, root = Path(os.path.realpath(path.parent)), Path(os.path.realpath(folder))
+    if resolved != root and root not in resolved.parents:
+        raise HubError(f"A file of {repo_id} would be written outside its cache folder; nothing was written.")
+    return path
 
 
 def _fetch_file(url: str, part: Path, size: int, token: str | None, on_bytes: Callable[[int], None],

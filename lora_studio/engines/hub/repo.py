@@ -5,6 +5,10 @@ behind the caller's back: listing reads the repo's file metadata and its `model_
 Every path comes from huggingface_hub's own settings, read at call time, so `HF_HOME`,
 `HF_HUB_CACHE` and `HF_ENDPOINT` are respected and the cache stays the one `from_pretrained` reads.
 
+What the Hub answers becomes paths in that cache (file names, the commit, ETags), and a mirror or a
+hostile `HF_ENDPOINT` answers anything: every name and commit is checked here (`check_listing`)
+before it names a file, and the index is fetched by our own downloader, which checks ETags too.
+
 Only the files a diffusers pipeline loads are counted and fetched: `model_index.json` and the
 folders it names (weights in safetensors when a folder has them). Root single-file checkpoints
 (`flux1-dev.safetensors`, `ae.safetensors`), pictures and READMEs are left on the Hub. A Kontext repo
@@ -25,6 +29,10 @@ from ..local import KONTEXT_CLASS
 TOKENS_PAGE = "https://huggingface.co/settings/tokens"
 OTHER_WEIGHTS = (".bin", ".pt", ".ckpt", ".msgpack", ".h5", ".onnx", ".onnx_data", ".gguf")
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
+COMMIT = re.compile(r"[0-9a-f]{40}")  # a git commit id, as the Hub names snapshots
+MAX_FILES = 2000  # a FLUX pipeline loads a few dozen files; a listing asking for more is refused
+MAX_FILE_BYTES = 1 << 42  # 4 TB: no single weight file is bigger
+MAX_INDEX_BYTES = 1 << 20  # model_index.json is a few hundred bytes
 
 
 class HubError(EngineError):
@@ -122,8 +130,9 @@ def needed_files(files: list[HubFile], model_index: dict | None, transformer_onl
     """The pipeline's files: the index plus the folders it names (safetensors preferred per folder)."""
     if transformer_only:
         folders = {"transformer"}
-    elif model_index:
-        folders = {k for k, v in model_index.items() if not k.startswith("_") and isinstance(v, list) and v[0]}
+    elif isinstance(model_index, dict) and model_index:
+        folders = {k for k, v in model_index.items()
+                   if isinstance(k, str) and not k.startswith("_") and isinstance(v, list) and v and v[0]}
     else:
         folders = {f.path.split("/", 1)[0] for f in files if "/" in f.path}
     chosen = [f for f in files if f.path == "model_index.json"
@@ -141,16 +150,18 @@ def list_repo(repo_id: str, token: str | None = None, transformer_only: bool | N
     if offline():
         raise HubError("HF_HUB_OFFLINE is set, so nothing can be listed or downloaded from the Hub. "
                        "Unset it to download, or give a folder that holds the weights.")
-    from huggingface_hub import hf_hub_download
+    from .download import fetch  # the index goes through the checked downloader (its ETag names a file)
 
     try:
         info = hub_api().model_info(repo_id, revision=revision, files_metadata=True, token=token or None)
-        files = [HubFile(s.rfilename, int(s.size or 0)) for s in info.siblings or []]
+        commit, files = check_listing(repo_id, info.sha, [(s.rfilename, s.size) for s in info.siblings or []])
         index = None
-        if any(f.path == "model_index.json" for f in files):
-            index_path = hf_hub_download(repo_id, "model_index.json", revision=info.sha, endpoint=endpoint(),
-                                         cache_dir=cache_root(), token=token or None)
-            index = json.loads(Path(index_path).read_text(encoding="utf-8"))
+        index_file = next((f for f in files if f.path == "model_index.json"), None)
+        if index_file is not None:
+            if index_file.size > MAX_INDEX_BYTES:
+                raise HubError(f"{repo_id}'s model_index.json is {index_file.size} bytes: not a pipeline's index.")
+            folder = fetch(RepoFiles(repo_id, commit, (index_file,)), token, lambda n: None, lambda: False, ref=False)
+            index = _read_index(folder / "model_index.json", repo_id)
     except Exception as exc:  # noqa: BLE001 - every Hub failure becomes one sentence
         raise hub_error(exc, repo_id) from None
     pipeline_class = index.get("_class_name") if isinstance(index, dict) else None
@@ -159,7 +170,56 @@ def list_repo(repo_id: str, token: str | None = None, transformer_only: bool | N
     if not any(f.path.startswith("transformer/") for f in chosen):
         raise HubError(f"{repo_id} has no diffusers-layout transformer/ folder, so it is not a FLUX.1 pipeline "
                        "this app can load.")
-    return RepoFiles(repo_id, str(info.sha), tuple(chosen), pipeline_class)
+    if len(chosen) > MAX_FILES:
+        raise HubError(f"{repo_id} lists {len(chosen)} files for its pipeline; a FLUX.1 pipeline has a few dozen, "
+                       f"so the listing was refused (at most {MAX_FILES}).")
+    return RepoFiles(repo_id, commit, tuple(chosen), pipeline_class)
+
+
+def safe_name(path) -> bool:
+    """A repo file name that stays inside the snapshot folder on every system: relative, '/'-separated,
+    no empty, '.' or '..' segment, no backslash, drive colon or control character."""
+    if not isinstance(path, str) or not 0 < len(path) <= 1000 or not path.isprintable():
+        return False
+    if "\\" in path or ":" in path or path.startswith("/"):
+        return False
+    return all(part not in ("", ".", "..") for part in path.split("/"))
+
+
+def check_listing(repo_id: str, commit, entries: list[tuple]) -> tuple[str, list[HubFile]]:
+    """The commit and (name, size) pairs of a listing, each checked before it can become a path;
+    a HubError in words on the first that could not (a mirror or a hostile HF_ENDPOINT)."""
+    where = "If HF_ENDPOINT points at a mirror, check it; nothing was downloaded."
+    if not isinstance(commit, str) or not COMMIT.fullmatch(commit):
+        raise HubError(f"The Hub's answer for {repo_id} gave {_shown(commit)} as its commit, which is not a commit "
+                       f"id. {where}")
+    files = []
+    for name, size in entries:
+        if not safe_name(name):
+            raise HubError(f"The Hub's answer for {repo_id} lists a file named {_shown(name)}, which would land "
+                           f"outside the model's folder. {where}")
+        if size is None:
+            size = 0
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_FILE_BYTES:
+            raise HubError(f"The Hub's answer for {repo_id} gives {_shown(name)} the size {_shown(size)}. {where}")
+        files.append(HubFile(name, size))
+    return commit, files
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "…"
+
+
+def _read_index(path: Path, repo_id: str) -> dict:
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        index = None
+    if not isinstance(index, dict):
+        raise HubError(f"{repo_id}'s model_index.json is not a pipeline index (a JSON object), so it cannot be "
+                       "loaded.")
+    return index
 
 
 TRANSFORMERS_FILES = re.compile(r"[^/]+\.(json|jinja|txt|model|safetensors|bin)")
@@ -202,12 +262,14 @@ def cached_commit(repo_id: str) -> str | None:
     ref = repo_cache(repo_id) / "refs" / "main"
     try:
         commit = ref.read_text(encoding="utf-8").strip()
-    except OSError:
+    except (OSError, ValueError):
         return None
-    return commit if re.fullmatch(r"[0-9a-f]{40}", commit) else None
+    return commit if COMMIT.fullmatch(commit) else None
 
 
 def snapshot_dir(repo_id: str, commit: str) -> Path:
+    if not isinstance(commit, str) or not COMMIT.fullmatch(commit):  # only a checked commit names a folder
+        raise HubError(f"{_shown(commit)} is not a commit id of {repo_id}.")
     return repo_cache(repo_id) / "snapshots" / commit
 
 

@@ -1,14 +1,18 @@
 """The Hugging Face token: who it belongs to, and keeping or forgetting it where huggingface_hub looks.
 
 The token itself never leaves huggingface_hub's own file (or `HF_TOKEN`): the page and the CLI see only
-the user it belongs to and where it came from.
+the user it belongs to and where it came from. A token file that is not UTF-8 text makes every
+huggingface_hub token call raise (logout included), so it is set aside, as a broken settings file
+is (store.set_aside), at start-up and before any token call.
 """
 from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 
+from ...store import MovedAside, set_aside
 from ...tokens import ENVIRONMENT, TokenKind, TokenState
 from .repo import TOKENS_PAGE, HubError, hub_api
 
@@ -50,8 +54,29 @@ def whoami_info(token: str, cache: bool = False) -> dict:
                        "when the connection is back.") from None
 
 
+def recover_token_file() -> MovedAside | None:
+    """Set aside huggingface_hub's token file when it cannot be read as text (None when it is fine)."""
+    from huggingface_hub import constants
+
+    path = Path(constants.HF_TOKEN_PATH)
+    try:
+        path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        why = "not readable as UTF-8 text"
+    except IsADirectoryError:
+        why = "a folder, not a file"
+    except OSError:
+        return None  # absent (the usual case) or not ours to read: huggingface_hub's own error stands
+    else:
+        return None
+    return replace(set_aside(path, why), name=f"The Hugging Face token file ({path.name} in HF_HOME)")
+
+
 def token_state() -> TokenState:
     """Whose the active token is (HF_TOKEN first, then the token file) and where it came from."""
+    moved = recover_token_file()
+    if moved is not None:
+        return TokenState(TOKEN_KIND, None, None, f"{moved.sentence()} Give a read token again ({TOKENS_PAGE}).")
     token = active_token()
     if not token:
         return TokenState(TOKEN_KIND)
@@ -79,6 +104,7 @@ def forget_token() -> None:
     """Remove the saved token (huggingface_hub.logout); HF_TOKEN in the environment stays in force."""
     from huggingface_hub import constants, logout
 
+    recover_token_file()  # else logout() itself fails on it
     if _environment_token() is None:
         logout()
         return

@@ -20,7 +20,7 @@ _EXPORTS = {
     "TINY_ID": "model_kind", "WIDE_ID": "model_kind", "RANDOM_WEIGHTS": "model_kind",
     "DEV_HUB_ID": "model_kind", "KONTEXT_HUB_ID": "model_kind", "KONTEXT_CLASS": "model_kind",
     "KontextChoice": "model_kind", "choose": "model_kind", "pipeline_class": "model_kind",
-    "sheet_sentence": "model_kind",
+    "sheet_sentence": "model_kind", "model_label": "model_kind",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -15,7 +15,7 @@ from ..base import EditRequest, EngineError, GenerateRequest, OutOfMemory
 from ..flux_stack import quiet
 from ..lora import inspect_lora
 from ..flight import at_once
-from .model_kind import TINY_ID, sheet_sentence
+from .model_kind import TINY_ID, model_label, sheet_sentence
 from .model_manager import ModelManager
 from ..speed import SpeedSettings
 
@@ -43,8 +43,8 @@ class LocalEngine:
                     "noise. Start with --model PATH_OR_HUB_ID (FLUX.1-dev) for real pictures.")
         manager = self.manager
         notes = " ".join(n for n in (manager.memory_note, manager.speed.reason, manager.transformers.note) if n)
-        return (f"Local FLUX.1 from {manager.model_id} on {manager.device.type}. {sheet_sentence(manager.choice())} "
-                f"{at_once(1, self.edit_batch)} {notes}").strip()
+        return (f"Local FLUX.1 from {model_label(manager.model_id)} on {manager.device.type}. "
+                f"{sheet_sentence(manager.choice())} {at_once(1, self.edit_batch)} {notes}").strip()
 
     def _steps(self, steps: int) -> int:
         return min(steps, TINY_STEPS) if self.tiny else steps

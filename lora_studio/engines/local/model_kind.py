@@ -7,6 +7,7 @@ name a user gave the folder. The setup page checks a choice with this before any
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..family import KONTEXT_CLASS, model_index
 
@@ -24,6 +25,15 @@ NEEDS_DEV = (
     "{model} is FLUX.1 Kontext, an image editor: text-to-image and training need FLUX.1-dev. Choose "
     "{dev} as the dev model in Settings → Engine (or --model) and keep {model} as the Kontext model."
 )
+
+
+def model_label(model_id: str | None) -> str:
+    """A model as a page may name it: a hub id as it is, a folder by its last name only ("your model folder
+    FLUX.1-dev"), never the server path that holds it (the banner is served to anyone with the link)."""
+    text = str(model_id or "")
+    if text and (Path(text).expanduser().is_absolute() or Path(text).expanduser().is_dir()):
+        return f"your model folder {Path(text).name or text}"
+    return text
 
 
 def pipeline_class(model_id: str) -> str | None:
@@ -54,17 +64,18 @@ def choose(model_id: str, kontext_id: str | None, random_weights: bool) -> Konte
         return KontextChoice(model_id, None, shared=True)
     model_is_kontext = not random_weights and is_kontext(model_id)
     if model_is_kontext:
-        refusal = NEEDS_DEV.format(model=model_id, dev=DEV_HUB_ID)
+        refusal = NEEDS_DEV.format(model=model_label(model_id), dev=DEV_HUB_ID)
         return KontextChoice(None, model_id, shared=True, refusal_text=refusal)
     if kontext_id and kontext_id != model_id:
         cls = None if random_weights else pipeline_class(kontext_id)
         if cls is not None and cls != KONTEXT_CLASS:
-            refusal = NEEDS_KONTEXT.format(model=kontext_id, cls=cls, kontext=KONTEXT_HUB_ID)
+            refusal = NEEDS_KONTEXT.format(model=model_label(kontext_id), cls=cls, kontext=KONTEXT_HUB_ID)
             return KontextChoice(model_id, None, shared=False, refusal_sheet=refusal)
         return KontextChoice(model_id, kontext_id, shared=False)
     cls = pipeline_class(model_id) or "no Kontext pipeline"
     return KontextChoice(model_id, None, shared=False,
-                         refusal_sheet=NEEDS_KONTEXT.format(model=model_id, cls=cls, kontext=KONTEXT_HUB_ID))
+                         refusal_sheet=NEEDS_KONTEXT.format(model=model_label(model_id), cls=cls,
+                                                            kontext=KONTEXT_HUB_ID))
 
 
 def sheet_sentence(choice: KontextChoice) -> str:
@@ -76,6 +87,6 @@ def sheet_sentence(choice: KontextChoice) -> str:
                 f"({KONTEXT_HUB_ID}: Settings → Models, then Settings → Engine).")
     if choice.shared:
         return "The same random weights draw the character sheet."
-    return (f"Character sheet with FLUX.1 Kontext from {choice.kontext}: only its transformer, swapped under the "
-            "same text encoders and VAE; the idle one waits in CPU memory when "
+    return (f"Character sheet with FLUX.1 Kontext from {model_label(choice.kontext)}: only its transformer, swapped "
+            "under the same text encoders and VAE; the idle one waits in CPU memory when "
             "that much is free, else it is read again from disk.")

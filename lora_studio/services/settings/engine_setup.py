@@ -2,7 +2,9 @@
 
 Flags and LORA_STUDIO_* variables still win: the page fills only what they left at the default,
 and says for each value where it came from (flag / environment / page / default). The file is read
-defensively: a damaged or hand-edited one is ignored with a note, never a reason not to start.
+defensively: one that is no JSON object (cut short, nested 100 000 deep) is set aside at start-up
+like the other settings files (Studio), and a hand-edited value that cannot be used is ignored with
+a note, never a reason not to start.
 Every value is checked here before it is saved or used (a stranger may call the endpoint).
 """
 from __future__ import annotations
@@ -69,9 +71,19 @@ class SetupService:
             return check(EngineChoice(**{k: str(raw.get(k) or "") for k in FIELDS}), need_models=False)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, TypeError, AttributeError) as exc:
+        except (OSError, ValueError, TypeError, AttributeError, RecursionError) as exc:
             self.note = f"The saved engine choice ({FILE_NAME}) was ignored: {exc}"
             return None
+
+    @staticmethod
+    def verify(raw) -> None:
+        """What a readable setup.json must be, checked at start-up (store.recover_json sets aside a file
+        that fails); a value that is well-formed but unusable here (a folder gone) is only ignored."""
+        if not isinstance(raw, dict):
+            raise ValueError("not a JSON object")
+        for name in FIELDS:
+            if raw.get(name) is not None and not isinstance(raw[name], str):
+                raise ValueError(f"its {name} is not text")
 
     def remember(self, settings: Settings, choice: EngineChoice) -> None:
         """Save the page's choice; a value pinned by a flag or variable keeps what the page saved before,

@@ -185,7 +185,8 @@ class ModelsService:
         self._listed: dict[str, hub.RepoFiles] = {}
         self._live: dict[str, Rate] = {}
         self._lock = threading.Lock()
-        jobs.register(KIND, self._run, params=DownloadParams)
+        self._starting: set[str] = set()  # repos whose download job is being made (listed, checked)
+        jobs.register(KIND, self._run, params=DownloadParams, owner_only=True)  # a visitor neither sees nor stops a download
 
     # ---- the catalogue ---------------------------------------------------------------------
     def catalogue(self, refresh: bool = False) -> list[ModelRow]:
@@ -277,19 +278,27 @@ class ModelsService:
             raise UserError(f"{Path(model).name} is a folder here: it needs no download (choose it as the model).")
         if not hub.is_repo_id(model):
             raise UserError(f"{model!r} is not a Hugging Face model id (owner/name).")
-        for job in self.jobs.list(KIND):
-            params = from_json_or_none(DownloadParams, job.params)
-            if params and params.repo_id == model and job.status not in FINISHED and job.status != "interrupted":
-                raise UserError(f"{model} is already being downloaded (job {job.id}).")
-        entry = next((e for e in CATALOGUE if e.repo_id == model), None)
-        layout = entry.layout if entry else "diffusers"
-        repo = self.listing(model, refresh=True, transformer_only=True if entry and entry.kontext else None,
-                            layout=layout)
-        kept = bytes_kept(repo)
-        self._check_space(repo, kept)
-        params = DownloadParams(repo.repo_id, repo.commit, repo.is_kontext or bool(entry and entry.kontext), repo.total,
-                                layout)
-        return self.jobs.submit(KIND, params, title=f"Download {repo.repo_id}")
+        with self._lock:  # the check and the claim in one step: simultaneous starts make one job
+            for job in self.jobs.list(KIND):
+                params = from_json_or_none(DownloadParams, job.params)
+                if params and params.repo_id == model and job.status not in FINISHED and job.status != "interrupted":
+                    raise UserError(f"{model} is already being downloaded (job {job.id}).")
+            if model in self._starting:
+                raise UserError(f"{model} is already being downloaded (its job is starting).")
+            self._starting.add(model)
+        try:
+            entry = next((e for e in CATALOGUE if e.repo_id == model), None)
+            layout = entry.layout if entry else "diffusers"
+            repo = self.listing(model, refresh=True, transformer_only=True if entry and entry.kontext else None,
+                                layout=layout)
+            kept = bytes_kept(repo)
+            self._check_space(repo, kept)
+            params = DownloadParams(repo.repo_id, repo.commit, repo.is_kontext or bool(entry and entry.kontext),
+                                    repo.total, layout)
+            return self.jobs.submit(KIND, params, title=f"Download {repo.repo_id}")
+        finally:
+            with self._lock:
+                self._starting.discard(model)
 
     def _check_space(self, repo: hub.RepoFiles, kept: int) -> None:
         need, free = max(0, repo.total - kept), self.free_space(hub.cache_root())

@@ -1,0 +1,135 @@
+"""The Reporter a job's work is handed: progress, log lines, metrics and outputs, kept in the job's
+record and its files, throttled so a fast loop stays fast.
+
+What it puts in the record is bounded and worded for anyone holding the link: `studio.json` is
+rewritten whole on every update and `/job_status` serves the record, so a log line is cut at
+`LINE_CHARS` there (log.txt, which is never served, keeps up to `FILE_LINE_CHARS` of it) and
+absolute paths become what they are ("the job's cache", "your model folder") or their last name
+(`JobQueue.for_strangers`).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from .job_records import bounded
+from .progress import Canceled
+
+if TYPE_CHECKING:
+    from .jobs import JobQueue
+
+LOG_TAIL = 60
+LINE_CHARS = 2000  # one log line in the record
+FILE_LINE_CHARS = 100_000  # one log line in log.txt
+FLUSH_SECONDS = 0.25
+
+
+class JobReporter:
+    """The Reporter handed to work: persists to the store, throttled so a fast loop stays fast.
+
+    Outputs are stored workspace-relative: a path never reaches a record or a reply absolute.
+    """
+
+    def __init__(self, queue_: "JobQueue", job_id: str) -> None:
+        self._queue = queue_
+        self.job_id = job_id
+        self.dir = queue_.store.job_dir(job_id)
+        record = queue_.store.require("jobs", job_id)
+        self._pending: dict[str, Any] = {}
+        logs = record.get("logs") if isinstance(record.get("logs"), list) else []
+        self._logs: list[str] = [bounded(str(x), LINE_CHARS) for x in logs][-LOG_TAIL:]
+        self._outputs: dict[str, Any] = dict(record.get("outputs", {}))  # only this worker writes them
+        self._last_flush = 0.0
+        self._log_file = open(self.dir / "log.txt", "a", encoding="utf-8")
+        self._metric_file = open(self.dir / "metrics.jsonl", "a", encoding="utf-8")
+
+    # Reporter protocol ----------------------------------------------------------------------
+    def log(self, message: str) -> None:
+        line = f"{time.strftime('%H:%M:%S')} {message}"
+        shown = self._queue.for_strangers(self.job_id, line, LINE_CHARS)
+        self._logs = (self._logs + [shown])[-LOG_TAIL:]
+        self._pending["logs"] = self._logs
+        self._log_file.write(bounded(line, FILE_LINE_CHARS) + "\n")
+        self._log_file.flush()
+        self._maybe_flush()
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        self._pending["progress"] = max(0.0, min(1.0, float(fraction)))
+        if message:
+            self._pending["message"] = str(message)  # worded for the record when it is written (flush)
+        self._maybe_flush()
+
+    def metric(self, name: str, value: float, step: int | None = None) -> None:
+        self._metric_file.write(json.dumps({"name": name, "step": step, "value": float(value)}) + "\n")
+        self._metric_file.flush()
+
+    def output(self, key: str, value: Any) -> None:
+        self.outputs({key: value})
+
+    def outputs(self, values: dict[str, Any]) -> None:
+        """Record results now (not throttled): the UI shows them as soon as they exist."""
+        self._outputs.update(self._queue.store.relative(values))
+        self._pending["outputs"] = dict(self._outputs)
+        self.flush()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._queue.cancel_requested(self.job_id)
+
+    def check_cancel(self) -> None:
+        if self.cancel_requested:
+            raise Canceled("Canceled by the user.")
+
+    # ----------------------------------------------------------------------------------------
+    def _maybe_flush(self) -> None:
+        if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, {}
+            try:
+                self._queue.store.update("jobs", self.job_id, **self._worded(pending))
+            except BaseException:
+                self._pending = {**pending, **self._pending}  # written with the next flush
+                raise
+        self._last_flush = time.monotonic()
+
+    def pending_fields(self) -> dict[str, Any]:
+        """What has not reached the store yet (the failure path writes it with the status)."""
+        return self._worded(self._pending)
+
+    def _worded(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """The progress message as a record keeps it (once per write, not per call: a download reports
+        every chunk)."""
+        if "message" not in fields:
+            return dict(fields)
+        return {**fields, "message": self._queue.for_strangers(self.job_id, fields["message"], LINE_CHARS)}
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            for handle in (self._log_file, self._metric_file):
+                quietly(handle.close)
+
+    def append_trace(self, text: str) -> None:
+        self._log_file.write(text)
+        self._log_file.flush()
+
+
+def quietly(fn: Callable, *args) -> None:
+    """Best effort: used on the failure path, which must not fail in turn."""
+    try:
+        fn(*args)
+    except BaseException as exc:  # noqa: BLE001
+        warn(f"{getattr(fn, '__name__', 'cleanup')} failed: {exc}")
+
+
+def warn(text: str) -> None:
+    try:
+        print(f"lora-studio: {text}", file=sys.stderr, flush=True)
+    except Exception:  # noqa: BLE001 - stderr itself may be gone
+        pass
