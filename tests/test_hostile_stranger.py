@@ -86,7 +86,7 @@ def test_a_stranger_neither_sees_nor_controls_the_owners_jobs_and_keeps_their_ow
             page = Browser(url)  # the Library's "All jobs", reached by the page's own events
             [table, picker, _] = page.outputs("jobs_tick", None, None)
             assert SECRET not in json.dumps([table, picker]) and mine["id"] in json.dumps(table)
-            assert page.refusal("cancel_picked", jobs["held"])  # refused (not among this page's jobs)
+            assert page.refusal("cancel_picked_job", jobs["held"])  # refused (not among this page's jobs)
             assert SECRET not in httpx.get(url + "config", timeout=60).text
             page.close()
         finally:

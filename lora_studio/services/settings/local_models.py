@@ -215,8 +215,9 @@ class ModelsService:
             repo = self.listing(model, refresh, transformer_only=True if entry and entry.kontext else None,
                                 layout=layout)
         except hub.HubError as exc:
-            cached = hub.in_cache(model) if layout == "diffusers" else _has_model_weights(
-                hub.snapshot_dir(model, hub.cached_commit(model) or "none"))
+            commit = hub.cached_commit(model)
+            cached = hub.in_cache(model) if layout == "diffusers" else bool(
+                commit and _has_model_weights(hub.snapshot_dir(model, commit)))
             return ModelRow(model, title, note, None, 0, free, need, fits, advice, problem=str(exc), in_cache=cached,
                             **known)
         kept = min(repo.total, bytes_kept(repo))
