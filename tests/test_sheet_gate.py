@@ -3,6 +3,8 @@
 The tiny engine's images are noise, so with the gate forced on every variation shows no face and is
 retried up to the limit: this exercises the retry loop, the reasons and the summary end to end.
 """
+import pytest
+
 from lora_studio.services.sheet import SheetOptions
 
 
