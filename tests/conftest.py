@@ -15,6 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def pytest_collection_modifyitems(items):
+    """Wide and browser tests are slow by nature (GBs of weights, a real Chromium): `-m "not slow"` skips them
+    without each file having to say so twice."""
+    for item in items:
+        if item.get_closest_marker("wide") or item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.slow)
+
+
 def noise_image(seed: int = 0, size: int = 96) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))

@@ -44,6 +44,7 @@ def test_score_and_select(capsys, photos, astronaut_path):
     assert len(picked["selected"]) == 3 and not any(p.endswith("noise.png") for p in picked["selected"])
 
 
+@pytest.mark.slow  # trains, sweeps and generates
 def test_train_strengths_generate_jobs(capsys, tmp_path):
     folder = tmp_path / "set"
     folder.mkdir()
@@ -79,6 +80,7 @@ def test_module_entry_point(tmp_path):
     assert json.loads(out.stdout) == []
 
 
+@pytest.mark.slow  # a whole sheet
 def test_sheet_command(capsys, tmp_path, astronaut_path):
     made = run(capsys, "sheet", str(astronaut_path), "--json", "--workspace", str(tmp_path / "ws"))
     assert len(made["images"]) == 30 and all(Path(p).is_file() for p in made["images"])

@@ -123,6 +123,7 @@ def replicate_studio(tmp_path, fake) -> Studio:
         base_url=fake.url, destination="me/mila", trainer_version="v1")))
 
 
+@pytest.mark.slow  # a sheet on the fake Replicate
 def test_a_capped_sheet_stops_before_the_paid_call_that_would_pass_it_and_keeps_its_images(
         tmp_path, fake, astronaut_path):
     with replicate_studio(tmp_path, fake) as studio:

@@ -24,6 +24,7 @@ def suite():
     sys.modules.pop("gpu_suite", None)
 
 
+@pytest.mark.slow  # a subprocess on the wide Flux
 def test_smoke_run_fills_every_table_and_leaves_the_readme_alone(tmp_path):
     out = tmp_path / "table.md"
     readme = (ROOT / "bench" / "README.md").read_text()

@@ -105,9 +105,10 @@ def test_a_full_disk_in_a_request_is_a_plain_message(app, monkeypatch):
 ])
 def test_bad_seeds_are_refused_before_anything_is_stored(app, seed, words):
     studio, _, client, _ = app
+    listed = [job["id"] for job in client.predict("", api_name="/list_jobs")]
     with unchanged(studio.store.root):
         refused(client, words, "photo", "", seed, "", api_name="/generate")
-    assert client.predict("", api_name="/list_jobs") is not None
+    assert [job["id"] for job in client.predict("", api_name="/list_jobs")] == listed  # it answers; no job queued
 
 
 @pytest.mark.parametrize("seeds, words", [

@@ -10,6 +10,8 @@ import pytest
 
 from tests.app_server import running_app
 
+pytestmark = pytest.mark.slow  # starts the app once per poisoned file
+
 SURROGATE = "x \ud800 y"  # what one request could once store; json.dumps writes it as an escape
 
 

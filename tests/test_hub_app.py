@@ -45,6 +45,7 @@ def token_file() -> Path:
     return Path(constants.HF_TOKEN_PATH)
 
 
+@pytest.mark.slow  # the running app and a download
 def test_owner_checks_a_token_lists_models_and_downloads_with_progress(hub, tmp_path):
     with running_app(tmp_path / "ws") as (studio, url):
         studio.models._gpu_bytes = lambda: None
@@ -165,6 +166,7 @@ def test_cli_login_reads_the_token_from_stdin_and_never_prints_it(hub, tmp_path)
     assert out.returncode == 0 and not (tmp_path / "hf-home" / "token").exists()
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_cli_lists_the_catalogue_as_json(hub, tmp_path):
     import os
     import subprocess

@@ -360,6 +360,7 @@ def test_pairwise_mean():
 
 
 def test_to_dict_is_json_safe_and_round_trips(mixed_scores):
+    assert {score.descriptor is None for score in mixed_scores} == {True, False}  # both kinds round trip below
     for score in mixed_scores:
         plain = score.to_dict()
         text = json.dumps(plain)

@@ -98,6 +98,7 @@ def test_the_sheet_runs_kontext_and_text_runs_dev_over_the_same_encoders(folders
     assert all(getattr(manager.text_to_image(), name) is module for name, module in shared.items())
 
 
+@pytest.mark.slow  # a sheet on two models
 def test_sheet_images_are_the_kontext_models_own(folders, tmp_path):
     """The same image as Kontext's own weights give, and not the one FLUX.1-dev's transformer would draw."""
     from diffusers import FluxKontextPipeline, FluxPipeline, FluxTransformer2DModel

@@ -192,6 +192,7 @@ app.main(sys.argv[2:])
 """
 
 
+@pytest.mark.slow  # a Python process that builds the app
 @pytest.mark.parametrize("args, env, inbrowser", [
     ([], DESKTOP, True),
     (["--no-browser"], DESKTOP, False),
@@ -233,6 +234,7 @@ print("errors:", errors)
 """
 
 
+@pytest.mark.slow  # a fresh Python process
 def test_the_first_job_does_not_race_the_launch_warm_up_for_diffusers():
     # launch.py computes the memory plan in a thread while the first job builds the engine; both are
     # the process's first import of diffusers, which once failed the job ("cannot import name …").

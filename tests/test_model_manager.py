@@ -96,6 +96,7 @@ def test_wrong_architecture_is_refused_in_words(engine, loras, tmp_path):
         engine.check_lora(junk)
 
 
+@pytest.mark.slow  # several LoRA loads, ~10 s
 def test_hotswap_switches_loras_in_one_slot_with_the_same_outputs(loras):
     plain = LocalEngine(ModelManager(), tiny=True)
     hot = LocalEngine(ModelManager(hotswap=True, hotswap_rank=8), tiny=True)
@@ -148,6 +149,7 @@ def test_switching_to_kontext_loads_only_its_transformer():
     assert manager.load_count == 1
 
 
+@pytest.mark.slow  # saves and loads a pipeline
 def test_a_model_folder_loads_through_the_real_weights_path(tmp_path):
     """The tiny model saved in diffusers layout loads like FLUX.1-dev would: same code, no tiny shortcuts."""
     from lora_studio.engines.builtin.tiny import build_tiny_flux

@@ -102,6 +102,7 @@ def test_switching_is_refused_while_a_job_runs_and_queued_jobs_wait(dev_folder, 
         assert studio.jobs.wait(again.id, 30).status == "succeeded" and seen == ["tiny", "local"]
 
 
+@pytest.mark.slow  # the running app, three engine switches
 def test_switch_tiny_local_tiny_in_the_page_and_draw_each_time(dev_folder, tmp_path):
     """Through gradio_client as a user would; each image is drawn by whatever engine is configured then
     (in-process, at 64 px: the local engine's default 1024 px is too big for the tiny weights on a CPU)."""

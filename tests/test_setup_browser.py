@@ -1,8 +1,12 @@
 """Engine setup in a real browser: the first-run card leads to Settings, and the page switches the engine."""
 from __future__ import annotations
 
+import pytest
+
 from tests.app_server import running_app
 from tests.test_browser import WAIT, browser, settle  # noqa: F401 (the fixture)
+
+pytestmark = pytest.mark.browser
 
 
 def test_first_run_card_to_a_local_model_and_back(browser, tmp_path):  # noqa: F811

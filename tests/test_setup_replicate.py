@@ -71,7 +71,8 @@ def test_token_destination_and_a_generation_on_replicate(tmp_path, fake):
         client.predict("replicate", "", "", api_name="/setup_engine")
         assert studio.settings.replicate.destination == "fake-user/mila-loras"
         image = studio.generate("photo of mila", seed=2)  # the engine reads the page's token
-        assert image.size[0] > 0 and fake.find("POST", "predictions")[-1].authorized
+        assert image.getpixel((0, 0))[0] == (2 * 37) % 256  # the fake's picture for this call (it paints the seed)
+        assert fake.find("POST", "predictions")[-1].authorized
         assert TOKEN not in files_text(studio.store.root)
         assert TOKEN not in str(client.view_api(return_format="dict", print_info=False))
 

@@ -3,9 +3,12 @@
 The tiny engine's images are noise, so with the gate forced on every variation shows no face and is
 retried up to the limit: this exercises the retry loop, the reasons and the summary end to end.
 """
+import pytest
+
 from lora_studio.services.sheet import SheetOptions
 
 
+@pytest.mark.slow  # a sheet with face scoring and retries
 def test_gate_retries_faceless_variations_and_says_why(studio, astronaut_path):
     character = studio.characters.create("Astronaut")
     studio.characters.add_images(character["id"], [astronaut_path])

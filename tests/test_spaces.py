@@ -140,6 +140,7 @@ def make_dataset(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow  # forked worker processes
 def test_chunked_training_in_forked_workers_equals_one_run(tmp_path, one_thread, monkeypatch):
     from lora_studio.engines.local.engine import make_local_engine
     from lora_studio.training.trainer import train_on_manager

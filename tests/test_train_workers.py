@@ -31,6 +31,8 @@ from tests.conftest import noise_image
 from tests.lora_factory import probe_transformer
 from tests.test_training import request
 
+pytestmark = pytest.mark.slow  # every test starts worker processes
+
 # Two ranks at batch 1 each against one process at batch 2 (float32, CPU): the gradients differ only by
 # the order of the all-reduce sum; after 4 AdamW steps we measured 5e-8 at most. Stated bound:
 TOLERANCE = 1e-6

@@ -8,12 +8,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from lora_studio.config import Settings
 from lora_studio.studio import Studio
 from tests.conftest import noise_image
+
+pytestmark = pytest.mark.slow  # trains in a child process, kills it, resumes
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 40

@@ -22,6 +22,7 @@ from lora_studio.engines.base import EngineError, TrainRequest
 from lora_studio.progress import NullReporter
 from lora_studio.training import block_offload, dataset
 from lora_studio.training.trainer import train_lora
+from tests.conftest import reset_pipe
 
 pytestmark = pytest.mark.wide
 SEQUENCE = 16
@@ -74,24 +75,38 @@ def wide_request(images, work_dir, output_dir, mode: str) -> TrainRequest:
 
 
 @pytest.fixture(scope="module")
-def trained():
-    return {}  # mode -> TrainResult, filled by the first test and read by the ones after it
+def trained(wide_pipe, images, work_dir, tmp_path_factory):
+    """`trained(mode)`: the TrainResult of two steps in that mode, trained on first use and kept for the
+    module, so each test gets the LoRA it compares against whichever tests ran before it (or none)."""
+    results = {}
+    out = tmp_path_factory.mktemp("wide_trained")
+
+    def train(mode: str):
+        if mode not in results:
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(dataset, "MAX_SEQUENCE_LENGTH", SEQUENCE)
+                try:
+                    results[mode] = train_lora(wide_pipe, wide_request(images, work_dir, out / mode, mode),
+                                               NullReporter())
+                finally:
+                    reset_pipe(wide_pipe)
+        return results[mode]
+
+    return train
 
 
-def test_two_training_steps_in_every_cpu_mode_give_the_same_lora(wide, images, work_dir, tmp_path, short_prompts,
-                                                                 trained):
+def test_two_training_steps_in_every_cpu_mode_give_the_same_lora(wide, trained):
     auto = memory.plan_for_pipeline("auto", wide, torch.device("cpu"), 64)
     assert (auto.mode, auto.gradient_checkpointing, auto.base_quant) == ("full", False, None)
     for mode in CPU_MODES:
-        result = train_lora(wide, wide_request(images, work_dir, tmp_path / mode, mode), NullReporter())
+        result = trained(mode)
         assert math.isfinite(result.final_loss) and result.steps == 2
         assert result.metadata["memory_mode"] == mode
-        trained[mode] = result
-    reference = load_file(str(trained["full"].lora_path))
+    reference = load_file(str(trained("full").lora_path))
     assert any(".single_transformer_blocks." in key for key in reference)
     for mode in CPU_MODES[1:]:  # checkpointing recomputes the same numbers: the same LoRA, bit for bit
-        assert trained[mode].final_loss == trained["full"].final_loss
-        weights = load_file(str(trained[mode].lora_path))
+        assert trained(mode).final_loss == trained("full").final_loss
+        weights = load_file(str(trained(mode).lora_path))
         assert all(torch.equal(weights[key], reference[key]) for key in reference)
 
 
@@ -106,6 +121,7 @@ def test_block_offloaded_training_step_runs_and_matches(wide, images, work_dir, 
                                                         monkeypatch):
     """lowvram's block offloading, on the CPU: released blocks hold empty tensors, so a step that read
     one would fail; the LoRA comes out the same as with checkpointing alone."""
+    expected = trained("checkpointing")  # trained first, before the planner is patched below
     plans = []
 
     def with_offloaded_blocks(mode, pipe, device, resolution, rank, train_mlp):
@@ -121,19 +137,15 @@ def test_block_offloaded_training_step_runs_and_matches(wide, images, work_dir, 
     result = train_lora(wide, wide_request(images, work_dir, tmp_path, "checkpointing"), NullReporter())
     assert plans and attached and attached[0].onloads >= 2 * 2  # two blocks, two steps, both directions
     assert math.isfinite(result.final_loss)
-    expected = trained.get("checkpointing")
-    if expected is not None:
-        assert result.final_loss == expected.final_loss
-        reference = load_file(str(expected.lora_path))
-        weights = load_file(str(result.lora_path))
-        assert all(torch.equal(weights[key], reference[key]) for key in reference)
+    assert result.final_loss == expected.final_loss
+    reference = load_file(str(expected.lora_path))
+    weights = load_file(str(result.lora_path))
+    assert all(torch.equal(weights[key], reference[key]) for key in reference)
     assert all(p.numel() > 0 for p in wide.transformer.parameters())  # every weight is back
 
 
 def test_the_trainers_kohya_file_loads_single_blocks_through_diffusers(trained):
-    if "checkpointing" not in trained:
-        pytest.skip("needs the training test's outputs")
-    result = trained["checkpointing"]
+    result = trained("checkpointing")
     diffusers_keys = set(load_file(str(result.lora_path)))
     converted = FluxPipeline.lora_state_dict(load_file(str(result.extra_files["kohya"])))
     converted = converted[0] if isinstance(converted, tuple) else converted
