@@ -51,7 +51,7 @@ class PublishService:
     def card(self, lora: str, repo_id: str) -> str:
         """The README.md a publish would send (also shown before publishing)."""
         record = self.library.resolve(lora)
-        return hub_card(record.get("metadata") or {}, self._facts(record, repo_id)[0])
+        return hub_card(_card_meta(record), self._facts(record, repo_id)[0])
 
     def progress(self, job_id: str) -> dict:
         job = self.jobs.get(job_id)
@@ -70,7 +70,7 @@ class PublishService:
         user = hub.write_user(token, repo_id)  # again: the token may have changed while it waited
         facts, pictures = self._facts(record, repo_id)
         card = reporter.dir / "README.md"
-        atomic_write_text(card, hub_card(record.get("metadata") or {}, facts))
+        atomic_write_text(card, hub_card(_card_meta(record), facts))
         files = [*self._files(record), ("README.md", card), *pictures]
         total = sum(Path(local).stat().st_size for _, local in files)
         sent = [0]
@@ -138,3 +138,10 @@ class PublishService:
     def _last_sweep(self, lora_id: str):
         runs = [j for j in self.jobs.list(SWEEP_KIND, status="succeeded") if j.params.get("lora_id") == lora_id]
         return max(runs, key=lambda j: j.finished or 0) if runs else None
+
+
+def _card_meta(record: dict) -> dict:
+    """The training metadata with the library's trigger word: an imported LoRA (or one renamed since) keeps
+    its word on the record, not in the metadata its file came with."""
+    meta = dict(record.get("metadata") or {})
+    return {**meta, "trigger": record.get("trigger") or meta.get("trigger") or ""}
