@@ -12,6 +12,7 @@ from gradio_client import Client
 
 from lora_studio.engines import family
 from tests.app_server import running_app
+from tests.test_app_e2e import wait_job
 from tests.fake_hub import FakeHub, point_client_at
 from tests.hostile_kit import Browser, character_with_sheet, refused, unchanged
 
@@ -42,16 +43,6 @@ def hub(tmp_path, monkeypatch):
         yield fake
 
 
-def wait_job(client, job_id: str, timeout: float = 300) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.predict(job_id, api_name="/job_status")
-        if job["done"]:
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish")
-
-
 def selected_sheet(workspace, astronaut_path, count: int = 3) -> tuple[str, list[str]]:
     """A character with a sheet and `count` images selected, made before the app starts (as after a
     restart): the page's character picker lists it, so its events accept the character's id."""
@@ -74,7 +65,7 @@ def test_captions_are_edited_replaced_and_written_through_the_app(tmp_path, astr
 
         # The page's own events, by index: the panel fills its picker, then a caption that lost the trigger
         # word is saved, and the word comes back first.
-        assert page.outputs("captions_show", cid, "mila_v1", None)[1]["value"] == ids[0]
+        assert page.outputs("captions_show", cid, "mila_v1", None, "", None)[1]["value"] == ids[0]
         table, pick, text, message = page.outputs("captions_save", cid, ids[1], "a woman with blue eyes on a sofa",
                                                   "mila_v1")
         assert text == "mila_v1, a woman with blue eyes on a sofa" and "with blue eyes" in message
@@ -86,8 +77,11 @@ def test_captions_are_edited_replaced_and_written_through_the_app(tmp_path, astr
         assert report["changed"] == 1 and report["rows"][2]["caption"] == "mila_v1 in a green jacket, lamp light"
         refused(client, "trigger word stays", cid, "mila_v1", "someone", "mila_v1", api_name="/replace_captions")
         assert "trigger word stays" in page.refusal("captions_replace", cid, "[trigger]", "x", "", ids[0])
-        shown = page.outputs("captions_show", cid, "", ids[2])  # no trigger typed yet: the placeholder
-        assert shown[0]["data"][2][2] == "[trigger] in a green jacket, lamp light"
+        shown = page.outputs("captions_show", cid, "", ids[2], "mila_v1 in a green jacket, unsaved", None)
+        assert shown[0]["data"][2][2] == "[trigger] in a green jacket, lamp light"  # no word: the placeholder
+        assert shown[2] == "[trigger] in a green jacket, unsaved"  # the words being edited stay, the word follows
+        table, pick, text, _, _ = page.outputs("captions_show", cid, "", ids[2], "x", None)  # the same word again
+        assert table == pick == text == {"__type__": "update"}  # nothing sent: the box keeps what is typed
 
         # "Caption these images" on the tiny engine: its own random captioner, and the page says the words are noise.
         _, progress, poll, note, _ = page.outputs("captions_start", cid, "", True)  # the job id stays in the server's State
@@ -189,7 +183,7 @@ def test_a_stranger_reaches_no_hub_endpoint_or_event(hub, tmp_path, astronaut_pa
             refused(client, "characters long", cid, ids[0], "x" * 5000, "", api_name="/edit_caption")
             refused(client, "not part of this character's sheet", cid, "img_elsewhere", "x", "",
                     api_name="/edit_caption")
-            page.outputs("captions_show", cid, "", None)  # the visitor's page lists the selected images
+            page.outputs("captions_show", cid, "mila_v1", None, "", None)  # the visitor's page lists the selected images
             assert "characters" in page.refusal("captions_save", cid, ids[0], "y" * 5000, "")
         assert hub.uploads == [] and REPO not in hub.repos
         assert [j for j in studio.jobs.list() if j.kind in ("publish", "lora_download")] == []

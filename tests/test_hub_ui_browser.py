@@ -31,13 +31,24 @@ def test_a_caption_is_edited_in_selection_and_keeps_the_trigger_word(browser, tm
         settle(page)
         text = page.locator("#caption-text textarea")
         assert text.input_value().startswith("photo of mila_v1, ")  # the first selected image's
-        text.fill("a woman in a green coat by the sea, blue eyes")  # the trigger word left out
+        text.fill("a woman in a green coat by the sea, blue eyes")  # the trigger word left out (and the box left)
+        settle(page)
         page.get_by_role("button", name="Save caption").click()
         shows(page, "#caption-table", "mila_v1, a woman in a green coat by the sea, blue eyes")
         page.locator("#caption-message").get_by_text("the face's own traits").wait_for(timeout=WAIT)
         assert text.input_value() == "mila_v1, a woman in a green coat by the sea, blue eyes"
         record = studio.store.get("images", ids[0])
         assert record["training_caption"] == "[trigger], a woman in a green coat by the sea, blue eyes"
+
+        # An image clicked into the set opens its own caption for editing.
+        settle(page)
+        page.locator("#selection-gallery .thumbnail-item").nth(3).click()
+        page.locator("#selection-summary").get_by_text("4 selected").wait_for(timeout=WAIT)
+        fourth = studio.characters.images(cid, "sheet")[3].id
+        expected = next(r.caption for r in studio.captions.rows(cid, "mila_v1") if r.image_id == fourth)
+        page.wait_for_function("text => document.querySelector('#caption-text textarea').value === text",
+                               arg=expected, timeout=WAIT)
+        assert expected.startswith("photo of mila_v1, ")
 
         page.locator("#caption-note").get_by_text("noise").wait_for(timeout=WAIT)  # the tiny engine says so
         settle(page)

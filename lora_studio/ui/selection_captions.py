@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..jobs import JobView
 from ..services import limits
+from ..services.caption_rules import retrigger
 from ..services.captions import BUILT_IN, KIND as CAPTION_KIND, CaptionRow
 from ..services.selection import validate_trigger
 from ..services.settings import CAPTIONERS
@@ -48,6 +49,7 @@ class CaptionParts:
     caption_progress: gr.HTML
     caption_message: gr.HTML
     caption_job: gr.State
+    caption_trigger: gr.State  # the word the panel last showed the captions with
     caption_poll: gr.Timer
 
 
@@ -62,6 +64,7 @@ class CaptionsView(Reply):
     caption_message: str = KEEP
     caption_note: Any = KEEP
     caption_job: str | None = KEEP
+    caption_trigger: str = KEEP
     caption_progress: str = KEEP
     caption_poll: Any = KEEP
 
@@ -106,8 +109,18 @@ def identity_note(row: CaptionRow | None) -> str:
 
 
 # ---- the page's events -----------------------------------------------------------------------------
-def captions_show(studio: Studio, character_id, trigger, picked) -> CaptionsView:
-    return caption_views(studio, character_id, trigger, picked)
+def captions_show(studio: Studio, character_id, trigger, picked, text, shown_with) -> CaptionsView:
+    """The trigger word was typed (Enter, or the box left): the captions with the new word. A caption
+    being edited keeps the user's unsaved words, only the word in it changes; the same word again
+    (the box left after Enter) changes nothing."""
+    word = shown_trigger(trigger)
+    if word == (shown_with or ""):
+        return CaptionsView()
+    view = caption_views(studio, character_id, trigger, picked)
+    if text and isinstance(text, str) and view.caption_text:
+        view.caption_text = retrigger(limits.text(text, "The caption", 4000), shown_with or "", word)
+    view.caption_trigger = word
+    return view
 
 
 def captions_pick(studio: Studio, character_id, picked, trigger) -> CaptionsView:
@@ -223,7 +236,7 @@ def render(ctx: UIContext) -> CaptionParts:
         c.caption_note = gr.Markdown(wording.CAPTION_NOISE, visible=ctx.studio.draws_noise(), elem_id="caption-note")
         c.caption_progress = gr.HTML(elem_id="caption-progress")
         c.caption_message = gr.HTML(elem_id="caption-message")
-        c.caption_job = gr.State(None)
+        c.caption_job, c.caption_trigger = gr.State(None), gr.State("")
         c.caption_poll = gr.Timer(1.0, active=False)
     return c
 
@@ -231,7 +244,9 @@ def render(ctx: UIContext) -> CaptionParts:
 def listen(ctx: UIContext, c: CaptionParts, character, trigger) -> None:
     """Wired after the Selection tab's own events (their indices stay as they were)."""
     table = CaptionsView.to(c, "captions", "caption_pick", "caption_text", "caption_message")
-    ctx.on([trigger.submit, trigger.blur], captions_show, [character, trigger, c.caption_pick], table)
+    ctx.on([trigger.submit, trigger.blur], captions_show,
+           [character, trigger, c.caption_pick, c.caption_text, c.caption_trigger],
+           CaptionsView.to(c, "captions", "caption_pick", "caption_text", "caption_message", "caption_trigger"))
     ctx.on(c.caption_pick.input, captions_pick, [character, c.caption_pick, trigger],
            CaptionsView.to(c, "caption_text", "caption_message"))
     ctx.on(c.save_caption.click, captions_save, [character, c.caption_pick, c.caption_text, trigger], table)
