@@ -107,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="the LoRA's name or id in the library")
     p.add_argument("repo", help="the Hub repo to publish to, e.g. your-name/mila-lora (made private unless --public)")
     p.add_argument("--public", action="store_true", help="make a new repo public (an existing one keeps its visibility)")
+    p = command("import-lora", "import a community LoRA from the Hugging Face Hub into the library")
+    p.add_argument("reference", help="owner/name (its one LoRA file), owner/name/FILE.safetensors, or the file's "
+                   "huggingface.co address")
+    p.add_argument("--name", default="", help="the library name (default: the file's name)")
+    p.add_argument("--trigger", default="", help="the trigger word (default: the repo card's instance_prompt)")
     p = command("models", "local FLUX.1 models: list the catalogue, download one, or log in to Hugging Face")
     p.add_argument("action", choices=("list", "download", "login", "logout"))
     p.add_argument("model", nargs="?", help="hub id (owner/name) for download")
@@ -264,5 +269,12 @@ def _publish(studio, args):
     return {"job": done.id, **done.outputs}, done.message
 
 
+def _import_lora(studio, args):
+    done = _wait(studio, studio.hub_imports.start(args.reference, args.name, args.trigger).id, args)
+    lora = studio.library.get(done.outputs["lora_id"])
+    return {"job": done.id, "lora": lora}, f"{done.message}\n{studio.library.path(lora)}"
+
+
 READ_ONLY = ("jobs",)  # they take no job: a running app on the same workspace keeps its own
-COMMANDS = {"publish": _publish, "sheet": _sheet, "train": _train, "strengths": _strengths, "generate": _generate, "jobs": _jobs}
+COMMANDS = {"import-lora": _import_lora, "publish": _publish, "sheet": _sheet, "train": _train,
+            "strengths": _strengths, "generate": _generate, "jobs": _jobs}

@@ -254,9 +254,11 @@ class _Handler(BaseHTTPRequestHandler):
                          hashlib.sha1(p.encode()).hexdigest(),
                          **({"lfs": {"sha256": repo.etag(p), "size": len(d), "pointerSize": 134}}
                             if repo.is_lfs(p) else {})} for p, d in sorted(repo.files.items())]
+            card = card_data(repo.files.get("README.md", b""))  # the Hub serves a card's YAML as cardData
             return self._json({"id": repo.repo_id, "modelId": repo.repo_id, "sha": repo.sha, "private": repo.private,
                                "gated": "manual" if repo.gated else False, "disabled": False, "tags": [],
-                               "library_name": "diffusers", "siblings": siblings}, head=head)
+                               "library_name": "diffusers", "siblings": siblings,
+                               **({"cardData": card} if card else {})}, head=head)
         if tail[0] == "tree":
             return self._tree(repo, "/".join(tail[2:]), query, head)
         self._error(404, "", "Unknown API path", head)
@@ -494,6 +496,17 @@ class _UploadHandler(_Handler):
                              "paths": [line["value"]["path"] for line in lines if line.get("key") != "header"]})
         self._json({"commitUrl": f"{self._base()}/{repo_id}/commit/{repo.sha}", "commitOid": repo.sha,
                     "success": True})
+
+
+def card_data(readme: bytes) -> dict | None:
+    """A model card's YAML front matter, as the Hub's model info returns it."""
+    import yaml
+
+    text = readme.decode("utf-8", errors="replace")
+    if not text.startswith("---"):
+        return None
+    data = yaml.safe_load(text.split("---", 2)[1]) if text.count("---") >= 2 else None
+    return data if isinstance(data, dict) else None
 
 
 def point_client_at(monkeypatch, url: str, home: Path) -> dict[str, str]:

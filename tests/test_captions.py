@@ -7,7 +7,8 @@ import zipfile
 import pytest
 
 from lora_studio.jobs import UserError
-from lora_studio.services.caption_rules import TRIGGER_TOKEN, clean_caption, generated, identity_words, stored
+from lora_studio.services.caption_rules import (TRIGGER_TOKEN, clean_caption, generated, identity_words, retrigger,
+                                               stored)
 from lora_studio.services.sheet import SheetOptions
 from tests.fake_hub import FakeHub, point_client_at
 
@@ -44,6 +45,9 @@ def test_trigger_word_leads_and_noise_leaves_nothing():
     assert stored("a woman in red", "mila_v1") == f"{TRIGGER_TOKEN}, a woman in red"  # the word put back first
     assert stored("photo of mila_v1 at the beach", "mila_v1") == f"photo of {TRIGGER_TOKEN} at the beach"
     assert identity_words("mila_v1 with blue eyes, smiling") == ["with blue eyes"]
+    assert retrigger("[trigger] on a sofa", "", "mila_v1") == "mila_v1 on a sofa"  # an unsaved edit follows the word
+    assert retrigger("mila_v1 by mila_v1x", "mila_v1", "ada_v2") == "ada_v2 by mila_v1x"
+    assert retrigger("mila_v1 on a sofa", "mila_v1", "") == "[trigger] on a sofa"
 
 
 # ---- the captioner job ---------------------------------------------------------------------------

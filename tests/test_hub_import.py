@@ -61,3 +61,19 @@ def test_a_repo_with_several_files_asks_for_one(hub, studio):
     done = studio.wait(studio.hub_imports.start("someone/two-files/v2/b.safetensors", "other", "mark_y").id, 120)
     record = studio.library.get(done.outputs["lora_id"])
     assert record["trigger"] == "mark_y" and record["metadata"]["hub"]["path"] == "v2/b.safetensors"
+
+
+def test_cli_imports_a_hub_lora(hub, tmp_path, capsys):
+    import json
+
+    from lora_studio.cli import main
+
+    code = main(["import-lora", "someone/two-files/v1/a.safetensors", "--name", "film-a", "--trigger", "film_a",
+                 "--workspace", str(tmp_path / "ws"), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0, out
+    assert out["lora"]["name"] == "film-a" and out["lora"]["trigger"] == "film_a"
+    assert out["lora"]["metadata"]["hub"] == {"repo_id": "someone/two-files", "path": "v1/a.safetensors",
+                                              "commit": hub.repos["someone/two-files"].sha}
+    code = main(["import-lora", "someone/two-files", "--workspace", str(tmp_path / "ws"), "--json"])
+    assert code == 1 and "name one as someone/two-files/FILE.safetensors" in json.loads(capsys.readouterr().out)["error"]

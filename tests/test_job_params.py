@@ -9,7 +9,8 @@ import pytest
 
 from lora_studio.config import Settings
 from lora_studio.engines.base import TrainRequest, TrainResult
-from lora_studio.services.job_params import GenerateParams, SheetParams, SweepParams, TrainParams
+from lora_studio.services.job_params import (CaptionParams, GenerateParams, HubImportParams, PublishParams, SheetParams,
+                                             SweepParams, TrainParams)
 from lora_studio.store import Store
 from lora_studio.studio import Studio
 from lora_studio.typed_json import DamagedRecord, from_json, from_json_or_none, to_json
@@ -99,3 +100,17 @@ def test_old_and_damaged_job_records_run_or_fail_in_words(tmp_path, image_file):
         assert "The dataset of this training was deleted" in done["old training"].error
         assert from_json(SweepParams, studio.jobs.get(jobs["sweep"]).params).strengths == (1.0,)
         assert from_json(SheetParams, studio.jobs.get(jobs["sheet"]).params).slots == (0,)
+
+
+def test_caption_publish_and_hub_import_records_of_the_first_version_still_read():
+    """Issue 24's kinds stored plain dicts before they had dataclasses: those records read as them."""
+    caption = from_json(CaptionParams, {"character_id": "c1", "image_ids": ["img_1", "img_2"], "model": "built in",
+                                        "keep_edited": False})
+    assert caption.image_ids == ("img_1", "img_2") and caption.dataset_id is None and not caption.keep_edited
+    assert from_json(CaptionParams, {"dataset_id": "ds_1", "model": "Qwen/Qwen3-VL-2B-Instruct"}).image_ids == ()
+    assert from_json(PublishParams, {"lora_id": "lora_1", "repo_id": "ada/mila", "private": False}).private is False
+    hub = from_json(HubImportParams, {"repo_id": "a/b", "commit": "0" * 40, "path": "x.safetensors", "size": 10,
+                                      "name": "x", "trigger": "", "card_size": None})
+    assert hub.card_size is None and to_json(hub)["size"] == 10
+    with pytest.raises(DamagedRecord, match="size should be a whole number"):
+        from_json(HubImportParams, {**to_json(hub), "size": "10"})

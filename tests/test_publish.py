@@ -157,3 +157,21 @@ def test_publish_refusals_through_the_service(hub, studio, tmp_path, monkeypatch
     assert done.outputs["url"].endswith(REPO) and not hub.repos[REPO].private
     assert studio.library.get(record["id"])["published"]["repo_id"] == REPO
     assert Path(studio.library.path(record)).read_bytes() == hub.repos[REPO].files["lora.safetensors"]
+
+
+def test_the_card_licence_comes_from_the_checkpoint_rows():
+    """One table of licences: each checkpoint the families know, as its own Hub card writes it; the Hub is
+    asked only about bases the app does not know."""
+    from lora_studio.engines import family
+    from lora_studio.services.publish_card import base_licence, family_tag
+
+    asked = []
+    for row in family.CHECKPOINTS:
+        licence, name, link = base_licence(row.repo_id, asked.append)
+        assert (licence == "apache-2.0") == (row.licence == family.APACHE)
+        assert link is None if licence == "apache-2.0" else link.startswith(f"https://huggingface.co/{row.repo_id}/")
+        assert family_tag(row.repo_id) == ("flux2" if row.family == family.KLEIN.key else "flux")
+    assert asked == []
+    assert base_licence(family.KLEIN_9B, asked.append)[1] == "flux-non-commercial-license"
+    assert base_licence("someone/merge", lambda repo: ("mit", None, None)) == ("mit", None, None)
+    assert base_licence("someone/merge", lambda repo: None)[0] == "other"

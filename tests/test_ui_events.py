@@ -124,10 +124,17 @@ def test_every_settings_event_is_the_owners_unless_it_serves_visitors(shared_app
     assert not any(f.fn.owner_only for f in demo.fns.values() if f.name in VISITOR_VIEWS)
 
 
+def test_every_hub_event_is_the_owners(shared_app):
+    """Publishing and Hub imports use the owner's Hugging Face token: none of their events serves anyone else."""
+    _, demo = shared_app
+    hub = [f for f in demo.fns.values() if f.fn.__module__ == "lora_studio.ui.library_hub" or f.name == "hub_imported"]
+    assert len(hub) == 10 and all(f.fn.owner_only for f in hub), [f.name for f in hub if not f.fn.owner_only]
+
+
 def test_a_stranger_is_refused_every_owner_only_event_before_it_runs(shared_app):
     studio, demo = shared_app
     owners = [f for f in demo.fns.values() if f.fn.owner_only]
-    assert len(owners) == 24
+    assert len(owners) == 34  # 24 of the Settings sections, 10 of the Library's Hub panel (publish, import)
     with unchanged(studio.store.root):
         for block_fn in owners:
             params = inspect.signature(block_fn.fn).parameters

@@ -147,6 +147,14 @@ def shown(text: str, trigger: str = "") -> str:
     return text.replace(TRIGGER_TOKEN, trigger) if trigger else text
 
 
+def retrigger(text: str, old: str, new: str) -> str:
+    """A caption being edited, shown with another trigger word: `old` (the placeholder when none) becomes
+    `new`, and nothing else of the user's unsaved words changes."""
+    if old:
+        text = re.sub(rf"(?<![\w-]){re.escape(old)}(?![\w-])", TRIGGER_TOKEN, text)
+    return shown(text, new)
+
+
 def prompt_caption(prompt) -> str:
     """A sheet image's caption from the edit that made it ("photo of [trigger], close-up portrait,
     smiling warmly"): the prompt already names what changes, and the identity clause is cut."""

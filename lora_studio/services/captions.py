@@ -26,6 +26,7 @@ from .caption_rules import (INSTRUCTION, MAX_CAPTION, TRIGGER_TOKEN, clean_capti
                             record_caption, shown, stored)
 from .characters import Characters
 from .datasets import read_entries, rewrite_captions
+from .job_params import CaptionParams
 from .selection import MAX_IMAGES, validate_trigger
 from .settings import CAPTIONERS
 
@@ -67,7 +68,7 @@ class CaptionService:
         """`release_gpu` frees the Flux model's GPU memory (the engine's `unload`) when a captioner needs it."""
         self.store, self.jobs, self.characters = store, jobs, characters
         self.tiny, self.device, self.release_gpu = tiny, device, release_gpu
-        jobs.register(KIND, self._run)
+        jobs.register(KIND, self._run, params=CaptionParams)
 
     # ---- reading and editing ------------------------------------------------------------------
     def rows(self, character_id: str, trigger: str = "") -> list[CaptionRow]:
@@ -152,8 +153,8 @@ class CaptionService:
         if not records:
             raise UserError("Select the images to caption first (Selection tab).")
         choice = self.choose(model)
-        params = {"character_id": character_id, "image_ids": [r["id"] for r in records], "model": choice,
-                  "keep_edited": limits.flag(keep_edited, "Keep edited captions")}
+        params = CaptionParams(model=choice, character_id=character_id, image_ids=tuple(r["id"] for r in records),
+                               keep_edited=limits.flag(keep_edited, "Keep edited captions"))
         return self.jobs.submit(KIND, params, title=f"Captions · {len(records)} images · {choice}")
 
     def start_for_dataset(self, dataset_id: str, model: str = "", allow_folder: bool = False) -> JobView:
@@ -164,13 +165,12 @@ class CaptionService:
         if not dataset.get("uncaptioned"):
             raise UserError("Every image of this dataset already has its own caption.")
         choice = self.choose(model, allow_folder=allow_folder)
-        return self.jobs.submit(KIND, {"dataset_id": dataset["id"], "model": choice},
+        return self.jobs.submit(KIND, CaptionParams(model=choice, dataset_id=dataset["id"]),
                                 title=f"Captions · {len(dataset['uncaptioned'])} photos · {choice}")
 
-    def _run(self, params: dict, reporter: JobReporter) -> dict:
-        targets, save = (self._dataset_targets(params) if params.get("dataset_id")
-                         else self._image_targets(params))
-        choice = str(params.get("model") or BUILT_IN)
+    def _run(self, params: CaptionParams, reporter: JobReporter) -> dict:
+        targets, save = (self._dataset_targets(params) if params.dataset_id else self._image_targets(params))
+        choice = params.model or BUILT_IN
         if not targets:
             return {"summary": "Nothing to caption: every image given has a caption you edited (they stay).",
                     "captioned": 0, "kept": 0, "model": choice, "noise": choice == BUILT_IN}
@@ -195,7 +195,7 @@ class CaptionService:
         finally:
             captioner.release()
         note = f" {NOISE}" if choice == BUILT_IN else ""
-        if params.get("dataset_id"):
+        if params.dataset_id:
             save(None, None, choice)  # the zip and hash follow the new captions
         reporter.log(f"{done} captions written by {choice}." + note)
         return {"summary": f"{done} of {len(targets)} images captioned by {choice}." + note, "captioned": done,
@@ -215,10 +215,9 @@ class CaptionService:
         reporter.log(f"Loading the captioner {choice}.")
         return caption.load_captioner(choice, self.device)
 
-    def _image_targets(self, params: dict):
-        character_id = str(params.get("character_id"))
-        records = self._records(character_id, list(params.get("image_ids") or []))
-        if params.get("keep_edited", True):
+    def _image_targets(self, params: CaptionParams):
+        records = self._records(str(params.character_id), list(params.image_ids))
+        if params.keep_edited:
             records = [r for r in records if r.get("caption_source") != "edited"]
         targets = [(r["id"], self.store.path(r["path"]), "") for r in records]
 
@@ -228,8 +227,8 @@ class CaptionService:
 
         return targets, save
 
-    def _dataset_targets(self, params: dict):
-        dataset = self.store.get("datasets", str(params.get("dataset_id")))
+    def _dataset_targets(self, params: CaptionParams):
+        dataset = self.store.get("datasets", str(params.dataset_id))
         if dataset is None:
             raise UserError("The dataset to caption was deleted.")
         wanted = set(dataset.get("uncaptioned") or [])

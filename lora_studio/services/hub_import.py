@@ -17,6 +17,7 @@ from ..sizes import byte_text
 from ..jobs import JobQueue, JobReporter, JobView, UserError
 from ..store import Store
 from . import limits
+from .job_params import HubImportParams
 from .library import MAX_IMPORT_BYTES, LibraryService
 
 KIND = "lora_download"
@@ -41,7 +42,7 @@ def parse_reference(text: str) -> tuple[str, str | None]:
 class HubImports:
     def __init__(self, store: Store, jobs: JobQueue, library: LibraryService) -> None:
         self.store, self.jobs, self.library = store, jobs, library
-        jobs.register(KIND, self._run)
+        jobs.register(KIND, self._run, params=HubImportParams)
 
     def start(self, reference: str, name: str = "", trigger: str = "") -> JobView:
         """Check the repo and the file (nothing downloaded yet), then queue its download and import."""
@@ -61,8 +62,8 @@ class HubImports:
         if why:
             raise UserError(why)
         card = next((f for f in files if f.path == "README.md" and f.size <= MAX_CARD_BYTES), None)
-        params = {"repo_id": repo_id, "commit": commit, "path": chosen.path, "size": chosen.size, "name": name,
-                  "trigger": trigger, "card_size": card.size if card else None}
+        params = HubImportParams(repo_id, commit, chosen.path, chosen.size, name, trigger,
+                                 card_size=card.size if card else None)
         return self.jobs.submit(KIND, params, title=f"Import {repo_id}/{chosen.path}")
 
     @staticmethod
@@ -84,22 +85,22 @@ class HubImports:
         raise UserError(f"{repo_id} holds {len(weights)} .safetensors files ({names}); name one as "
                         f"{repo_id}/FILE.safetensors.")
 
-    def _run(self, params: dict, reporter: JobReporter) -> dict:
-        repo_id, path = str(params["repo_id"]), str(params["path"])
-        wanted = [hub.HubFile(path, int(params["size"]))]
-        if params.get("card_size") is not None and not params.get("trigger"):
-            wanted.append(hub.HubFile("README.md", int(params["card_size"])))
-        repo = hub.RepoFiles(repo_id, str(params["commit"]), tuple(wanted))
+    def _run(self, params: HubImportParams, reporter: JobReporter) -> dict:
+        repo_id, path = params.repo_id, params.path
+        wanted = [hub.HubFile(path, params.size)]
+        if params.card_size is not None and not params.trigger:
+            wanted.append(hub.HubFile("README.md", params.card_size))
+        repo = hub.RepoFiles(repo_id, params.commit, tuple(wanted))
         done = [0]
 
         def on_bytes(count: int) -> None:
             done[0] += count
             reporter.progress(min(1.0, done[0] / max(1, repo.total)), f"{byte_text(done[0])} of {byte_text(repo.total)}")
 
-        reporter.log(f"Downloading {path} from {repo_id} ({byte_text(int(params['size']))}).")
+        reporter.log(f"Downloading {path} from {repo_id} ({byte_text(params.size)}).")
         folder = hub.fetch(repo, hub.active_token(), on_bytes, lambda: reporter.cancel_requested)
-        trigger = str(params.get("trigger") or "") or _card_trigger(folder / "README.md")
-        record = self.library.import_file(folder / path, str(params["name"]), trigger)
+        trigger = params.trigger or _card_trigger(folder / "README.md")
+        record = self.library.import_file(folder / path, params.name, trigger)
         meta = dict(record.get("metadata") or {}, hub={"repo_id": repo_id, "path": path, "commit": repo.commit})
         record = self.store.update("loras", record["id"], metadata=meta)
         scale = (meta.get("scale") or {}).get("text", "") if isinstance(meta.get("scale"), dict) else ""

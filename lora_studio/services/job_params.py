@@ -93,4 +93,39 @@ class DownloadParams:
     layout: str = "diffusers"  # "diffusers": a pipeline's folders; "transformers": a captioner's files
 
 
-__all__ = ["DownloadParams", "GenerateParams", "SheetParams", "SweepParams", "TrainParams"]
+@dataclass(frozen=True)
+class CaptionParams:
+    """A caption job ("caption"): a character's sheet images, or a dataset's photos that came without a
+    caption; `model` is the captioner chosen when it was queued ("built in": the tiny random one)."""
+
+    model: str
+    character_id: str | None = None
+    image_ids: tuple[str, ...] = ()
+    keep_edited: bool = True  # captions the user edited stay
+    dataset_id: str | None = None  # set instead of the character for `train FOLDER --caption`
+
+
+@dataclass(frozen=True)
+class PublishParams:
+    """A publish to the Hub ("publish"): one library LoRA to one repo."""
+
+    lora_id: str
+    repo_id: str
+    private: bool = True  # a new repo's visibility; an existing one keeps its own
+
+
+@dataclass(frozen=True)
+class HubImportParams:
+    """A community LoRA fetched from the Hub and imported ("lora_download"), pinned to the listed commit."""
+
+    repo_id: str
+    commit: str
+    path: str
+    size: int
+    name: str
+    trigger: str = ""  # "": the repo card's instance_prompt, if any
+    card_size: int | None = None  # the repo's README.md, fetched for its trigger word; None: none to read
+
+
+__all__ = ["CaptionParams", "DownloadParams", "GenerateParams", "HubImportParams", "PublishParams", "SheetParams",
+           "SweepParams", "TrainParams"]

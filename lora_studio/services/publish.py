@@ -19,8 +19,9 @@ from ..sizes import byte_text
 from ..jobs import JobQueue, JobReporter, JobView, UserError
 from ..store import Store, atomic_write_text
 from . import limits
+from .job_params import PublishParams
 from .library import LibraryService
-from .publish_card import LICENCES, CardFacts, base_of, hub_card
+from .publish_card import CardFacts, base_licence, base_of, hub_card
 
 KIND = "publish"
 SWEEP_KIND = "sweep"
@@ -29,7 +30,7 @@ SWEEP_KIND = "sweep"
 class PublishService:
     def __init__(self, store: Store, jobs: JobQueue, library: LibraryService) -> None:
         self.store, self.jobs, self.library = store, jobs, library
-        jobs.register(KIND, self._run)
+        jobs.register(KIND, self._run, params=PublishParams)
 
     def start(self, lora: str, repo_id: str, public: bool = False) -> JobView:
         """Queue a publish after the checks that send nothing: the repo id, the token's write access, the files."""
@@ -44,31 +45,32 @@ class PublishService:
         for job in self.jobs.list(KIND):
             if job.params.get("repo_id") == repo_id and not job.done:
                 raise UserError(f"{repo_id} is already being published (job {job.id}); wait for it.")
-        return self.jobs.submit(KIND, {"lora_id": record["id"], "repo_id": repo_id, "private": not public},
+        return self.jobs.submit(KIND, PublishParams(record["id"], repo_id, private=not public),
                                 title=f"Publish {record['name']} → {repo_id}")
 
     def card(self, lora: str, repo_id: str) -> str:
         """The README.md a publish would send (also shown before publishing)."""
         record = self.library.resolve(lora)
-        return hub_card(record.get("metadata") or {}, self._facts(record, repo_id)[0])
+        return hub_card(_card_meta(record), self._facts(record, repo_id)[0])
 
     def progress(self, job_id: str) -> dict:
         job = self.jobs.get(job_id)
         if job.kind != KIND:
             raise UserError(f"Job {job_id} is not a publish.")
-        return {"job_id": job.id, "status": job.status, "bytes_done": job.outputs.get("bytes_done", 0),
-                "bytes_total": job.outputs.get("bytes_total"), "url": job.outputs.get("url"),
-                "message": job.error or job.message}
+        done, total = job.outputs.get("bytes_done", 0), job.outputs.get("bytes_total")
+        sent = f"{byte_text(done)} of {byte_text(total)} sent" if total else "Checking the token and the repo…"
+        return {"job_id": job.id, "status": job.status, "bytes_done": done, "bytes_total": total, "sent": sent,
+                "url": job.outputs.get("url"), "message": job.error or job.message}
 
     # ---- the job ---------------------------------------------------------------------------
-    def _run(self, params: dict, reporter: JobReporter) -> dict:
-        record = self.library.get(str(params.get("lora_id")))
-        repo_id, private = str(params.get("repo_id")), bool(params.get("private", True))
+    def _run(self, params: PublishParams, reporter: JobReporter) -> dict:
+        record = self.library.get(params.lora_id)
+        repo_id, private = params.repo_id, params.private
         token = hub.active_token()
         user = hub.write_user(token, repo_id)  # again: the token may have changed while it waited
         facts, pictures = self._facts(record, repo_id)
         card = reporter.dir / "README.md"
-        atomic_write_text(card, hub_card(record.get("metadata") or {}, facts))
+        atomic_write_text(card, hub_card(_card_meta(record), facts))
         files = [*self._files(record), ("README.md", card), *pictures]
         total = sum(Path(local).stat().st_size for _, local in files)
         sent = [0]
@@ -111,7 +113,7 @@ class PublishService:
         meta = record.get("metadata") or {}
         scores = record.get("scores") or {}
         base, note = base_of(meta, hub.is_repo_id)
-        facts = CardFacts(repo_id, base, LICENCES.get(base) or _licence_from_hub(base),
+        facts = CardFacts(repo_id, base, base_licence(base, hub.card_licence),
                           scores.get("recommended_strength"), bool(scores), base_note=note)
         sweep = self._last_sweep(record["id"])
         pictures: list[tuple[str, Path]] = []
@@ -138,7 +140,8 @@ class PublishService:
         return max(runs, key=lambda j: j.finished or 0) if runs else None
 
 
-
-def _licence_from_hub(base: str) -> tuple[str, str | None, str | None]:
-    """A base this app does not know: its own card's licence, when the Hub can be asked; else "other"."""
-    return hub.card_licence(base) or ("other", "see-base-model", f"https://huggingface.co/{base}")
+def _card_meta(record: dict) -> dict:
+    """The training metadata with the library's trigger word: an imported LoRA (or one renamed since) keeps
+    its word on the record, not in the metadata its file came with."""
+    meta = dict(record.get("metadata") or {})
+    return {**meta, "trigger": record.get("trigger") or meta.get("trigger") or ""}

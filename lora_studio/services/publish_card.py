@@ -3,8 +3,9 @@
 The YAML says what the Hub's pages and search use: `base_model` (the model the LoRA applies to: a
 pre-quantized copy names its original), `instance_prompt` (the trigger word), the base's own licence
 (FLUX.1-dev's non-commercial licence, Klein 4B's Apache-2.0 - never a licence the base does not
-have), `tags` (lora, diffusers, template:sd-lora, the family) and a `widget` of the strength tester's
-images at the recommended strength. The text is the export's card (the file and strength per tool,
+have: read from the model families' checkpoint rows for the bases this app knows, from the base's own
+Hub card for others), `tags` (lora, diffusers, template:sd-lora, the family) and a `widget` of the
+strength tester's images at the recommended strength. The text is the export's card (the file and strength per tool,
 training/model_card.py) plus what no other trainer publishes: the face's distance to the reference
 and the variety between seeds at each strength tested.
 """
@@ -12,26 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Optional
 
+from ..engines import family
 from ..training.model_card import model_card
 
+Licence = tuple[str, Optional[str], Optional[str]]  # (license, license_name, license_link) as the card's YAML
+
 DEV = "black-forest-labs/FLUX.1-dev"
-DEV_LICENCE = ("other", "flux-1-dev-non-commercial-license",
-               "https://huggingface.co/black-forest-labs/FLUX.1-dev/blob/main/LICENSE.md")
-LICENCES = {  # the licence each known base is published under (its own model card)
-    DEV: DEV_LICENCE,
-    "black-forest-labs/FLUX.1-Kontext-dev": ("other", "flux-1-dev-non-commercial-license",
-                                             "https://huggingface.co/black-forest-labs/FLUX.1-Kontext-dev/blob/main/"
-                                             "LICENSE.md"),
-    "black-forest-labs/FLUX.1-schnell": ("apache-2.0", None, None),
-    "black-forest-labs/FLUX.2-klein-4B": ("apache-2.0", None, None),
-    "black-forest-labs/FLUX.2-klein-base-4B": ("apache-2.0", None, None),
-    "black-forest-labs/FLUX.2-klein-9B": ("other", "flux-non-commercial-license",
-                                          "https://huggingface.co/black-forest-labs/FLUX.2-klein-9B/blob/main/LICENSE.md"),
-    "black-forest-labs/FLUX.2-klein-base-9B": ("other", "flux-non-commercial-license",
-                                               "https://huggingface.co/black-forest-labs/FLUX.2-klein-base-9B/blob/"
-                                               "main/LICENSE.md"),
-}
 QUANTIZED_OF = {"diffusers/FLUX.1-dev-bnb-8bit": DEV, "diffusers/FLUX.1-dev-bnb-4bit": DEV}
 
 
@@ -41,7 +30,7 @@ class CardFacts:
 
     repo_id: str
     base_model: str
-    licence: tuple[str, str | None, str | None]
+    licence: Licence
     strength: float | None  # the tester's recommendation (None: untested or none recommended)
     tested: bool
     prompt: str = ""  # the strength test's prompt (the widget's text)
@@ -64,7 +53,19 @@ def base_of(meta: dict, is_repo_id) -> tuple[str, str]:
     return DEV, f"Trained on a local copy of the weights (folder `{Path(base).name}`), taken to be `{DEV}`."
 
 
+def base_licence(base: str, ask_hub: Callable[[str], Licence | None]) -> Licence:
+    """The base's licence: its checkpoint row (engines/family) when the app knows it, else what its own
+    card on the Hub says (`ask_hub`), else "other" pointing at the base's page."""
+    known = family.checkpoint(base)
+    if known is not None:
+        return known.card_licence
+    return ask_hub(base) or ("other", "see-base-model", f"https://huggingface.co/{base}")
+
+
 def family_tag(base: str) -> str:
+    known = family.checkpoint(base)
+    if known is not None:
+        return "flux2" if known.family == family.KLEIN.key else "flux"
     return "flux2" if "FLUX.2" in base or "flux2" in base.lower() else "flux"
 
 

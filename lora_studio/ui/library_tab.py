@@ -1,4 +1,5 @@
-"""Library & generate: every LoRA with its metadata and scores; import, rename, delete, export, use."""
+"""Library & generate: every LoRA with its metadata and scores; import (a file or from the Hub), rename,
+delete, export, publish to the Hub (ui/library_hub.py), use."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,11 +12,11 @@ from ..services.generate import GenerateOptions
 from ..services.library import scale_text
 from ..services.strength_analysis import VERDICT_WORDS
 from ..studio import Studio
-from . import wording
+from . import library_hub, wording
 from .common import UIContext, fresh_choices, job_choices, lora_choices, parse_weights, progress_html, upload_paths
 from .events import KEEP, OnOpen, Reply
 from .files import deliver, discard_uploads, shown
-from .owner import page_view, requester
+from .owner import owner_only, page_view, requester
 
 COLUMNS = ["name", "trigger", "source", "rank", "scale (alpha/rank)", "steps", "recommended strength", "strength test",
            "id"]
@@ -52,6 +53,8 @@ class LibraryParts:
     resume_job: gr.Button
     job_id: gr.State
     shown_jobs: gr.State
+    hub: library_hub.ImportParts
+    publishing: library_hub.PublishParts
 
 
 @dataclass
@@ -127,6 +130,17 @@ def import_lora(studio: Studio, file, name, trigger) -> LibraryView:
                               f"scale: {scale_text(record) or 'not read'}).")
 
 
+@owner_only
+def hub_imported(studio: Studio, lora_id) -> LibraryView:
+    """A Hub import finished (ui/library_hub.py): the list shows it, picked."""
+    if not lora_id:
+        return LibraryView()
+    record = studio.library.get(lora_id)
+    view = lora_views(studio, f"Imported **{record['name']}** from the Hub (scale: {scale_text(record) or 'not read'}).")
+    view.pick = gr.update(choices=lora_choices(studio), value=record["id"])
+    return view
+
+
 def rename_lora(studio: Studio, lora_id, name) -> LibraryView:
     studio.library.rename(lora_id, name)
     return lora_views(studio, "Renamed.")
@@ -170,6 +184,8 @@ def describe(studio: Studio, lora_id) -> LibraryView:
         lines.append(f"Scale: {scale_text(record)}")
     if scores.get("reason"):
         lines.append(f"Strength test: {scores['reason']}")
+    if (record.get("published") or {}).get("url"):
+        lines.append(library_hub.link_text(record["published"]["url"]))
     return LibraryView(details="\n\n".join(lines),
                        samples=shown(studio, [str(p) for p in studio.library.samples(lora_id)]))
 
@@ -197,6 +213,7 @@ def render(ctx: UIContext) -> LibraryParts:
             p.import_name = gr.Textbox(label="Name")
             p.import_trigger = gr.Textbox(label="Trigger word (optional)")
             p.do_import = gr.Button("Import")
+            p.hub = library_hub.render_import(ctx)
         with gr.Column():
             p.pick = gr.Dropdown(label="LoRA", choices=lora_choices(studio))
             p.new_name = gr.Textbox(label="New name")
@@ -207,6 +224,7 @@ def render(ctx: UIContext) -> LibraryParts:
             p.exported = gr.File(label="Export", interactive=False)
             p.details = gr.Markdown()
             p.samples = gr.Gallery(label="Training samples", columns=4, height=160)
+            p.publishing = library_hub.render_publish(ctx)
     p.status = gr.Markdown()
     gr.Markdown("### Generate")
     with gr.Row():
@@ -249,4 +267,6 @@ def listen(ctx: UIContext, p: LibraryParts, timer: gr.Timer) -> OnOpen:
     ctx.remember("generate.prompt", p.prompt)
     if ctx.paid:
         ctx.remember("generate.go_fast", p.go_fast)
+    library_hub.listen(ctx, p.hub, p.publishing, p.pick, p.import_name, p.import_trigger)
+    ctx.on(p.hub.hub_done.change, hub_imported, [p.hub.hub_done], changed)
     return OnOpen(refresh, [], LibraryView.to(p, "library", "pick", "jobs_table", "job_pick"))

@@ -1,8 +1,9 @@
-"""Tab 3 · Selection: click to (de)select, quick-select the most consistent set, export a dataset.
+"""Tab 3 · Selection: click to (de)select, quick-select the most consistent set, caption it, export a dataset.
 
 Selected and unselected images look different at a glance: each caption starts with a mark (✓ / ○)
 that the gallery also writes into the image's `alt` text, and the CSS in `style.py` keys on it
-(unselected dimmed, selected outlined). Errors never blank the gallery: they show beside it.
+(unselected dimmed, selected outlined). Errors never blank the gallery: they show beside it. Every
+change to the set also refreshes its captions (ui/selection_captions.py), shown with the trigger word.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import gradio as gr
 
 from ..services.selection import SUGGESTED, SelectionState
 from ..studio import Studio
-from . import wording
+from . import selection_captions, wording
 from .common import UIContext, open_tab
 from .events import KEEP, OnOpen, Reply
 
@@ -36,6 +37,10 @@ class SelectionParts:
     exported: gr.Markdown
     next_step: gr.Button
     ids: gr.State
+    captioning: selection_captions.CaptionParts
+    captions: gr.Dataframe  # the captions panel's (selection_captions.CaptionParts), refreshed with the set
+    caption_pick: gr.Dropdown
+    caption_text: gr.Textbox
 
 
 @dataclass
@@ -52,6 +57,9 @@ class SelectionView(Reply):
     detail: str = KEEP
     exported: str = KEEP
     next_step: Any = KEEP
+    captions: Any = KEEP
+    caption_pick: Any = KEEP
+    caption_text: str = KEEP
 
 
 def caption(item, selected: bool) -> str:
@@ -96,28 +104,38 @@ def show(state: SelectionState, clicked: str | None = None) -> SelectionView:
                          message="", detail=details(item, item.id in chosen) if item else KEEP)
 
 
-def refresh(studio: Studio, character_id) -> SelectionView:
+def with_captions(studio: Studio, view: SelectionView, character_id, trigger, picked, clicked=None) -> SelectionView:
+    """The set's captions beside it, the image just clicked into the set open for editing."""
+    captions = selection_captions.caption_views(studio, character_id, trigger, picked, clicked)
+    view.captions, view.caption_pick, view.caption_text = captions.captions, captions.caption_pick, captions.caption_text
+    return view
+
+
+def refresh(studio: Studio, character_id, trigger=None, picked=None) -> SelectionView:
     if not character_id:
-        return SelectionView(gallery=[], ids=[], summary=wording.NO_CHARACTER, warnings="", message="",
-                             detail=wording.SELECTION_DETAILS)
-    return show(studio.selection.state(character_id))
+        return with_captions(studio, SelectionView(gallery=[], ids=[], summary=wording.NO_CHARACTER, warnings="",
+                                                   message="", detail=wording.SELECTION_DETAILS), None, None, None)
+    return with_captions(studio, show(studio.selection.state(character_id)), character_id, trigger, picked)
 
 
-def toggle(studio: Studio, character_id, image_ids, evt: gr.SelectData) -> SelectionView:
+def toggle(studio: Studio, character_id, image_ids, trigger, picked, evt: gr.SelectData) -> SelectionView:
     image_id = image_ids[evt.index]
-    return show(studio.selection.toggle(character_id, image_id), clicked=image_id)
+    return with_captions(studio, show(studio.selection.toggle(character_id, image_id), clicked=image_id),
+                         character_id, trigger, picked, clicked=image_id)
 
 
-def quick_select(studio: Studio, character_id) -> SelectionView:
-    return show(studio.selection.quick_select(character_id, SUGGESTED))
+def quick_select(studio: Studio, character_id, trigger=None, picked=None) -> SelectionView:
+    return with_captions(studio, show(studio.selection.quick_select(character_id, SUGGESTED)), character_id, trigger,
+                         picked)
 
 
-def score_faces(studio: Studio, character_id) -> SelectionView:
-    return show(studio.selection.score(character_id))
+def score_faces(studio: Studio, character_id, trigger=None, picked=None) -> SelectionView:
+    return with_captions(studio, show(studio.selection.score(character_id)), character_id, trigger, picked)
 
 
-def clear_selection(studio: Studio, character_id) -> SelectionView:
-    return show(studio.selection.set_selection(character_id, []))
+def clear_selection(studio: Studio, character_id, trigger=None, picked=None) -> SelectionView:
+    return with_captions(studio, show(studio.selection.set_selection(character_id, [])), character_id, trigger,
+                         picked)
 
 
 def export_dataset(studio: Studio, character_id, trigger_word) -> SelectionView:
@@ -144,9 +162,12 @@ def render(ctx: UIContext) -> SelectionParts:
         with gr.Column(scale=1, min_width=220):
             p.message = gr.HTML(elem_id="selection-message")
             p.detail = gr.Markdown(wording.SELECTION_DETAILS, elem_id="selection-details")
-    with gr.Row():
-        p.trigger = gr.Textbox(label="Trigger word", placeholder="e.g. mila_v1", scale=2)
-        p.export = gr.Button("Export dataset for training", variant="primary", scale=1)
+    p.trigger = gr.Textbox(label="Trigger word", placeholder="e.g. mila_v1", elem_id="selection-trigger",
+                           info="The word the LoRA learns the face by; every caption holds it.")
+    p.captioning = selection_captions.render(ctx)
+    p.captions, p.caption_pick = p.captioning.captions, p.captioning.caption_pick
+    p.caption_text = p.captioning.caption_text
+    p.export = gr.Button("Export dataset for training", variant="primary")
     p.exported = gr.Markdown()
     p.next_step = gr.Button(wording.NEXT_TRAINING, visible=False)
     p.ids = gr.State([])
@@ -154,13 +175,16 @@ def render(ctx: UIContext) -> SelectionParts:
 
 
 def listen(ctx: UIContext, p: SelectionParts) -> OnOpen:
-    shown = SelectionView.to(p, "gallery", "ids", "summary", "warnings", "message", "detail")
-    ctx.on(p.gallery.select, toggle, [p.character, p.ids], shown)
-    ctx.on(p.quick.click, quick_select, [p.character], shown)
-    ctx.on(p.score.click, score_faces, [p.character], shown)
-    ctx.on(p.clear.click, clear_selection, [p.character], shown)
+    shown = SelectionView.to(p, "gallery", "ids", "summary", "warnings", "message", "detail", "captions",
+                             "caption_pick", "caption_text")
+    context = [p.trigger, p.caption_pick]  # the captions are shown with the trigger word, the picked one kept
+    ctx.on(p.gallery.select, toggle, [p.character, p.ids, *context], shown)
+    ctx.on(p.quick.click, quick_select, [p.character, *context], shown)
+    ctx.on(p.score.click, score_faces, [p.character, *context], shown)
+    ctx.on(p.clear.click, clear_selection, [p.character, *context], shown)
     ctx.on(p.export.click, export_dataset, [p.character, p.trigger],
            SelectionView.to(p, "message", "exported", "next_step"))
     ctx.on(p.next_step.click, open_tab, None, [ctx.tabs], bound=("training",), name="open_training")
-    ctx.on(p.character.change, refresh, [p.character], shown)
-    return OnOpen(refresh, [p.character], shown)
+    ctx.on(p.character.change, refresh, [p.character, *context], shown)
+    selection_captions.listen(ctx, p.captioning, p.character, p.trigger)
+    return OnOpen(refresh, [p.character, *context], shown)

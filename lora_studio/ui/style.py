@@ -18,5 +18,6 @@ CSS = (
     ".ls-job{font-size:14px} .ls-cost{margin-top:4px;color:var(--body-text-color-subdued)}"
     ".ls-notice{border:1px solid #d97706;background:#fffbeb;color:#92400e;border-radius:6px;padding:6px 10px;"
     "margin:4px 0}"
+    ".ls-ok{border:1px solid #16a34a;background:#f0fdf4;color:#14532d;border-radius:6px;padding:6px 10px;margin:4px 0}"
     + SELECTION
 )

@@ -71,3 +71,24 @@ TOKEN_HELP = "Gated models (FLUX.1-dev, FLUX.1-Kontext-dev) need a Hugging Face 
 TRAIN_ON_LABEL = "Where it trains"
 INTERNAL_ERROR = ("Something went wrong inside LoRA Studio ({error}). Nothing you entered caused it; the details "
                   "are in the app's log.")
+# ---- Selection → captions, Library → the Hub (issue 24) ----
+CAPTIONS_HELP = (
+    "What each selected image trains on. Sheet images start with their edit prompt's caption; *Caption these "
+    "images* has the captioner describe what should stay free to change (clothing, pose, framing, setting, light, "
+    "expression) and never the face, which the trigger word carries. The trigger word stays in every caption: an "
+    "edit that drops it gets it back first, and find/replace leaves it alone. The dataset, its zip and a Replicate "
+    "training use these captions.")
+CAPTION_NOISE = ("**Tiny engine:** its captioner has random weights, so the captions it writes are noise words, like "
+                 "its pictures. Download Qwen3-VL under *Settings → Models* and use a real model for real captions.")
+CAPTION_IDENTITY = ("This caption names the face's own traits ({words}): the LoRA then learns them as something a "
+                    "prompt asks for, and the face drifts when a prompt does not. Leave them to the trigger word.")
+CAPTION_PICK_FIRST = "Pick the image whose caption to change first (select images above)."
+CAPTION_SAVED = "Caption saved."
+CAPTION_RESET = "Back to the caption its edit prompt gives."
+HUB_HELP = (
+    "**Publish** sends the picked LoRA's two files, a model card (base model and its licence, trigger word, the "
+    "strength per tool and the face measured at each strength) and the strength test's pictures to a Hugging Face "
+    "repo, as one commit; a new repo is private unless *Public* is ticked, and publishing again adds a commit. It "
+    "needs a token with write access (Settings → Models). **Import from the Hub** takes `owner/name` or "
+    "`owner/name/file.safetensors`, downloads it like the models and reads it at its author's strength.")
+HUB_OWNER_ONLY = "Publishing and Hub imports are the owner's: they use the owner's Hugging Face token."

@@ -9,6 +9,9 @@ keeps its strength on the distilled checkpoint is not settled upstream (black-fo
 open; unsloth #8267 reports the subject kept at 4 steps): the strength tester is to measure it.
 `sibling` names the other flavour of the same size, so generation can prefer the distilled one.
 
+`card_licence` is the same licence as a Hub model card's YAML writes it (`license`, `license_name`,
+`license_link`), so a published LoRA names its base's real licence from this one table.
+
 `architecture` names the full-size configs the memory planner counts (engines/builtin): the planned
 GPU memory of a row comes from the model built on the meta device, never from a figure typed here.
 """
@@ -19,6 +22,9 @@ from dataclasses import dataclass
 APACHE = "Apache-2.0"
 FLUX_NC = "FLUX Non-Commercial License"
 FLUX1_DEV_NC = "FLUX.1 [dev] Non-Commercial License"
+# Each licence as the base models' own cards name it on the Hub: (license, license_name); "other" links the file.
+HUB_LICENCES = {APACHE: ("apache-2.0", None), FLUX_NC: ("other", "flux-non-commercial-license"),
+                FLUX1_DEV_NC: ("other", "flux-1-dev-non-commercial-license")}
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,13 @@ class Checkpoint:
     @property
     def licence_page(self) -> str:
         return f"https://huggingface.co/{self.repo_id}"
+
+    @property
+    def card_licence(self) -> tuple[str, str | None, str | None]:
+        """(license, license_name, license_link) as the checkpoint's own Hub card writes them."""
+        licence, name = HUB_LICENCES[self.licence]
+        link = f"https://huggingface.co/{self.repo_id}/blob/main/LICENSE.md" if licence == "other" else None
+        return licence, name, link
 
     def licence_text(self) -> str:
         access = ("gated: needs a Hugging Face token and the licence accepted on its page" if self.gated

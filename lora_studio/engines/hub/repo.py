@@ -141,20 +141,29 @@ def needed_files(files: list[HubFile], model_index: dict | None, transformer_onl
     return [f for f in chosen if not (f.path.endswith(OTHER_WEIGHTS) and f.path.rsplit("/", 1)[0] in has_safetensors)]
 
 
-def list_repo(repo_id: str, token: str | None = None, transformer_only: bool | None = None,
-              revision: str | None = None) -> RepoFiles:
-    """The repo's needed files with their sizes (from the Hub's file metadata). `transformer_only`
-    None decides by the index: a Kontext repo gives its transformer only."""
+def repo_listing(repo_id: str, token: str | None = None, revision: str | None = None) -> tuple[str, list[HubFile]]:
+    """A repo's commit and every file in it with its size (the Hub's file metadata), whatever it holds,
+    each name and the commit checked before it can become a path (`check_listing`)."""
     if not is_repo_id(repo_id):
         raise HubError(f"{repo_id!r} is not a Hugging Face model id (owner/name) nor a folder here.")
     if offline():
         raise HubError("HF_HUB_OFFLINE is set, so nothing can be listed or downloaded from the Hub. "
                        "Unset it to download, or give a folder that holds the weights.")
-    from .download import fetch  # the index goes through the checked downloader (its ETag names a file)
-
     try:
         info = hub_api().model_info(repo_id, revision=revision, files_metadata=True, token=token or None)
-        commit, files = check_listing(repo_id, info.sha, [(s.rfilename, s.size) for s in info.siblings or []])
+    except Exception as exc:  # noqa: BLE001 - every Hub failure becomes one sentence
+        raise hub_error(exc, repo_id) from None
+    return check_listing(repo_id, info.sha, [(s.rfilename, s.size) for s in info.siblings or []])
+
+
+def list_repo(repo_id: str, token: str | None = None, transformer_only: bool | None = None,
+              revision: str | None = None) -> RepoFiles:
+    """The repo's needed files with their sizes (from the Hub's file metadata). `transformer_only`
+    None decides by the index: a Kontext repo gives its transformer only."""
+    from .download import fetch  # the index goes through the checked downloader (its ETag names a file)
+
+    commit, files = repo_listing(repo_id, token, revision)
+    try:
         index = None
         index_file = next((f for f in files if f.path == "model_index.json"), None)
         if index_file is not None:
@@ -226,19 +235,6 @@ TRANSFORMERS_FILES = re.compile(r"[^/]+\.(json|jinja|txt|model|safetensors|bin)"
 TRANSFORMERS_SKIPPED = ("README.md", ".gitattributes")
 
 
-def repo_listing(repo_id: str, token: str | None = None, revision: str | None = None) -> tuple[str, list[HubFile]]:
-    """A repo's commit and every file in it with its size (the Hub's file metadata), whatever it holds."""
-    if not is_repo_id(repo_id):
-        raise HubError(f"{repo_id!r} is not a Hugging Face model id (owner/name).")
-    if offline():
-        raise HubError("HF_HUB_OFFLINE is set, so nothing can be listed or downloaded from the Hub. Unset it.")
-    try:
-        info = hub_api().model_info(repo_id, revision=revision, files_metadata=True, token=token or None)
-    except Exception as exc:  # noqa: BLE001 - every Hub failure becomes one sentence
-        raise hub_error(exc, repo_id) from None
-    return str(info.sha), [HubFile(s.rfilename, int(s.size or 0)) for s in info.siblings or []]
-
-
 def needed_transformers_files(files: list[HubFile]) -> list[HubFile]:
     """A transformers model's files (a captioner): the root's configs, tokenizer, processor, chat
     template and weights (safetensors when it has them); pictures, READMEs and folders stay on the Hub."""
@@ -252,6 +248,9 @@ def list_transformers_repo(repo_id: str, token: str | None = None, revision: str
     """What a captioner's repo (config.json and weights at its root, transformers layout) needs fetched."""
     commit, files = repo_listing(repo_id, token, revision)
     chosen = needed_transformers_files(files)
+    if len(chosen) > MAX_FILES:
+        raise HubError(f"{repo_id} lists {len(chosen)} model files; a captioner has a few dozen, so the listing "
+                       f"was refused (at most {MAX_FILES}).")
     if not any(f.path == "config.json" for f in chosen) or not any(f.path.endswith(".safetensors") for f in chosen):
         raise HubError(f"{repo_id} holds no transformers model with safetensors weights (config.json and "
                        "*.safetensors at its root), so it is not a captioner this app can load.")
