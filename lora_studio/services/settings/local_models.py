@@ -68,7 +68,9 @@ class ModelRow:
     recommendation: str
     problem: str = ""  # why the size is unknown (gated, offline, ...)
     local_folder: bool = False
-    in_cache: bool = False  # the cache's snapshot looks loadable (judged without the Hub)
+    # Every file the pipeline loads is in the cache: counted against the Hub's list, or, when the Hub
+    # could not be asked, judged from the cache's snapshot. "on disk" in `status` says exactly this.
+    in_cache: bool = False
 
     @property
     def status(self) -> str:
@@ -76,7 +78,7 @@ class ModelRow:
             return "local folder, used as it is"
         if self.download_bytes is None and self.in_cache:
             return "on disk (the Hub was not asked)"
-        if self.download_bytes is not None and self.on_disk_bytes >= self.download_bytes:
+        if self.in_cache:
             return "on disk"
         if self.on_disk_bytes:
             return f"partly on disk ({gb(self.on_disk_bytes)})"
@@ -135,7 +137,12 @@ class Rate:
         speed = self.per_second
         left = (self.total - self.done) / speed if speed > 0 else None
         eta = "" if left is None else f" · about {_duration(left)} left"
-        return f"{gb(self.done)} of {gb(self.total)} · {speed / 1e6:.1f} MB/s{eta}"
+        return f"{gb(self.done)} of {gb(self.total)} · {speed_text(speed)}{eta}"
+
+
+def speed_text(per_second: float) -> str:
+    """MB/s from 1 MB/s up, KB/s below it: a slow link reads "35 KB/s", never "0.0 MB/s"."""
+    return f"{per_second / 1e6:.1f} MB/s" if per_second >= 1e6 else f"{per_second / 1e3:.0f} KB/s"
 
 
 def _duration(seconds: float) -> str:
@@ -163,6 +170,22 @@ class ModelsService:
     def catalogue(self, refresh: bool = False) -> list[ModelRow]:
         return [self.describe(e.repo_id, refresh, entry=e) for e in CATALOGUE]
 
+    def rows(self, refresh: bool = False) -> list[ModelRow]:
+        """The catalogue, then every other model a download job here fetched (the page's table)."""
+        named = [e.repo_id for e in CATALOGUE]
+        others = dict.fromkeys(str(j.params.get("repo_id")) for j in self.downloads()
+                               if j.params.get("repo_id") not in named)
+        return self.catalogue(refresh) + [self.describe(repo_id, refresh) for repo_id in others]
+
+    def chosen(self, job_id: str) -> tuple[str, bool]:
+        """(model id, whether it is a Kontext transformer) of a finished download, to use as the model."""
+        self._require_download(job_id)
+        job = self.jobs.get(job_id)
+        if job.status != "succeeded":
+            raise UserError(f"{job.params.get('repo_id')} is not downloaded yet ({job.status}); use it once "
+                            "its download has finished.")
+        return str(job.params["repo_id"]), bool(job.params.get("transformer_only"))
+
     def describe(self, model: str, refresh: bool = False, entry: CatalogueEntry | None = None) -> ModelRow:
         """One row for a catalogue model, any hub id or a local folder."""
         model = _model_text(model)
@@ -185,7 +208,8 @@ class ModelsService:
                             in_cache=hub.in_cache(model))
         kept = min(repo.total, bytes_kept(repo))
         index = sum(f.size for f in repo.files if f.path == "model_index.json")  # read by the listing itself
-        return ModelRow(model, title, note, repo.total, kept if kept > index else 0, free, need, fits, advice)
+        return ModelRow(model, title, note, repo.total, kept if kept > index else 0, free, need, fits, advice,
+                        in_cache=kept >= repo.total)
 
     def listing(self, repo_id: str, refresh: bool = False, transformer_only: bool | None = None) -> hub.RepoFiles:
         with self._lock:
