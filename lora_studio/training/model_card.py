@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..engines.local import DEV_HUB_ID, RANDOM_WEIGHTS
+
 LORA_FILE = "lora.safetensors"
 KOHYA_FILE = "lora_kohya.safetensors"
 
@@ -24,6 +26,17 @@ def strength_line(strength: float | None, tested: bool = False) -> tuple[float, 
     return float(strength), f"{float(strength):g} - recommended by the strength tester."
 
 
+def base_line(recorded: str | None) -> str:
+    """What the LoRA was trained on, in words: a built-in test model is named as one (its LoRAs draw
+    noise anywhere else), and a base the training did not record is not guessed."""
+    if recorded in RANDOM_WEIGHTS:
+        return (f"`{recorded}`, LoRA Studio's built-in test model with random weights: this LoRA proves the "
+                "plumbing and is of no use with any real FLUX.1 model (the examples below name FLUX.1-dev).")
+    if not recorded:
+        return "not recorded by the training (a FLUX.1 model; the examples below name FLUX.1-dev)"
+    return f"`{recorded}`"
+
+
 def _number(meta: dict, key: str) -> str:
     value = meta.get(key)
     return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"
@@ -33,7 +46,8 @@ def model_card(meta: dict, strength: float | None = None, tested: bool = False) 
     """The card for a LoRA trained with `meta` (training metadata), at the strength the tester
     recommended (None: untested, or `tested` without a recommendation)."""
     trigger = meta.get("trigger") or "your trigger word"
-    base = meta.get("base_model") or "black-forest-labs/FLUX.1-dev"
+    recorded = meta.get("base_model")
+    base = recorded or DEV_HUB_ID  # the examples need a model; the base line says what was recorded
     value, said = strength_line(strength, tested)
     loss = meta.get("final_loss")
     kohya_stem = Path(KOHYA_FILE).stem
@@ -42,7 +56,7 @@ def model_card(meta: dict, strength: float | None = None, tested: bool = False) 
 Trained with LoRA Studio on {meta.get('images', '?')} images of one character.
 
 - **Trigger word:** `{trigger}` - put it in every prompt.
-- Base model: `{base}`
+- Base model: {base_line(recorded)}
 - Steps {meta.get('steps', '?')}, rank {meta.get('rank', '?')}, alpha {_number(meta, 'alpha')}, learning rate \
 {_number(meta, 'learning_rate')}, {meta.get('resolution', '?')} px, memory mode `{meta.get('memory_mode', '?')}`.
 - Final loss (smoothed): {loss if not isinstance(loss, (int, float)) else round(loss, 4)}
