@@ -18,7 +18,7 @@ def test_flux1_draws_at_its_own_sizes_within_each_engines_bound():
     flux = family_defaults("flux1")
     local = fit_form(flux, limits.LOCAL, 1024)
     assert (local.width, local.height, local.steps, local.guidance) == (1024, 1024, 28, 3.5)
-    assert local.sizes == flux.sizes and local.multiple == 16 and local.min_side == 256
+    assert local.sizes == flux.sizes and local.multiple == 16 and local.min_side == 64
     assert local.max_pixels == 2048 * 1024 and local.max_steps == 100 and local.drawn_steps is None
     tiny = fit_form(flux, limits.TINY, 64)  # the family's shapes at the tiny engine's scale
     assert (tiny.width, tiny.height) == (64, 64) and (64, 48) in tiny.sizes and (48, 64) in tiny.sizes
@@ -30,13 +30,13 @@ def test_flux1_draws_at_its_own_sizes_within_each_engines_bound():
 
 
 def test_sizes_are_bounded_by_side_multiple_and_pixels():
-    assert limits.image_size(1344, 768, limits.LOCAL, 256, 16) == (1344, 768)
+    assert limits.image_size(1344, 768, limits.LOCAL, 64, 16) == (1344, 768)
     for width, height, words in ((2048, 2048, "4.19 MP; this engine draws at most 2.10 MP"),
                                  (1000, 1024, "Width 1000 does not fit; give a multiple of 16"),
-                                 (128, 1024, "Width 128 is out of range; give a whole number from 256"),
+                                 (48, 1024, "Width 48 is out of range; give a whole number from 64"),
                                  (1024, "tall", "Height 'tall' is not a whole number")):
         with pytest.raises(InvalidInput, match=words):
-            limits.image_size(width, height, limits.LOCAL, 256, 16)
+            limits.image_size(width, height, limits.LOCAL, 64, 16)
 
 
 def test_left_out_values_are_the_familys_and_given_ones_are_drawn(studio):
@@ -90,11 +90,11 @@ def test_the_cli_takes_steps_and_guidance(capsys, tmp_path):
 def test_an_engine_switch_gives_the_form_the_new_bounds(studio):
     from lora_studio.ui.library_tab import form_bounds
 
-    kept = form_bounds(studio, 80, 48, 2, 5.0)
+    kept = form_bounds(studio, 48, 32, 2, 5.0)
     assert kept.width["maximum"] == 256 and "value" not in kept.width and "value" not in kept.steps
     studio.generator.limits = limits.LOCAL  # as after a switch to the local engine
     studio.generator.image_size = 1024
-    moved = form_bounds(studio, 80, 48, 2, 5.0)
+    moved = form_bounds(studio, 48, 32, 2, 5.0)  # too small for FLUX.1 on a GPU
     assert moved.width["maximum"] == 2048 and moved.width["value"] == 1024 and moved.height["value"] == 1024
     assert "value" not in moved.steps and "value" not in moved.guidance  # still within the new bounds
     assert ("1344 × 768", "1344x768") in moved.size["choices"]

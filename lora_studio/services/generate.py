@@ -44,11 +44,12 @@ class FamilyDefaults:
 
 
 # FLUX.1 [dev]: trained around 1 MP in many aspect ratios (sides a multiple of 16: 8x VAE, 2x2 patches),
-# 28 steps and distilled guidance 3.5 as its model card and diffusers' example use.
+# 28 steps and distilled guidance 3.5 as its model card and diffusers' example use. Below 64 px there is
+# nothing left to draw (and small random-weight copies are tested on the local engine at 64 px).
 _FAMILIES = {
     "flux1": FamilyDefaults("flux1", sizes=((1024, 1024), (1152, 896), (896, 1152), (1216, 832), (832, 1216),
                                             (1344, 768), (768, 1344), (512, 512)),
-                            multiple=16, min_side=256, steps=28, guidance=3.5, max_guidance=10.0),
+                            multiple=16, min_side=64, steps=28, guidance=3.5, max_guidance=10.0),
 }
 
 
