@@ -97,7 +97,8 @@ def test_an_engine_switch_gives_the_form_the_new_bounds(studio):
     moved = form_bounds(studio, 48, 32, 2, 5.0)  # too small for FLUX.1 on a GPU
     assert moved.width["maximum"] == 2048 and moved.width["value"] == 1024 and moved.height["value"] == 1024
     assert "value" not in moved.steps and "value" not in moved.guidance  # still within the new bounds
-    assert ("1344 × 768", "1344x768") in moved.size["choices"]
+    assert ("1344 × 768", "1344x768") in moved.size["choices"] and moved.size["value"] == "1024x1024"
+    assert "value" not in kept.size
 
 
 @pytest.mark.browser

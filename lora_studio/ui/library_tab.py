@@ -133,9 +133,12 @@ def form_bounds(studio: Studio, width=None, height=None, steps=None, guidance=No
                 and abs((value - low) / step - round((value - low) / step)) < 1e-6)
         return gr.update(minimum=low, maximum=high, step=step, **({} if fits else {"value": default}))
 
-    return LibraryView(size=gr.update(choices=form.size_choices()),
-                       width=slider(width, form.min_side, form.max_side, form.width, form.multiple),
-                       height=slider(height, form.min_side, form.max_side, form.height, form.multiple),
+    sides = (slider(width, form.min_side, form.max_side, form.width, form.multiple),
+             slider(height, form.min_side, form.max_side, form.height, form.multiple))
+    moved = any("value" in side for side in sides)  # back to the default size: the picker says so too
+    return LibraryView(size=gr.update(choices=form.size_choices(), **({"value": f"{form.width}x{form.height}"}
+                                                                     if moved else {})),
+                       width=sides[0], height=sides[1],
                        steps={**slider(steps, 1, form.max_steps, form.steps, 1), "info": steps_info(form)},
                        guidance=slider(guidance, 0, form.max_guidance, form.guidance, 0.1))
 
@@ -264,8 +267,7 @@ def render(ctx: UIContext) -> LibraryParts:
                 p.height = gr.Slider(form.min_side, form.max_side, value=form.height, step=form.multiple,
                                      label="Height (px)", elem_id="generate-height")
             with gr.Row():
-                p.steps = gr.Slider(1, form.max_steps, value=form.steps, step=1, label="Steps",
-                                    info=steps_info(form),
+                p.steps = gr.Slider(1, form.max_steps, value=form.steps, step=1, label="Steps", info=steps_info(form),
                                     elem_id="generate-steps")
                 p.guidance = gr.Slider(0, form.max_guidance, value=form.guidance, step=0.1, label="Guidance",
                                        elem_id="generate-guidance")
