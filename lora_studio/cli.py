@@ -99,8 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora", action="append", default=[], metavar="NAME:WEIGHT")
     p.add_argument("--task")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--width", type=int)
+    p.add_argument("--width", type=int, help="default: the model family's (FLUX.1: 1024)")
     p.add_argument("--height", type=int)
+    p.add_argument("--steps", type=int, help="denoising steps (default: the family's, FLUX.1: 28)")
+    p.add_argument("--guidance", type=float, help="guidance (default: the family's, FLUX.1: 3.5)")
     p.add_argument("--out", default="", help="where to save the PNG (default: the job folder)")
     command("jobs", "list jobs in the workspace")
     p = command("publish", "publish a LoRA of the library to the Hugging Face Hub (needs a write token)")
@@ -229,7 +231,7 @@ def _generate(studio, args):
 
     job = studio.generator.start(GenerateOptions(prompt=args.prompt, loras=parse_weights(",".join(args.lora)),
                                                  seed=args.seed, width=args.width, height=args.height,
-                                                 task=args.task))
+                                                 steps=args.steps, guidance=args.guidance, task=args.task))
     done = _wait(studio, job.id, args)
     path = str(studio.store.path(done.outputs["image"]))  # jobs store workspace-relative paths
     if args.out:

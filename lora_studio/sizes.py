@@ -17,8 +17,10 @@ def byte_text(count: int | float | None) -> str:
 
 
 def rate_text(bytes_per_second: float) -> str:
-    """A transfer speed, e.g. "50.0 MB/s"."""
-    return f"{bytes_per_second / MB:.1f} MB/s"
+    """A transfer speed: MB/s from 1 MB/s up, KB/s below it, so a slow link reads "35 KB/s", never "0.0 MB/s"."""
+    if bytes_per_second >= MB:
+        return f"{bytes_per_second / MB:.1f} MB/s"
+    return f"{bytes_per_second / 1e3:.0f} KB/s"
 
 
 __all__ = ["GB", "MB", "byte_text", "rate_text"]

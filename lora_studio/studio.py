@@ -164,7 +164,7 @@ class Studio:
             return self._engine.describe()
         if self.settings.is_tiny:
             return ("Tiny built-in Flux (random weights): every step runs for real, but the images are "
-                    "noise. Start with --model PATH_OR_HUB_ID (FLUX.1-dev) for real pictures.")
+                    "noise. Choose a real model in Settings → Engine for real pictures (no restart needed).")
         if self.settings.engine == "replicate":
             return (f"Replicate (remote GPUs). {at_once(self.settings.replicate.parallel)} "
                     f"{self.replicate.status().text()}")
@@ -183,8 +183,9 @@ class Studio:
 
     # ---- Python API ---------------------------------------------------------------------------
     def generate(self, prompt: str = "", *, loras: dict[str, float] | None = None, seed: int = 0,
-                 width: int | None = None, height: int | None = None, steps: int = 28,
-                 guidance: float = 3.5, task: str | None = None, timeout: float = 3600) -> Image.Image:
+                 width: int | None = None, height: int | None = None, steps: int | None = None,
+                 guidance: float | None = None, task: str | None = None, timeout: float = 3600) -> Image.Image:
+        """One image; sizes, steps and guidance left out are the model family's (`generator.form()`)."""
         job = self.generator.start(GenerateOptions(prompt=prompt, loras=loras or {}, seed=seed, width=width,
                                                    height=height, steps=steps, guidance=guidance, task=task))
         done = self.wait(job.id, timeout)

@@ -103,7 +103,7 @@ def test_a_stranger_on_a_shared_link_reaches_nothing(hub, tmp_path):
             config = httpx.get(url + "config").json()
             labels = {c["id"]: c.get("props", {}).get("label") for c in config["components"]}
             ours = [d for d in config["dependencies"] if str(d.get("api_name")).startswith("models_")]
-            assert len(ours) == 9 and all(d["api_visibility"] == "private" for d in ours)
+            assert len(ours) == 10 and all(d["api_visibility"] == "private" for d in ours)
             for dep in ours:
                 data = [TOKEN if labels.get(i) == "Hugging Face token" else OPEN for i in dep["inputs"]]
                 answer = call_by_index(url, dep["id"], data)
@@ -189,3 +189,82 @@ def test_cli_lists_the_catalogue_as_json(hub, tmp_path):
     assert needs == sorted(needs, reverse=True)  # the quantized copies plan for less GPU memory
     assert all(r["status"] == "not known" and "No model" in r["problem"] for r in rows)  # not on this hub
     assert all("No NVIDIA GPU" in r["recommendation"] for r in rows[:3])
+
+
+DEV = "black-forest-labs/FLUX.1-dev"
+
+
+def rows_of(table) -> dict:
+    """A models table as the page receives it: {model: (status, advice)}."""
+    headers = table["headers"]
+    return {row[0]: (row[headers.index("status")], row[headers.index("advice")]) for row in table["data"]}
+
+
+def until_done(page, job_id: str) -> list:
+    """The download timer's replies until the one that finds the job ended: (progress, poll, table, use)."""
+    for _ in range(600):
+        progress, poll, table, use = page.outputs("models_tick", job_id)
+        if isinstance(table, dict) and "data" in table:  # sent: the download ended
+            return [progress, poll, table, use]
+        time.sleep(0.1)
+    raise AssertionError("the download never ended")
+
+
+def test_the_table_keeps_up_with_the_token_and_the_downloads_and_fills_the_engine(repo_folder, tmp_path, monkeypatch):
+    from tests.hostile_kit import Browser
+
+    with FakeHub() as fake:
+        fake.add_repo(DEV, repo_folder, gated=True)
+        fake.add_token(TOKEN, "ada", access={DEV})
+        point_client_at(monkeypatch, fake.url, tmp_path / "hf-home")
+        with running_app(tmp_path / "ws") as (studio, url):
+            studio.models._gpu_bytes = lambda: None
+            page = Browser(url)  # the page's own events, by index
+            _, table, *_ = page.outputs("models_open")
+            assert rows_of(table)[DEV][0] == "not known" and "gated" in rows_of(table)[DEV][1]
+            status, token, table, notice = page.outputs("models_save_token", TOKEN)
+            assert "ada" in status and token == "" and notice == ""
+            assert rows_of(table)[DEV][0] == "not downloaded"  # asked again with the new token
+
+            weights = "transformer/diffusion_pytorch_model.safetensors"
+            hold = fake.hold(DEV, weights, after=len(fake.repos[DEV].files[weights]) // 2)
+            job_id, *_ = page.outputs("models_begin", DEV)
+            assert hold.reached.wait(60)
+            page.outputs("models_stop", job_id)
+            hold.released.set()
+            progress, _, table, use = until_done(page, job_id)
+            assert "canceled" in progress and rows_of(table)[DEV][0].startswith("partly on disk")
+            assert use["visible"] is False
+            page.outputs("models_resume", job_id)
+            progress, _, table, use = until_done(page, job_id)
+            assert "succeeded" in progress and rows_of(table)[DEV][0] == "on disk" and use["visible"] is True
+            assert client_row(url, DEV)["in_cache"] is True
+
+            notice, engine, model, kontext, said = page.outputs("models_use", job_id)  # the fields in order
+            assert engine == "local" and model == DEV and "Switch engine" in said and notice == ""
+            assert studio.settings.engine == "tiny"  # filled in, not switched: the owner clicks Switch engine
+
+            status, table, notice = page.outputs("models_log_out")
+            assert "No Hugging Face token" in status
+            assert rows_of(table)[DEV][0].startswith("on disk")  # asked again without the token: still there
+            row = client_row(url, DEV)
+            assert row["status"].startswith("on disk") and row["in_cache"] is True  # the two never disagree
+            refusal = page.refusal("models_use", "")
+            assert "No finished download" in refusal and "ls-notice" in refusal  # beside, not an Error badge
+            page.close()
+
+
+def client_row(url: str, model: str) -> dict:
+    return Client(url, verbose=False).predict(model, api_name="/describe_model")
+
+
+def test_slow_links_read_in_kilobytes():
+    from lora_studio.services.settings.local_models import Rate
+    from lora_studio.sizes import rate_text as speed_text
+
+    assert speed_text(35_000) == "35 KB/s" and speed_text(2_500_000) == "2.5 MB/s"
+    now = [0.0]
+    rate = Rate(0, 10_000_000, clock=lambda: now[0])
+    now[0] = 2.0
+    rate.add(80_000)
+    assert "40 KB/s" in rate.text() and "0.0 MB/s" not in rate.text()

@@ -76,9 +76,11 @@ def test_explain_names_the_numbers():
 
 
 def test_plan_text_for_the_training_tab(studio):
+    tiny = studio.training.memory_plan(512, "nf4", 16)
+    assert tiny.startswith("Tiny built-in model") and "FLUX.1-dev" not in tiny  # its own words, not FLUX.1's plan
+    studio.training.tiny = False  # the local engine's words (on this machine: no GPU)
     nf4 = studio.training.memory_plan(512, "nf4", 16)
     assert "Memory mode 'nf4'" in nf4 and re.search(r"= \d+\.\d GB at 512 px", nf4)
-    assert "Tiny model" in nf4
     auto = studio.training.memory_plan(512, "auto", 16)
     assert "No GPU here" in auto and all(mode in auto for mode in memory.LADDER)
     assert studio.training.memory_plan(1024, "lowvram", 32) != studio.training.memory_plan(512, "lowvram", 16)

@@ -62,11 +62,11 @@ def test_job_lists_read_the_status_now_and_keep_the_users_pick(tmp_path):
         labels = job_choices(studio.jobs.list())
         assert labels == [("First · queued", first.id), ("Second · queued", second.id)]
         update, shown = fresh_choices(labels, first.id, None)
-        assert update["value"] == first.id
+        assert "value" not in update  # the pick is kept by the page: a tick never sends back the one it read
         assert fresh_choices(labels, first.id, shown) == (gr.skip(), shown)  # unchanged: nothing is sent
         studio.store.update("jobs", first.id, status="running")  # the worker picked it up
         update, shown = fresh_choices(job_choices(studio.jobs.list()), first.id, shown)
-        assert update["choices"][0] == ("First · running", first.id) and update["value"] == first.id
+        assert update["choices"][0] == ("First · running", first.id) and "value" not in update
         update, _ = fresh_choices([("Second · queued", second.id)], first.id, shown)
         assert update["value"] == second.id  # the picked job is gone: the latest is shown
         update, _ = fresh_choices([("Second · queued", second.id)], first.id, shown, pick_latest=False)

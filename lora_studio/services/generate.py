@@ -2,6 +2,10 @@
 
 A task (`"mila"`) maps to LoRAs, strengths and a prompt prefix in a JSON settings file, so a script
 asks for `generate(task="mila", prompt="at the beach")` and the tuning lives in one place.
+
+Size, steps and guidance come from the model family (`family_defaults`: the sizes it was trained at,
+its steps and guidance) within what the engine serves (limits.EngineLimits, the memory plan's bound):
+`GenerateService.form()` is that pair, which the form shows, the API defaults to and the door checks.
 """
 from __future__ import annotations
 
@@ -23,6 +27,89 @@ from .strength_analysis import parse_strengths
 JOB_KIND = "generate"
 MAX_SIDE = 2048  # the most any engine serves; each engine's own bound is in limits.EngineLimits
 MAX_LORAS = 4
+FAMILY = "flux1"  # the family every engine draws with today
+
+
+@dataclass(frozen=True)
+class FamilyDefaults:
+    """How a model family draws best: the sizes it was trained at (the first is the default), the side
+    multiple its latents need, and its default steps and guidance."""
+
+    family: str
+    sizes: tuple[tuple[int, int], ...]
+    multiple: int
+    min_side: int
+    steps: int
+    guidance: float
+    max_guidance: float
+
+
+# FLUX.1 [dev]: trained around 1 MP in many aspect ratios (sides a multiple of 16: 8x VAE, 2x2 patches),
+# 28 steps and distilled guidance 3.5 as its model card and diffusers' example use. Below 64 px there is
+# nothing left to draw (and small random-weight copies are tested on the local engine at 64 px).
+_FAMILIES = {
+    "flux1": FamilyDefaults("flux1", sizes=((1024, 1024), (1152, 896), (896, 1152), (1216, 832), (832, 1216),
+                                            (1344, 768), (768, 1344), (512, 512)),
+                            multiple=16, min_side=64, steps=28, guidance=3.5, max_guidance=10.0),
+}
+
+
+def family_defaults(family: str = FAMILY) -> FamilyDefaults:
+    """The one place a family's generation defaults live; a new family adds its entry here."""
+    try:
+        return _FAMILIES[family]
+    except KeyError:
+        raise UserError(f"No generation defaults for the model family {family!r}.") from None
+
+
+@dataclass(frozen=True)
+class GenerateForm:
+    """What the Generate form offers on this engine: the family's sizes and defaults within the
+    engine's bound (a smaller engine, the tiny one, gets the family's shapes at its own scale)."""
+
+    sizes: tuple[tuple[int, int], ...]
+    width: int
+    height: int
+    min_side: int
+    max_side: int
+    multiple: int
+    max_pixels: int
+    steps: int
+    max_steps: int
+    guidance: float
+    max_guidance: float
+    drawn_steps: int | None = None  # the engine runs at most this many, whatever is asked (tiny)
+
+    def size_choices(self) -> list[tuple[str, str]]:
+        return [(f"{w} × {h}", f"{w}x{h}") for w, h in self.sizes]
+
+    def size(self, value) -> tuple[int, int]:
+        """One of `size_choices` ("1024x1024") as (width, height)."""
+        text = limits.text(value, "The size", 20)
+        for w, h in self.sizes:
+            if text == f"{w}x{h}":
+                return w, h
+        raise UserError(f"Pick a size from the list ({', '.join(label for label, _ in self.size_choices())}).")
+
+
+def fit_form(defaults: FamilyDefaults, lim: limits.EngineLimits, image_size: int) -> GenerateForm:
+    """The family's form on an engine whose default side is `image_size` (tiny: 64 px) and whose
+    bounds are `lim`: each size scaled to that default, kept on the multiple, dropped where too big."""
+    multiple = max(defaults.multiple, lim.side_multiple)
+    scale = image_size / defaults.sizes[0][0]
+
+    def side(value: float) -> int:
+        return max(multiple, int(value * scale) // multiple * multiple)
+
+    sizes = tuple(dict.fromkeys((side(w), side(h)) for w, h in defaults.sizes))
+    sizes = tuple((w, h) for w, h in sizes if max(w, h) <= lim.max_side and w * h <= lim.pixel_bound)
+    width, height = sizes[0] if sizes else (image_size, image_size)
+    return GenerateForm(sizes=sizes, width=width, height=height,
+                        min_side=min(side(defaults.min_side), width, height), max_side=lim.max_side,
+                        multiple=multiple, max_pixels=lim.pixel_bound,
+                        steps=min(defaults.steps, lim.drawn_steps or defaults.steps),
+                        max_steps=lim.max_inference_steps, guidance=defaults.guidance,
+                        max_guidance=defaults.max_guidance, drawn_steps=lim.drawn_steps)
 
 
 @dataclass(frozen=True)
@@ -41,10 +128,10 @@ class GenerateOptions:
     prompt: str
     loras: dict[str, float] = field(default_factory=dict)
     seed: int = 0
-    width: int | None = None
+    width: int | None = None  # None: the family's default (GenerateService.form)
     height: int | None = None
-    steps: int = 28
-    guidance: float = 3.5
+    steps: int | None = None
+    guidance: float | None = None
     task: str | None = None
     go_fast: bool = False  # Replicate's fp8 mode; it multiplies LoRA strengths by 1.5 there
 
@@ -87,14 +174,19 @@ def load_tasks(path: Path | None) -> dict[str, Task]:
 class GenerateService:
     def __init__(self, store: Store, jobs: JobQueue, library: LibraryService, engine: Callable[[], Engine],
                  image_size: int, tasks_file: Path | None, costs: CostService | None = None,
-                 engine_limits: limits.EngineLimits | None = None) -> None:
+                 engine_limits: limits.EngineLimits | None = None, family: str = FAMILY) -> None:
         self.store, self.jobs, self.library = store, jobs, library
         self.costs = costs or CostService(store.root, paid=False)
         self._engine = engine
         self.image_size = image_size
         self.limits = engine_limits or limits.LOCAL
+        self.family = family
         self.tasks_file = tasks_file or store.root / "tasks.json"
         jobs.register(JOB_KIND, self._run, params=GenerateParams)
+
+    def form(self) -> GenerateForm:
+        """Sizes, steps and guidance this engine offers for its family, with their defaults."""
+        return fit_form(family_defaults(self.family), self.limits, self.image_size)
 
     def tasks(self) -> dict[str, Task]:
         return load_tasks(self.tasks_file)
@@ -129,26 +221,26 @@ class GenerateService:
             weight = parse_strengths([weight])[0]
             record = self.library.resolve(name)
             weights.append((record["id"], weight))
-        return self.check(GenerateParams(prompt=prompt, loras=tuple(weights), seed=seed, width=width or self.image_size,
-                                         height=height or self.image_size, steps=options.steps,
-                                         guidance=options.guidance, go_fast=options.go_fast))
+        return self.check(GenerateParams(prompt=prompt, loras=tuple(weights), seed=seed, width=width, height=height,
+                                         steps=options.steps, guidance=options.guidance, go_fast=options.go_fast))
 
     def check(self, params: GenerateParams) -> GenerateParams:
-        """Size, steps, seed and guidance within what this engine serves (also for stored jobs); the
-        values may be anything a caller sent, the result holds them typed."""
-        lim = self.limits
-        side = f"a multiple of {lim.side_multiple} from {lim.side_multiple} to {lim.max_side}"
-        sizes = {}
-        for key in ("width", "height"):
-            value = limits.whole_number(getattr(params, key), key.capitalize(), lim.side_multiple, lim.max_side,
-                                        self.image_size)
-            if value % lim.side_multiple:
-                raise UserError(f"{key.capitalize()} {value} does not fit; give {side}.")
-            sizes[key] = value
+        """Size, steps, seed and guidance within what this engine serves (also for stored jobs); a value
+        left out (None) is the family's default. The values may be anything a caller sent; the result
+        holds them typed."""
+        form = self.form()
+
+        def given(value, default):
+            return default if value is None else value
+
+        width, height = limits.image_size(given(params.width, form.width), given(params.height, form.height),
+                                          self.limits, form.min_side, form.multiple, (form.width, form.height))
         return replace(params, prompt=limits.text(params.prompt, "The prompt", limits.MAX_PROMPT + 400, required=True),
-                       seed=limits.seed(params.seed), **sizes,
-                       steps=limits.whole_number(params.steps, "Steps", 1, lim.max_inference_steps, 28),
-                       guidance=limits.number(params.guidance, "Guidance", 0.0, 30.0, 3.5),
+                       seed=limits.seed(params.seed), width=width, height=height,
+                       steps=limits.whole_number(given(params.steps, form.steps), "Steps", 1, form.max_steps,
+                                                 form.steps),
+                       guidance=limits.number(given(params.guidance, form.guidance), "Guidance", 0.0,
+                                              form.max_guidance, form.guidance),
                        go_fast=limits.flag(params.go_fast, "go_fast"),
                        loras=tuple((str(lid), parse_strengths([w])[0]) for lid, w in params.loras or ())[:MAX_LORAS])
 

@@ -43,12 +43,12 @@ class GenerateParams:
     """One text-to-image generation ("generate"); `loras` are (library id, strength) pairs."""
 
     prompt: str
-    width: int
-    height: int
+    width: int | None = None  # None: the model family's default (services/generate.py family_defaults)
+    height: int | None = None
     loras: tuple[tuple[str, float], ...] = ()
     seed: int = 0
-    steps: int = 28
-    guidance: float = 3.5
+    steps: int | None = None
+    guidance: float | None = None
     go_fast: bool = False
 
 

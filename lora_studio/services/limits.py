@@ -38,6 +38,16 @@ class EngineLimits:
     max_rank: int
     max_inference_steps: int
     max_lr: float = 1e-2
+    # The most pixels one generated image may have (None: max_side squared): at inference the memory
+    # plan holds the base weights, and the activations grow with the pixel count, not with one side.
+    max_pixels: int | None = None
+    # The most denoising steps this engine really runs whatever is asked (the tiny engine stops at 4,
+    # engines/local/engine.py TINY_STEPS: its pictures are noise at any count); None: as asked.
+    drawn_steps: int | None = None
+
+    @property
+    def pixel_bound(self) -> int:
+        return self.max_pixels or self.max_side * self.max_side
 
     def resolution_hint(self) -> str:
         low, high = self.train_resolution
@@ -48,11 +58,11 @@ class EngineLimits:
 # count); its pictures are noise, so small sizes prove the same code paths. Steps go up to the Expert
 # preset's 2000, so every built-in preset trains on it.
 TINY = EngineLimits("tiny", max_side=256, side_multiple=16, train_resolution=(16, 256), resolution_multiple=2,
-                    max_steps=2000, max_rank=32, max_inference_steps=50)
-# FLUX.1-dev on a GPU: 2 MP images and 2048 px training are the most its memory modes plan for;
-# 4000 steps is twice the Expert preset (a 20-image LoRA is done long before).
+                    max_steps=2000, max_rank=32, max_inference_steps=50, drawn_steps=4)
+# FLUX.1-dev on a GPU: 2 MP images (e.g. 2048 x 1024) and 2048 px training are the most its memory
+# modes plan for; 4000 steps is twice the Expert preset (a 20-image LoRA is done long before).
 LOCAL = EngineLimits("local", max_side=2048, side_multiple=16, train_resolution=(256, 2048), resolution_multiple=64,
-                     max_steps=4000, max_rank=128, max_inference_steps=100)
+                     max_steps=4000, max_rank=128, max_inference_steps=100, max_pixels=2048 * 1024)
 # Replicate's Flux trainer takes 512-1024 px and rank up to 128; its dev models refuse > 50 steps.
 REPLICATE = EngineLimits("replicate", max_side=1440, side_multiple=16, train_resolution=(512, 1024),
                          resolution_multiple=64, max_steps=4000, max_rank=128, max_inference_steps=50)
@@ -111,6 +121,32 @@ def training_numbers(values: dict, lim: EngineLimits, tiny: bool, image_size: in
     if errors:
         raise InvalidInput(" ".join(errors))
     return dict(steps=steps, rank=rank, learning_rate=learning_rate, resolution=resolution)
+
+
+def image_size(width, height, lim: EngineLimits, min_side: int, multiple: int,
+               example: tuple[int, int] = (1024, 1024)) -> tuple[int, int]:
+    """(width, height) of an image to draw: whole numbers from `min_side` to the engine's side, each a
+    multiple of `multiple` (the family's latent patch), and no more pixels than the engine's bound."""
+    sides = []
+    for what, value, like in (("Width", width, example[0]), ("Height", height, example[1])):
+        side = whole_number(value, what, min_side, lim.max_side, like)
+        if side % multiple:
+            raise InvalidInput(f"{what} {side} does not fit; give a multiple of {multiple} from {min_side} to "
+                               f"{lim.max_side}, e.g. {like}.")
+        sides.append(side)
+    w, h = sides
+    if w * h > lim.pixel_bound:
+        raise InvalidInput(f"{w} x {h} is {w * h / 1e6:.2f} MP; this engine draws at most "
+                           f"{lim.pixel_bound / 1e6:.2f} MP per image (e.g. {_within(lim.pixel_bound, multiple)}). "
+                           "Make it smaller.")
+    return w, h
+
+
+def _within(pixels: int, multiple: int) -> str:
+    """A square and a 2:1 size that fit `pixels`, as examples."""
+    square = int(math.isqrt(pixels)) // multiple * multiple
+    wide = int(math.isqrt(pixels // 2)) // multiple * multiple
+    return f"{square} x {square} or {2 * wide} x {wide}"
 
 
 def flag(value, what: str) -> bool:

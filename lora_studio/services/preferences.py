@@ -58,6 +58,7 @@ KEYS: dict[str, Callable[[Any], Any]] = {
     "training.memory_mode": _text,
     "training.max_usd": _number(0, 10_000),
     "training.alpha": _number(0, 1024),
+    "training.train_on": _text,
     "tester.lora": _text,
     "tester.prompt": _text,
     "tester.strengths": _text,

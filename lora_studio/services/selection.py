@@ -44,6 +44,9 @@ class SelectionState:
 
 def validate_trigger(trigger: str) -> str:
     trigger = limits.text(trigger, "The trigger word", 64)
+    if not trigger:
+        raise UserError("Write a trigger word first: a rare token the LoRA learns the character by, e.g. "
+                        "'mila_v1' (3–32 letters, digits, '_' or '-', starting with a letter).")
     if not TRIGGER_RE.fullmatch(trigger):
         raise UserError("The trigger word must be 3–32 letters, digits, '_' or '-', starting with a "
                         "letter (e.g. 'mila_v1').")

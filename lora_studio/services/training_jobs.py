@@ -47,6 +47,11 @@ class TrainOptions:
     train_on: str | None = None  # where it trains (TrainPlacement spec: off | isolated | 0,1 | …); None = the app's
 
 
+TINY_MEMORY_NOTE = ("Tiny built-in model: a few megabytes of random weights, trained in full precision in "
+                    "seconds on the CPU or a GPU alike. Memory modes matter with a real model on a GPU: "
+                    "choose one in Settings → Engine to see its plan here.")
+
+
 class TrainingService:
     def __init__(self, store: Store, jobs: JobQueue, characters: Characters, library: LibraryService,
                  engine: Callable[[], Engine], tiny: bool, image_size: int, device: str = "auto",
@@ -142,10 +147,10 @@ class TrainingService:
             return "Resolution and rank must be positive to plan the memory."
         if self.remote:
             return "This engine trains on Replicate's GPUs: the memory mode does not apply here."
-        text = memory.describe_plans(mode, resolution, rank, preset.train_mlp, memory.gpu_memory_bytes(self.device))
         if self.tiny:
-            text = "Tiny model: it trains on the CPU in seconds. For FLUX.1-dev: " + text
-        elif self.kontext_model:
+            return TINY_MEMORY_NOTE
+        text = memory.describe_plans(mode, resolution, rank, preset.train_mlp, memory.gpu_memory_bytes(self.device))
+        if self.kontext_model:
             text += " " + memory.idle_transformer_note()
         return text
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..engines import family
+from ..engines.local import DEV_HUB_ID, RANDOM_WEIGHTS
 
 LORA_FILE = "lora.safetensors"
 KOHYA_FILE = "lora_kohya.safetensors"
@@ -26,6 +27,20 @@ def strength_line(strength: float | None, tested: bool = False) -> tuple[float, 
     return float(strength), f"{float(strength):g} - recommended by the strength tester."
 
 
+EXAMPLE_BASE = {"flux1": DEV_HUB_ID, "flux2-klein": family.KLEIN_BASE_4B}  # what the examples name
+
+
+def base_line(recorded: str | None, title: str = "FLUX.1", example: str = DEV_HUB_ID) -> str:
+    """What the LoRA was trained on, in words: a built-in test model is named as one (its LoRAs draw
+    noise anywhere else), and a base the training did not record is not guessed."""
+    if recorded in RANDOM_WEIGHTS:
+        return (f"`{recorded}`, LoRA Studio's built-in test model with random weights: this LoRA proves the "
+                f"plumbing and is of no use with any real {title} model (the examples below name {example}).")
+    if not recorded:
+        return f"not recorded by the training (a {title} model; the examples below name {example})"
+    return f"`{recorded}`"
+
+
 def _number(meta: dict, key: str) -> str:
     value = meta.get(key)
     return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"
@@ -35,11 +50,13 @@ def model_card(meta: dict, strength: float | None = None, tested: bool = False) 
     """The card for a LoRA trained with `meta` (training metadata), at the strength the tester
     recommended (None: untested, or `tested` without a recommendation)."""
     trigger = meta.get("trigger") or "your trigger word"
-    base = meta.get("base_model") or "black-forest-labs/FLUX.1-dev"
-    known = family.checkpoint(base)
+    recorded = meta.get("base_model")
+    known = family.checkpoint(recorded) if recorded else None
     kind = family.family_named(meta.get("family") or (known.family if known else "flux1"))
     pipeline = kind.pipeline_classes[0]
     defaults = kind.defaults(bool(known and known.distilled))
+    # The examples need a real model; the base line says what was recorded (a test model, or nothing).
+    base = recorded if recorded and recorded not in RANDOM_WEIGHTS else EXAMPLE_BASE.get(kind.key, DEV_HUB_ID)
     licence = f"\n- Base model licence: {known.licence_text()}" if known else ""
     value, said = strength_line(strength, tested)
     loss = meta.get("final_loss")
@@ -49,7 +66,7 @@ def model_card(meta: dict, strength: float | None = None, tested: bool = False) 
 Trained with LoRA Studio on {meta.get('images', '?')} images of one character.
 
 - **Trigger word:** `{trigger}` - put it in every prompt.
-- Base model: `{base}`{licence}
+- Base model: {base_line(recorded, kind.title, base)}{licence}
 - Steps {meta.get('steps', '?')}, rank {meta.get('rank', '?')}, alpha {_number(meta, 'alpha')}, learning rate \
 {_number(meta, 'learning_rate')}, {meta.get('resolution', '?')} px, memory mode `{meta.get('memory_mode', '?')}`.
 - Final loss (smoothed): {loss if not isinstance(loss, (int, float)) else round(loss, 4)}

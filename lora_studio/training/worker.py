@@ -28,6 +28,19 @@ from ..typed_json import from_json, to_json
 from .worker_events import SPEC, EventWriter, QuietReporter, append_event, write_pid
 
 
+def started(world: int, device: str) -> str:
+    """The log's first line in words: "Worker process started on the CPU", "2 worker processes started
+    on one GPU each, …" (what Accelerate calls the run, e.g. NO or MULTI_GPU, says nothing to a user)."""
+    if device == "cpu":
+        where = "the CPU"
+    else:
+        where = f"GPU {device.split(':')[1]}" if ":" in device else "the GPU"
+    if world == 1:
+        return f"Worker process started on {where}"
+    return (f"{world} worker processes started on {'the CPU' if device == 'cpu' else 'one GPU each'}, each "
+            "training a share of every batch")
+
+
 def read_spec(folder: Path) -> dict:
     import json
 
@@ -89,8 +102,7 @@ def run(folder: Path) -> int:
     reporter = EventWriter(folder, spec.get("app_pid")) if parallel.is_main else QuietReporter()
     try:
         if parallel.is_main:
-            reporter.log(f"Worker processes started: {parallel.world} on {accelerator.device} "
-                         f"({accelerator.distributed_type.value}); loading {model_label(spec['model'])}.")
+            reporter.log(f"{started(parallel.world, str(accelerator.device))}; loading {model_label(spec['model'])}.")
         manager = ModelManager(model=spec["model"], device=str(accelerator.device),
                                memory_mode=spec.get("memory_mode", "auto"), speed=SpeedSettings())
         request = from_json(TrainRequest, spec["request"], "The training request in worker/spec.json")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import gradio as gr
@@ -157,11 +158,19 @@ def run_sweep(studio: Studio, lora: str, prompt: str, strengths: str = "0, 0.6, 
 
 
 def generate(studio: Studio, prompt: str, loras: str = "", seed: int = 0, task: str = "",
-             go_fast: bool = False) -> dict:
+             go_fast: bool = False, width: int = 0, height: int = 0, steps: int = 0,
+             guidance: float | None = None) -> dict:
+    """Width, height and steps 0 and guidance null mean the model family's (see `/generate_form`)."""
     options = GenerateOptions(prompt=prompt, loras=parse_weights(loras), seed=limits.seed(seed),
                               task=limits.text(task, "The task", limits.MAX_NAME) or None,
-                              go_fast=limits.flag(go_fast, "go_fast"))
+                              go_fast=limits.flag(go_fast, "go_fast"), width=or_preset(width),
+                              height=or_preset(height), steps=or_preset(steps), guidance=guidance)
     return job_json(studio.generator.start(options), studio)
+
+
+def generate_form(studio: Studio) -> dict:
+    """The sizes, steps and guidance `/generate` takes on this engine, with the family's defaults."""
+    return public(asdict(studio.generator.form()))
 
 
 def list_loras(studio: Studio) -> list:
@@ -214,7 +223,7 @@ def register(studio: Studio) -> None:
     """Call inside the Blocks context, first, so these keep their plain names and first indices."""
     expose(studio, create_character, list_characters, choose_reference, character_images, start_sheet, job_status,
            cancel_job, resume_job, list_jobs, selection, toggle_image, quick_select, score_faces, export_dataset,
-           start_training, run_sweep, generate, list_loras, rename_lora, delete_lora)
+           start_training, run_sweep, generate, list_loras, rename_lora, delete_lora, generate_form)
     # File-carrying endpoints need real components for the upload.
     with gr.Row(visible=False):
         files_in = gr.File(file_count="multiple")

@@ -95,13 +95,16 @@ def job_choices(jobs: list[JobView]) -> list[tuple[str, str]]:
 
 def fresh_choices(choices: list[tuple[str, str]], current, shown: str | None, pick_latest: bool = True):
     """(update, signature) for a dropdown refreshed on a timer: nothing is sent while the list is
-    unchanged (an open dropdown stays open), and the user's pick is kept while it still exists."""
+    unchanged (an open dropdown stays open), and the user's pick is kept while it still exists. A kept
+    pick is not sent back: `current` is what the page held when the tick left, and a pick made since
+    (Start picks the new job) must not be undone by a tick that answers after it."""
     signature = json.dumps(choices)
     if signature == shown:
         return gr.skip(), shown
     ids = [value for _, value in choices]
-    value = current if current in ids else (ids[-1] if ids and pick_latest else None)
-    return gr.update(choices=choices, value=value), signature
+    if current in ids:
+        return gr.update(choices=choices), signature
+    return gr.update(choices=choices, value=ids[-1] if ids and pick_latest else None), signature
 
 
 def open_tab(studio: Studio, tab: str) -> gr.Tabs:

@@ -43,6 +43,11 @@ class LibraryParts:
     loras: gr.Textbox
     task: gr.Dropdown
     seed: gr.Number
+    size: gr.Dropdown
+    width: gr.Slider
+    height: gr.Slider
+    steps: gr.Slider
+    guidance: gr.Slider
     go_fast: gr.Checkbox
     go: gr.Button
     progress: gr.HTML
@@ -74,6 +79,14 @@ class LibraryView(Reply):
     jobs_table: pd.DataFrame = KEEP
     job_pick: Any = KEEP
     shown_jobs: Any = KEEP
+    size: Any = KEEP
+    width: Any = KEEP
+    height: Any = KEEP
+    steps: Any = KEEP
+    guidance: Any = KEEP
+
+
+FORM_FIELDS = ("size", "width", "height", "steps", "guidance")
 
 
 def table(studio) -> pd.DataFrame:
@@ -113,10 +126,44 @@ def lora_views(studio: Studio, status=KEEP) -> LibraryView:
                        pick=gr.update(choices=choices, value=choices[-1][1] if choices else None))
 
 
-def refresh(studio: Studio, request: gr.Request = None) -> LibraryView:
+def steps_info(form) -> str | None:
+    return wording.STEPS_DRAWN.format(steps=form.drawn_steps) if form.drawn_steps else None
+
+
+def form_bounds(studio: Studio, width=None, height=None, steps=None, guidance=None) -> LibraryView:
+    """The generate form's sizes and bounds as this engine serves them now (an engine switch changes
+    them); a value the new bounds no longer take goes back to the family's default."""
+    form = studio.generator.form()
+
+    def slider(value, low, high, default, step):
+        fits = (isinstance(value, (int, float)) and low <= value <= high
+                and abs((value - low) / step - round((value - low) / step)) < 1e-6)
+        return gr.update(minimum=low, maximum=high, step=step, **({} if fits else {"value": default}))
+
+    sides = (slider(width, form.min_side, form.max_side, form.width, form.multiple),
+             slider(height, form.min_side, form.max_side, form.height, form.multiple))
+    moved = any("value" in side for side in sides)  # back to the default size: the picker says so too
+    return LibraryView(size=gr.update(choices=form.size_choices(), **({"value": f"{form.width}x{form.height}"}
+                                                                     if moved else {})),
+                       width=sides[0], height=sides[1],
+                       steps={**slider(steps, 1, form.max_steps, form.steps, 1), "info": steps_info(form)},
+                       guidance=slider(guidance, 0, form.max_guidance, form.guidance, 0.1))
+
+
+def refresh(studio: Studio, width=None, height=None, steps=None, guidance=None,
+            request: gr.Request = None) -> LibraryView:
     view, who = lora_views(studio), requester(studio, request)
     view.jobs_table, view.job_pick = jobs_frame(studio, who), gr.update(choices=job_choices(recent_jobs(studio, who)))
+    bounds = form_bounds(studio, width, height, steps, guidance)
+    for name in FORM_FIELDS:
+        setattr(view, name, getattr(bounds, name))
     return view
+
+
+def pick_size(studio: Studio, value) -> LibraryView:
+    """One of the family's sizes into the width and height."""
+    width, height = studio.generator.form().size(value)
+    return LibraryView(width=width, height=height)
 
 
 def import_lora(studio: Studio, file, name, trigger) -> LibraryView:
@@ -161,9 +208,11 @@ def show(studio: Studio, current) -> LibraryView:
     return LibraryView(progress=progress_html(job), image=shown(studio, job.outputs.get("image")) if job else None)
 
 
-def generate(studio: Studio, text, lora_text, task_name, seed_value, fast) -> LibraryView:
+def generate(studio: Studio, text, lora_text, task_name, seed_value, fast, width=None, height=None, steps=None,
+             guidance=None) -> LibraryView:
     job = studio.generator.start(GenerateOptions(prompt=text, loras=parse_weights(lora_text), seed=seed_value or 0,
-                                                 task=task_name or None, go_fast=bool(fast)))
+                                                 task=task_name or None, go_fast=bool(fast), width=width,
+                                                 height=height, steps=steps, guidance=guidance))
     view = show(studio, job.id)
     view.job_id = job.id
     return view
@@ -233,6 +282,19 @@ def render(ctx: UIContext) -> LibraryParts:
             p.loras = gr.Textbox(label="LoRAs (name:weight, …)", placeholder="mila-v1:0.9")
             p.task = gr.Dropdown(label="…or a task", choices=[""] + sorted(studio.generator.tasks()), value="")
             p.seed = gr.Number(label="Seed", value=0, precision=0)
+            form = studio.generator.form()
+            with gr.Row():
+                p.size = gr.Dropdown(form.size_choices(), value=f"{form.width}x{form.height}", label="Size",
+                                     info=wording.SIZE_INFO, elem_id="generate-size")
+                p.width = gr.Slider(form.min_side, form.max_side, value=form.width, step=form.multiple,
+                                    label="Width (px)", elem_id="generate-width")
+                p.height = gr.Slider(form.min_side, form.max_side, value=form.height, step=form.multiple,
+                                     label="Height (px)", elem_id="generate-height")
+            with gr.Row():
+                p.steps = gr.Slider(1, form.max_steps, value=form.steps, step=1, label="Steps", info=steps_info(form),
+                                    elem_id="generate-steps")
+                p.guidance = gr.Slider(0, form.max_guidance, value=form.guidance, step=0.1, label="Guidance",
+                                       elem_id="generate-guidance")
             p.go_fast = gr.Checkbox(False, label=wording.GO_FAST_LABEL, visible=ctx.paid)
             p.go = gr.Button("Generate", variant="primary")
         with gr.Column(scale=2):
@@ -259,8 +321,8 @@ def listen(ctx: UIContext, p: LibraryParts, timer: gr.Timer) -> OnOpen:
     ctx.on(p.rename.click, rename_lora, [p.pick, p.new_name], changed)
     ctx.on(p.delete.click, delete_lora, [p.pick], changed)
     ctx.on(p.export.click, export_lora, [p.pick], [p.exported])
-    ctx.on(p.go.click, generate, [p.prompt, p.loras, p.task, p.seed, p.go_fast],
-           LibraryView.to(p, "job_id", "progress", "image"))
+    ctx.on(p.go.click, generate, [p.prompt, p.loras, p.task, p.seed, p.go_fast, p.width, p.height, p.steps,
+                                  p.guidance], LibraryView.to(p, "job_id", "progress", "image"))
     ctx.on(timer.tick, show, [p.job_id], LibraryView.to(p, "progress", "image"), show_progress="hidden")
     ctx.on(timer.tick, jobs_tick, [p.job_pick, p.shown_jobs], LibraryView.to(p, "jobs_table", "job_pick", "shown_jobs"),
            show_progress="hidden")
@@ -269,4 +331,6 @@ def listen(ctx: UIContext, p: LibraryParts, timer: gr.Timer) -> OnOpen:
         ctx.remember("generate.go_fast", p.go_fast)
     library_hub.listen(ctx, p.hub, p.publishing, p.pick, p.import_name, p.import_trigger)
     ctx.on(p.hub.hub_done.change, hub_imported, [p.hub.hub_done], changed)
-    return OnOpen(refresh, [], LibraryView.to(p, "library", "pick", "jobs_table", "job_pick"))
+    ctx.on(p.size.input, pick_size, [p.size], LibraryView.to(p, "width", "height"))
+    return OnOpen(refresh, [p.width, p.height, p.steps, p.guidance],
+                  LibraryView.to(p, "library", "pick", "jobs_table", "job_pick", *FORM_FIELDS))

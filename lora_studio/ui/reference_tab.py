@@ -72,10 +72,13 @@ def add_images(studio: Studio, character_id, files) -> ReferenceView:
 
 
 def use_sample(studio: Studio, character_id) -> ReferenceView:
+    """The sample images go into the picked character while it has none (the one just created);
+    a character that has images of its own is left as it is, and the sample becomes a new one."""
     samples = sample_images()
     if not samples:
         raise gr.Error("No sample images are installed in assets/samples.")
-    character_id = studio.characters.create("Sample astronaut")["id"]
+    if not character_id or studio.characters.images(character_id, "reference"):
+        character_id = studio.characters.create("Sample astronaut")["id"]
     return add_images(studio, character_id, [str(p) for p in samples])
 
 

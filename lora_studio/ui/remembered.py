@@ -34,10 +34,11 @@ def browser_states(ctx: UIContext) -> None:
     ctx.share("own_presets", browser_state(ctx.studio, PRESETS_KEY, []))
 
 
-def restored(key: str, value, choices: list | None, latest_if_missing: bool = False):
-    """What a component gets on page load: the saved value if it is still valid, else as it is."""
+def restored(key: str, value, choices: list | None, latest_if_missing: bool = False, blank: bool = False):
+    """What a component gets on page load: the saved value if it is still valid, else as it is. A
+    `blank` one (made with no value: a number the page would show as 0) is sent its blank."""
     if choices is None:
-        return gr.skip() if value is None else value
+        return (None if blank else gr.skip()) if value is None else value
     ids = [c[1] if isinstance(c, (tuple, list)) else c for c in choices]
     if value in ids:
         return gr.update(choices=choices, value=value)
@@ -68,7 +69,7 @@ def on_load(studio: Studio, entries: tuple, private: bool, browser_kept, own) ->
     """Each remembered component's saved value (in `entries`' order), if it is still valid."""
     saved = studio.preferences.all() if private else preferences.clean(browser_kept)
     return tuple(restored(key, saved.get(key), choices_for(studio, key, choices, own),
-                          latest_if_missing=key == "character") for key, choices in entries)
+                          latest_if_missing=key == "character", blank=blank) for key, choices, blank in entries)
 
 
 def wire_preferences(demo: gr.Blocks, ctx: UIContext) -> None:
@@ -80,4 +81,4 @@ def wire_preferences(demo: gr.Blocks, ctx: UIContext) -> None:
         ctx.on(component.change, remember, [component, kept], [kept], bound=(key, private),
                name="remember_" + key.replace(".", "_"), show_progress="hidden")
     ctx.on(demo.load, on_load, [kept, ctx.shared["own_presets"]], [component for _, component, _ in entries],
-           bound=(tuple((key, choices) for key, _, choices in entries), private))
+           bound=(tuple((key, choices, component.value is None) for key, component, choices in entries), private))

@@ -138,10 +138,17 @@ def clear_selection(studio: Studio, character_id, trigger=None, picked=None) -> 
                          picked)
 
 
-def export_dataset(studio: Studio, character_id, trigger_word) -> SelectionView:
+@dataclass
+class ExportView(SelectionView):
+    """The export's answer; a refusal (no trigger word, too few images) shows under its button."""
+
+    MESSAGE = "exported"
+
+
+def export_dataset(studio: Studio, character_id, trigger_word) -> ExportView:
     dataset = studio.selection.export_dataset(character_id, trigger_word)
-    return SelectionView(message="", exported=(f"Dataset ready: {dataset['count']} images with captions and a zip "
-                                               f"(`{dataset['zip']}`)."), next_step=gr.update(visible=True))
+    return ExportView(message="", exported=(f"Dataset ready: {dataset['count']} images with captions and a zip "
+                                            f"(`{dataset['zip']}`)."), next_step=gr.update(visible=True))
 
 
 def render(ctx: UIContext) -> SelectionParts:
@@ -168,7 +175,7 @@ def render(ctx: UIContext) -> SelectionParts:
     p.captions, p.caption_pick = p.captioning.captions, p.captioning.caption_pick
     p.caption_text = p.captioning.caption_text
     p.export = gr.Button("Export dataset for training", variant="primary")
-    p.exported = gr.Markdown()
+    p.exported = gr.Markdown(elem_id="selection-exported")
     p.next_step = gr.Button(wording.NEXT_TRAINING, visible=False)
     p.ids = gr.State([])
     return p
@@ -183,7 +190,7 @@ def listen(ctx: UIContext, p: SelectionParts) -> OnOpen:
     ctx.on(p.score.click, score_faces, [p.character, *context], shown)
     ctx.on(p.clear.click, clear_selection, [p.character, *context], shown)
     ctx.on(p.export.click, export_dataset, [p.character, p.trigger],
-           SelectionView.to(p, "message", "exported", "next_step"))
+           ExportView.to(p, "message", "exported", "next_step"))
     ctx.on(p.next_step.click, open_tab, None, [ctx.tabs], bound=("training",), name="open_training")
     ctx.on(p.character.change, refresh, [p.character, *context], shown)
     selection_captions.listen(ctx, p.captioning, p.character, p.trigger)

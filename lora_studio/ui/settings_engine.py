@@ -166,6 +166,8 @@ def render(ctx: UIContext) -> EngineParts:
                                placeholder="black-forest-labs/FLUX.1-Kontext-dev")
     p.switch = gr.Button("Switch engine", variant="primary", elem_id="setup-switch")
     p.status = gr.Markdown(elem_id="setup-status")
+    for name in ("engine", "model", "kontext", "status"):  # Settings → Models fills them ("Use this model")
+        ctx.share(f"setup.{name}", getattr(p, name))
     with gr.Accordion("Replicate account", open=studio.settings.engine == "replicate"):
         gr.Markdown(wording.REPLICATE_HELP)
         with gr.Row():

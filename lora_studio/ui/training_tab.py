@@ -364,6 +364,7 @@ def listen(ctx: UIContext, p: TrainingParts, timer: gr.Timer) -> OnOpen:
     ctx.later(lambda: ctx.on(p.next_step.click, next_tab, [p.job_pick], NextTab.to(
         {"tabs": ctx.tabs, "lora": ctx.shared["tester.lora"], "prompt": ctx.shared["tester.prompt"]})))
     ctx.remember("training.preset", p.preset, choices=ctx.studio.training.presets)
+    ctx.remember("training.train_on", p.train_on, choices=lambda: ctx.studio.training.placements())
     for key in PRESET_FIELDS:
         if key != "max_usd" or ctx.paid:
             ctx.remember(f"training.{key}", getattr(p, key))

@@ -4,8 +4,7 @@ TITLE = "LoRA Studio"
 TAGLINE = "One reference image → a character sheet → the most consistent 20–30 images → a FLUX.1 LoRA → the right strength."
 TINY_BANNER = (
     "**Demo mode: tiny built-in Flux.** Every step runs for real, but the pictures are noise (random "
-    "weights, no faces). For real images start with `python launch.py --model /path/to/FLUX.1-dev` "
-    "(local GPU) or `--engine replicate` with `REPLICATE_API_TOKEN` set."
+    "weights, no faces)."
 )
 NO_CHARACTER = "Create a character or pick one above to begin."
 REFERENCE_HELP = "Upload a few images of one character, then click the one that shows the face best: it becomes the reference."
@@ -13,6 +12,8 @@ SHEET_HELP = "30 variations of the reference: 8 face angles, 6 expressions, 8 po
 SELECTION_HELP = "Click an image to select or deselect it. Train on 20–30 images; 25 is a good number. Quick-select picks the set whose faces agree most, across all four categories."
 TRAINING_HELP = "Training runs in the background: close the page and come back, the job is still here."
 TESTER_HELP = "The same prompt and seeds at several strengths, with and without the LoRA, measured: does it keep the face, and does it freeze it?"
+SIZE_INFO = "The sizes the model was trained at; or set width and height yourself, within what this engine draws."
+STEPS_DRAWN = "This engine draws at most {steps} steps whatever is set (its pictures are noise at any count)."
 LIBRARY_HELP = "Every trained or imported LoRA. Import Flux LoRAs in diffusers, kohya/ComfyUI or ai-toolkit format (.safetensors)."
 NOTHING_RUNNING = "No job yet."
 SELECTED_MARK = "✓"
@@ -42,7 +43,8 @@ PRICES_HELP = (
 FIRST_RUN = (
     "**First run? Choose what draws your pictures** in *Settings → Engine*: `local` runs FLUX.1-dev on this "
     "machine's GPU (download it in *Settings → Models*, plus FLUX.1-Kontext-dev for the character sheet), "
-    "`replicate` runs on Replicate's GPUs with your API token. No restart needed."
+    "`replicate` runs on Replicate's GPUs with your API token. The switch needs no restart (or choose at "
+    "start with `--model <id or folder>` or `--engine replicate`)."
 )
 SETUP_BUTTON = "Set up an engine →"
 ENGINE_HELP = (
@@ -66,6 +68,9 @@ MODELS_HELP = (
     "keep every finished byte across a cancel, a dropped connection or a restart. A folder that already "
     "holds the weights is used as it is. Then choose it in *Settings → Engine* (or start with `--model <id or folder>`)."
 )
+USE_MODEL_BUTTON = "Use this model"
+USE_MODEL = ("**{model}** is filled in as the {field} above: click **Switch engine** to use it (no restart; the "
+             "model loads with the next job).")
 TOKEN_HELP = "Gated models (FLUX.1-dev, FLUX.1-Kontext-dev) need a Hugging Face **read** token and the licence accepted on the model's page."
 
 TRAIN_ON_LABEL = "Where it trains"

@@ -136,4 +136,8 @@ def tiny_components(seed: int = TINY_SEED) -> dict:
 
 
 def build_tiny_flux(seed: int = TINY_SEED) -> FluxPipeline:
-    return FluxPipeline(**tiny_components(seed))
+    from ..local import TINY_ID
+
+    pipe = FluxPipeline(**tiny_components(seed))
+    pipe.register_to_config(_name_or_path=TINY_ID)  # what a LoRA trained on it records as its base
+    return pipe

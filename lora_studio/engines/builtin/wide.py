@@ -108,4 +108,8 @@ def build_flux(full_size: bool = False, seed: int = WIDE_SEED, device: str | tor
 
 def build_wide_flux(seed: int = WIDE_SEED) -> FluxPipeline:
     """Real widths, one block of each kind, on the CPU in float32."""
-    return build_flux(full_size=False, seed=seed)
+    from ..local import WIDE_ID
+
+    pipe = build_flux(full_size=False, seed=seed)
+    pipe.register_to_config(_name_or_path=WIDE_ID)  # what a LoRA trained on it records as its base
+    return pipe

@@ -106,7 +106,9 @@ class ModelRow:
     recommendation: str
     problem: str = ""  # why the size is unknown (gated, offline, ...)
     local_folder: bool = False
-    in_cache: bool = False  # the cache's snapshot looks loadable (judged without the Hub)
+    # Every file the pipeline loads is in the cache: counted against the Hub's list, or, when the Hub
+    # could not be asked, judged from the cache's snapshot. "on disk" in `status` says exactly this.
+    in_cache: bool = False
     licence: str = ""  # the model card's licence, when the catalogue knows it
     gated: bool | None = None  # needs a token and the licence accepted; None: not known
 
@@ -116,7 +118,7 @@ class ModelRow:
             return "local folder, used as it is"
         if self.download_bytes is None and self.in_cache:
             return "on disk (the Hub was not asked)"
-        if self.download_bytes is not None and self.on_disk_bytes >= self.download_bytes:
+        if self.in_cache:
             return "on disk"
         if self.on_disk_bytes:
             return f"partly on disk ({byte_text(self.on_disk_bytes)})"
@@ -192,6 +194,22 @@ class ModelsService:
     def catalogue(self, refresh: bool = False) -> list[ModelRow]:
         return [self.describe(e.repo_id, refresh, entry=e) for e in CATALOGUE]
 
+    def rows(self, refresh: bool = False) -> list[ModelRow]:
+        """The catalogue, then every other model a download job here fetched (the page's table)."""
+        named = [e.repo_id for e in CATALOGUE]
+        others = dict.fromkeys(str(j.params.get("repo_id")) for j in self.downloads()
+                               if j.params.get("repo_id") not in named)
+        return self.catalogue(refresh) + [self.describe(repo_id, refresh) for repo_id in others]
+
+    def chosen(self, job_id: str) -> tuple[str, bool]:
+        """(model id, whether it is a Kontext transformer) of a finished download, to use as the model."""
+        self._require_download(job_id)
+        job = self.jobs.get(job_id)
+        if job.status != "succeeded":
+            raise UserError(f"{job.params.get('repo_id')} is not downloaded yet ({job.status}); use it once "
+                            "its download has finished.")
+        return str(job.params["repo_id"]), bool(job.params.get("transformer_only"))
+
     def describe(self, model: str, refresh: bool = False, entry: CatalogueEntry | None = None) -> ModelRow:
         """One row for a catalogue model, any hub id or a local folder."""
         model = _model_text(model)
@@ -223,7 +241,7 @@ class ModelsService:
         kept = min(repo.total, bytes_kept(repo))
         index = sum(f.size for f in repo.files if f.path == "model_index.json")  # read by the listing itself
         return ModelRow(model, title, note, repo.total, kept if kept > index else 0, free, need, fits, advice,
-                        **known)
+                        in_cache=kept >= repo.total, **known)
 
     def listing(self, repo_id: str, refresh: bool = False, transformer_only: bool | None = None,
                 layout: str = "diffusers") -> hub.RepoFiles:
