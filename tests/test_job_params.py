@@ -33,7 +33,7 @@ def test_a_train_request_and_result_cross_to_a_worker_and_back_unchanged(tmp_pat
 
 
 @pytest.mark.parametrize("record, words", [
-    ({"prompt": "x", "width": 64}, "it has no height"),
+    ({"width": 64, "height": 64}, "it has no prompt"),  # width, height, steps, guidance: None is the default
     ({"prompt": "x", "width": "64", "height": 64}, "width should be a whole number, not '64'"),
     ({"prompt": "x", "width": 64, "height": 64, "loras": [["lora_1", "strong"]]},
      "loras[0][1] should be a number, not 'strong'"),
