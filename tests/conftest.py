@@ -49,6 +49,13 @@ def studio(tmp_path):
         yield s
 
 
+@pytest.fixture
+def models(studio):
+    """The studio's Settings → Models service, as on a machine with no GPU (the seam the service takes)."""
+    studio.models._gpu_bytes = lambda: None
+    return studio.models
+
+
 @pytest.fixture(scope="session")
 def tiny_pipe():
     from lora_studio.engines.builtin.tiny import build_tiny_flux

@@ -27,12 +27,6 @@ def hub(tmp_path, monkeypatch):
         yield fake
 
 
-@pytest.fixture
-def models(studio):
-    studio.models._gpu_bytes = lambda: None
-    return studio.models
-
-
 def escaped(root) -> list:
     return [p for p in root.rglob(f"*{MARK}*")]
 

@@ -40,12 +40,6 @@ def hub(repo_folders, tmp_path, monkeypatch):
         yield fake
 
 
-@pytest.fixture
-def models(studio):
-    studio.models._gpu_bytes = lambda: None  # no GPU here (the seam the service takes)
-    return studio.models
-
-
 def received(repo_id: str, count: int) -> None:
     """Wait until the downloader has written `count` partial bytes (bytes still in the socket when a
     job stops are lost, as in any download: the tests stop it on a byte boundary)."""

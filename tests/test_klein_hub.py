@@ -23,12 +23,6 @@ def hub(folders, tmp_path, monkeypatch):
         yield fake
 
 
-@pytest.fixture
-def models(studio):
-    studio.models._gpu_bytes = lambda: None
-    return studio.models
-
-
 def test_the_catalogue_rows_say_licence_access_and_the_planned_memory(hub, models):
     rows = {row.repo_id: row for row in models.catalogue()}
     four, nine = rows[KLEIN_4B], rows[KLEIN_9B]
