@@ -6,6 +6,10 @@ rewritten whole on every update and `/job_status` serves the record, so a log li
 `LINE_CHARS` there (log.txt, which is never served, keeps up to `FILE_LINE_CHARS` of it) and
 absolute paths become what they are ("the job's cache", "your model folder") or their last name
 (`JobQueue.for_strangers`).
+
+It also hears the job's model steps (progress.hearing_steps, installed by the worker): each one checks
+for a stop and shows "step 12/28 · 3.1 s/step · ~40 s left" after the service's own words, the bar
+moving through the image's share of the job. The store is written at most every FLUSH_SECONDS.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .job_records import bounded
 from .progress import Canceled
+from .step_clock import StepClock
 
 if TYPE_CHECKING:
     from .jobs import JobQueue
@@ -42,6 +47,10 @@ class JobReporter:
         self._logs: list[str] = [bounded(str(x), LINE_CHARS) for x in logs][-LOG_TAIL:]
         self._outputs: dict[str, Any] = dict(record.get("outputs", {}))  # only this worker writes them
         self._last_flush = 0.0
+        self._at = 0.0  # the job's progress as the service last set it: a step moves the bar on from there
+        self._said = ""  # the service's own words for where the job is: steps are shown after them
+        self._share: float | None = None  # of the job's progress, per image a model pass draws
+        self._clock = StepClock()
         self._log_file = open(self.dir / "log.txt", "a", encoding="utf-8")
         self._metric_file = open(self.dir / "metrics.jsonl", "a", encoding="utf-8")
 
@@ -56,7 +65,26 @@ class JobReporter:
         self._maybe_flush()
 
     def progress(self, fraction: float, message: str = "") -> None:
-        self._pending["progress"] = max(0.0, min(1.0, float(fraction)))
+        self._at = max(0.0, min(1.0, float(fraction)))
+        self._said = str(message) if message else self._said
+        self._show(self._at, message)
+
+    def next_images(self, words: str, share: float | None) -> None:
+        """What the steps heard next are shown after ("3/30 variations done") and each image's share of
+        the job's progress (None: the rest of the job)."""
+        self._said, self._share = str(words), share
+
+    def step(self, done: int, total: int, images: int = 1) -> None:
+        """A model step ended (progress.StepListener): a stop lands here, and the step is shown."""
+        self.check_cancel()
+        total = max(1, int(total))
+        share = (1.0 - self._at) if self._share is None else self._share * max(1, int(images))
+        fraction = min(self._at + share * min(1.0, max(0, done) / total), 0.999)
+        text = self._clock.tick(int(done), total)
+        self._show(max(self._at, fraction), f"{self._said} · {text}" if self._said else text)
+
+    def _show(self, fraction: float, message: str) -> None:
+        self._pending["progress"] = fraction
         if message:
             self._pending["message"] = str(message)  # worded for the record when it is written (flush)
         self._maybe_flush()
