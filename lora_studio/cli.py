@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from .cli_follow import EXIT_STOPPED, Stopped, follow
+from .cli_follow import EXIT_STOPPED, Stopped, follow, stopping_on_ctrl_c
 from .config import ENGINES, GROUP_OFFLOAD_CHOICES, MEMORY_MODES, QUANTIZE_CHOICES, SPEED_MODES, Settings
 from .images import IMAGE_SUFFIXES
 
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result, text = run(args)
-    except (Stopped, KeyboardInterrupt) as exc:  # Ctrl-C: the job was asked to stop (cli_follow.py)
+    except (Stopped, KeyboardInterrupt) as exc:  # Ctrl-C: the jobs were asked to stop (cli_follow.py)
         _say(args, str(exc) if isinstance(exc, Stopped) else "Stopped.", prefix="")
         return EXIT_STOPPED
     except Exception as exc:  # noqa: BLE001 - a CLI prints one clear line, not a trace
@@ -156,7 +156,7 @@ def run(args) -> tuple[object, str]:
         return models_command(args, settings_from)
     from .studio import Studio
 
-    with Studio(settings_from(args), start=args.command not in READ_ONLY) as studio:
+    with Studio(settings_from(args), start=args.command not in READ_ONLY) as studio, stopping_on_ctrl_c(studio):
         return COMMANDS[args.command](studio, args)
 
 
@@ -258,7 +258,7 @@ def _wait(studio, job_id, args):
                 print(line, file=sys.stderr)
             seen[0] = len(view.logs)
 
-    follow(studio, job_id, show, lambda view: f"Stopped: {view.title} is {view.status if view.done else 'stopping'}.")
+    follow(studio, job_id, show)
     return studio.wait(job_id)
 
 

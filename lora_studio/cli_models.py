@@ -14,7 +14,7 @@ import getpass
 import sys
 from typing import Callable
 
-from .cli_follow import follow
+from .cli_follow import follow, stopping_on_ctrl_c
 from .sizes import byte_text
 
 
@@ -33,7 +33,12 @@ def models_command(args, settings_from: Callable) -> tuple[object, str]:
             return {"user": state.user, "source": state.source}, state.text().replace("**", "")
         if not args.model:
             raise SystemExit("error: give the model to download, e.g. black-forest-labs/FLUX.1-dev")
-        job = models.start_download(args.model, join=True)  # or the one this start resumed, or the last stopped
+
+        def stopped(view) -> str:
+            report = models.progress(view.id)
+            return (f"Stopped {report['repo_id']} at {byte_text(report['bytes_done'])} of "
+                    f"{byte_text(report['bytes_total'])}: the bytes are kept; run the same command again to go on.")
+
         shown = [""]
 
         def show(view) -> None:
@@ -41,15 +46,12 @@ def models_command(args, settings_from: Callable) -> tuple[object, str]:
                 shown[0] = view.message
                 print(f"\r{shown[0]:<70}", end="", file=sys.stderr, flush=True)
 
-        def stopped(view) -> str:
-            report = models.progress(view.id)
-            return (f"Stopped {args.model} at {byte_text(report['bytes_done'])} of {byte_text(report['bytes_total'])}: "
-                    "the bytes are kept; run the same command again to go on.")
-
         try:
-            follow(studio, job.id, show, stopped, poll=0.5)
+            with stopping_on_ctrl_c(studio, stopped):
+                job = models.start_download(args.model, join=True)  # or the one it resumed, or the last stopped
+                follow(studio, job.id, show, poll=0.5)
         finally:
-            if not args.json:
+            if not args.json and shown[0]:
                 print(file=sys.stderr)
         studio.wait(job.id)  # raises the job's reason when it did not succeed
         report = models.progress(job.id)

@@ -55,6 +55,7 @@ def pace_text(seconds: float) -> str:
 
 
 def left_text(seconds: float) -> str:
+    """A time still to go, as people say it (also a download's)."""
     if seconds < 90:
         return f"{max(0, round(seconds))} s"
     if seconds < 5400:

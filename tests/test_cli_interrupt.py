@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -22,6 +23,29 @@ pytestmark = pytest.mark.slow
 def download(workspace, env, **popen):
     return subprocess.Popen([sys.executable, "-m", "lora_studio", "models", "download", OPEN, "--workspace",
                              str(workspace)], cwd=ROOT, env={**os.environ, **env}, text=True, **popen)
+
+
+@contextmanager
+def held(hub, workspace, after: int, on_disk: int | None = None, **popen):
+    """The command runs until the Hub has sent `after` bytes of the weights' answer and `on_disk` bytes
+    of them are written; the Hub holds the rest until the block ends (then the connection drops)."""
+    hold = hub.hold(OPEN, WEIGHTS, after=after)
+    child = download(workspace, hub.env, **popen)
+    try:
+        assert hold.reached.wait(120)
+        received(OPEN, on_disk or after)
+        yield child, hold
+    except BaseException:
+        child.kill()
+        raise
+    finally:
+        hold.released.set()
+
+
+def killed(hub, workspace, after: int) -> None:
+    with held(hub, workspace, after, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as (child, _):
+        child.send_signal(signal.SIGKILL)  # no chance to say anything: the record stays "running"
+        child.wait(30)
 
 
 def records(workspace) -> list[dict]:
@@ -48,19 +72,11 @@ def nothing_sent_twice(hub) -> None:
 def test_ctrl_c_stops_a_download_cleanly_and_the_same_command_finishes_it(hub, tmp_path):
     workspace = tmp_path / "ws"
     size = len(hub.repos[OPEN].files[WEIGHTS])
-    hold = hub.hold(OPEN, WEIGHTS, after=size // 2)
-    child = download(workspace, hub.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        assert hold.reached.wait(120)
-        received(OPEN, size // 2)
+    with held(hub, workspace, size // 2, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as (child, hold):
         child.send_signal(signal.SIGINT)
         wait_for(lambda: any(r.get("message") == "Stopping…" for r in records(workspace)))
         hold.released.set()  # the held answer ends: the downloader sees the stop at its next chunk
         out, err = child.communicate(timeout=120)
-    finally:
-        hold.released.set()
-        if child.poll() is None:
-            child.kill()
     assert child.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     last = err.strip().splitlines()[-1]
@@ -69,14 +85,10 @@ def test_ctrl_c_stops_a_download_cleanly_and_the_same_command_finishes_it(hub, t
     assert job["status"] == "canceled"
     assert hub.served[(OPEN, WEIGHTS)] == size // 2
 
-    later = hub.hold(OPEN, WEIGHTS, after=size // 4)  # the rest comes in two parts: progress in between
-    again = download(workspace, hub.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        assert later.reached.wait(120)
-        received(OPEN, size // 2 + size // 4)
-        time.sleep(1.0)  # the command shows the bytes so far (it looks twice a second)
-    finally:
-        later.released.set()
+    # the rest comes in two parts, so the command shows the bytes so far in between (it looks twice a second)
+    with held(hub, workspace, size // 4, size // 2 + size // 4, stdout=subprocess.PIPE,
+              stderr=subprocess.PIPE) as (again, _):
+        time.sleep(1.0)
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
     assert "on disk" in out and " MB of " in err  # it waited to the end, showing the bytes
@@ -91,17 +103,7 @@ def test_ctrl_c_stops_a_download_cleanly_and_the_same_command_finishes_it(hub, t
 def test_a_command_killed_outright_never_blocks_the_next_one(hub, tmp_path):
     workspace = tmp_path / "ws"
     size = len(hub.repos[OPEN].files[WEIGHTS])
-    hold = hub.hold(OPEN, WEIGHTS, after=size // 3)
-    child = download(workspace, hub.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        assert hold.reached.wait(120)
-        received(OPEN, size // 3)
-        child.send_signal(signal.SIGKILL)  # no chance to say anything: the record stays "running"
-        child.wait(30)
-    finally:
-        hold.released.set()
-        if child.poll() is None:
-            child.kill()
+    killed(hub, workspace, size // 3)
     assert [r["status"] for r in records(workspace)] == ["running"]
     again = download(workspace, hub.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = again.communicate(timeout=300)
@@ -115,17 +117,7 @@ def test_the_apps_download_button_takes_over_a_download_whose_command_died(hub, 
     neither a refusal ("already being downloaded") nor a "Stopping…" that never ends."""
     workspace = studio.store.root
     size = len(hub.repos[OPEN].files[WEIGHTS])
-    hold = hub.hold(OPEN, WEIGHTS, after=size // 2)
-    child = download(workspace, hub.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        assert hold.reached.wait(120)
-        received(OPEN, size // 2)
-        child.send_signal(signal.SIGKILL)
-        child.wait(30)
-    finally:
-        hold.released.set()
-        if child.poll() is None:
-            child.kill()
+    killed(hub, workspace, size // 2)
     (left,) = models.downloads()
     assert left.status == "running" and studio.jobs.orphaned(left.id)
     job = models.start_download(OPEN)  # the page's Download button

@@ -26,6 +26,7 @@ from ...engines.hub import bytes_kept, fetch, space_text
 from ...errors import UserError
 from ...jobs import CANCELED, INTERRUPTED, QUEUED, RUNNING, JobQueue, JobReporter, JobView
 from ...sizes import GB, MB, byte_text, rate_text
+from ...step_clock import left_text
 from ...store import Store
 from ...tokens import TokenState
 from ...typed_json import from_json_or_none
@@ -162,16 +163,8 @@ class Rate:
     def text(self) -> str:
         speed = self.per_second
         left = (self.total - self.done) / speed if speed > 0 else None
-        eta = "" if left is None else f" · about {_duration(left)} left"
+        eta = "" if left is None else f" · about {left_text(max(1.0, left))} left"
         return f"{byte_text(self.done)} of {byte_text(self.total)} · {rate_text(speed)}{eta}"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 5400:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 class ModelsService:
