@@ -41,8 +41,8 @@ _heard = threading.local()  # the listener of the job this thread runs
 
 
 @contextmanager
-def hearing_steps(listener: StepListener) -> Iterator[None]:
-    """Within this block, model steps taken on this thread are told to `listener`."""
+def hearing_steps(listener: StepListener | None) -> Iterator[None]:
+    """Within this block, model steps taken on this thread are told to `listener` (None: to nobody)."""
     before = getattr(_heard, "listener", None)
     _heard.listener = listener
     try:
