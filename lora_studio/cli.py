@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from .cli_follow import EXIT_STOPPED, Stopped, follow, stopping_on_ctrl_c
 from .config import ENGINES, GROUP_OFFLOAD_CHOICES, MEMORY_MODES, QUANTIZE_CHOICES, SPEED_MODES, Settings
 from .images import IMAGE_SUFFIXES
 
@@ -134,17 +135,23 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result, text = run(args)
+    except (Stopped, KeyboardInterrupt) as exc:  # Ctrl-C: the jobs were asked to stop (cli_follow.py)
+        _say(args, str(exc) if isinstance(exc, Stopped) else "Stopped.", prefix="")
+        return EXIT_STOPPED
     except Exception as exc:  # noqa: BLE001 - a CLI prints one clear line, not a trace
         from .jobs import describe_error
 
-        message = describe_error(exc)
-        if getattr(args, "json", False):
-            print(json.dumps({"error": message}))
-        else:
-            print(f"error: {message}", file=sys.stderr)
+        _say(args, describe_error(exc))
         return 1
     print(json.dumps(result, indent=2, default=str) if args.json else text)
     return 0
+
+
+def _say(args, message: str, prefix: str = "error: ") -> None:
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message}))
+    else:
+        print(f"{prefix}{message}", file=sys.stderr)
 
 
 def run(args) -> tuple[object, str]:
@@ -156,7 +163,7 @@ def run(args) -> tuple[object, str]:
         return models_command(args, settings_from)
     from .studio import Studio
 
-    with Studio(settings_from(args), start=args.command not in READ_ONLY) as studio:
+    with Studio(settings_from(args), start=args.command not in READ_ONLY) as studio, stopping_on_ctrl_c(studio):
         return COMMANDS[args.command](studio, args)
 
 
@@ -250,19 +257,15 @@ def _jobs(studio, args):
 
 
 def _wait(studio, job_id, args):
-    echo = not args.json
-    seen = 0
-    while True:
-        view = studio.jobs.get(job_id)
-        if echo:
-            for line in view.logs[seen:]:
-                print(line, file=sys.stderr)
-            seen = len(view.logs)
-        if view.done:
-            break
-        import time
+    seen = [0]
 
-        time.sleep(0.2)
+    def show(view) -> None:
+        if not args.json:
+            for line in view.logs[seen[0]:]:
+                print(line, file=sys.stderr)
+            seen[0] = len(view.logs)
+
+    follow(studio, job_id, show)
     return studio.wait(job_id)
 
 

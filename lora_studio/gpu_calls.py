@@ -27,7 +27,7 @@ from typing import Any, Callable
 from .config import TrainPlacement, zero_gpu_requested
 from .engines.base import EditRequest, EngineError, GenerateRequest, TrainRequest, TrainResult
 from .errors import StudioError
-from .progress import Canceled, Reporter
+from .progress import Canceled, Reporter, hearing_steps
 
 
 # Estimates for FLUX.1 in bf16 on ZeroGPU's H200 slice, in seconds; unmeasured here (no GPU):
@@ -106,7 +106,8 @@ def replay(events: list[tuple[str, tuple]], reporter: Reporter) -> None:
 def engine_call(key: str, method: str, args: tuple, kwargs: dict) -> Outcome:
     """One engine method call (an image, or a batch of them) where the GPU is."""
     try:
-        return Outcome(value=getattr(_engine(key), method)(*args, **kwargs))
+        with hearing_steps(None):  # a forked worker copied the job's listener: it must not write the record
+            return Outcome(value=getattr(_engine(key), method)(*args, **kwargs))
     except Exception as exc:  # noqa: BLE001 - carried back to the job whole
         return Outcome(error=_portable(exc))
 

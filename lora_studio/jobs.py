@@ -38,7 +38,7 @@ from .job_records import (  # noqa: F401 (re-exported: the UI and services impor
 )
 from .job_records import bounded, name_paths
 from .job_reporter import JobReporter, quietly, warn  # noqa: F401 (JobReporter re-exported: services type with it)
-from .progress import Canceled
+from .progress import Canceled, hearing_steps
 from .store import Store, atomic_write_json
 from .typed_json import to_json
 
@@ -156,11 +156,13 @@ class JobQueue:
                             "Wait for some to finish, or cancel one under Library → All jobs.")
 
     def resume(self, job_id: str, seen_by: Requester | None = None) -> JobView:
-        """Queue an interrupted, failed or canceled job again under the same id (same work dir).
+        """Queue an interrupted, failed or canceled job again under the same id (same work dir), or one
+        whose process is gone while it ran (this queue takes it over).
         `seen_by` (here and in get, list, cancel): answer as that requester may see the jobs."""
         self._check_seen(job_id, seen_by)
         def requeue(job: dict) -> None:
-            if job.get("status") not in (INTERRUPTED, FAILED, CANCELED) or job_id in self._unrecorded:
+            stopped = job.get("status") in (INTERRUPTED, FAILED, CANCELED) or self._orphan(job)
+            if not stopped or job_id in self._unrecorded:
                 raise UserError(f"Job {job_id} is {job.get('status')}; only stopped jobs can be resumed.")
             job.update(status=QUEUED, message="Queued (resume)", error=None, finished=None, holder=self.holder.token)
 
@@ -179,6 +181,8 @@ class JobQueue:
         def stop(job: dict) -> None:
             if job.get("status") == QUEUED:
                 job.update(status=CANCELED, finished=time.time(), message="Canceled before it started.")
+            elif self._orphan(job):  # its process is gone: nothing would ever see a stop request
+                job.update(status=CANCELED, finished=time.time(), message="Canceled (the process running it had ended).")
             elif job.get("status") == RUNNING:
                 with self._lock:
                     self._cancel.add(job_id)
@@ -186,6 +190,17 @@ class JobQueue:
 
         self.store.mutate("jobs", job_id, stop)  # atomic: the worker cannot start it halfway through
         return self.get(job_id)
+
+    def _orphan(self, job: dict) -> bool:
+        """Running or queued, but the process that holds it is gone (killed, or it ended mid-job)."""
+        return job.get("status") in (RUNNING, QUEUED) and not self.holder.alive(job.get("holder"))
+
+    def orphaned(self, job_id: str) -> bool:
+        return self._orphan(self.store.get("jobs", job_id) or {})
+
+    def held_here(self, job_id: str) -> bool:
+        """Whether this queue runs or queued this job (not another process on the workspace)."""
+        return (self.store.get("jobs", job_id) or {}).get("holder") == self.holder.token and self.holder.held
 
     def cancel_requested(self, job_id: str) -> bool:
         with self._lock:
@@ -308,7 +323,8 @@ class JobQueue:
             reporter = JobReporter(self, job_id)
             if handler is None or not isinstance(job.get("params"), dict):
                 raise UserError("This job was saved by another version of the app and cannot run; start it again.")
-            result = handler(job["params"], reporter) or {}
+            with hearing_steps(reporter):  # the model's steps: progress per step, and a stop at the next one
+                result = handler(job["params"], reporter) or {}
             reporter.outputs(result)
             reporter.progress(1.0)
             summary = result.get("summary") if isinstance(result, dict) else None

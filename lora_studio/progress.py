@@ -1,12 +1,20 @@
 """The one interface long-running work reports through.
 
 Engines and the trainer take a `Reporter`; the job queue supplies one that persists to the store,
-tests and the CLI can pass `NullReporter`. Keeping it here (no imports) lets engines stay ignorant
-of jobs, tabs and storage.
+tests and the CLI can pass `NullReporter`. Keeping it here (standard library only) lets engines stay
+ignorant of jobs, tabs and storage.
+
+Model steps reach the job without a reporter in every engine call: an engine's calls keep the one
+signature all engines share (Replicate's, ZeroGPU's pickled ones), so the job queue's worker says
+who hears the steps of the job it runs (`hearing_steps`) and the local engine tells each denoising
+step to whoever that is (`model_step`). The listener may raise `Canceled` there: a stop lands at the
+next step, not after the image.
 """
 from __future__ import annotations
 
-from typing import Any, Protocol
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator, Protocol
 
 
 class Canceled(Exception):
@@ -21,6 +29,33 @@ class SpendingCapReached(Canceled):
     def __init__(self, message: str = "", billed_s: float | None = None) -> None:
         super().__init__(message)
         self.billed_s = billed_s
+
+
+class StepListener(Protocol):
+    def step(self, done: int, total: int, images: int = 1) -> None:
+        """Step `done` of `total` of a model pass drawing `images` at once has ended (0: a pass is about
+        to start); raises Canceled when the work should stop here."""
+
+
+_heard = threading.local()  # the listener of the job this thread runs
+
+
+@contextmanager
+def hearing_steps(listener: StepListener | None) -> Iterator[None]:
+    """Within this block, model steps taken on this thread are told to `listener` (None: to nobody)."""
+    before = getattr(_heard, "listener", None)
+    _heard.listener = listener
+    try:
+        yield
+    finally:
+        _heard.listener = before
+
+
+def model_step(done: int, total: int, images: int = 1) -> None:
+    """Tell the job this thread runs (if any) that a model step ended; may raise Canceled."""
+    listener = getattr(_heard, "listener", None)
+    if listener is not None:
+        listener.step(done, total, images)
 
 
 class Reporter(Protocol):

@@ -19,7 +19,7 @@ from ..engines.base import EditRequest, Engine
 from ..engines.flight import open_flight
 from ..images import open_image, save_png
 from ..jobs import JobQueue, JobReporter, JobView, UserError
-from ..progress import SpendingCapReached
+from ..progress import Canceled
 from ..store import Store, new_id
 from . import limits
 from .characters import STORED_SIDE, Characters
@@ -129,6 +129,7 @@ class SheetService:
                 unsaved[prompt.slot] = variation = _Variation(prompt)
                 flight.submit(variation, request(variation))
             reporter.progress(0.0, _starting_text(len(todo), flight.parallel))
+            reporter.next_images(_done_text(0, len(todo)), 1 / max(1, len(todo)))
             try:  # finished images are saved at once, so a stop or the cap keeps every one
                 for done in flight.results():
                     variation = done.key
@@ -153,8 +154,9 @@ class SheetService:
                     finished += 1
                     reporter.progress(finished / max(1, len(todo)), _progress_text(variation, finished, len(todo),
                                                                                    failed=bool(done.error)))
-            except SpendingCapReached:
-                for variation in unsaved.values():  # retries the cap refused: keep the closest try so far
+                    reporter.next_images(_done_text(finished, len(todo)), 1 / max(1, len(todo)))
+            except Canceled:  # a stop or the cap: retries that did not run keep the closest try so far
+                for variation in unsaved.values():
                     if variation.best is not None:
                         image, score, used_seed = variation.best
                         self._save(character_id, variation.prompt, image, used_seed, variation.tries - 1, score)
@@ -214,6 +216,10 @@ class _Variation:
 
 def _starting_text(total: int, parallel: int) -> str:
     return f"{total} variations, {parallel} at once" if parallel > 1 and total > 1 else f"{total} variations"
+
+
+def _done_text(finished: int, total: int) -> str:
+    return f"{finished}/{total} variations done"
 
 
 def _progress_text(variation: _Variation, finished: int, total: int, failed: bool = False) -> str:

@@ -15,7 +15,7 @@ from ..engines.base import Engine, GenerateRequest
 from ..engines.flight import open_flight
 from ..images import open_image, save_png
 from ..jobs import JobQueue, JobReporter, JobView, UserError
-from ..progress import SpendingCapReached
+from ..progress import Canceled
 from ..store import Store
 from . import limits
 from .characters import Characters
@@ -120,6 +120,7 @@ class TesterService:
                         prompt=params.prompt, seed=seed, width=self.image_size, height=self.image_size,
                         steps=params.steps, loras=loras, go_fast=params.go_fast))
             reporter.progress(0.0, f"{total} images" + (f", {flight.parallel} at once" if flight.parallel > 1 else ""))
+            reporter.next_images(f"0/{total} images done", 1 / total)
             try:
                 for done in flight.results():
                     r, s = done.key
@@ -132,7 +133,8 @@ class TesterService:
                         name = f"{'base' if rows[r] is None else f's{rows[r]:g}'}_seed{seeds[s]}.png"
                         made[(r, s)] = (done.image, str(save_png(done.image, out_dir / name)))
                     reporter.progress((len(made) + len(failed)) / total, f"{label}: {'failed' if done.error else 'done'}")
-            except SpendingCapReached:  # what was made stays with the job, as a partial grid
+                    reporter.next_images(f"{len(made) + len(failed)}/{total} images done", 1 / total)
+            except Canceled:  # a stop or the cap: what was made stays with the job, as a partial grid
                 cells = self._cells(made, rows, seeds, measure)
                 if cells:
                     partial = save_png(_grid(cells, rows, seeds), out_dir / "grid.png")

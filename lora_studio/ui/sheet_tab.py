@@ -103,7 +103,7 @@ def render(ctx: UIContext) -> SheetParts:
         p.tries = gr.Slider(1, 5, value=3, step=1, label="Tries per variation")
         p.cap = gr.Number(0, label=wording.CAP_LABEL, info=wording.CAP_INFO, minimum=0, visible=ctx.paid)
     p.estimate = gr.Markdown(visible=ctx.paid, elem_classes=["ls-estimate"])
-    p.progress = gr.HTML(progress_html(None))
+    p.progress = gr.HTML(progress_html(None), elem_id="sheet-progress")
     p.done = gr.Markdown(wording.SHEET_DONE, visible=False)
     p.next_step = gr.Button(wording.NEXT_SELECTION, variant="primary", visible=False)
     p.message = gr.HTML()

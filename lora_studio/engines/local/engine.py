@@ -17,6 +17,7 @@ from ..lora import inspect_lora
 from ..flight import at_once
 from .model_kind import TINY_ID, model_label, sheet_sentence
 from .model_manager import ModelManager
+from .steps import draw
 from ..speed import SpeedSettings
 
 TINY_STEPS = 4
@@ -77,7 +78,8 @@ class LocalEngine:
                 image = image.resize((first.width, first.height))
             prompts = [r.prompt for r in requests]
             generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
-            return pipe(
+            return draw(
+                pipe, len(requests),
                 image=image, prompt=prompts if len(prompts) > 1 else prompts[0], width=first.width,
                 height=first.height, num_inference_steps=self._steps(first.steps), guidance_scale=first.guidance,
                 max_area=first.width * first.height, _auto_resize=self._auto_resize(first),
@@ -88,8 +90,8 @@ class LocalEngine:
         with self.manager.lock, _oom_as_error(), quiet():
             self.manager.apply_loras(request.loras)
             pipe = self.manager.text_to_image()
-            return pipe(
-                prompt=request.prompt, width=request.width, height=request.height,
+            return draw(
+                pipe, prompt=request.prompt, width=request.width, height=request.height,
                 num_inference_steps=self._steps(request.steps), guidance_scale=request.guidance,
                 generator=torch.Generator("cpu").manual_seed(request.seed), **self._kwargs(),
             ).images[0]

@@ -24,8 +24,9 @@ from typing import Callable
 from ...engines import family, hub
 from ...engines.hub import bytes_kept, fetch, space_text
 from ...errors import UserError
-from ...jobs import FINISHED, RUNNING, JobQueue, JobReporter, JobView
+from ...jobs import CANCELED, INTERRUPTED, QUEUED, RUNNING, JobQueue, JobReporter, JobView
 from ...sizes import GB, MB, byte_text, rate_text
+from ...step_clock import left_text
 from ...store import Store
 from ...tokens import TokenState
 from ...typed_json import from_json_or_none
@@ -164,16 +165,8 @@ class Rate:
     def text(self) -> str:
         speed = self.per_second
         left = (self.total - self.done) / speed if speed > 0 else None
-        eta = "" if left is None else f" · about {_duration(left)} left"
+        eta = "" if left is None else f" · about {left_text(max(1.0, left))} left"
         return f"{byte_text(self.done)} of {byte_text(self.total)} · {rate_text(speed)}{eta}"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 5400:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 class ModelsService:
@@ -290,18 +283,29 @@ class ModelsService:
                              + (f"; take {best.title}." if best else "; use the Replicate engine."))
 
     # ---- downloads -------------------------------------------------------------------------
-    def start_download(self, model: str) -> JobView:
-        """Queue a download after the checks that need no byte of it: the id, access, the free space."""
+    def start_download(self, model: str, join: bool = False) -> JobView:
+        """Queue a download after the checks that need no byte of it: the id, access, the free space.
+        A download of it whose process is gone is taken over (its bytes are kept). `join` (the CLI): a
+        download this process runs, or the last one stopped, is the one followed to the end."""
         model = _model_text(model)
         if Path(model).expanduser().is_dir():
             raise UserError(f"{Path(model).name} is a folder here: it needs no download (choose it as the model).")
         if not hub.is_repo_id(model):
             raise UserError(f"{model!r} is not a Hugging Face model id (owner/name).")
         with self._lock:  # the check and the claim in one step: simultaneous starts make one job
-            for job in self.jobs.list(KIND):
-                params = from_json_or_none(DownloadParams, job.params)
-                if params and params.repo_id == model and job.status not in FINISHED and job.status != "interrupted":
-                    raise UserError(f"{model} is already being downloaded (job {job.id}).")
+            same = [j for j in self.jobs.list(KIND)
+                    if getattr(from_json_or_none(DownloadParams, j.params), "repo_id", None) == model]
+            for job in (j for j in same if j.status in (QUEUED, RUNNING)):
+                if self.jobs.orphaned(job.id):
+                    return self.jobs.resume(job.id)  # its process is gone: taken over here, its bytes kept
+                here = self.jobs.held_here(job.id)
+                if not (join and here):
+                    raise UserError(f"{model} is already being downloaded"
+                                    f"{'' if here else ' by another process on this workspace'} (job {job.id}).")
+                return job
+            stopped = [j for j in same if j.status in (CANCELED, INTERRUPTED)]
+            if join and stopped:
+                return self.jobs.resume(stopped[-1].id)
             if model in self._starting:
                 raise UserError(f"{model} is already being downloaded (its job is starting).")
             self._starting.add(model)
