@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import pytest
 
 from tests.conftest import ROOT
-from tests.test_hub import OPEN, WEIGHTS, hub, models, needed, received, repo_folders  # noqa: F401 (fixtures)
+from tests.test_hub import OPEN, WEIGHTS, hub, needed, received, repo_folders  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow
 
