@@ -66,11 +66,11 @@ def test_the_endpoint_takes_size_steps_and_guidance_and_says_its_form(tmp_path):
         assert done.status == "succeeded" and Image.open(studio.store.path(done.outputs["image"])).size == (80, 48)
         plain = client.predict("a cat", api_name="/generate")  # left out: the family's
         assert (plain["params"]["width"], plain["params"]["steps"], plain["params"]["guidance"]) == (64, 4, 3.5)
+        assert studio.jobs.wait(plain["id"], 120).status == "succeeded"  # a running job writes its progress
         with unchanged(studio.store.root):
             refused(client, "Width 250 does not fit", "a cat", "", 0, "", False, 250, 64, api_name="/generate")
             refused(client, "Guidance 11 is out of range", "a cat", "", 0, "", False, 0, 0, 0, 11,
                     api_name="/generate")
-        studio.jobs.wait(plain["id"], 120)
 
 
 def test_the_cli_takes_steps_and_guidance(capsys, tmp_path):

@@ -106,7 +106,7 @@ def auto_speed(gpu: GpuInfo, needs: dict | None = None) -> SpeedSettings:
         return replace(OFF, batch_edits=3, reason=(
             "Auto speed on ZeroGPU: 3 Kontext edits per call (each GPU call costs a worker start, so fewer, "
             "fuller calls); no compile, fp8 or hot-swap, since a fresh worker would redo them every call."))
-    from ..memory import GB
+    from ...sizes import GB
 
     needs = needs or _inference_needs()
     memory, capability = gpu.usable_gb * GB, gpu.capability
