@@ -337,11 +337,11 @@ class InferenceNeed:
 
 
 def inference_need(weights_format: str = "bf16", resolution: int = 1024,
-                   transformer_config: dict | None = None, pipe=None) -> InferenceNeed:
-    """What an image at `resolution` needs with the transformer in `weights_format` (FLUX.1-dev unless
-    `transformer_config` and the loaded `pipe` say otherwise); see the module docstring."""
-    counts = transformer_counts(transformer_config)
-    encoders = encoder_counts(pipe)
+                   transformer_config: dict | None = None, pipe=None, architecture: str = "flux1-dev") -> InferenceNeed:
+    """What an image at `resolution` needs with the transformer in `weights_format` (the named full
+    architecture unless `transformer_config` and the loaded `pipe` say otherwise); see the module docstring."""
+    counts = transformer_counts(transformer_config, architecture)
+    encoders = encoder_counts(pipe, architecture)
     image_tokens = (resolution / PIXELS_PER_TOKEN) ** 2
 
     def block(tokens: float) -> float:
