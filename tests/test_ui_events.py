@@ -127,7 +127,7 @@ def test_every_settings_event_is_the_owners_unless_it_serves_visitors(shared_app
 def test_a_stranger_is_refused_every_owner_only_event_before_it_runs(shared_app):
     studio, demo = shared_app
     owners = [f for f in demo.fns.values() if f.fn.owner_only]
-    assert len(owners) == 24
+    assert len(owners) == 26  # 24, and the first-run card's FLUX.2 [klein] button and its endpoint
     with unchanged(studio.store.root):
         for block_fn in owners:
             params = inspect.signature(block_fn.fn).parameters

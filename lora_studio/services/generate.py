@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..engines.base import Engine, GenerateRequest, replicate_lora_scale
+from ..engines.base import Engine, GenerateRequest, defaults_of, family_of, replicate_lora_scale
 from ..images import save_png
 from ..jobs import JobQueue, JobReporter, JobView, UserError
 from ..store import Store, atomic_write_json
@@ -42,8 +42,8 @@ class GenerateOptions:
     seed: int = 0
     width: int | None = None
     height: int | None = None
-    steps: int = 28
-    guidance: float = 3.5
+    steps: int | None = None  # None: the engine family's (FLUX.1 28, Klein distilled 4, Klein base 50)
+    guidance: float | None = None  # None: the engine family's (FLUX.1 3.5; ignored by a distilled Klein)
     task: str | None = None
     go_fast: bool = False  # Replicate's fp8 mode; it multiplies LoRA strengths by 1.5 there
 
@@ -124,12 +124,17 @@ class GenerateService:
         if len(loras) > MAX_LORAS:
             raise UserError(f"{len(loras)} LoRAs given; use at most {MAX_LORAS} at once.")
         weights = []
+        engine = self._engine()
         for name, weight in loras.items():
             weight = parse_strengths([weight])[0]
             record = self.library.resolve(name)
+            self.library.check_family(record, family_of(engine))
             weights.append((record["id"], weight))
+        defaults = defaults_of(engine)
         return self.check(dict(prompt=prompt, loras=weights, seed=seed, width=width or self.image_size,
-                               height=height or self.image_size, steps=options.steps, guidance=options.guidance,
+                               height=height or self.image_size,
+                               steps=defaults.steps if options.steps is None else options.steps,
+                               guidance=defaults.guidance if options.guidance is None else options.guidance,
                                go_fast=options.go_fast))
 
     def check(self, params: dict) -> dict:

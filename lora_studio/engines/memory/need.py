@@ -355,3 +355,12 @@ def inference_need(weights_format: str = "bf16", resolution: int = 1024,
         fused_extra=2.0 * counts.qkv_linear,
         batch_extra=block(2 * image_tokens + TEXT_TOKENS) + decode,
     )
+
+
+def download_bytes(architecture: str, transformer_only: bool = False) -> float:
+    """The bytes of a checkpoint's weights as its repo holds them (bf16 safetensors): the transformer, and
+    unless `transformer_only` the text encoders and VAE, counted from the architecture on the meta device."""
+    total = transformer_counts(architecture=architecture).total.total
+    if not transformer_only:
+        total += encoder_counts(architecture=architecture).whole
+    return 2.0 * total
