@@ -41,6 +41,11 @@ def model_card(meta: dict, strength: float | None = None, tested: bool = False) 
     pipeline = kind.pipeline_classes[0]
     defaults = kind.defaults(bool(known and known.distilled))
     licence = f"\n- Base model licence: {known.licence_text()}" if known else ""
+    if known and known.sibling and not known.distilled:  # trained on a Klein base: drawn on the distilled one
+        licence += (f"\n- Trained on the base checkpoint; LoRA Studio draws with it on `{known.sibling}` (the "
+                    f"distilled one, {kind.distilled_defaults.steps} steps, no guidance): load it there the same way "
+                    f"with `num_inference_steps={kind.distilled_defaults.steps}`. The strength tester's sweep on both "
+                    "checkpoints shows whether the strength carries over.")
     value, said = strength_line(strength, tested)
     loss = meta.get("final_loss")
     kohya_stem = Path(KOHYA_FILE).stem

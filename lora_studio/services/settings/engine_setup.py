@@ -15,7 +15,7 @@ from pathlib import Path
 from ...config import ENGINES, Settings
 from ...engines.hub import is_repo_id
 from ...engines.family import KLEIN, KLEIN_4B
-from ...engines.local import DEV_HUB_ID, KONTEXT_CLASS, KONTEXT_HUB_ID, model_flavour, pipeline_class
+from ...engines.local import BUILT_IN, DEV_HUB_ID, KONTEXT_CLASS, KONTEXT_HUB_ID, model_flavour, pipeline_class
 from ...errors import InvalidInput
 from ...store import atomic_write_json
 
@@ -178,7 +178,7 @@ def _model_ref(value: str, what: str) -> str:
         return ""
     if len(value) > MAX_MODEL or not value.isprintable():
         raise InvalidInput(f"The {what} is a hub id (owner/name) or a folder path, up to {MAX_MODEL} characters.")
-    if is_repo_id(value) and not Path(value).is_dir():
+    if (is_repo_id(value) or value in BUILT_IN) and not Path(value).is_dir():  # a hub id, or a test model built in code
         return value
     folder = Path(value).expanduser()
     if not folder.is_absolute():
