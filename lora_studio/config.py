@@ -67,7 +67,7 @@ class SpeedRequest:
     compile: bool | None = None  # regional torch.compile; LoRAs switch by hot-swap
     quantize: str | None = None  # none | fp8 | 8bit
     group_offload: str | None = None  # off | encoders | all
-    batch_edits: int | None = None  # Kontext edits per call in the character sheet
+    batch_edits: int | None = None  # edits per call in the character sheet (Kontext or Klein)
     first_block_cache: float | None = None  # threshold; 0 = off
 
     def __post_init__(self) -> None:
@@ -79,7 +79,7 @@ class SpeedRequest:
             raise ValueError(f"Unknown group offloading {self.group_offload!r}; "
                              f"choose one of {', '.join(GROUP_OFFLOAD_CHOICES)}.")
         if self.batch_edits is not None and not 1 <= self.batch_edits <= 8:
-            raise ValueError("Kontext edits per call (--batch-edits) must be between 1 and 8.")
+            raise ValueError("Sheet edits per call (--batch-edits) must be between 1 and 8.")
         if self.first_block_cache is not None and not 0 <= self.first_block_cache < 1:
             raise ValueError("The first-block cache threshold must be at least 0 (off) and below 1.")
 

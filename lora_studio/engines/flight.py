@@ -2,7 +2,7 @@
 
 A character sheet, its identity-gate retries and a strength sweep are many independent images. An
 engine that runs them elsewhere (Replicate) keeps several in flight together; one that runs them on
-this machine's GPU takes them in turn, `edit_batch` Kontext edits per call. Both look the same to a
+this machine's GPU takes them in turn, `edit_batch` sheet edits per call. Both look the same to a
 service through `open_flight`:
 
     with open_flight(engine, charges, stop=lambda: reporter.cancel_requested) as flight:

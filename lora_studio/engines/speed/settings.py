@@ -84,7 +84,7 @@ class SpeedSettings:
         if self.group_offload:
             parts.append("group offloading of " + ("everything" if self.group_offload == "all" else "the encoders"))
         if self.batch_edits > 1:
-            parts.append(f"{self.batch_edits} Kontext edits per call")
+            parts.append(f"{self.batch_edits} sheet edits per call")
         if self.first_block_cache:
             parts.append(f"first-block cache at {self.first_block_cache:g}")
         return " + ".join(parts) or "none"
@@ -106,7 +106,7 @@ def auto_speed(gpu: GpuInfo, needs: dict | None = None) -> SpeedSettings:
                                    "offloading pay off only with CUDA.")
     if gpu.zero_gpu:
         return replace(OFF, batch_edits=3, reason=(
-            "Auto speed on ZeroGPU: 3 Kontext edits per call (each GPU call costs a worker start, so fewer, "
+            "Auto speed on ZeroGPU: 3 sheet edits per call (each GPU call costs a worker start, so fewer, "
             "fuller calls); no compile, fp8 or hot-swap, since a fresh worker would redo them every call."))
     from ..memory import GB
 
@@ -179,7 +179,7 @@ def unsupported(settings: SpeedSettings, gpu: GpuInfo) -> dict[str, str]:
     if settings.fuse_qkv and settings.quantize == "8bit":
         problems["fuse_qkv"] = "fused QKV cannot concatenate bitsandbytes 8-bit weights"
     if not 1 <= settings.batch_edits <= 8:
-        problems["batch_edits"] = "Kontext edits per call must be between 1 and 8"
+        problems["batch_edits"] = "Sheet edits per call must be between 1 and 8"
     if not 0 <= settings.first_block_cache < 1:
         problems["first_block_cache"] = "the first-block cache threshold must be between 0 and 1 (0 = off)"
     return problems
