@@ -1,40 +1,43 @@
-"""The GPU table in one command: FLUX.1-dev at full size with random weights, measured and written to bench/README.md.
+"""The GPU table in one command: FLUX.2 [klein] and FLUX.1-dev at full size with random weights, measured.
 
+    python bench/gpu_suite.py --budget 500 --out $OUT/table.md   # a lent GPU: the telling rows in ~9 minutes
     python bench/gpu_suite.py                          # on a CUDA machine: every row, README section rewritten
     python bench/gpu_suite.py --only sheet,train       # some groups; rows from earlier runs are kept
-    python bench/gpu_suite.py --smoke --out table.md   # CPU, wide Flux (real widths, one block each), tiny sizes
+    python bench/gpu_suite.py --smoke --out table.md   # CPU, wide models (real widths, one block each), tiny sizes
 
-It builds the whole FLUX.1-dev architecture (19 double + 38 single blocks, T5-XXL, the real VAE) with
-random weights, straight onto the GPU in bf16, and saves it once as a diffusers folder, so every row
-loads through the same code path as real weights (quantized memory modes included). FLUX.1-Kontext-dev
-has the same architecture, so the sheet runs FluxKontextPipeline with those weights as its own
-transformer (a second folder naming FluxKontextPipeline, swapped in under the same encoders). Speed and memory do
-not depend on the values. Rows, grouped for --only:
+It builds each architecture with random weights straight onto the GPU in bf16 and saves it once as a
+diffusers folder, so every row loads through the same code path as real weights (quantized memory modes
+included); speed and memory do not depend on the values. FLUX.1-Kontext-dev has FLUX.1-dev's
+architecture, so FLUX.1's sheet runs FluxKontextPipeline with those weights as its own transformer (a
+second folder naming FluxKontextPipeline, swapped in under the same encoders). Rows, grouped for --only,
+in the order they run (most telling first, see gpu_budget.py):
 
-    generate   text-to-image 1024², 28 steps, a rank-16 LoRA loaded: plain diffusers vs our engine (auto speed)
+    klein_generate  FLUX.2 [klein] 4B 1024², 4 steps, a LoRA: plain diffusers vs our engine (gpu_klein.py)
+    klein_train     Klein 4B training at 512², rank 16, in every memory mode
+    klein_sheet     Klein 4B's 30-image sheet, reference edits by the same pipeline
+    generate   FLUX.1 text-to-image 1024², 28 steps, a rank-16 LoRA loaded: plain diffusers vs our engine
     switch     LoRA switch time on our engine (hot-swap), and whether the next image recompiled
     sheet      the 30-image Kontext character sheet on our engine
     train      training steps at 512² and 1024², rank 16, in every memory mode, through the real trainer
     ablations  our engine with each auto speed setting turned off in turn, and with the first-block cache
     scaling    training in Accelerate worker processes, one row per GPU count (1 … every GPU), one image
                per GPU per step: steps/s, images/s against one GPU, and the start-up cost apart
+    klein9_train    Klein 9B training in two modes (its 35 GB of weights are written last)
 
-One failing row never stops the run: its error (or "out of memory") is written in its cell. The table
-is rewritten after every row, so an interrupted run keeps what it measured.
+With `--budget SECONDS` a row whose estimate (and the model it is the first to build) does not fit the
+seconds left is not started and says so in its cell. One failing row never stops the run: its error
+(or "out of memory") is written in its cell. The table is rewritten after every row, so an interrupted
+run keeps what it measured.
 """
 from __future__ import annotations
 
 import argparse
-import gc
 import json
-import os
 import statistics
 import sys
 import tempfile
-import time
 import traceback
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,27 +48,15 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from lora_studio.config import MEMORY_MODES, SpeedRequest  # noqa: E402
-from lora_studio.engines import memory  # noqa: E402
-from lora_studio.errors import is_out_of_memory  # noqa: E402
-from lora_studio.engines.base import EditRequest, GenerateRequest, LoraWeight, TrainRequest  # noqa: E402
+from lora_studio.engines.base import EditRequest, GenerateRequest, LoraWeight  # noqa: E402
 from lora_studio.engines.local.engine import LocalEngine  # noqa: E402
 from lora_studio.engines.local.model_manager import ModelManager  # noqa: E402
 from lora_studio.engines.speed.settings import OFF, SpeedSettings  # noqa: E402
 from lora_studio.engines.builtin.wide import build_flux, transformer_config  # noqa: E402
-from train_overhead import TimingReporter  # noqa: E402 - progress time stamps: one per training step
-
-README = ROOT / "bench" / "README.md"
-START, END = "<!-- gpu-suite:start -->", "<!-- gpu-suite:end -->"
-GROUPS = ("generate", "switch", "sheet", "train", "ablations", "scaling")
-PROMPT = "photo of mila_v1, portrait, soft window light"
-RANK = 16
-GOALS = {
-    "generate": "≤ 3.0 s/image with a LoRA (H100); plain diffusers ≈ 6.7–7.9 s",
-    "switch": "< 1 s, no recompile",
-    "train_8bit": "512² ≤ 24 GB with an 8-bit base",
-    "train_lightest": "512² ≤ 8 GB in the lightest mode",
-}
-
+import gpu_klein  # noqa: E402
+from gpu_budget import Budget, estimate  # noqa: E402
+from gpu_common import (END, GROUPS, PROMPT, RANK, README, START, Results, diff_text, error_cell, free,  # noqa: E402,F401
+                        make_dataset, peak_gb, pixels, random_lora, reset_peak, timed, train_cells, verdict)
 
 @dataclass
 class Config:
@@ -114,136 +105,6 @@ def image_tokens(size: int) -> int:
     return (size // 16) ** 2  # VAE /8, then 2x2 packing
 
 
-# ---------------------------------------------------------------- results and the markdown table
-
-
-@dataclass
-class Results:
-    path: Path
-    runs: list[dict] = field(default_factory=list)
-    rows: dict[str, dict] = field(default_factory=dict)  # "table/row" -> cells
-
-    @classmethod
-    def open(cls, path: Path, fresh: bool) -> "Results":
-        if fresh or not path.is_file():
-            return cls(path)
-        data = json.loads(path.read_text())
-        return cls(path, data.get("runs", []), data.get("rows", {}))
-
-    def start_run(self, cfg: Config) -> None:
-        device = torch.cuda.get_device_name(0) if cfg.device == "cuda" else f"CPU ({os.cpu_count()} cores)"
-        command = "python bench/gpu_suite.py " + " ".join(sys.argv[1:])
-        self.runs.append({"device": device, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                          "command": command.strip(), "torch": torch.__version__})
-
-    def put(self, table: str, row: str, cells: dict) -> None:
-        self.rows[f"{table}/{row}"] = {**cells, "run": len(self.runs)}
-
-    def save(self, out: Path, readme: bool) -> None:
-        self.path.write_text(json.dumps({"runs": self.runs, "rows": self.rows}, indent=1, default=str))
-        section = f"{START}\n{self.markdown()}\n{END}"
-        if not readme:
-            out.write_text(section + "\n")
-            return
-        text = out.read_text() if out.is_file() else ""
-        if START in text and END in text:
-            text = text[:text.index(START)] + section + text[text.index(END) + len(END):]
-        else:
-            text = text.rstrip() + "\n\n" + section + "\n"
-        out.write_text(text)
-
-    def markdown(self) -> str:
-        lines = ["Measured by `bench/gpu_suite.py` (rewritten by it; do not edit by hand).", ""]
-        for i, run in enumerate(self.runs, 1):
-            lines.append(f"- run {i}: {run['device']} · {run['date']} · torch {run['torch']} · `{run['command']}`")
-        tables = [
-            ("generate", "Text-to-image with a rank-16 LoRA loaded", GOALS["generate"],
-             ["engine", "settings", "s/image", "TFLOP/s", "peak GB", "vs plain image", "notes"]),
-            ("switch", "LoRA switch", GOALS["switch"], ["engine", "switch s", "recompiles", "notes"]),
-            ("sheet", "Kontext character sheet", "", ["engine", "settings", "images", "total s", "s/image",
-                                                       "TFLOP/s", "peak GB", "notes"]),
-            ("train", "Training, rank 16 (s/step after one warm-up step; peak GB includes the loaded base)",
-             f"{GOALS['train_8bit']}; {GOALS['train_lightest']}", ["memory mode · resolution", "s/step",
-                                                                   "peak GB", "notes"]),
-            ("ablations", "Our engine, one setting changed (same rows as text-to-image)", "",
-             ["variant", "settings", "s/image", "TFLOP/s", "peak GB", "vs plain image", "notes"]),
-            ("scaling", "Training in worker processes, data-parallel (rank 16, one image per process per step)",
-             "", ["processes", "steps/s", "images/s", "vs 1 process", "start-up s", "notes"]),
-        ]
-        for key, title, goal, columns in tables:
-            rows = [(k.split("/", 1)[1], v) for k, v in self.rows.items() if k.startswith(key + "/")]
-            if not rows:
-                continue
-            lines += ["", f"### {title}" + (f" — goal: {goal}" if goal else ""), "",
-                      "| " + " | ".join(columns + ["run"]) + " |", "|" + "---|" * (len(columns) + 1)]
-            for name, cells in rows:
-                values = [name] + [_cell(cells.get(c)) for c in columns[1:]] + [str(cells.get("run", ""))]
-                lines.append("| " + " | ".join(values) + " |")
-        return "\n".join(lines)
-
-
-def _cell(value) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.2f}" if value < 100 else f"{value:.0f}"
-    return str(value).replace("|", "/").replace("\n", " ")
-
-
-def verdict(value: float | None, limit: float, unit: str) -> str:
-    if value is None:
-        return ""
-    return f"goal ≤ {limit:g} {unit}: {'met' if value <= limit else 'missed'}"
-
-
-def error_cell(exc: BaseException) -> str:
-    if is_out_of_memory(exc):
-        return "out of memory"
-    return f"error: {type(exc).__name__}: {str(exc)[:240]}"
-
-
-# ---------------------------------------------------------------- measuring
-
-
-def sync(cfg: Config) -> None:
-    if cfg.device == "cuda":
-        torch.cuda.synchronize()
-
-
-def reset_peak(cfg: Config) -> None:
-    if cfg.device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-
-
-def peak_gb(cfg: Config) -> float | None:
-    return torch.cuda.max_memory_allocated() / 1024**3 if cfg.device == "cuda" else None
-
-
-def free(cfg: Config) -> None:
-    gc.collect()
-    if cfg.device == "cuda":
-        torch.cuda.empty_cache()
-
-
-def timed(cfg: Config, call) -> tuple[float, object]:
-    sync(cfg)
-    tick = time.perf_counter()
-    value = call()
-    sync(cfg)
-    return time.perf_counter() - tick, value
-
-
-def pixels(image) -> np.ndarray:
-    return np.asarray(image.convert("RGB"), dtype=np.int16)
-
-
-def diff_text(image, reference) -> str | None:
-    if reference is None:
-        return None
-    delta = np.abs(pixels(image) - reference)
-    return "identical" if not delta.any() else f"max {delta.max()}, mean {delta.mean():.1f} levels"
-
-
 # ---------------------------------------------------------------- the model and the LoRAs
 
 
@@ -285,36 +146,28 @@ def make_lora(folder: Path, path: Path, seed: int, rank: int = RANK) -> Path:
     return random_lora(transformer, path, seed, rank)
 
 
-def random_lora(transformer, path: Path, seed: int, rank: int = RANK, scale: float = 0.01) -> Path:
-    """A random rank-`rank` LoRA on the layers our trainer targets (attention + MLP of every block), written as
-    a diffusers file with its peft metadata. The transformer is only read (its layer shapes)."""
-    from diffusers import FluxPipeline
-    from peft import LoraConfig
-
-    from lora_studio.engines.lora.targets import target_modules
-
-    generator = torch.Generator().manual_seed(seed)
-    state = {}
-    for name in target_modules(transformer, train_mlp=True):
-        layer = transformer.get_submodule(name)
-        state[f"{name}.lora_A.weight"] = torch.randn(rank, layer.in_features, generator=generator) * scale
-        state[f"{name}.lora_B.weight"] = torch.randn(layer.out_features, rank, generator=generator) * scale
-    metadata = LoraConfig(r=rank, lora_alpha=rank, target_modules=sorted({k.rsplit(".", 3)[0] for k in state}))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    FluxPipeline.save_lora_weights(path.parent, transformer_lora_layers=state, weight_name=path.name,
-                                   transformer_lora_adapter_metadata=metadata.to_dict())
-    return path
-
-
 @dataclass
 class Context:
     cfg: Config
     results: Results
-    folder: Path
-    loras: dict[str, Path]
+    budget: Budget = field(default_factory=lambda: Budget(None))
     plain_image: np.ndarray | None = None
     plain_switch: float | None = None
     ours: LocalEngine | None = None
+    built: dict[str, Path] = field(default_factory=dict)  # "weights:<architecture>" -> its folder
+    klein: dict = field(default_factory=dict)  # what the FLUX.2 [klein] rows share (gpu_klein.py)
+
+    @property
+    def folder(self) -> Path:
+        """FLUX.1-dev's random-weight folder, built by the first row that needs it."""
+        if "weights:flux1-dev" not in self.built:
+            self.built["weights:flux1-dev"] = build_weights(self.cfg)
+        return self.built["weights:flux1-dev"]
+
+    @property
+    def loras(self) -> dict[str, Path]:
+        return {"a": make_lora(self.folder, self.cfg.work / "loras" / "a.safetensors", seed=1),
+                "b": make_lora(self.folder, self.cfg.work / "loras" / "b.safetensors", seed=2)}
 
     @property
     def dtype(self) -> torch.dtype:
@@ -323,7 +176,7 @@ class Context:
     def speed(self) -> SpeedSettings | SpeedRequest:
         # Smoke: the CPU's auto is "off"; the CPU-runnable settings that change the model (fused QKV) and the
         # sheet (two edits per call) are on instead, so their code paths run.
-        return replace(OFF, fuse_qkv=True, batch_edits=2, reason="Smoke run: fused QKV, two edits per Kontext call.") \
+        return replace(OFF, fuse_qkv=True, batch_edits=2, reason="Smoke run: fused QKV, two edits per sheet call.") \
             if self.cfg.smoke else SpeedRequest()
 
     def engine(self, speed=None) -> LocalEngine:
@@ -349,8 +202,18 @@ class Context:
         return GenerateRequest(prompt=PROMPT, seed=7, width=self.cfg.size, height=self.cfg.size, steps=self.cfg.steps,
                                loras=(LoraWeight(lora, weight, self.loras[lora]),))
 
-    def row(self, table: str, name: str, measure) -> None:
-        """Run one row; whatever it raises goes into its cells, and the table is saved either way."""
+    def row(self, table: str, name: str, measure, kind: str = "", needs: tuple[str, ...] = ("weights:flux1-dev",)) -> None:
+        """Run one row when its estimate (`kind`'s, plus building the models in `needs` it is the first to
+        use) fits the budget; whatever it raises goes into its cells, and the table is saved either way."""
+        seconds = estimate(kind or table, self.cfg.smoke) + sum(estimate(n, self.cfg.smoke) for n in needs
+                                                                  if n not in self.built)
+        if not self.budget.fits(seconds):
+            cells = {"notes": self.budget.refusal(seconds)}
+            self.budget.skipped.append(f"{table}/{name}")
+            self.results.put(table, name, cells)
+            self.results.save(self.cfg.out, readme=not self.cfg.smoke)
+            print(f"[{table}] {name}: {cells['notes']}", flush=True)
+            return
         print(f"[{table}] {name} ...", flush=True)
         free(self.cfg)
         try:
@@ -471,37 +334,6 @@ def row_sheet(ctx: Context) -> dict:
                      + "; TFLOP count includes the reference image's tokens"}
 
 
-def make_dataset(folder: Path, resolution: int, count: int = 4) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(resolution)
-    for i in range(count):
-        Image.fromarray(rng.integers(0, 255, (resolution, resolution, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-        (folder / f"{i}.txt").write_text(f"ohwx, synthetic picture {i}")
-    return folder
-
-
-def train_cells(ctx: Context, manager: ModelManager, mode: str, resolution: int) -> dict:
-    from lora_studio.training.trainer import train_on_manager
-
-    cfg = ctx.cfg
-    work = cfg.work / "train" / f"{mode}-{resolution}"
-    request = TrainRequest(dataset_dir=make_dataset(cfg.work / "data" / str(resolution), resolution),
-                           output_dir=work / "out", work_dir=work / "work", trigger="ohwx", steps=cfg.train_steps,
-                           rank=RANK, resolution=resolution, checkpoint_every=0, sample_every=0,
-                           memory_mode=mode, resume=False)
-    reporter = TimingReporter()
-    reset_peak(cfg)
-    train_on_manager(manager, request, reporter)
-    stamps = reporter.stamps[:cfg.train_steps]
-    steps = [b - a for a, b in zip(stamps, stamps[1:])]
-    plan = next((line for line in reporter.logs if line.startswith("Memory mode")), "")
-    peak = peak_gb(cfg)
-    goal = {"8bit": 24.0, memory.LADDER[-1]: 8.0}.get(mode) if resolution == 512 else None
-    notes = [verdict(peak, goal, "GB") if goal else "", plan[:200], manager.memory_note]
-    return {"s/step": statistics.median(steps) if steps else None, "peak GB": peak,
-            "notes": "; ".join(n for n in notes if n)}
-
-
 def train_rows(ctx: Context) -> None:
     modes = [m for m in MEMORY_MODES if m != "auto"]
     runs = [(mode, OFF) for mode in modes] + [("auto", ctx.speed())]
@@ -509,10 +341,17 @@ def train_rows(ctx: Context) -> None:
         runs = runs[:1]
     for mode, speed in runs:
         label = mode if speed is OFF else "auto, on the auto-speed base"
-        manager = ModelManager(model=str(ctx.folder), device=ctx.cfg.device, memory_mode=mode, speed=speed)
+        made: list[ModelManager] = []  # made by the first row that runs: a skipped row builds nothing
+
+        def manager(mode=mode, speed=speed, made=made) -> ModelManager:
+            if not made:
+                made.append(ModelManager(model=str(ctx.folder), device=ctx.cfg.device, memory_mode=mode, speed=speed))
+            return made[0]
+
         for resolution in ctx.cfg.train_resolutions:
-            ctx.row("train", f"{label} · {resolution}²", lambda: train_cells(ctx, manager, mode, resolution))
-        manager.unload()
+            ctx.row("train", f"{label} · {resolution}²", lambda: train_cells(ctx, manager(), mode, resolution))
+        for one in made:
+            one.unload()
         free(ctx.cfg)
     for mode in modes[len(runs):] if ctx.cfg.smoke else ():
         ctx.results.put("train", f"{mode} · {ctx.cfg.train_resolutions[0]}²", {"notes": "not run by --smoke"})
@@ -535,8 +374,9 @@ def ablation_variants(auto: SpeedSettings, cuda: bool = True) -> list[tuple[str,
 
 
 def ablation_rows(ctx: Context) -> None:
-    auto = ctx.ours_engine().manager.speed
-    ctx.drop_ours()
+    from lora_studio.engines.speed.settings import gpu_info, pick_device, resolve_speed
+
+    auto = ctx.speed() if ctx.cfg.smoke else resolve_speed(SpeedRequest(), gpu_info(pick_device(ctx.cfg.device)))
     variants = ablation_variants(auto, cuda=ctx.cfg.device == "cuda")
     for name, speed, attention in variants[:1] if ctx.cfg.smoke else variants:
         def measure(speed=speed, attention=attention):
@@ -585,6 +425,9 @@ def main(argv=None) -> int:
     parser.add_argument("--only", help=f"comma-separated groups: {', '.join(GROUPS)} (default: all)")
     parser.add_argument("--device", help="cuda (default) or cpu (--smoke default)")
     parser.add_argument("--work", help="folder for the random weights, LoRAs and training files (kept for reuse)")
+    parser.add_argument("--budget", type=float, metavar="SECONDS",
+                        help="the whole command's time: rows run most telling first, and a row whose estimate does "
+                             "not fit what is left is not started (bench/gpu_budget.py)")
     args = parser.parse_args(argv)
     if args.smoke and not args.out:
         parser.error("--smoke needs --out PATH (the smoke table never goes into bench/README.md)")
@@ -593,7 +436,7 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown group(s) {', '.join(sorted(unknown))}; choose from {', '.join(GROUPS)}")
     cfg = Config.from_args(args)
-    if cfg.smoke:  # the trainer's T5 length too, so the CPU gets through in a minute or two
+    if cfg.smoke:  # the trainer's text length too, so the CPU gets through in a few minutes
         from lora_studio.training import dataset
 
         dataset.MAX_SEQUENCE_LENGTH = cfg.text_tokens
@@ -602,28 +445,30 @@ def main(argv=None) -> int:
     torch.set_grad_enabled(False)
     results = Results.open(cfg.results, fresh=not args.only)
     results.start_run(cfg)
-    folder = build_weights(cfg)
-    loras = {"a": make_lora(folder, cfg.work / "loras" / "a.safetensors", seed=1),
-             "b": make_lora(folder, cfg.work / "loras" / "b.safetensors", seed=2)}
-    ctx = Context(cfg, results, folder, loras)
+    ctx = Context(cfg, results, budget=Budget(args.budget))
+    gpu_klein.run(ctx, groups)  # the default local model first: its rows are the most telling
     if "generate" in groups:
-        ctx.row("generate", "plain diffusers", lambda: row_plain(ctx))
-        ctx.row("generate", "ours (auto speed)", lambda: row_ours(ctx))
+        ctx.row("generate", "plain diffusers", lambda: row_plain(ctx), kind="generate:plain")
+        ctx.row("generate", "ours (auto speed)", lambda: row_ours(ctx), kind="generate:ours")
     if "switch" in groups:
         ctx.row("switch", "ours (auto speed)", lambda: row_switch(ctx))
     if "sheet" in groups:
         ctx.row("sheet", "ours (auto speed)", lambda: row_sheet(ctx))
-    if "ablations" in groups:
-        ablation_rows(ctx)
     ctx.drop_ours()
     if "train" in groups:
         torch.set_grad_enabled(True)
         train_rows(ctx)
+        torch.set_grad_enabled(False)
+    if "ablations" in groups:
+        ablation_rows(ctx)
     if "scaling" in groups:
         torch.set_grad_enabled(True)
         scaling_rows(ctx)
+    gpu_klein.run_last(ctx, groups)
     results.save(cfg.out, readme=not cfg.smoke)
     print(results.markdown())
+    if ctx.budget.skipped:
+        print(f"\nNot started within the {args.budget:.0f} s budget: {', '.join(ctx.budget.skipped)}")
     print(f"\nTable written to {cfg.out}")
     return 0
 

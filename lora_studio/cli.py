@@ -40,7 +40,7 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     speed.add_argument("--quantize", choices=QUANTIZE_CHOICES, help="base weights: fp8 (torchao, compute 8.9+) or 8bit")
     speed.add_argument("--group-offload", choices=GROUP_OFFLOAD_CHOICES,
                        help="stream blocks from CPU memory: encoders (text encoders + VAE) or all")
-    speed.add_argument("--batch-edits", type=int, help="Kontext edits per call in the character sheet (1-8)")
+    speed.add_argument("--batch-edits", type=int, help="edits per call in the character sheet, Kontext or Klein (1-8)")
     speed.add_argument("--first-block-cache", type=float, metavar="THRESHOLD",
                        help="skip the remaining blocks when the first barely changes (e.g. 0.05; 0 = off)")
 

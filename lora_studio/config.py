@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Mapping
 
 ENGINES = ("tiny", "local", "replicate")
+LOCAL_DEFAULT = "black-forest-labs/FLUX.2-klein-4B"  # `--engine local` without --model (engines/family/checkpoints)
 REPLICATE_ENV = {  # ReplicateSettings field -> environment variable
     "destination": "LORA_STUDIO_REPLICATE_DESTINATION",
     "trainer": "LORA_STUDIO_REPLICATE_TRAINER",
@@ -78,7 +79,7 @@ class SpeedRequest:
     compile: bool | None = None  # regional torch.compile; LoRAs switch by hot-swap
     quantize: str | None = None  # none | fp8 | 8bit
     group_offload: str | None = None  # off | encoders | all
-    batch_edits: int | None = None  # Kontext edits per call in the character sheet
+    batch_edits: int | None = None  # edits per call in the character sheet (Kontext or Klein)
     first_block_cache: float | None = None  # threshold; 0 = off
 
     def __post_init__(self) -> None:
@@ -90,7 +91,7 @@ class SpeedRequest:
             raise ValueError(f"Unknown group offloading {self.group_offload!r}; "
                              f"choose one of {', '.join(GROUP_OFFLOAD_CHOICES)}.")
         if self.batch_edits is not None and not 1 <= self.batch_edits <= 8:
-            raise ValueError("Kontext edits per call (--batch-edits) must be between 1 and 8.")
+            raise ValueError("Sheet edits per call (--batch-edits) must be between 1 and 8.")
         if self.first_block_cache is not None and not 0 <= self.first_block_cache < 1:
             raise ValueError("The first-block cache threshold must be at least 0 (off) and below 1.")
 
@@ -177,8 +178,8 @@ class TrainPlacement:
 @dataclass(frozen=True)
 class Settings:
     engine: str = "tiny"
-    model: str | None = None  # FLUX.1-dev (text-to-image + training) path or hub id
-    kontext_model: str | None = None  # FLUX.1-Kontext-dev; None = derive from `model`
+    model: str | None = None  # path or hub id (FLUX.2 [klein] or FLUX.1-dev); local without one: LOCAL_DEFAULT
+    kontext_model: str | None = None  # the second model: FLUX.1-Kontext-dev, or Klein's other flavour
     workspace: Path = Path("workspace")
     device: str = "auto"  # auto | cpu | cuda | mps
     memory_mode: str = "auto"
@@ -188,7 +189,9 @@ class Settings:
     share: bool = False
     auth: tuple[str, str] | None = None
     tasks_file: Path | None = None  # task table for Studio.generate(task=...)
-    sheet_size: int = 64  # tiny engine image side; real engines use 1024
+    # Side of the sheet's and the tester's images (and generation's default): None = 64 on the tiny engine,
+    # 1024 on the others (a script or test may ask for less, e.g. the tiny Klein served under real ids).
+    sheet_size: int | None = None
     replicate: ReplicateSettings = field(default_factory=ReplicateSettings)
     space_id: str | None = None  # set on a Hugging Face Space (SPACE_ID)
     space_author: str | None = None  # the Space's owner (SPACE_AUTHOR_NAME): the one visitor who owns settings
@@ -204,9 +207,12 @@ class Settings:
             raise ValueError(
                 f"Unknown memory mode {self.memory_mode!r}; choose one of {', '.join(MEMORY_MODES)}."
             )
-        if self.engine == "local" and not self.model:
-            raise ValueError("The local engine needs --model (a FLUX.1 folder or hub id).")
         TrainPlacement.parse(self.train_gpus)  # refuses a malformed --train-gpus at start-up
+
+    @property
+    def local_model(self) -> str:
+        """The model the local engine loads: the one given, else FLUX.2 [klein] 4B (open, no token)."""
+        return self.model or LOCAL_DEFAULT
 
     @property
     def train_placement(self) -> TrainPlacement:
@@ -225,7 +231,7 @@ class Settings:
 
     @property
     def image_size(self) -> int:
-        return self.sheet_size if self.is_tiny else 1024
+        return self.sheet_size or (64 if self.is_tiny else 1024)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":

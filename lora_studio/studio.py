@@ -59,7 +59,7 @@ class Studio:
         self.characters = Characters(self.store)
         self.selection = SelectionService(self.store, self.characters)
         self._build_engine_services()
-        self.models = ModelsService(self.store, self.jobs, device=self.settings.device)
+        self.models = ModelsService(self.store, self.jobs, device=self.settings.device, on_ready=self.use_downloaded)
         self.moved = self.store.moved + moved + self._recover_settings()
         if start:
             self.jobs.start()
@@ -80,7 +80,8 @@ class Studio:
                                         tiny=settings.is_tiny, image_size=size, device=settings.device,
                                         remote=settings.engine == "replicate", costs=self.costs,
                                         engine_limits=self.limits, kontext_model=settings.kontext_model,
-                                        train_gpus=settings.train_gpus)
+                                        train_gpus=settings.train_gpus,
+                                        model=settings.local_model if settings.engine == "local" else None)
         self.tester = TesterService(self.store, self.jobs, self.characters, self.library, self.engine, size,
                                     costs=self.costs, engine_limits=self.limits)
         self.generator = GenerateService(self.store, self.jobs, self.library, self.engine, size,
@@ -155,9 +156,25 @@ class Studio:
                 unload()  # before any job can load the new model: one base in memory at a time
         return settings
 
+    def use_downloaded(self, model: str) -> str:
+        """Switch to a model the first-run offer downloaded (the local engine, its second model found by
+        itself), unless a flag pins the engine or a job runs now: then say how to switch by hand."""
+        current = self.setup.choice(self.settings)
+        try:
+            self.reconfigure(EngineChoice("local", model, "", current.destination))
+        except UserError as refused:
+            return f"{model} is on disk; switch to it in Settings → Engine ({refused})"
+        return f"The app now runs {model} (Settings → Engine)."
+
     def draws_noise(self) -> bool:
-        """Whether pictures are noise (tiny Flux), so the UI says so plainly."""
-        return self._engine.makes_noise if self._engine is not None else self.settings.is_tiny
+        """Whether pictures are noise (a built-in random-weight model), so the UI says so plainly."""
+        if self._engine is not None:
+            return self._engine.makes_noise
+        if self.settings.engine != "local":
+            return self.settings.is_tiny
+        from .engines.local import RANDOM_WEIGHTS
+
+        return self.settings.local_model in RANDOM_WEIGHTS
 
     def engine_description(self) -> str:
         if self._engine is not None:
@@ -168,13 +185,16 @@ class Studio:
         if self.settings.engine == "replicate":
             return (f"Replicate (remote GPUs). {at_once(self.settings.replicate.parallel)} "
                     f"{self.replicate.status().text()}")
-        from .engines.local import RANDOM_WEIGHTS, choose, model_label, sheet_sentence
+        from .engines.local import (RANDOM_WEIGHTS, TINY_IDS, architecture_of, choose, model_family, model_label,
+                                    sheet_sentence)
         from .engines.speed import describe_choice
 
-        speed = describe_choice(self.settings.speed, self.settings.device, self.settings.memory_mode)
-        sheet = sheet_sentence(choose(self.settings.model or "", self.settings.kontext_model,
-                                      random_weights=self.settings.model in RANDOM_WEIGHTS))
-        return (f"Local FLUX.1 from {model_label(self.settings.model)} (loaded by the first job). {speed} {sheet} "
+        model = self.settings.local_model
+        family = model_family(model)
+        speed = describe_choice(self.settings.speed, self.settings.device, self.settings.memory_mode,
+                                tiny=model in TINY_IDS, family=family, architecture=architecture_of(model))
+        sheet = sheet_sentence(choose(model, self.settings.kontext_model, random_weights=model in RANDOM_WEIGHTS))
+        return (f"Local {family.title} from {model_label(model)} (loaded by the first job). {speed} {sheet} "
                 f"{at_once(1, self.settings.speed.batch_edits or 1)}")
 
     def gpu_note(self) -> str:

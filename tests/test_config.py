@@ -18,8 +18,12 @@ def test_model_implies_local_and_flags_win():
 def test_bad_values_are_explained():
     with pytest.raises(ValueError, match="Unknown engine"):
         Settings(engine="gpu")
-    with pytest.raises(ValueError, match="needs --model"):
-        Settings(engine="local")
+    # `--engine local` without --model runs FLUX.2 [klein] 4B, open with no token (issue 22)
+    from lora_studio.config import LOCAL_DEFAULT
+    from lora_studio.engines.family import KLEIN_4B
+
+    assert Settings(engine="local").local_model == LOCAL_DEFAULT == KLEIN_4B
+    assert Settings(engine="local", model="/m").local_model == "/m"
     with pytest.raises(ValueError, match="USER:PASS"):
         parse_auth("nopass")
     assert parse_auth("a:b:c") == ("a", "b:c")

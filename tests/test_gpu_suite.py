@@ -45,6 +45,10 @@ def test_smoke_run_fills_every_table_and_leaves_the_readme_alone(tmp_path):
     assert rows["switch/ours (auto speed)"]["recompiles"] == "0"
     assert rows["sheet/ours (auto speed)"]["images"] == 2
     assert rows["train/full · 64²"]["s/step"] > 0
+    assert "### FLUX.2 [klein] 4B text-to-image" in text and "### FLUX.2 [klein] 4B training" in text
+    assert rows["klein_generate/ours (auto speed)"]["vs plain image"] == "identical"
+    assert rows["klein_sheet/ours (auto speed)"]["images"] == 2 and rows["klein_train/full · 64²"]["s/step"] > 0
+    assert list(rows).index("klein_generate/plain diffusers") < list(rows).index("generate/plain diffusers")
     assert (ROOT / "bench" / "README.md").read_text() == readme
 
 
@@ -93,3 +97,18 @@ def test_ablations_turn_off_each_auto_setting_in_turn(suite):
     names = [name for name, _, _ in suite.ablation_variants(auto_speed(H100))]
     assert names == ["without fp8 base", "without compile (and hot-swap)", "without fused QKV",
                      "with first-block cache 0.05", "with cuDNN attention"]
+
+
+def test_a_budget_refuses_rows_that_do_not_fit_and_says_what_they_needed():
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from gpu_budget import Budget, estimate
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    assert estimate("klein_train:lowvram") > estimate("klein_train") > 0
+    assert estimate("no such row") == 60 and estimate("klein_train", smoke=True) == estimate("klein_train") / 100
+    unlimited, tight = Budget(None), Budget(100)
+    assert unlimited.fits(10**6) and unlimited.left() is None
+    assert tight.fits(50) and not tight.fits(500)
+    words = tight.refusal(500)
+    assert words.startswith("not started: needs about 500 s") and "of the 100 s budget were left" in words

@@ -57,7 +57,7 @@ def test_free_memory_counts_not_just_the_card():
 
 def test_zero_gpu_batches_edits_and_nothing_that_a_fresh_worker_would_redo():
     chosen = auto_speed(GpuInfo("cuda", "ZeroGPU", zero_gpu=True))
-    assert chosen.summary() == "3 Kontext edits per call"
+    assert chosen.summary() == "3 sheet edits per call"
     assert "a fresh worker would redo them every call" in chosen.reason
 
 

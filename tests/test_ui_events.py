@@ -134,7 +134,8 @@ def test_every_hub_event_is_the_owners(shared_app):
 def test_a_stranger_is_refused_every_owner_only_event_before_it_runs(shared_app):
     studio, demo = shared_app
     owners = [f for f in demo.fns.values() if f.fn.owner_only]
-    assert len(owners) == 35  # 25 of the Settings sections, 10 of the Library's Hub panel (publish, import)
+    assert len(owners) == 37  # 25 of the Settings sections (and the first-run card's FLUX.2 [klein] button and
+    # its endpoint), 10 of the Library's Hub panel (publish, import)
     with unchanged(studio.store.root):
         for block_fn in owners:
             params = inspect.signature(block_fn.fn).parameters

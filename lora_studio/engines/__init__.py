@@ -21,6 +21,6 @@ def make_engine(settings: Settings) -> Engine:
     flux_stack.load()  # before local.py imports diffusers: a warm-up thread may be importing it too
     from .local import make_local_engine
 
-    model = None if settings.engine == "tiny" else settings.model
+    model = None if settings.engine == "tiny" else settings.local_model
     return make_local_engine(model, settings.kontext_model, settings.device, settings.memory_mode,
                              speed=settings.speed)

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from PIL import Image
 
 from ..errors import StudioError
+from .family import FLUX1, Defaults, Family
 from ..progress import Reporter
 
 
@@ -55,11 +56,15 @@ class GenerateRequest:
     # Replicate's go_fast: fp8 weights, and its LoRA predictor multiplies every LoRA scale by 1.5.
     # Off by default so a strength means the same on Replicate as here; local engines ignore it.
     go_fast: bool = False
+    # FLUX.2 [klein]: "base" draws on the base checkpoint (the strength tester's second sweep); "" on
+    # the engine's pictures checkpoint (the distilled one when it is there). Other engines have one.
+    checkpoint: str = ""
 
 
 @dataclass(frozen=True)
 class EditRequest:
-    """A Kontext edit of `image` following `prompt` (one character-sheet variation)."""
+    """An edit of `image` following `prompt` (one character-sheet variation): FLUX.1 Kontext, or FLUX.2
+    [klein] with the image as its reference."""
 
     image: Image.Image
     prompt: str
@@ -117,7 +122,10 @@ class Engine(Protocol):
     # The one Flux pipeline held in this process (engines.local.ModelManager), which the
     # trainer borrows; None for a remote engine, which trains where it runs (see RemoteTrainer).
     manager: Any
-    edit_batch: int  # Kontext edits one call takes; the character sheet sends them in groups of this size
+    edit_batch: int  # edits one call takes; the character sheet sends them in groups of this size
+    # Optional: `family` (engines/family.Family, FLUX.1 when absent), `defaults` (its steps and guidance
+    # for pictures and the sheet) and `checkpoints()` (Klein's, for a sweep on both); read through
+    # `family_of` and `defaults_of` below.
     # Optional: `start_flight(charges, stop)` when the engine runs many requests at once (Replicate);
     # services reach it through engines.flight.open_flight, which takes the others in turn.
 
@@ -132,6 +140,19 @@ class Engine(Protocol):
     def check_lora(self, path: Path) -> dict: ...
 
     def unload(self) -> None: ...
+
+
+def family_of(engine) -> Family:
+    """The model family an engine runs (FLUX.1 for an engine that does not say)."""
+    return getattr(engine, "family", None) or FLUX1
+
+
+def defaults_of(engine, checkpoint: str = "") -> Defaults:
+    """Steps and guidance an engine's pictures and sheet use unless asked otherwise."""
+    defaults = getattr(engine, "defaults", None)
+    if callable(defaults):
+        return defaults(checkpoint)
+    return family_of(engine).base_defaults
 
 
 class RemoteTrainer(Protocol):

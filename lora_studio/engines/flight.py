@@ -2,7 +2,7 @@
 
 A character sheet, its identity-gate retries and a strength sweep are many independent images. An
 engine that runs them elsewhere (Replicate) keeps several in flight together; one that runs them on
-this machine's GPU takes them in turn, `edit_batch` Kontext edits per call. Both look the same to a
+this machine's GPU takes them in turn, `edit_batch` sheet edits per call. Both look the same to a
 service through `open_flight`:
 
     with open_flight(engine, charges, stop=lambda: reporter.cancel_requested) as flight:
@@ -83,8 +83,8 @@ def at_once(parallel: int, edit_batch: int = 1) -> str:
         return (f"Up to {parallel} predictions run at once, each collected as it finishes "
                 "(--replicate-parallel, 1-16).")
     if edit_batch > 1:
-        return f"One GPU call at a time; the character sheet sends {edit_batch} Kontext edits per call (--batch-edits)."
-    return "One image at a time on this machine (--batch-edits sends several Kontext edits per call)."
+        return f"One GPU call at a time; the character sheet sends {edit_batch} edits per call (--batch-edits)."
+    return "One image at a time on this machine (--batch-edits sends several sheet edits per call)."
 
 
 def open_flight(engine, charges: Charges | None = None, stop: Callable[[], bool] = lambda: False) -> ImageFlight:

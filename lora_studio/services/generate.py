@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from ..engines.base import Engine, GenerateRequest, replicate_lora_scale
+from ..engines.base import Engine, GenerateRequest, defaults_of, family_of, replicate_lora_scale
 from ..images import save_png
 from ..jobs import JobQueue, JobReporter, JobView, UserError
 from ..store import Store, atomic_write_json
@@ -27,7 +27,7 @@ from .strength_analysis import parse_strengths
 JOB_KIND = "generate"
 MAX_SIDE = 2048  # the most any engine serves; each engine's own bound is in limits.EngineLimits
 MAX_LORAS = 4
-FAMILY = "flux1"  # the family every engine draws with today
+FAMILY = "flux1"  # the family of an engine that does not say (Replicate's trainer is FLUX.1 only)
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,11 @@ _FAMILIES = {
     "flux1": FamilyDefaults("flux1", sizes=((1024, 1024), (1152, 896), (896, 1152), (1216, 832), (832, 1216),
                                             (1344, 768), (768, 1344), (512, 512)),
                             multiple=16, min_side=64, steps=28, guidance=3.5, max_guidance=10.0),
+    # FLUX.2 [klein]: the same ~1 MP buckets on 16-px sides (8x VAE, 2x2 patches); steps and guidance here
+    # are the base checkpoint's card (50, CFG 4); a distilled checkpoint's 4 steps come from the engine.
+    "flux2-klein": FamilyDefaults("flux2-klein", sizes=((1024, 1024), (1152, 896), (896, 1152), (1216, 832),
+                                                        (832, 1216), (1344, 768), (768, 1344), (512, 512)),
+                                  multiple=16, min_side=64, steps=50, guidance=4.0, max_guidance=10.0),
 }
 
 
@@ -130,8 +135,8 @@ class GenerateOptions:
     seed: int = 0
     width: int | None = None  # None: the family's default (GenerateService.form)
     height: int | None = None
-    steps: int | None = None
-    guidance: float | None = None
+    steps: int | None = None  # None: the engine family's (FLUX.1 28, Klein distilled 4, Klein base 50)
+    guidance: float | None = None  # None: the engine family's (FLUX.1 3.5; ignored by a distilled Klein)
     task: str | None = None
     go_fast: bool = False  # Replicate's fp8 mode; it multiplies LoRA strengths by 1.5 there
 
@@ -174,19 +179,25 @@ def load_tasks(path: Path | None) -> dict[str, Task]:
 class GenerateService:
     def __init__(self, store: Store, jobs: JobQueue, library: LibraryService, engine: Callable[[], Engine],
                  image_size: int, tasks_file: Path | None, costs: CostService | None = None,
-                 engine_limits: limits.EngineLimits | None = None, family: str = FAMILY) -> None:
+                 engine_limits: limits.EngineLimits | None = None, family: str | None = None) -> None:
         self.store, self.jobs, self.library = store, jobs, library
         self.costs = costs or CostService(store.root, paid=False)
         self._engine = engine
         self.image_size = image_size
         self.limits = engine_limits or limits.LOCAL
-        self.family = family
+        self.family = family  # None: the engine's own (FLUX.1 or FLUX.2 [klein], switched in Settings)
         self.tasks_file = tasks_file or store.root / "tasks.json"
         jobs.register(JOB_KIND, self._run, params=GenerateParams)
 
     def form(self) -> GenerateForm:
-        """Sizes, steps and guidance this engine offers for its family, with their defaults."""
-        return fit_form(family_defaults(self.family), self.limits, self.image_size)
+        """Sizes, steps and guidance this engine offers for its family, with their defaults: steps and
+        guidance are the engine's checkpoint's (a distilled Klein draws in 4 steps without CFG)."""
+        if self.family is not None:
+            return fit_form(family_defaults(self.family), self.limits, self.image_size)
+        engine = self._engine()
+        drawn = defaults_of(engine)
+        defaults = replace(family_defaults(family_of(engine).key), steps=drawn.steps, guidance=drawn.guidance)
+        return fit_form(defaults, self.limits, self.image_size)
 
     def tasks(self) -> dict[str, Task]:
         return load_tasks(self.tasks_file)
@@ -217,9 +228,11 @@ class GenerateService:
         if len(loras) > MAX_LORAS:
             raise UserError(f"{len(loras)} LoRAs given; use at most {MAX_LORAS} at once.")
         weights = []
+        engine = self._engine()
         for name, weight in loras.items():
             weight = parse_strengths([weight])[0]
             record = self.library.resolve(name)
+            self.library.check_family(record, family_of(engine))
             weights.append((record["id"], weight))
         return self.check(GenerateParams(prompt=prompt, loras=tuple(weights), seed=seed, width=width, height=height,
                                          steps=options.steps, guidance=options.guidance, go_fast=options.go_fast))

@@ -62,21 +62,22 @@ class SweepParams:
     seeds: tuple[int, ...]
     extra: tuple[tuple[str, float], ...] = ()  # (library id, weight)
     include_base: bool = True
-    steps: int = 28
+    steps: int | None = None  # None: each checkpoint's own (FLUX.1 28, Klein distilled 4, Klein base 50)
     max_usd: float | None = None
     go_fast: bool = False  # always off (engines.base.GO_FAST_LORA_FACTOR): kept so the record says so
     estimate: dict | None = None
+    checkpoints: tuple[str, ...] = ()  # FLUX.2 [klein]: ("distilled", "base") sweeps both; (): the pictures one
 
 
 @dataclass(frozen=True)
 class SheetParams:
-    """A character sheet ("sheet"): the Kontext variations of one character's reference."""
+    """A character sheet ("sheet"): the variations of one character's reference (Kontext or Klein edits)."""
 
     character_id: str
     gate: bool = True
     max_tries: int = 3
     max_distance: float = 0.6
-    steps: int = 28
+    steps: int | None = None  # None: the engine family's sheet steps (Kontext 28, Klein distilled 4, base 50)
     slots: tuple[int, ...] | None = None  # None: all 30
     max_usd: float | None = None
     estimate: dict | None = None
@@ -91,6 +92,7 @@ class DownloadParams:
     transformer_only: bool | None = None
     total: int = 0  # bytes the pipeline needs from the repo
     layout: str = "diffusers"  # "diffusers": a pipeline's folders; "transformers": a captioner's files
+    then_use: str | None = None  # the model the app switches to once this download is done (first-run offer)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,11 @@ import or a second training with that name is refused at once; the first one que
 name is taken anyway while a training runs (an older queued job, a rename), the finished LoRA is
 saved as "name (2)" and the job says so: hours of training are never thrown away over a label.
 
+Family: a LoRA works only on the model family it was trained for. A trained LoRA records it (its
+metadata's `family`), an imported one is read from its file (engines/lora/kinds.py); every record made
+before FLUX.2 [klein] is FLUX.1. Generation and the strength tester refuse a LoRA of another family
+than the engine's in words naming both (`check_family`), before any image is made.
+
 Strength: an imported file is stored with each layer's alpha/rank folded into its weights (diffusers
 naming, alpha = rank; the file as given is kept beside it as `original.safetensors`), so it means
 what its author meant in every tool it is exported to; the record keeps the scale it read
@@ -102,6 +107,14 @@ class LibraryService:
     def path(self, record: dict) -> Path:
         return self.store.path(record["path"])
 
+    def check_family(self, record: dict, family) -> None:
+        """Refuse, naming both, a LoRA made for another model family than `family` (engines/family.Family)."""
+        made = lora_family_key(record)
+        if made != family.key:
+            from ..engines.lora import mismatch_text
+
+            raise UserError(f"{record.get('name', 'This LoRA')!r}: {mismatch_text(made, family.key)}")
+
     def weight(self, name_or_id: str, strength: float) -> LoraWeight:
         record = self.resolve(name_or_id)
         return LoraWeight(name=record["id"], weight=float(strength), path=self.path(record),
@@ -178,11 +191,12 @@ class LibraryService:
             info = {**checked, **self._engine().check_lora(source)}  # names and widths vs. the model
         except EngineError as exc:
             raise UserError(str(exc)) from None
+        family = info.get("family") or "flux1"
         lora_id = new_id("lora_")
         folder = self.store.root / "loras" / lora_id
         try:
             target = self.store.lora_dir(lora_id) / "lora.safetensors"
-            scale = _store_folded(source, target)
+            scale = _store_folded(source, target, family)
             rel = str(target.relative_to(self.store.root))
             with self._names:
                 why = self.name_taken(name)
@@ -191,7 +205,8 @@ class LibraryService:
                 return self.store.insert("loras", dict(
                     id=lora_id, name=name, trigger=trigger, source="imported", path=rel,
                     files={"lora": rel}, metadata={"format": info.get("format"), "rank": info.get("rank"),
-                                                    "original_file": source.name[:120], "scale": scale},
+                                                    "family": family, "original_file": source.name[:120],
+                                                    "scale": scale},
                     scores={}, remote=None, character_id=None))
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
@@ -273,14 +288,27 @@ def _read_scale(path: Path) -> dict:
         return {"text": "alpha/rank not read: kept as is (diffusers applies it on load)", "folded": False}
 
 
-def _store_folded(source: Path, target: Path) -> dict:
+def lora_family_key(record: dict) -> str:
+    """The model family a library record's LoRA was made for (engines/family key; FLUX.1 for older records)."""
+    family = (record.get("metadata") or {}).get("family")
+    return family if isinstance(family, str) and family else "flux1"
+
+
+def family_title(record: dict) -> str:
+    """The model family of a record's LoRA, in words ("FLUX.1", "FLUX.2 [klein]")."""
+    from ..engines.family import family_named
+
+    return family_named(lora_family_key(record)).title
+
+
+def _store_folded(source: Path, target: Path, family: str = "flux1") -> dict:
     """Copy an imported LoRA into the library with its alpha/rank folded into the weights (the file as
     given kept beside it); a file that cannot be folded is stored as given, and the scale returned for
     the record says why (`not_folded`, and at the end of its text)."""
     from ..engines import lora
 
     try:
-        scale = lora.fold_lora(source, target)
+        scale = lora.fold_lora(source, target, family)
     except Exception as exc:  # noqa: BLE001 - an odd but loadable file is kept as it is rather than refused
         why = describe_error(exc)
         expected = isinstance(exc, EngineError)  # a kind of file folding refuses; anything else is a bug: traceback

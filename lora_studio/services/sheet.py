@@ -1,4 +1,8 @@
-"""The character sheet: 30 Kontext variations of the reference, resumable, identity-gated.
+"""The character sheet: 30 variations of the reference, resumable, identity-gated.
+
+Each is an edit of the one reference image: FLUX.1 Kontext's (its own transformer), or FLUX.2
+[klein]'s (the same pipeline, the reference in `image=`); steps and guidance are the engine family's
+unless asked (Kontext 28 at 2.5, Klein distilled 4 without CFG, Klein base 50 at 4).
 
 Each finished variation is saved and recorded the moment it exists, so a stopped or crashed job
 resumes where it left off. With a real model, a variation whose face is missing or drifts from the
@@ -15,7 +19,7 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from ..engines.base import EditRequest, Engine
+from ..engines.base import EditRequest, Engine, defaults_of
 from ..engines.flight import open_flight
 from ..images import open_image, save_png
 from ..jobs import JobQueue, JobReporter, JobView, UserError
@@ -35,7 +39,7 @@ class SheetOptions:
     gate: bool = True  # regenerate variations whose face drifts from the reference
     max_tries: int = 3
     max_distance: float = 0.6
-    steps: int = 28
+    steps: int | None = None  # None: the engine family's sheet steps
     slots: tuple[int, ...] | None = None  # None = all 30
     max_usd: float | None = None  # spending cap on Replicate; None or 0 = none
 
@@ -81,7 +85,7 @@ class SheetService:
         return replace(params, gate=limits.flag(params.gate, "The identity gate"),
                        max_tries=limits.whole_number(params.max_tries, "Tries per variation", 1, 10, 3),
                        max_distance=limits.number(params.max_distance, "The face distance limit", 0.1, 1.5),
-                       steps=limits.whole_number(params.steps, "Steps", 1, 100, 28))
+                       steps=None if params.steps is None else limits.whole_number(params.steps, "Steps", 1, 100, 28))
 
     def estimate(self, character_id: str, options: SheetOptions = SheetOptions()):
         """Expected Replicate cost and time of the images still missing (None when nothing is paid)."""
@@ -98,6 +102,8 @@ class SheetService:
         params = self.check(params)
         character_id = params.character_id
         engine = self._engine()
+        defaults = defaults_of(engine)
+        steps = params.steps or defaults.sheet_steps
         reference = open_image(self.characters.reference_path(character_id), "The reference image",
                                max_side=STORED_SIDE)
         wanted = set(params.slots or [p.slot for p in SHEET_PROMPTS])
@@ -122,7 +128,8 @@ class SheetService:
 
         def request(variation: _Variation) -> EditRequest:
             return EditRequest(image=reference, prompt=variation.prompt.prompt, seed=variation.seed,
-                               width=self.image_size, height=self.image_size, steps=params.steps)
+                               width=self.image_size, height=self.image_size, steps=steps,
+                               guidance=defaults.sheet_guidance)
 
         with open_flight(engine, ImageCharges(meter), stop=lambda: reporter.cancel_requested) as flight:
             for prompt in todo:  # in sheet order; each is stored under its slot whenever it finishes

@@ -159,3 +159,28 @@ def _diversity(group: list[Cell], pixel_distance, face_distance) -> float | None
         if all(v is not None for v in values):
             return _mean(values)
     return _mean(pixel_distance(a.path, b.path) for a, b in pairs)
+
+
+def compare_checkpoints(analyses: dict[str, SweepAnalysis]) -> str:
+    """Whether a LoRA keeps its strength from one checkpoint to another (FLUX.2 [klein]: trained on the
+    base, drawn on the distilled one): the recommendation on each, and identity per strength side by side
+    (the change from the no-LoRA images where there is no face to measure)."""
+    names = list(analyses)
+    picks = ", ".join(f"{name} {a.recommended:g}" if a.recommended is not None else f"{name} none"
+                      for name, a in analyses.items())
+    strengths = sorted({r.strength for a in analyses.values() for r in a.rows if r.strength > 0})
+    faces = any(r.identity is not None for a in analyses.values() for r in a.rows)
+
+    def value(analysis: SweepAnalysis, strength: float) -> str:
+        row = next((r for r in analysis.rows if r.strength == strength), None)
+        measure = None if row is None else (row.identity if faces else row.change)
+        return "—" if measure is None else (f"{measure:.2f}" if faces else f"{100 * measure:.1f}%")
+
+    table = "; ".join(f"{s:g}: " + " / ".join(value(analyses[n], s) for n in names) for s in strengths)
+    what = "face distance" if faces else "change from the no-LoRA images (no face to measure)"
+    recommended = [a.recommended for a in analyses.values()]
+    kept = None not in recommended and max(recommended) - min(recommended) <= 0.2
+    verdict = ("the LoRA keeps its strength across them" if kept else
+               "the strength to use differs between them: take the one of the checkpoint you draw with")
+    return (f"Recommended strength by checkpoint: {picks} — {verdict}. {what.capitalize()} by strength "
+            f"({' / '.join(names)}): {table}.")

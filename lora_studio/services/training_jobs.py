@@ -57,9 +57,10 @@ class TrainingService:
                  engine: Callable[[], Engine], tiny: bool, image_size: int, device: str = "auto",
                  remote: bool = False, costs: CostService | None = None,
                  engine_limits: limits.EngineLimits | None = None, kontext_model: str | None = None,
-                 train_gpus: str = "off") -> None:
+                 train_gpus: str = "off", model: str | None = None) -> None:
         self.store, self.jobs, self.characters, self.library = store, jobs, characters, library
         self.kontext_model = kontext_model  # its transformer waits off the GPU while FLUX.1-dev's trains
+        self.model = model  # the local engine's model (its family and size decide the plan); None: tiny, remote
         self._engine = engine
         self.tiny = tiny
         self.device, self.remote = device, remote  # for the memory plan, without building the engine
@@ -149,9 +150,22 @@ class TrainingService:
             return "This engine trains on Replicate's GPUs: the memory mode does not apply here."
         if self.tiny:
             return TINY_MEMORY_NOTE
-        text = memory.describe_plans(mode, resolution, rank, preset.train_mlp, memory.gpu_memory_bytes(self.device))
-        if self.kontext_model:
-            text += " " + memory.idle_transformer_note()
+        from ..engines.local import architecture_of, choose, model_family
+
+        gpu = memory.gpu_memory_bytes(self.device)
+        family = model_family(self.model)
+        if family.key == "flux1":
+            text = memory.describe_plans(mode, resolution, rank, preset.train_mlp, gpu)
+            if self.kontext_model:
+                text += " " + memory.idle_transformer_note()
+            return text
+        own = architecture_of(self.model)  # Klein: the configured size first, then the other one
+        plans = [f"{memory.ARCHITECTURE_TITLES[a]}: {memory.describe_plans(mode, resolution, rank, preset.train_mlp, gpu, a)}"
+                 for a in sorted(family.architectures, key=lambda a: a != own)]
+        text = " ".join(plans)
+        pairing = choose(self.model, self.kontext_model, False)
+        if pairing.training != pairing.pictures:  # the distilled transformer waits while the base trains
+            text += " " + memory.idle_transformer_note(own)
         return text
 
     def resolve(self, options: TrainOptions) -> dict:

@@ -13,11 +13,12 @@ Reading order:
    identity) and stores the results under `work_dir/cache/`; later runs and resumes read the files
    and never call the encoders.
 
-   Latents: the cache keeps the *mean* of the VAE posterior, already shifted and scaled
-   (`(mean - shift_factor) * scaling_factor`), so the same bytes come back on every run and resume
-   is exact. (diffusers' DreamBooth script samples the cached distribution each step instead; the
-   FLUX VAE's posterior is narrow, so the mean loses little.)
-   Text: `pipe.encode_prompt` -> prompt_embeds [seq, dim], pooled_prompt_embeds [dim], text_ids [seq, 3].
+   Latents: the cache keeps the *mean* of the VAE posterior in the form the transformer reads, as the
+   family's layout makes it (layouts.py: FLUX.1 shifted and scaled, Klein patchified and normalised),
+   so the same bytes come back on every run and resume is exact. (diffusers' DreamBooth script samples
+   the cached distribution each step instead; the FLUX VAEs' posteriors are narrow, so the mean loses little.)
+   Text: the pipeline's own `encode_prompt` -> prompt_embeds [seq, dim], a pooled vector [dim] (FLUX.1's
+   CLIP; empty for Klein) and text_ids [seq, 3] (FLUX.1) or [seq, 4] (Klein).
 4. `BatchSchedule` decides which examples form the batch of each step: per epoch, a shuffle seeded
    by (seed, epoch) of batches drawn within one bucket. It is a pure function of the step, so a resumed
    run sees exactly the batches an uninterrupted one would.
@@ -39,7 +40,7 @@ from safetensors.torch import load_file, save_file
 
 from ..images import IMAGE_SUFFIXES
 
-MAX_SEQUENCE_LENGTH = 512  # T5 tokens, as FLUX.1-dev uses at inference
+MAX_SEQUENCE_LENGTH = 512  # text tokens (T5's, Qwen3's), as both families use at inference
 
 
 @dataclass(frozen=True)
@@ -233,8 +234,8 @@ def _key(*parts: str) -> str:
 @dataclass
 class TextEmbedding:
     prompt_embeds: torch.Tensor  # [seq, dim]
-    pooled: torch.Tensor  # [dim]
-    text_ids: torch.Tensor  # [seq, 3]
+    pooled: torch.Tensor  # [dim] (FLUX.1's CLIP vector; empty for Klein)
+    text_ids: torch.Tensor  # [seq, 3] (FLUX.1) or [seq, 4] (Klein)
 
 
 @dataclass
@@ -262,14 +263,16 @@ def _load(path: Path) -> dict[str, torch.Tensor] | None:
 
 
 class EmbeddingCache:
-    """Latents and text embeddings on disk under `root` (work_dir/cache), keyed by content hashes."""
+    """Latents and text embeddings on disk under `root` (work_dir/cache), keyed by content hashes;
+    `layout` (layouts.py) encodes them as the pipeline's family does."""
 
-    def __init__(self, root: Path, pipe, resolution: int) -> None:
+    def __init__(self, root: Path, pipe, resolution: int, layout) -> None:
         self.root = Path(root)
         self.pipe = pipe
         self.resolution = resolution
+        self.layout = layout
         self.vae_id = module_fingerprint(pipe.vae)
-        self.text_id = module_fingerprint(pipe.text_encoder) + module_fingerprint(pipe.text_encoder_2)
+        self.text_id = "".join(module_fingerprint(m) for m in layout.text_encoders(pipe))
 
     def latent_path(self, example: Example, bucket: Bucket) -> Path:
         key = _key("latent", example.image_sha, str(bucket), str(self.resolution), self.vae_id)
@@ -283,23 +286,13 @@ class EmbeddingCache:
     def encode_latent(self, example: Example, bucket: Bucket, device: torch.device) -> dict[str, torch.Tensor]:
         vae = self.pipe.vae
         pixels = load_pixels(example.image_path, bucket)[None].to(device=vae.device, dtype=vae.dtype)
-        mean = vae.encode(pixels).latent_dist.mean
-        latent = (mean - vae.config.shift_factor) * vae.config.scaling_factor
-        data = {"latent": latent[0].float().cpu()}
+        data = {"latent": self.layout.encode_latent(vae, pixels)[0].float().cpu()}
         _atomic_save(data, self.latent_path(example, bucket))
         return data
 
     @torch.no_grad()
     def encode_text(self, caption: str, device: torch.device) -> dict[str, torch.Tensor]:
-        prompt_embeds, pooled, text_ids = self.pipe.encode_prompt(
-            prompt=caption, prompt_2=None, device=device, num_images_per_prompt=1,
-            max_sequence_length=MAX_SEQUENCE_LENGTH,
-        )
-        data = {
-            "prompt_embeds": prompt_embeds[0].cpu(),
-            "pooled": pooled[0].cpu(),
-            "text_ids": text_ids.reshape(-1, 3).cpu(),
-        }
+        data = self.layout.encode_text(self.pipe, caption, device, MAX_SEQUENCE_LENGTH)
         _atomic_save(data, self.text_path(caption))
         return data
 

@@ -6,16 +6,16 @@ checkpointing, progress bar, model-offload hooks), and `restore()` puts every pi
 `finally`, so inference after a training, even a failed one, sees the same modules, in eval mode,
 without gradients.
 
-For the small-GPU modes the lease also places modules block by block (block_offload.py): the T5 while
-captions are encoded, the transformer's blocks while the LoRA trains ("lowvram"). Those need the
+For the small-GPU modes the lease also places modules block by block (block_offload.py): the big text
+encoder (FLUX.1's T5, Klein's Qwen3) while captions are encoded, the transformer's blocks while the LoRA
+trains ("lowvram"). Those need the
 pipeline's model-CPU-offload hooks (accelerate) out of the way, since they move whole models.
 """
 from __future__ import annotations
 
 import torch
 
-from ..engines.memory import PIPELINE_COMPONENTS, is_quantized
-from ..engines.memory import t5_block_list
+from ..engines.memory import PIPELINE_COMPONENTS, is_quantized, text_block_list
 from .block_offload import BlockOffloader, flux_blocks
 from .flow_matching import ADAPTER_NAME
 
@@ -58,16 +58,21 @@ class PipelineLease:
             return
         module.to(device)
 
+    @property
+    def big_text_encoder(self) -> str:
+        """The text encoder that may not fit a small GPU whole: FLUX.1's T5 (text_encoder_2), else Klein's Qwen3."""
+        return "text_encoder_2" if "text_encoder_2" in self.modules else "text_encoder"
+
     def move_encoders(self, device: torch.device, blockwise_t5: bool = False) -> None:
-        """VAE and text encoders to `device`; with `blockwise_t5` the T5 goes block by block instead
-        (a 4096-wide T5-XXL is 9.5 GB in bf16, more than a small GPU has)."""
+        """VAE and text encoders to `device`; with `blockwise_t5` the big text encoder goes block by block
+        instead (a 4096-wide T5-XXL is 9.5 GB in bf16, Qwen3-4B 8 GB: more than a small GPU has)."""
         if self.t5_blocks is not None:
             self.t5_blocks.detach()
             self.t5_blocks = None
-        t5 = self.modules.get("text_encoder_2")
+        big = self.modules.get(self.big_text_encoder)
         for name in ("vae", "text_encoder", "text_encoder_2"):
-            if name == "text_encoder_2" and blockwise_t5 and t5 is not None and t5_block_list(t5):
-                self.t5_blocks = BlockOffloader(t5, t5_block_list(t5), device).attach()
+            if name == self.big_text_encoder and blockwise_t5 and big is not None and text_block_list(big):
+                self.t5_blocks = BlockOffloader(big, text_block_list(big), device).attach()
             else:
                 self.move(name, device)
 

@@ -58,6 +58,11 @@ def model_card(meta: dict, strength: float | None = None, tested: bool = False) 
     # The examples need a real model; the base line says what was recorded (a test model, or nothing).
     base = recorded if recorded and recorded not in RANDOM_WEIGHTS else EXAMPLE_BASE.get(kind.key, DEV_HUB_ID)
     licence = f"\n- Base model licence: {known.licence_text()}" if known else ""
+    if known and known.sibling and not known.distilled:  # trained on a Klein base: drawn on the distilled one
+        licence += (f"\n- Trained on the base checkpoint; LoRA Studio draws with it on `{known.sibling}` (the "
+                    f"distilled one, {kind.distilled_defaults.steps} steps, no guidance): load it there the same way "
+                    f"with `num_inference_steps={kind.distilled_defaults.steps}`. The strength tester's sweep on both "
+                    "checkpoints shows whether the strength carries over.")
     value, said = strength_line(strength, tested)
     loss = meta.get("final_loss")
     kohya_stem = Path(KOHYA_FILE).stem

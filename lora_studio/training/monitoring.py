@@ -21,9 +21,6 @@ from .checkpoints import LoopState
 from .dataset import TextEmbedding
 from .lease import PipelineLease
 
-SAMPLE_GUIDANCE = 3.5  # FLUX.1-dev's usual inference guidance
-
-
 def report_step(reporter: Reporter, loop: LoopState, total: int, device: torch.device, log_every: int) -> None:
     step = loop.step
     it_per_s = 1.0 / max(statistics.median(loop.step_seconds), 1e-9)
@@ -68,11 +65,12 @@ def duration(seconds: float) -> str:
 
 
 def sample(
-    pipe, lease: PipelineLease, text: TextEmbedding, step: int, request: TrainRequest, work_dir: Path,
-    device: torch.device, dtype: torch.dtype, autocast, loop: LoopState, reporter: Reporter,
-    scorer: Callable | None,
+    pipe, lease: PipelineLease, layout, text: TextEmbedding, negative: TextEmbedding | None, step: int,
+    request: TrainRequest, work_dir: Path, device: torch.device, dtype: torch.dtype, autocast, loop: LoopState,
+    reporter: Reporter, scorer: Callable | None,
 ) -> float | None:
-    """One image with the adapter as trained so far, from the cached prompt embedding."""
+    """One image with the adapter as trained so far, from the cached prompt embedding (and, for a Klein
+    base's classifier-free guidance, the cached "" embedding), as the family's layout draws it."""
     transformer = pipe.transformer
     transformer.eval()
     vae_device = lease.device_of("vae")
@@ -81,12 +79,10 @@ def sample(
         generator = torch.Generator("cpu").manual_seed(request.seed)
         with autocast:
             image = pipe(
-                prompt_embeds=text.prompt_embeds[None],
-                pooled_prompt_embeds=text.pooled[None],
+                **layout.sample_arguments(pipe, text, negative),
                 height=request.resolution,
                 width=request.resolution,
-                num_inference_steps=20 if request.resolution >= 256 else 4,
-                guidance_scale=SAMPLE_GUIDANCE,
+                num_inference_steps=layout.sample_steps(pipe) if request.resolution >= 256 else 4,
                 generator=generator,
                 output_type="pil",
                 callback_on_step_end=lambda _pipe, _i, _t, kwargs: (reporter.check_cancel(), kwargs)[1],

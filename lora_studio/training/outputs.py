@@ -18,8 +18,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import diffusers
 import torch
-from diffusers import FluxPipeline
 from peft.tuners.lora import LoraLayer
 from peft.utils import get_peft_model_state_dict
 
@@ -73,7 +73,8 @@ def save_diffusers_lora(transformer, folder: Path, weight_name: str, save_dtype:
     """The raw (unfolded) adapter with its true alpha in the metadata: checkpoints resume from it."""
     state = get_peft_model_state_dict(transformer, adapter_name=ADAPTER_NAME)
     state = {k: v.detach().to(device="cpu", dtype=save_dtype).contiguous() for k, v in state.items()}
-    FluxPipeline.save_lora_weights(
+    pipeline = getattr(diffusers, family_of_transformer(transformer).pipeline_classes[0])
+    pipeline.save_lora_weights(
         str(folder),
         transformer_lora_layers=state,
         transformer_lora_adapter_metadata=transformer.peft_config[ADAPTER_NAME].to_dict(),
@@ -82,11 +83,14 @@ def save_diffusers_lora(transformer, folder: Path, weight_name: str, save_dtype:
 
 
 def base_model_id(pipe) -> str | None:
-    for source in (pipe, getattr(pipe, "transformer", None)):
+    """The model the LoRA was trained on: the name the model manager gave the transformer (on Klein the
+    base checkpoint, swapped in under the distilled one's encoders), else the pipeline's. A transformer
+    read as part of a pipeline is named by its subfolder's path, which says less than the pipeline."""
+    for source in (getattr(pipe, "transformer", None), pipe):
         config = getattr(source, "config", None)
         name = getattr(config, "_name_or_path", None) if config is not None else None
         if not name and isinstance(config, dict):
             name = config.get("_name_or_path")
-        if name:
+        if name and not (source is not pipe and Path(str(name)).name == "transformer"):
             return str(name)
     return None

@@ -32,7 +32,7 @@ def train_placed(manager: "ModelManager", request: TrainRequest, reporter: Repor
             reporter.log(note)
         reference = str(request.reference_image) if sample_scorer is not None and request.reference_image else None
         return train_in_workers(plan, request, reporter, model=manager.model_id, memory_mode=manager.memory_mode,
-                                reference=reference)
+                                reference=reference, second_model=manager.kontext_id)
     from .trainer import train_on_manager
 
     return train_on_manager(manager, request, reporter, sample_scorer=sample_scorer)

@@ -15,12 +15,14 @@ from peft.utils import set_peft_model_state_dict
 from ..engines.base import EngineError, TrainRequest
 from . import checkpoints as ckpt
 from .checkpoints import LoopState
-from .flow_matching import ADAPTER_NAME, WEIGHTING_SCHEME
+from .flow_matching import ADAPTER_NAME
+from .layouts import WEIGHTING_SCHEME
 
 FORMAT_VERSION = 1  # bump when a change makes old checkpoints unfit to resume
 
 
-def fingerprint(request: TrainRequest, rank: int, alpha: float, targets: list[str], data_hash: str, base: str) -> str:
+def fingerprint(request: TrainRequest, rank: int, alpha: float, targets: list[str], data_hash: str, base: str,
+                recipe: str = "flux1") -> str:
     identity = {
         "version": FORMAT_VERSION,
         "dataset": data_hash,
@@ -34,6 +36,8 @@ def fingerprint(request: TrainRequest, rank: int, alpha: float, targets: list[st
         "base": base,
         "weighting": WEIGHTING_SCHEME,
     }
+    if recipe != "flux1":  # another family's recipe (layouts.py); FLUX.1 runs keep the identity they had
+        identity["recipe"] = recipe
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -30,12 +30,12 @@ from .dataset import (
     make_buckets,
     module_fingerprint,
 )
+from .layouts import Layout, layout_for
 from .lease import PipelineLease
 from .parallel import DataParallel
 from .resume import fingerprint as fingerprint_run
 
 if TYPE_CHECKING:
-    from diffusers import FluxPipeline
     from PIL import Image
 
 Scorer = Callable[["Image.Image"], float | None]
@@ -46,7 +46,7 @@ class Run:
     """One training run: what was asked, where it runs, what `start_run` decided, and what the later steps
     hold (the cached tensors, the optimizer, the loop's position)."""
 
-    pipe: "FluxPipeline"
+    pipe: object  # FluxPipeline | Flux2KleinPipeline
     request: TrainRequest
     reporter: Reporter
     device: torch.device
@@ -66,6 +66,7 @@ class Run:
     data_hash: str
     fingerprint: str
     lease: PipelineLease
+    layout: Layout  # what the pipeline's family does differently (layouts.py)
     loop: LoopState = field(default_factory=LoopState)
     generator: torch.Generator = field(default_factory=torch.Generator)
     # the trainer's _cache and _add_adapter
@@ -107,7 +108,7 @@ def run_device(device: str | torch.device) -> torch.device:
     return device
 
 
-def start_run(pipe: "FluxPipeline", request: TrainRequest, reporter: Reporter, device: torch.device,
+def start_run(pipe, request: TrainRequest, reporter: Reporter, device: torch.device,
               dtype: torch.dtype, sample_scorer: Scorer | None, parallel: DataParallel) -> Run:
     """The first step: the data, the memory plan and the run's identity, said in the log."""
     started = time.perf_counter()
@@ -115,6 +116,9 @@ def start_run(pipe: "FluxPipeline", request: TrainRequest, reporter: Reporter, d
         examples = load_examples(Path(request.dataset_dir), request.trigger)
     except (OSError, ValueError) as error:
         raise EngineError(f"Cannot read the training images: {error}") from error
+    layout = layout_for(pipe)
+    # Sides divide by the VAE's downscale times the 2x2 patches both families make tokens of (16 px at
+    # full size; less for the tiny models' shallower VAEs).
     buckets = make_buckets(request.resolution, bucket_multiple(int(getattr(pipe, "vae_scale_factor", 8))))
     groups = assign_buckets(examples, buckets)
     rank = int(request.rank)
@@ -124,9 +128,10 @@ def start_run(pipe: "FluxPipeline", request: TrainRequest, reporter: Reporter, d
     if not targets:
         raise EngineError("The transformer has no attention layers to train a LoRA on.")
     data_hash = dataset_hash(examples)
-    fingerprint = fingerprint_run(request, rank, alpha, targets, data_hash, module_fingerprint(pipe.transformer))
+    fingerprint = fingerprint_run(request, rank, alpha, targets, data_hash, module_fingerprint(pipe.transformer),
+                                  recipe=layout.family.key)
     reporter.log(
-        f"Training a LoRA for '{request.trigger}': {len(examples)} images in {len(groups)} aspect "
+        f"Training a {layout.family.title} LoRA for '{request.trigger}': {len(examples)} images in {len(groups)} aspect "
         f"bucket(s) ({', '.join(f'{b}: {len(m)}' for b, m in groups.items())}), {request.steps} steps, "
         f"rank {rank}, alpha {alpha:g}, learning rate {request.learning_rate:g}, batch {request.batch_size}, "
         f"{request.resolution} px, on {device} in {str(dtype).replace('torch.', '')}."
@@ -141,7 +146,7 @@ def start_run(pipe: "FluxPipeline", request: TrainRequest, reporter: Reporter, d
         schedule=BatchSchedule(groups, request.batch_size, request.seed),
         sample_prompt=request.sample_prompt.strip() or f"{request.trigger}, portrait photo",
         plan=plan, rank=rank, alpha=alpha, targets=targets, data_hash=data_hash, fingerprint=fingerprint,
-        lease=PipelineLease(pipe), generator=torch.Generator("cpu").manual_seed(request.seed),
+        lease=PipelineLease(pipe), layout=layout, generator=torch.Generator("cpu").manual_seed(request.seed),
     )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -1,4 +1,4 @@
-"""Train a FLUX.1 LoRA on the model manager's own pipeline: the loop, top to bottom.
+"""Train a FLUX.1 or FLUX.2 [klein] LoRA on the model manager's own pipeline: the loop, top to bottom.
 
 `train_lora(pipe, request, reporter)` borrows `pipe.transformer` (no second copy of the base, see
 lease.py) and runs these steps, each a function below reading and filling one `Run`:
@@ -11,7 +11,8 @@ lease.py) and runs these steps, each a function below reading and filling one `R
     _write_outputs    the LoRA files, metadata and model card (outputs.py)
 
 and hands the pipeline back exactly as it came. `train_on_manager` is the same, holding the model
-manager's lock so no generation runs on the borrowed modules meanwhile.
+manager's lock so no generation runs on the borrowed modules meanwhile (on Klein, on its base
+checkpoint). What differs between the families is the run's layout (layouts.py).
 
 LoRA parameters are kept in float32; on CUDA the forward runs under bf16 autocast. The batch order
 is a pure function of (seed, step) (see dataset.BatchSchedule) and every random draw comes from one
@@ -29,7 +30,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from diffusers import FluxPipeline
 from peft import LoraConfig
 
 from ..engines.base import EngineError, OutOfMemory, TrainRequest, TrainResult
@@ -38,14 +38,7 @@ from ..errors import is_out_of_memory
 from ..progress import Canceled, Reporter
 from . import checkpoints as ckpt
 from .dataset import EmbeddingCache, TextEmbedding
-from .flow_matching import (
-    ADAPTER_NAME,
-    WEIGHTING_SCHEME,
-    make_optimizer,
-    sigma_table,
-    train_step,
-    trainable_parameters,
-)
+from .flow_matching import ADAPTER_NAME, make_optimizer, train_step, trainable_parameters
 from .monitoring import report_step, sample
 from .oom import out_of_memory_sentence
 from .outputs import KOHYA_FILE, LORA_FILE, base_model_id, save_diffusers_lora, write_outputs
@@ -58,18 +51,21 @@ if TYPE_CHECKING:
 
 EMA_BETA = 0.95
 KEEP_LAST_CHECKPOINTS = 2
+NEGATIVE_PROMPT = ""  # what an undistilled Klein's classifier-free guidance samples against (cached too)
 
 
 def train_on_manager(manager: "ModelManager", request: TrainRequest, reporter: Reporter,
                      sample_scorer: Scorer | None = None) -> TrainResult:
     """Train on the model manager's loaded base; inference waits until the pipeline is handed back."""
     with manager.for_training() as pipe:
+        if manager.training_note():
+            reporter.log(manager.training_note())
         return train_lora(pipe, request, reporter, device=manager.device, dtype=manager.dtype,
                           sample_scorer=sample_scorer)
 
 
 def train_lora(
-    pipe: FluxPipeline,
+    pipe,
     request: TrainRequest,
     reporter: Reporter,
     *,
@@ -122,19 +118,20 @@ def train_lora(
 
 def _cache(run: Run) -> None:
     """Latents and text embeddings: from the cache, encoding only what is missing. The transformer waits
-    where it is meanwhile; quantized (small-GPU) modes run a T5 that is not on the GPU block by block.
-    Rank 0 fills the cache first; the other ranks then only read it."""
+    where it is meanwhile; quantized (small-GPU) modes run a big text encoder (T5, Qwen3) that is not on
+    the GPU block by block. Rank 0 fills the cache first; the other ranks then only read it."""
     lease, device, plan = run.lease, run.device, run.plan
     if plan.offload_blocks:
         lease.take_offload_hooks()
-    blockwise_t5 = plan.base_quant is not None and lease.device_of("text_encoder_2") != device
-    cache = EmbeddingCache(run.work_dir / "cache", run.pipe, run.request.resolution)
+    blockwise = plan.base_quant is not None and lease.device_of(lease.big_text_encoder) != device
+    cache = EmbeddingCache(run.work_dir / "cache", run.pipe, run.request.resolution, run.layout)
     bucket_of = {i: b for b, members in run.groups.items() for i in members}
+    prompts = [run.sample_prompt] + ([NEGATIVE_PROMPT] if run.layout.needs_negative(run.pipe) else [])
     if not run.main:
         run.parallel.barrier()
     data = cache.load_all(
-        run.examples, bucket_of, [run.sample_prompt], device,
-        before_encoding=lambda: lease.move_encoders(device, blockwise_t5), check=run.reporter.check_cancel,
+        run.examples, bucket_of, prompts, device,
+        before_encoding=lambda: lease.move_encoders(device, blockwise), check=run.reporter.check_cancel,
     )
     if run.main:
         run.parallel.barrier()
@@ -184,8 +181,6 @@ def _loop(run: Run) -> None:
     """Steps from the loop's position to the end (or `stop_after` steps), sampling and checkpointing as
     asked; a stop saves a checkpoint to resume from, then raises Canceled."""
     request, loop, device, parallel = run.request, run.loop, run.device, run.parallel
-    sigmas_table, timesteps_table = sigma_table(run.pipe)
-    guidance_embeds = bool(getattr(run.transformer.config, "guidance_embeds", False))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     example_texts = [run.texts[example.caption] for example in run.examples]
     image_ids: dict[tuple[int, int], torch.Tensor] = {}
@@ -201,7 +196,7 @@ def _loop(run: Run) -> None:
                 run.model, run.optimizer, run.params,
                 torch.stack([run.latents[i] for i in batch]),
                 [example_texts[i] for i in batch],
-                sigmas_table, timesteps_table, run.generator, image_ids, guidance_embeds, autocast,
+                run.layout, run.generator, image_ids, autocast,
                 shard=parallel.shard(len(batch)) if parallel.distributed else None,
                 backward=parallel.backward if parallel.distributed else None,
             )
@@ -214,8 +209,8 @@ def _loop(run: Run) -> None:
             last = step == request.steps
             if run.main and request.sample_every > 0 and (step % request.sample_every == 0 or last):
                 score = sample(
-                    run.pipe, run.lease, run.texts[run.sample_prompt], step, request, run.work_dir, device,
-                    run.dtype, autocast, loop, run.reporter, run.sample_scorer,
+                    run.pipe, run.lease, run.layout, run.texts[run.sample_prompt], run.texts.get(NEGATIVE_PROMPT),
+                    step, request, run.work_dir, device, run.dtype, autocast, loop, run.reporter, run.sample_scorer,
                 )
                 if score is not None and (loop.best_score is None or score < loop.best_score):
                     loop.best_step, loop.best_score = step, score
@@ -280,7 +275,9 @@ def _write_outputs(run: Run) -> TrainResult:
         "best_step": loop.best_step,
         "best_identity_distance": loop.best_score,
         "memory_mode": run.plan.mode,
-        "weighting_scheme": WEIGHTING_SCHEME,
+        "family": run.layout.family.key,
+        "weighting_scheme": run.layout.family.recipe.loss_weighting,
+        "timestep_shift": list(run.layout.family.recipe.shift) if run.layout.family.recipe.shift else None,
         "device": str(run.device),
         "dtype": str(dtype).replace("torch.", ""),
         "seconds": round(time.perf_counter() - run.started, 2),

@@ -103,11 +103,14 @@ def run(folder: Path) -> int:
     try:
         if parallel.is_main:
             reporter.log(f"{started(parallel.world, str(accelerator.device))}; loading {model_label(spec['model'])}.")
-        manager = ModelManager(model=spec["model"], device=str(accelerator.device),
-                               memory_mode=spec.get("memory_mode", "auto"), speed=SpeedSettings())
+        manager = ModelManager(model=spec["model"], kontext_model=spec.get("second_model"),
+                               device=str(accelerator.device), memory_mode=spec.get("memory_mode", "auto"),
+                               speed=SpeedSettings())
         request = from_json(TrainRequest, spec["request"], "The training request in worker/spec.json")
         scorer = sample_scorer(spec.get("reference")) if parallel.is_main else None
-        with manager.for_training() as pipe:
+        with manager.for_training() as pipe:  # FLUX.1-dev, or Klein's base (its distilled one when alone)
+            if parallel.is_main and manager.training_note():
+                reporter.log(manager.training_note())
             install_fault(pipe.transformer, spec.get("fault"), parallel.rank)
             result = train_lora(pipe, request, reporter, device=manager.device, dtype=manager.dtype,
                                 sample_scorer=scorer, parallel=parallel)

@@ -137,14 +137,15 @@ def parse_fault(text: str | None) -> dict | None:
 
 
 def train_in_workers(plan: WorkerPlan, request: TrainRequest, reporter: Reporter, *, model: str,
-                     memory_mode: str, reference: str | None = None) -> TrainResult:
+                     memory_mode: str, reference: str | None = None, second_model: str | None = None) -> TrainResult:
     """Train `request` in worker processes, following it as the job's own run (see the module docstring)."""
     job_dir = Path(request.work_dir)
     folder = job_dir / "worker"
     _stop_leftovers(folder)  # a launch of this job from before an app restart must not write beside this one
     _fresh(folder)
     atomic_write_json(folder / SPEC, dict(
-        request=to_json(request), model=model, memory_mode=memory_mode, device=plan.device,
+        request=to_json(request), model=model, second_model=second_model, memory_mode=memory_mode,
+        device=plan.device,
         reference=reference, fault=parse_fault(os.environ.get(FAULT_ENV)), app_pid=os.getpid()))
     argv, env = launch_command(plan, job_dir)
     reporter.log(f"Training in {plan.describe()} (each loads the model itself); the app keeps serving.")

@@ -149,11 +149,13 @@ def start_training(studio: Studio, dataset_id: str, name: str, trigger: str = ""
 
 
 def run_sweep(studio: Studio, lora: str, prompt: str, strengths: str = "0, 0.6, 0.8, 1.0, 1.2", seeds: str = "1, 2, 3",
-              extra: str = "", max_usd: float = 0.0) -> dict:
+              extra: str = "", max_usd: float = 0.0, both_checkpoints: bool = False) -> dict:
+    """`both_checkpoints`: on FLUX.2 [klein], the same sweep on the distilled and the base checkpoint."""
+    both = limits.flag(both_checkpoints, "both_checkpoints")
     request = SweepRequest(lora=lora, prompt=prompt,
                            strengths=tuple(parse_strengths(limits.text(strengths, "Strengths"))),
                            seeds=tuple(limits.parse_seeds(seeds)), extra=tuple(parse_weights(extra).items()),
-                           max_usd=max_usd or None)
+                           max_usd=max_usd or None, checkpoints=studio.tester.both_checkpoints() if both else ())
     return job_json(studio.tester.start(request), studio)
 
 

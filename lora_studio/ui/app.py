@@ -28,13 +28,17 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 class HeaderView(Reply):
     banner: str = KEEP
     first_run: Any = KEEP
+    first_run_klein: Any = KEEP
     character: Any = KEEP
     new_name: str = KEEP
 
 
 def engine_banner(studio: Studio) -> HeaderView:
-    """A page opened after a switch (from another page) shows the engine as it is now."""
-    return HeaderView(banner=settings_engine.banner_text(studio), first_run=gr.update(visible=studio.draws_noise()))
+    """A page opened after a switch (from another page) shows the engine as it is now, and the first-run
+    card FLUX.2 [klein] 4B's download size."""
+    return HeaderView(banner=settings_engine.banner_text(studio, offer=True),
+                      first_run=gr.update(visible=studio.draws_noise()),
+                      first_run_klein=gr.update(visible=studio.draws_noise()))
 
 
 def create_character(studio: Studio, name) -> HeaderView:
@@ -48,7 +52,10 @@ def build_app(studio: Studio) -> gr.Blocks:
         api.register(studio)  # first, so the public endpoints get their plain names
         gr.Markdown(f"# {wording.TITLE}\n{wording.TAGLINE}")
         banner = gr.Markdown(settings_engine.banner_text(studio), elem_id="engine-banner")
-        first_run = gr.Button(wording.SETUP_BUTTON, size="sm", visible=studio.draws_noise(), elem_id="first-run")
+        with gr.Row():
+            first_run_klein = gr.Button(wording.KLEIN_BUTTON, size="sm", variant="primary",
+                                        visible=studio.draws_noise(), elem_id="first-run-klein")
+            first_run = gr.Button(wording.SETUP_BUTTON, size="sm", visible=studio.draws_noise(), elem_id="first-run")
         with gr.Row():
             choices = character_choices(studio)
             character = gr.Dropdown(label="Character", choices=choices,
@@ -58,6 +65,7 @@ def build_app(studio: Studio) -> gr.Blocks:
         ctx = UIContext(studio=studio, character=character)
         ctx.share("banner", banner)
         ctx.share("first_run", first_run)
+        ctx.share("first_run_klein", first_run_klein)
         browser_states(ctx)  # what a visitor keeps in their own browser (shared links)
         timer = gr.Timer(1.0)
         refreshers = []
@@ -77,9 +85,10 @@ def build_app(studio: Studio) -> gr.Blocks:
                 refreshers.append((library, library_tab.listen(ctx, library_tab.render(ctx), timer)))
             with gr.Tab("Settings", id="settings"):
                 settings_tab.render(ctx)
-        header = {"banner": banner, "first_run": first_run, "character": character, "new_name": new_name}
+        header = {"banner": banner, "first_run": first_run, "first_run_klein": first_run_klein, "character": character,
+                  "new_name": new_name}
         ctx.on(first_run.click, open_tab, None, [tabs], bound=("settings",), name="open_settings")
-        ctx.on(None, engine_banner, None, HeaderView.to(header, "banner", "first_run"))
+        ctx.on(None, engine_banner, None, HeaderView.to(header, "banner", "first_run", "first_run_klein"))
         for tab, refresh in refreshers:
             ctx.on(tab.select, *refresh)
         for wire in ctx.wiring:
@@ -87,6 +96,7 @@ def build_app(studio: Studio) -> gr.Blocks:
         ctx.on(create.click, create_character, [new_name], HeaderView.to(header, "character", "new_name"))
         # A fresh page opens where the user left it: their character (else the latest) and their settings.
         wire_preferences(demo, ctx)
+        settings_engine.listen_first_run(ctx, header)
     return demo
 
 

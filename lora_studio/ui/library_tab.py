@@ -9,7 +9,7 @@ import pandas as pd
 import gradio as gr
 
 from ..services.generate import GenerateOptions
-from ..services.library import scale_text
+from ..services.library import family_title, scale_text
 from ..services.strength_analysis import VERDICT_WORDS
 from ..studio import Studio
 from . import library_hub, wording
@@ -226,6 +226,7 @@ def describe(studio: Studio, lora_id) -> LibraryView:
     lines = [f"**{record['name']}** · trigger `{record.get('trigger') or '—'}` · {record.get('source')}"]
     facts = {k: meta.get(k) for k in ("base_model", "steps", "rank", "resolution", "final_loss",
                                          "best_checkpoint", "format") if meta.get(k) is not None}
+    facts = {"family": family_title(record), **facts}
     if facts:
         lines.append(" · ".join(f"{k.replace('_', ' ')}: {v:.4g}" if isinstance(v, float)
                                 else f"{k.replace('_', ' ')}: {v}" for k, v in facts.items()))

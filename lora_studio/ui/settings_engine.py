@@ -17,7 +17,7 @@ from ..services.settings import ENGINES, EngineChoice
 from ..studio import Studio
 from . import wording
 from .common import UIContext
-from .events import KEEP, Reply
+from .events import KEEP, Reply, expose
 from .owner import NOT_OWNER, is_owner, owner_only
 
 
@@ -42,6 +42,7 @@ class EngineParts:
     replicate_status: gr.Markdown
     banner: gr.Markdown
     first_run: gr.Button
+    first_run_klein: gr.Button
 
 
 EDITABLE = ("engine", "model", "kontext", "switch", "token", "save_token", "forget", "destination", "refresh", "use",
@@ -68,11 +69,18 @@ class EngineView(Reply):
     replicate_status: str = KEEP
     banner: str = KEEP
     first_run: Any = KEEP
+    first_run_klein: Any = KEEP
 
 
-def banner_text(studio: Studio) -> str:
-    """The engine banner: the tiny engine's warning with the first-run card, or what the engine runs."""
-    text = f"{wording.TINY_BANNER}\n\n{wording.FIRST_RUN}" if studio.draws_noise() else studio.engine_description()
+def banner_text(studio: Studio, offer: bool = False) -> str:
+    """The engine banner: the tiny engine's warning with the first-run card, or what the engine runs. With
+    `offer`, the card says FLUX.2 [klein] 4B's size (counted from the model: not while the page is built)."""
+    if studio.draws_noise():
+        text = f"{wording.TINY_BANNER}\n\n{wording.FIRST_RUN}"
+        if offer:
+            text += f"\n\n{studio.models.default_offer()}"
+    else:
+        text = studio.engine_description()
     if studio.gpu_note():  # on a ZeroGPU Space: how long jobs are split into GPU calls
         text += f"\n\n{studio.gpu_note()}"
     for note in studio.startup_notes():  # a settings file set aside at this start: which, and where
@@ -113,7 +121,24 @@ def switch_engine(studio: Studio, engine_name, model_ref, kontext_ref) -> Engine
               studio.replicate.status().text() if settings.engine == "replicate" else "Pictures are noise.")
     return EngineView(sources=sources_text(studio, True),
                       status=wording.SWITCHED.format(engine=settings.engine, detail=detail),
-                      banner=banner_text(studio), first_run=gr.update(visible=studio.draws_noise()))
+                      banner=banner_text(studio), first_run=gr.update(visible=studio.draws_noise()),
+                      first_run_klein=gr.update(visible=studio.draws_noise()))
+
+
+@owner_only
+def first_run_klein(studio: Studio) -> dict:
+    """The first-run card's button: FLUX.2 [klein] 4B and its base downloaded, then the app switched to it."""
+    jobs, sentence = studio.models.start_default()
+    return {"jobs": [j.id for j in jobs], "message": sentence, "engine": studio.settings.engine}
+
+
+@owner_only
+def first_run_klein_clicked(studio: Studio) -> EngineView:
+    """The same from the page: what happens next, in the banner."""
+    _, sentence = studio.models.start_default()
+    return EngineView(banner=f"{banner_text(studio)}\n\n**{sentence}**",
+                      first_run=gr.update(visible=studio.draws_noise()),
+                      first_run_klein=gr.update(visible=studio.draws_noise()))
 
 
 @owner_only
@@ -155,14 +180,16 @@ def create_destination(studio: Studio, name) -> EngineView:
 def render(ctx: UIContext) -> EngineParts:
     studio = ctx.studio
     p = EngineParts()
-    p.banner, p.first_run = ctx.shared["banner"], ctx.shared["first_run"]
+    p.banner, p.first_run, p.first_run_klein = (ctx.shared[name] for name in ("banner", "first_run",
+                                                                              "first_run_klein"))
     gr.Markdown("### Engine\n" + wording.ENGINE_HELP)
     p.sources = gr.Markdown(elem_id="setup-sources")
     with gr.Row():
         p.engine = gr.Radio(list(ENGINES), label="Engine", value=studio.settings.engine, elem_id="setup-engine")
-        p.model = gr.Textbox(label="FLUX.1-dev model (hub id or folder)", elem_id="setup-model",
-                             placeholder="black-forest-labs/FLUX.1-dev")
-        p.kontext = gr.Textbox(label="FLUX.1 Kontext model (hub id or folder)", elem_id="setup-kontext",
+        p.model = gr.Textbox(label="Model (hub id or folder): FLUX.2 [klein] or FLUX.1-dev", elem_id="setup-model",
+                             placeholder="black-forest-labs/FLUX.2-klein-4B")
+        p.kontext = gr.Textbox(label="Second model (optional): FLUX.1 Kontext for FLUX.1's sheet, or Klein's other "
+                                     "flavour (blank: found on disk)", elem_id="setup-kontext",
                                placeholder="black-forest-labs/FLUX.1-Kontext-dev")
     p.switch = gr.Button("Switch engine", variant="primary", elem_id="setup-switch")
     p.status = gr.Markdown(elem_id="setup-status")
@@ -191,7 +218,7 @@ def render(ctx: UIContext) -> EngineParts:
 def listen(ctx: UIContext, p: EngineParts) -> None:
     ctx.on(None, setup_view, None, EngineView.to(p, "sources", "status", "account", *EDITABLE))
     ctx.on(p.switch.click, switch_engine, [p.engine, p.model, p.kontext],
-           EngineView.to(p, "sources", "status", "banner", "first_run"), api_name="setup_engine")
+           EngineView.to(p, "sources", "status", "banner", "first_run", "first_run_klein"), api_name="setup_engine")
     ctx.on(p.save_token.click, check_token, [p.token], EngineView.to(p, "token", "account"), api_name="replicate_token")
     ctx.on(p.forget.click, forget_token, None, EngineView.to(p, "token", "account"), api_name="replicate_forget_token")
     ctx.on(p.refresh.click, list_models, None, EngineView.to(p, "destination", "replicate_status"),
@@ -199,3 +226,11 @@ def listen(ctx: UIContext, p: EngineParts) -> None:
     chosen = EngineView.to(p, "destination", "replicate_status", "sources")
     ctx.on(p.use.click, use_destination, [p.destination], chosen, api_name="replicate_destination")
     ctx.on(p.create.click, create_destination, [p.new_name], chosen, api_name="replicate_create_model")
+
+
+def listen_first_run(ctx: UIContext, header: dict) -> None:
+    """The first-run card's FLUX.2 [klein] button and its named endpoint; wired by the app after every
+    other event, so the indices strangers reach earlier events by stay as they were."""
+    expose(ctx.studio, first_run_klein)
+    ctx.on(header["first_run_klein"].click, first_run_klein_clicked, None,
+           EngineView.to(header, "banner", "first_run", "first_run_klein"))

@@ -26,6 +26,7 @@ class TesterParts:
     strengths: gr.Textbox
     seeds: gr.Textbox
     extra: gr.Textbox
+    both: gr.Checkbox
     max_usd: gr.Number
     estimate: gr.Markdown
     run: gr.Button
@@ -96,16 +97,20 @@ def show(studio: Studio, lora_id) -> SweepView:
     if job is None:
         return SweepView(progress=progress_html(None), verdict="", grid=None, plot=gr.update(visible=False))
     analysis = job.outputs.get("analysis")
-    return SweepView(progress=progress_html(job), verdict=verdict_text(analysis),
+    verdict = verdict_text(analysis)
+    if job.outputs.get("comparison"):  # a Klein sweep on both checkpoints
+        verdict += f"\n\n{job.outputs['comparison']}"
+    return SweepView(progress=progress_html(job), verdict=verdict,
                      grid=shown(studio, job.outputs.get("grid")),
                      plot=gr.update(value=measures_frame(analysis), visible=bool(analysis)))
 
 
-def start(studio: Studio, lora_id, text, strength_text, seed_text, extra_text, cap_usd) -> SweepView:
+def start(studio: Studio, lora_id, text, strength_text, seed_text, extra_text, cap_usd, both=False) -> SweepView:
     values = parse_strengths(strength_text)
     job = studio.tester.start(SweepRequest(
         lora=lora_id or "", prompt=text, strengths=tuple(values), seeds=tuple(seeds_of(seed_text)),
-        extra=tuple(parse_weights(extra_text).items()), max_usd=parse_cap(cap_usd)))
+        extra=tuple(parse_weights(extra_text).items()), max_usd=parse_cap(cap_usd),
+        checkpoints=studio.tester.both_checkpoints() if both else ()))
     return show(studio, job.params["lora_id"])
 
 
@@ -126,6 +131,8 @@ def render(ctx: UIContext) -> TesterParts:
             p.strengths = gr.Textbox(label="Strengths", value="0, 0.6, 0.8, 1.0, 1.2")
             p.seeds = gr.Textbox(label="Seeds", value="1, 2, 3")
             p.extra = gr.Textbox(label="Other LoRAs at a fixed weight (name:weight, …)", placeholder="film-style:0.6")
+            p.both = gr.Checkbox(False, label=wording.BOTH_CHECKPOINTS_LABEL, info=wording.BOTH_CHECKPOINTS_INFO,
+                                 elem_id="tester-both")
             p.max_usd = gr.Number(0, label=wording.CAP_LABEL, info=wording.CAP_INFO, minimum=0, visible=ctx.paid)
             p.estimate = gr.Markdown(sweep_estimate(studio, p.strengths.value, p.seeds.value, p.extra.value),
                                      visible=ctx.paid, elem_classes=["ls-estimate"])
@@ -144,7 +151,7 @@ def render(ctx: UIContext) -> TesterParts:
 
 def listen(ctx: UIContext, p: TesterParts, timer: gr.Timer) -> OnOpen:
     shown_sweep = SweepView.to(p)
-    ctx.on(p.run.click, start, [p.lora, p.prompt, p.strengths, p.seeds, p.extra, p.max_usd], shown_sweep)
+    ctx.on(p.run.click, start, [p.lora, p.prompt, p.strengths, p.seeds, p.extra, p.max_usd, p.both], shown_sweep)
     # Only a LoRA picked by hand rewrites the prompt, so a restored page keeps the remembered one.
     ctx.on(p.lora.input, prompt_for, [p.lora], [p.prompt])
     ctx.on(p.lora.change, show, [p.lora], shown_sweep)

@@ -1,7 +1,8 @@
 """Every sentence the UI shows, in one place, so the voice stays consistent and easy to change."""
 
 TITLE = "LoRA Studio"
-TAGLINE = "One reference image → a character sheet → the most consistent 20–30 images → a FLUX.1 LoRA → the right strength."
+TAGLINE = ("One reference image → a character sheet → the most consistent 20–30 images → a FLUX LoRA (FLUX.2 [klein] "
+           "or FLUX.1) → the right strength.")
 TINY_BANNER = (
     "**Demo mode: tiny built-in Flux.** Every step runs for real, but the pictures are noise (random "
     "weights, no faces)."
@@ -14,7 +15,8 @@ TRAINING_HELP = "Training runs in the background: close the page and come back, 
 TESTER_HELP = "The same prompt and seeds at several strengths, with and without the LoRA, measured: does it keep the face, and does it freeze it?"
 SIZE_INFO = "The sizes the model was trained at; or set width and height yourself, within what this engine draws."
 STEPS_DRAWN = "This engine draws at most {steps} steps whatever is set (its pictures are noise at any count)."
-LIBRARY_HELP = "Every trained or imported LoRA. Import Flux LoRAs in diffusers, kohya/ComfyUI or ai-toolkit format (.safetensors)."
+LIBRARY_HELP = ("Every trained or imported LoRA. Import Flux LoRAs in diffusers, kohya/ComfyUI or ai-toolkit format "
+                "(.safetensors); a LoRA works only on the family it was made for (FLUX.1 or FLUX.2 [klein]).")
 NOTHING_RUNNING = "No job yet."
 SELECTED_MARK = "✓"
 UNSELECTED_MARK = "○"
@@ -41,18 +43,23 @@ PRICES_HELP = (
     "between a tenth and a hundred times the built-in one; the source is plain text (no links)."
 )
 FIRST_RUN = (
-    "**First run? Choose what draws your pictures** in *Settings → Engine*: `local` runs FLUX.1-dev on this "
-    "machine's GPU (download it in *Settings → Models*, plus FLUX.1-Kontext-dev for the character sheet), "
-    "`replicate` runs on Replicate's GPUs with your API token. The switch needs no restart (or choose at "
-    "start with `--model <id or folder>` or `--engine replicate`)."
+    "**First run? Choose what draws your pictures.** With an NVIDIA GPU, FLUX.2 [klein] 4B is open (no token, "
+    "Apache-2.0) and one checkpoint draws the sheet and every picture: the button below downloads it. Or, in "
+    "*Settings → Engine*: `local` with FLUX.1-dev (gated: a token; plus FLUX.1-Kontext-dev for the character "
+    "sheet), or `replicate` on Replicate's GPUs with your API token. The switch needs no restart (or choose at "
+    "start with `--engine local` for FLUX.2 [klein] 4B, `--model <id or folder>` or `--engine replicate`)."
 )
 SETUP_BUTTON = "Set up an engine →"
+KLEIN_BUTTON = "FLUX.2 klein 4B — no token needed"
 ENGINE_HELP = (
     "Which engine draws the pictures, and from which models. A model is a Hugging Face hub id (e.g. "
-    "`black-forest-labs/FLUX.1-dev`) or the absolute path of a folder in diffusers layout. The character "
-    "sheet needs FLUX.1 Kontext (`black-forest-labs/FLUX.1-Kontext-dev`): only its transformer is loaded, "
-    "under FLUX.1-dev's text encoders and VAE. Switching needs no restart: it is refused while a job runs, "
-    "and jobs queued meanwhile run on the new engine. Values set by a flag or a LORA_STUDIO_* variable win over this page."
+    "`black-forest-labs/FLUX.2-klein-4B` or `black-forest-labs/FLUX.1-dev`) or the absolute path of a folder in "
+    "diffusers layout; its family is read from its model_index.json. FLUX.2 [klein] draws the character sheet "
+    "with the same checkpoint and trains LoRAs on its base checkpoint, found by itself when it is downloaded "
+    "(or given as the second model). FLUX.1's sheet needs FLUX.1 Kontext (`black-forest-labs/FLUX.1-Kontext-dev`) "
+    "as the second model: only its transformer is loaded, under FLUX.1-dev's text encoders and VAE. Switching "
+    "needs no restart: it is refused while a job runs, and jobs queued meanwhile run on the new engine. Values "
+    "set by a flag or a LORA_STUDIO_* variable win over this page."
 )
 REPLICATE_HELP = (
     "Your Replicate API token is checked with Replicate's account call and kept in a file only this "
@@ -63,7 +70,7 @@ REPLICATE_HELP = (
 SWITCHED = "Switched to **{engine}**. {detail}"
 # ---- Settings → Models (local model catalogue, downloads, Hugging Face token) ----
 MODELS_HELP = (
-    "FLUX.1 weights for the **local** engine. Sizes are what the pipeline loads (no single-file checkpoints); "
+    "FLUX.2 [klein] and FLUX.1 weights for the **local** engine. Sizes are what the pipeline loads (no single-file checkpoints); "
     "downloads go to the Hugging Face cache (`HF_HOME` / `HF_HUB_CACHE`), run beside the GPU queue, and "
     "keep every finished byte across a cancel, a dropped connection or a restart. A folder that already "
     "holds the weights is used as it is. Then choose it in *Settings → Engine* (or start with `--model <id or folder>`)."
@@ -71,9 +78,13 @@ MODELS_HELP = (
 USE_MODEL_BUTTON = "Use this model"
 USE_MODEL = ("**{model}** is filled in as the {field} above: click **Switch engine** to use it (no restart; the "
              "model loads with the next job).")
-TOKEN_HELP = "Gated models (FLUX.1-dev, FLUX.1-Kontext-dev) need a Hugging Face **read** token and the licence accepted on the model's page."
+TOKEN_HELP = ("Gated models (FLUX.1-dev, FLUX.1-Kontext-dev, FLUX.2 [klein] 9B) need a Hugging Face **read** token "
+              "and the licence accepted on the model's page; FLUX.2 [klein] 4B needs none.")
 
 TRAIN_ON_LABEL = "Where it trains"
+BOTH_CHECKPOINTS_LABEL = "Sweep on both checkpoints (FLUX.2 [klein]: distilled and base)"
+BOTH_CHECKPOINTS_INFO = ("A Klein LoRA trains on the base and draws on the distilled checkpoint: the same sweep on "
+                         "each shows whether it keeps its strength there.")
 INTERNAL_ERROR = ("Something went wrong inside LoRA Studio ({error}). Nothing you entered caused it; the details "
                   "are in the app's log.")
 # ---- Selection → captions, Library → the Hub (issue 24) ----

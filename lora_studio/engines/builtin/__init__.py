@@ -16,7 +16,7 @@ _EXPORTS = {
     "build_wide_flux": "wide", "transformer_config": "wide",
     "full_transformer_on_meta": "wide", "full_encoders_on_meta": "wide",
     "build_tiny_klein": "klein", "tiny_klein_components": "klein", "TINY_KLEIN_TRANSFORMER": "klein",
-    "build_wide_klein": "klein_wide", "klein_transformer_config": "klein_wide",
+    "build_wide_klein": "klein_wide", "build_klein": "klein_wide", "klein_transformer_config": "klein_wide",
     "klein_transformer_on_meta": "klein_wide", "klein_encoders_on_meta": "klein_wide",
     "KLEIN_4B_TRANSFORMER": "klein_wide", "KLEIN_9B_TRANSFORMER": "klein_wide",
 }

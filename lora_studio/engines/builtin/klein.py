@@ -4,7 +4,9 @@
 Qwen2 tokenizer and chat template built here, a two-level `AutoencoderKLFlux2` and FLUX.1-dev's
 `FlowMatchEulerDiscreteScheduler` config (diffusers' FLUX.2 converter builds its scheduler from that
 config; the pipeline passes its own resolution shift, mu, on every call). Text-to-image and reference
-edits run on a CPU in about a second; the images are noise.
+edits run on a CPU in about a second; the images are noise. The VAE downsamples 8x like the real one
+(four levels, 4 channels, no mid-block attention), so an image has the real model's token count and
+sizes, and 1024² stays cheap on a CPU.
 
 Shapes follow the rules the real classes enforce: the transformer's `in_channels` is 4x the VAE's
 latent channels (2x2 patchify), `sum(axes_dims_rope) == attention_head_dim` (four axes: t, h, w, l),
@@ -35,9 +37,9 @@ TINY_KLEIN_TRANSFORMER = dict(
     guidance_embeds=False,
 )
 TINY_KLEIN_VAE = dict(
-    in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-    up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(4, 4), layers_per_block=1, latent_channels=1,
-    norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False, sample_size=64,
+    in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(4, 4, 4, 4), layers_per_block=1, latent_channels=1,
+    norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False, sample_size=64, mid_block_add_attention=False,
 )
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>")
 # Qwen3's chat layout: role turns between <|im_start|> and <|im_end|>; with thinking off, the

@@ -14,7 +14,8 @@ and a Qwen3 that is 2560 wide where the transformer sees it (its hidden states) 
 heads, a small MLP: nothing here trains or counts the encoder's inside) with the 28 layers the
 pipeline's hidden-state picks (9, 18, 27) need. Base and distilled differ in transformer weights.
 `klein_transformer_on_meta` / `klein_encoders_on_meta`: the whole 4 B or 9 B model without storage,
-for the memory planner (engines/memory/need.py).
+for the memory planner (engines/memory/need.py); `build_klein(full_size=True)` the whole model with
+random weights on a GPU, for bench/gpu_suite.py (speed and memory do not depend on the values).
 """
 from __future__ import annotations
 
@@ -67,20 +68,31 @@ def klein_encoders_on_meta(architecture: str = "klein-4b") -> dict[str, torch.nn
                 "vae": AutoencoderKLFlux2(**FLUX2_VAE)}
 
 
-def build_wide_klein(distilled: bool = True, architecture: str = "klein-4b") -> Flux2KleinPipeline:
-    """Real transformer widths with one block of each kind, the real VAE, on the CPU in float32."""
+def build_klein(distilled: bool = True, architecture: str = "klein-4b", full_size: bool = False,
+                device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Flux2KleinPipeline:
+    """A Klein of `architecture` with random weights, created on `device` in `dtype`. `full_size` is the
+    whole model (every block, Qwen3 at its real size: the GPU suite's); otherwise the wide Klein: the real
+    transformer widths with one block of each kind and a Qwen3 slim inside (see the module docstring)."""
     tokenizer = qwen_tokenizer()
-    qwen = dict(WIDE_QWEN, hidden_size=ARCHITECTURES[architecture][1]["hidden_size"])
-    state = torch.random.get_rng_state()
+    if full_size:
+        # Qwen3's real vocabulary size, so the embedding weighs what it does (our byte ids are all in it)
+        qwen = Qwen3Config(vocab_size=QWEN_VOCAB, pad_token_id=tokenizer.pad_token_id,
+                           eos_token_id=tokenizer.eos_token_id, bos_token_id=None, **ARCHITECTURES[architecture][1])
+    else:
+        qwen = qwen_config(tokenizer, **dict(WIDE_QWEN, hidden_size=ARCHITECTURES[architecture][1]["hidden_size"]))
+    state, previous = torch.random.get_rng_state(), torch.get_default_dtype()
     try:
-        torch.manual_seed(KLEIN_SEED)
-        text_encoder = Qwen3ForCausalLM(qwen_config(tokenizer, **qwen))
-        vae = AutoencoderKLFlux2(**FLUX2_VAE)
-        with torch.no_grad():
-            randomise_latent_statistics(vae, torch.Generator().manual_seed(KLEIN_SEED))
-        torch.manual_seed(DISTILLED_SEED if distilled else BASE_SEED)
-        transformer = Flux2Transformer2DModel(**klein_transformer_config(architecture))
+        torch.set_default_dtype(dtype)
+        with torch.device(device):
+            torch.manual_seed(KLEIN_SEED)
+            text_encoder = Qwen3ForCausalLM(qwen)
+            vae = AutoencoderKLFlux2(**FLUX2_VAE)
+            with torch.no_grad():
+                randomise_latent_statistics(vae, torch.Generator().manual_seed(KLEIN_SEED))
+            torch.manual_seed(DISTILLED_SEED if distilled else BASE_SEED)
+            transformer = Flux2Transformer2DModel(**klein_transformer_config(architecture, full_size))
     finally:
+        torch.set_default_dtype(previous)
         torch.random.set_rng_state(state)
     for module in (text_encoder, vae, transformer):
         module.eval()
@@ -88,3 +100,8 @@ def build_wide_klein(distilled: bool = True, architecture: str = "klein-4b") -> 
     return Flux2KleinPipeline(scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_DEV_SCHEDULER), vae=vae,
                               text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer,
                               is_distilled=distilled)
+
+
+def build_wide_klein(distilled: bool = True, architecture: str = "klein-4b") -> Flux2KleinPipeline:
+    """Real transformer widths with one block of each kind, the real VAE, on the CPU in float32."""
+    return build_klein(distilled, architecture)

@@ -93,12 +93,15 @@ class TrainingRecipe:
     with s = exp(mu), mu linear in the image tokens from `base` at 256 to `max` at 4096 (musubi-tuner's
     "flux2_shift", FLUX.1's resolution rule applied to Klein's token count), so large images train at
     the noise levels their sampling spends its steps on. `loss_weighting` as diffusers' training_utils
-    names it. The target is always noise - latents."""
+    names it. The target is always noise - latents. Samples while training are drawn with
+    `sample_steps` at `sample_guidance` (on an undistilled Klein base: CFG, as its own card says)."""
 
     timesteps: str
     shift: tuple[float, float] | None
     loss_weighting: str
     train_guidance: float | None  # the guidance embedding's input (FLUX.1), None: no guidance input
+    sample_steps: int = 20
+    sample_guidance: float = 3.5
 
 
 @dataclass(frozen=True)
@@ -122,14 +125,17 @@ class Family:
     def defaults(self, distilled: bool) -> Defaults:
         return self.distilled_defaults if distilled else self.base_defaults
 
+    def training_shift(self, image_tokens: int) -> float | None:
+        """The shift s = exp(mu) for an image of `image_tokens` tokens (None: no shift, see TrainingRecipe)."""
+        if self.recipe.shift is None:
+            return None
+        base, top = self.recipe.shift
+        return math.exp(base + (top - base) * (image_tokens - 256) / (4096 - 256))
+
     def training_sigma(self, u: float, image_tokens: int) -> float:
         """The noise level a training step uses for a sample u in (0, 1) (see TrainingRecipe)."""
-        if self.recipe.shift is None:
-            return u
-        base, top = self.recipe.shift
-        mu = base + (top - base) * (image_tokens - 256) / (4096 - 256)
-        s = math.exp(mu)
-        return s * u / (1 + (s - 1) * u)
+        s = self.training_shift(image_tokens)
+        return u if s is None else s * u / (1 + (s - 1) * u)
 
 
 _FLUX1_DEFAULTS = Defaults(steps=28, guidance=3.5, sheet_steps=28, sheet_guidance=2.5)
@@ -177,7 +183,8 @@ KLEIN = Family(
     latents=Latents(vae_channels=32, pixels_per_token=16, packing="patchify", position_axes=4,
                     normalise="batch-norm", reference_t_step=10),
     text=TextEncoding(max_tokens=512, hidden_layers=(9, 18, 27), pooled=False),
-    recipe=TrainingRecipe(timesteps="logit-normal", shift=(0.5, 1.15), loss_weighting="none", train_guidance=None),
+    recipe=TrainingRecipe(timesteps="logit-normal", shift=(0.5, 1.15), loss_weighting="none", train_guidance=None,
+                          sample_steps=28, sample_guidance=4.0),
     guidance_embeds=False,
     export_formats=("diffusers", "kohya"),
     # first_block_cache is left out until it is tested on Flux2Transformer2DModel

@@ -19,8 +19,8 @@ from .repo import TOKENS_PAGE, HubError, hub_api
 SAVED = "file"  # the source of a token in huggingface_hub's token file
 TOKEN_KIND = TokenKind(
     "Hugging Face",
-    missing=(f"No Hugging Face token. Gated models (FLUX.1-dev, FLUX.1-Kontext-dev) need a read token: make one "
-             f"at {TOKENS_PAGE}."),
+    missing=(f"No Hugging Face token. Gated models (FLUX.1-dev, FLUX.1-Kontext-dev, FLUX.2 [klein] 9B) need a read "
+             f"token: make one at {TOKENS_PAGE}. FLUX.2 [klein] 4B needs none."),
     from_environment=" through the HF_TOKEN environment variable: it overrides any token saved here until it is unset.",
     from_file=" (token saved by huggingface_hub, shared with the `hf` CLI).")
 

@@ -1,30 +1,37 @@
-"""What kind of Flux model a folder or hub id holds, read from its model_index.json (no torch).
+"""What a folder or hub id holds, read from its model_index.json (no torch), and the built-in test models.
 
 FLUX.1-dev and FLUX.1-Kontext-dev share an architecture and differ by weights: only the
 `_class_name` in model_index.json tells them apart (FluxPipeline / FluxKontextPipeline), never the
-name a user gave the folder. The setup page checks a choice with this before any model loads.
+name a user gave the folder. FLUX.2 [klein] names Flux2KleinPipeline, and its `is_distilled` says
+which flavour it is. A hub id that is not downloaded yet is known by the checkpoint table
+(engines/family/checkpoints.py). The setup page checks a choice with this before any model loads.
+
+Built-in models are built in code with random weights (engines/builtin): `tiny-flux` and `wide-flux`
+(FLUX.1), `klein-tiny` (FLUX.2 [klein], distilled) and `klein-tiny-base`, its base, with other weights.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
 from pathlib import Path
 
-from ..family import KONTEXT_CLASS, model_index
+from ..family import FLUX1, KLEIN, KONTEXT_CLASS, Family, Flavour, checkpoint, family_named, flavour_for, model_index
 
 TINY_ID = "tiny-flux"
 WIDE_ID = "wide-flux"  # FLUX.1-dev widths, one block of each kind (engines/builtin/wide.py): tests, benches
-RANDOM_WEIGHTS = (TINY_ID, WIDE_ID)  # built in code: one transformer serves text and sheet
+KLEIN_TINY_ID = "klein-tiny"  # a tiny FLUX.2 [klein], distilled (engines/builtin/klein.py)
+KLEIN_TINY_BASE_ID = "klein-tiny-base"  # the same tiny Klein's base flavour: its own transformer weights
+KLEIN_PIPELINE = KLEIN.pipeline_classes[0]
+BUILT_IN = {  # id -> what it is
+    TINY_ID: Flavour(FLUX1, "FluxPipeline"),
+    WIDE_ID: Flavour(FLUX1, "FluxPipeline"),
+    KLEIN_TINY_ID: Flavour(KLEIN, KLEIN_PIPELINE, distilled=True),
+    KLEIN_TINY_BASE_ID: Flavour(KLEIN, KLEIN_PIPELINE, distilled=False),
+}
+BUILT_IN_SIBLINGS = {KLEIN_TINY_ID: KLEIN_TINY_BASE_ID, KLEIN_TINY_BASE_ID: KLEIN_TINY_ID}
+RANDOM_WEIGHTS = tuple(BUILT_IN)  # built in code: no file, nothing to download
+TINY_IDS = (TINY_ID, KLEIN_TINY_ID, KLEIN_TINY_BASE_ID)  # CPU-sized: run with the tiny engine's short calls
 KONTEXT_HUB_ID = "black-forest-labs/FLUX.1-Kontext-dev"
 DEV_HUB_ID = "black-forest-labs/FLUX.1-dev"
-NEEDS_KONTEXT = (
-    "The character sheet needs FLUX.1 Kontext, and {model} is not a Kontext model (its model_index.json "
-    "names {cls}): FLUX.1-dev was never trained to edit an image. Download {kontext} in Settings → Models "
-    "and choose it as the Kontext model in Settings → Engine (or start with --kontext-model)."
-)
-NEEDS_DEV = (
-    "{model} is FLUX.1 Kontext, an image editor: text-to-image and training need FLUX.1-dev. Choose "
-    "{dev} as the dev model in Settings → Engine (or --model) and keep {model} as the Kontext model."
-)
 
 
 def model_label(model_id: str | None) -> str:
@@ -46,47 +53,76 @@ def is_kontext(model_id: str) -> bool:
     return pipeline_class(model_id) == KONTEXT_CLASS
 
 
-@dataclass(frozen=True)
-class KontextChoice:
-    """Which transformer each job runs: `kontext` None means the sheet uses the dev transformer
-    (the test configs only), `dev` None means text-to-image and training are refused."""
-
-    dev: str | None
-    kontext: str | None
-    shared: bool  # one transformer serves both (tiny/wide random weights)
-    refusal_sheet: str = ""
-    refusal_text: str = ""
-
-
-def choose(model_id: str, kontext_id: str | None, random_weights: bool) -> KontextChoice:
-    """Decide from the two configured ids what a sheet and a text image run on."""
-    if random_weights and not kontext_id:
-        return KontextChoice(model_id, None, shared=True)
-    model_is_kontext = not random_weights and is_kontext(model_id)
-    if model_is_kontext:
-        refusal = NEEDS_DEV.format(model=model_label(model_id), dev=DEV_HUB_ID)
-        return KontextChoice(None, model_id, shared=True, refusal_text=refusal)
-    if kontext_id and kontext_id != model_id:
-        cls = None if random_weights else pipeline_class(kontext_id)
-        if cls is not None and cls != KONTEXT_CLASS:
-            refusal = NEEDS_KONTEXT.format(model=model_label(kontext_id), cls=cls, kontext=KONTEXT_HUB_ID)
-            return KontextChoice(model_id, None, shared=False, refusal_sheet=refusal)
-        return KontextChoice(model_id, kontext_id, shared=False)
-    cls = pipeline_class(model_id) or "no Kontext pipeline"
-    return KontextChoice(model_id, None, shared=False,
-                         refusal_sheet=NEEDS_KONTEXT.format(model=model_label(model_id), cls=cls,
-                                                            kontext=KONTEXT_HUB_ID))
+def model_flavour(model_id: str | None) -> Flavour | None:
+    """What a model is: a built-in, what its model_index.json says, else what the checkpoint table knows
+    of its hub id (not downloaded yet); None for a model of no known family."""
+    if not model_id:
+        return None
+    if model_id in BUILT_IN:
+        return BUILT_IN[model_id]
+    found = flavour_for(model_id)
+    if found is not None:
+        return found
+    known = checkpoint(model_id)
+    if known is None:
+        return None
+    family = family_named(known.family)
+    cls = KONTEXT_CLASS if known.editor else family.pipeline_classes[0]
+    return Flavour(family, cls, distilled=known.distilled, editor=known.editor)
 
 
-def sheet_sentence(choice: KontextChoice) -> str:
-    """Which model draws the character sheet, in a sentence for the banner."""
-    if choice.refusal_text:
-        return f"Character sheet only: {choice.refusal_text}"
-    if choice.refusal_sheet:
-        return ("No FLUX.1 Kontext model chosen yet, so the character sheet is refused until one is "
-                f"({KONTEXT_HUB_ID}: Settings → Models, then Settings → Engine).")
-    if choice.shared:
-        return "The same random weights draw the character sheet."
-    return (f"Character sheet with FLUX.1 Kontext from {model_label(choice.kontext)}: only its transformer, swapped "
-            "under the same text encoders and VAE; the idle one waits in CPU memory when "
-            "that much is free, else it is read again from disk.")
+def model_family(model_id: str | None) -> Family:
+    """The family of a model; FLUX.1 when nothing says otherwise (every model before FLUX.2 was FLUX.1)."""
+    flavour = model_flavour(model_id)
+    return flavour.family if flavour is not None else FLUX1
+
+
+def is_present(model_id: str) -> bool:
+    """A model that can load here now, judged without the network: a built-in, a folder with its index
+    and transformer weights, or a hub id whose cached snapshot holds them."""
+    if model_id in BUILT_IN:
+        return True
+    folder = Path(model_id).expanduser()
+    if folder.is_dir():
+        return (folder / "model_index.json").is_file() and any((folder / "transformer").glob("*.safetensors"))
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        index = try_to_load_from_cache(model_id, "model_index.json")
+    except (ValueError, OSError):
+        return False
+    return isinstance(index, str) and any((Path(index).parent / "transformer").glob("*.safetensors"))
+
+
+def architecture_of(model_id: str | None) -> str:
+    """The full-size architecture a model's memory plan counts: "flux1-dev", "klein-4b" or "klein-9b"."""
+    flavour = model_flavour(model_id)
+    if flavour is None or flavour.family is not KLEIN:
+        return "flux1-dev"
+    known = checkpoint(model_id or "")
+    if known is not None:
+        return known.architecture
+    index = model_index(model_id or "")
+    if index is not None:  # a folder or a cached repo: its transformer's width says which
+        config = _transformer_config(model_id)
+        if config.get("joint_attention_dim", 0) >= 12288:
+            return "klein-9b"
+    return "klein-4b"
+
+
+def _transformer_config(model_id: str) -> dict:
+    folder = Path(model_id).expanduser()
+    path = folder / "transformer" / "config.json" if folder.is_dir() else None
+    if path is None:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(model_id, "transformer/config.json")
+        except (ValueError, OSError):
+            return {}
+        path = Path(cached) if isinstance(cached, str) else None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")) if path is not None else {}
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}

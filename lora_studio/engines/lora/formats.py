@@ -41,9 +41,11 @@ class LoraInspection:
     tensors: int
     modules: int  # layers of the transformer this LoRA changes
     state_dict: dict  # in diffusers naming, ready for load_lora_weights
+    family: str | None = None  # engines/family key the file was made for (kinds.py), or the model's
 
     def to_dict(self) -> dict:
-        return {"format": self.format, "rank": self.rank, "tensors": self.tensors, "modules": self.modules}
+        return {"format": self.format, "rank": self.rank, "tensors": self.tensors, "modules": self.modules,
+                "family": self.family}
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -69,19 +71,28 @@ def detect_format(keys: list[str]) -> str:
             "This LoRA was made for Stable Diffusion (SD 1.5 / SDXL UNet), not for FLUX.1: "
             "it cannot be used here. Pick a Flux LoRA."
         )
-    raise EngineError("This file does not look like a FLUX.1 LoRA (no known key names).")
+    raise EngineError("This file does not look like a Flux LoRA (no known key names).")
 
 
-def inspect_lora(path: Path, transformer: torch.nn.Module | None = None) -> LoraInspection:
-    """Read, detect, convert to diffusers naming and (given a transformer) check every shape."""
-    from diffusers import FluxPipeline
+def inspect_lora(path: Path, transformer: torch.nn.Module | None = None, model: str = "") -> LoraInspection:
+    """Read, detect, convert to diffusers naming and (given a transformer) check its family, then every
+    shape. `model` names the model the transformer is (for the refusal's words)."""
+    import diffusers
 
+    from ..family import FLUX1, family_named, family_of_transformer
+    from .kinds import lora_family, mismatch_text
+
+    made = lora_family(path)
+    target = family_of_transformer(transformer) if transformer is not None else None
+    if made and target is not None and made != target.key:
+        raise EngineError(mismatch_text(made, target.key, model))
     raw = read_state_dict(path)
     kind = detect_format(list(raw))
+    family = target or (family_named(made) if made else FLUX1)
     try:
-        converted = FluxPipeline.lora_state_dict(raw)
+        converted = getattr(diffusers, family.pipeline_classes[0]).lora_state_dict(raw)
     except Exception as exc:  # noqa: BLE001 - converters raise assorted errors for odd files
-        raise EngineError(f"This {kind} LoRA could not be converted for Flux: {exc}") from None
+        raise EngineError(f"This {kind} LoRA could not be converted for {family.title}: {exc}") from None
     if isinstance(converted, tuple):
         converted = converted[0]
     ranks = {t.shape[0] for k, t in converted.items() if "lora_A" in k and t.ndim == 2}
@@ -90,7 +101,7 @@ def inspect_lora(path: Path, transformer: torch.nn.Module | None = None) -> Lora
         _check_shapes(converted, transformer)
     return LoraInspection(
         format=kind, rank=max(ranks) if ranks else None, tensors=len(raw), modules=len(modules),
-        state_dict=converted,
+        state_dict=converted, family=made or (target.key if target is not None else None),
     )
 
 

@@ -30,8 +30,10 @@ _UNFUSED = {name for group in QKV_GROUPS for name in group[:3]}
 
 def canonical_lora(pipe, path: Path, fused: bool) -> dict[str, torch.Tensor]:
     """The LoRA in `path` as a transformer state dict of scale-1, single-rank modules (see the module doc)."""
+    from ..family import family_of_transformer
+
     try:
-        pairs, _, dtype = scaled_pairs(path)
+        pairs, _, dtype = scaled_pairs(path, family_of_transformer(pipe.transformer).key)
     except EngineError as exc:
         raise EngineError(f"{exc} The hot-swap and fused-QKV modes fold every LoRA: start with "
                           "--no-compile --no-fuse-qkv to use this one.") from None

@@ -18,7 +18,7 @@ _EXPORTS = {
         "quantization_config", "is_quantized", "plan_for_pipeline", "_HEADROOM", "ARCHITECTURE_TITLES"), "plan"),
     **dict.fromkeys(("MemoryNeed", "training_need", "InferenceNeed", "inference_need",
                      "transformer_counts", "encoder_counts", "weight_bytes", "t5_block_list", "text_block_list",
-                     "ARCHITECTURES", "is_klein_config"), "need"),
+                     "ARCHITECTURES", "is_klein_config", "download_bytes"), "need"),
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -338,11 +338,11 @@ class InferenceNeed:
 
 
 def inference_need(weights_format: str = "bf16", resolution: int = 1024,
-                   transformer_config: dict | None = None, pipe=None) -> InferenceNeed:
-    """What an image at `resolution` needs with the transformer in `weights_format` (FLUX.1-dev unless
-    `transformer_config` and the loaded `pipe` say otherwise); see the module docstring."""
-    counts = transformer_counts(transformer_config)
-    encoders = encoder_counts(pipe)
+                   transformer_config: dict | None = None, pipe=None, architecture: str = "flux1-dev") -> InferenceNeed:
+    """What an image at `resolution` needs with the transformer in `weights_format` (the named full
+    architecture unless `transformer_config` and the loaded `pipe` say otherwise); see the module docstring."""
+    counts = transformer_counts(transformer_config, architecture)
+    encoders = encoder_counts(pipe, architecture)
     image_tokens = (resolution / PIXELS_PER_TOKEN) ** 2
 
     def block(tokens: float) -> float:
@@ -356,3 +356,12 @@ def inference_need(weights_format: str = "bf16", resolution: int = 1024,
         fused_extra=2.0 * counts.qkv_linear,
         batch_extra=block(2 * image_tokens + TEXT_TOKENS) + decode,
     )
+
+
+def download_bytes(architecture: str, transformer_only: bool = False) -> float:
+    """The bytes of a checkpoint's weights as its repo holds them (bf16 safetensors): the transformer, and
+    unless `transformer_only` the text encoders and VAE, counted from the architecture on the meta device."""
+    total = transformer_counts(architecture=architecture).total.total
+    if not transformer_only:
+        total += encoder_counts(architecture=architecture).whole
+    return 2.0 * total

@@ -188,10 +188,11 @@ def describe_plans(mode: str, resolution: int, rank: int = 16, train_mlp: bool =
     return text
 
 
-def base_quantization(device: torch.device, mode: str) -> tuple[str | None, bool, str]:
+def base_quantization(device: torch.device, mode: str, architecture: str = "flux1-dev") -> tuple[str | None, bool, str]:
     """(quantization, CPU offload needed, note) for the frozen base at inference: as set, or when "auto"
-    by free GPU memory. Public FLUX.1-dev inference peaks: bf16 ~36 GB, 8-bit ~24 GB, NF4 ~17 GB; training
-    on top adapts to the loaded base (checkpointing etc.), so the base is chosen for inference."""
+    by free GPU memory. Public FLUX.1-dev inference peaks: bf16 ~36 GB, 8-bit ~24 GB, NF4 ~17 GB; a
+    FLUX.2 [klein] base is sized by its own counted inference need (need.inference_need). Training on
+    top adapts to the loaded base (checkpointing etc.), so the base is chosen for inference."""
     import torch
 
     if device.type != "cuda":
@@ -203,29 +204,36 @@ def base_quantization(device: torch.device, mode: str) -> tuple[str | None, bool
     if mode != "auto":
         return None, False, f"Base weights in bf16 (memory mode {mode})."
     free_gb = torch.cuda.mem_get_info(device)[0] / 1024**3
+    bf16_gb, int8_gb = 40.0, 26.0
+    if architecture != "flux1-dev":
+        from .need import inference_need
+
+        bf16_gb, int8_gb = (inference_need(fmt, 1024, architecture=architecture).total / 1024**3 * 1.05
+                            for fmt in ("bf16", "8bit"))
     offload, choice = False, None
-    if free_gb < 40:
+    if free_gb < bf16_gb:
         if not library_available("bitsandbytes"):
             offload = True
         else:
-            choice = "8bit" if free_gb >= 26 else "nf4"
+            choice = "8bit" if free_gb >= int8_gb else "nf4"
     label = choice or ("bf16 with CPU offload" if offload else "bf16")
     return choice, offload, f"Base weights in {label}: auto-picked for {free_gb:.0f} GB of free GPU memory."
 
 
-def idle_transformer_note() -> str:
-    """The second transformer in the plan: FLUX.1-Kontext-dev's is off the GPU while FLUX.1-dev's trains,
-    so the GPU plan above stands; it costs host RAM instead, when there is that much free. Its size is
-    counted like every other plan figure (same architecture as FLUX.1-dev's, in bf16)."""
+def idle_transformer_note(architecture: str = "flux1-dev") -> str:
+    """The second transformer in the plan: FLUX.1-Kontext-dev's (or Klein's distilled one) is off the GPU
+    while the training transformer trains, so the GPU plan above stands; it costs host RAM instead, when
+    there is that much free. Its size is counted like every other plan figure (the same architecture, bf16)."""
     import psutil
 
     from ..local import fits_in_host_ram
     from .need import transformer_counts, weight_bytes
 
-    size = weight_bytes(transformer_counts().total, "bf16")
+    size = weight_bytes(transformer_counts(architecture=architecture).total, "bf16")
     free = psutil.virtual_memory().available / GB
     where = "it fits" if fits_in_host_ram(int(size)) else "too little: it is read again from disk after"
-    return (f"FLUX.1-Kontext-dev's transformer (~{size / GB:.1f} GB in bf16) waits in CPU memory meanwhile, "
+    idle = "FLUX.1-Kontext-dev's transformer" if architecture == "flux1-dev" else "The distilled checkpoint's transformer"
+    return (f"{idle} (~{size / GB:.1f} GB in bf16) waits in CPU memory meanwhile, "
             f"not on the GPU ({free:.0f} GB of RAM free now: {where}).")
 
 

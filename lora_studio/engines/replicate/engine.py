@@ -322,7 +322,13 @@ class ReplicateEngine:
         if not path.is_file():
             raise EngineError(f"LoRA file not found: {path}")
         header = safetensors_header(path)
-        return {"format": "unknown-remote", "tensors": len([k for k in header if k != "__metadata__"])}
+        from ..lora import lora_family_of, mismatch_text
+
+        made = lora_family_of(header)
+        if made is not None and made != "flux1":  # Replicate's LoRA models run FLUX.1 only
+            raise EngineError(mismatch_text(made, "flux1", "Replicate's FLUX.1 LoRA models"))
+        return {"format": "unknown-remote", "tensors": len([k for k in header if k != "__metadata__"]),
+                "family": "flux1"}
 
     def unload(self) -> None:
         """Nothing is held in memory: the models live on Replicate."""

@@ -82,7 +82,7 @@ class SpeedSettings:
         if self.group_offload:
             parts.append("group offloading of " + ("everything" if self.group_offload == "all" else "the encoders"))
         if self.batch_edits > 1:
-            parts.append(f"{self.batch_edits} Kontext edits per call")
+            parts.append(f"{self.batch_edits} sheet edits per call")
         if self.first_block_cache:
             parts.append(f"first-block cache at {self.first_block_cache:g}")
         return " + ".join(parts) or "none"
@@ -104,7 +104,7 @@ def auto_speed(gpu: GpuInfo, needs: dict | None = None) -> SpeedSettings:
                                    "offloading pay off only with CUDA.")
     if gpu.zero_gpu:
         return replace(OFF, batch_edits=3, reason=(
-            "Auto speed on ZeroGPU: 3 Kontext edits per call (each GPU call costs a worker start, so fewer, "
+            "Auto speed on ZeroGPU: 3 sheet edits per call (each GPU call costs a worker start, so fewer, "
             "fuller calls); no compile, fp8 or hot-swap, since a fresh worker would redo them every call."))
     from ...sizes import GB
 
@@ -142,11 +142,12 @@ def auto_speed(gpu: GpuInfo, needs: dict | None = None) -> SpeedSettings:
     return replace(chosen, reason=text + "; first-block cache off (it changes images).")
 
 
-def _inference_needs() -> dict:  # weights format -> memory.InferenceNeed
-    """The planner's figures for FLUX.1-dev at AUTO_RESOLUTION, per weights format auto may choose."""
+def _inference_needs(architecture: str = "flux1-dev") -> dict:  # weights format -> memory.InferenceNeed
+    """The planner's figures for the architecture (FLUX.1-dev, Klein 4 B / 9 B) at AUTO_RESOLUTION, per
+    weights format auto may choose."""
     from ..memory import inference_need
 
-    return {fmt: inference_need(fmt, AUTO_RESOLUTION) for fmt in ("bf16", "8bit", "fp8")}
+    return {fmt: inference_need(fmt, AUTO_RESOLUTION, architecture=architecture) for fmt in ("bf16", "8bit", "fp8")}
 
 
 def unsupported(settings: SpeedSettings, gpu: GpuInfo) -> dict[str, str]:
@@ -176,7 +177,7 @@ def unsupported(settings: SpeedSettings, gpu: GpuInfo) -> dict[str, str]:
     if settings.fuse_qkv and settings.quantize == "8bit":
         problems["fuse_qkv"] = "fused QKV cannot concatenate bitsandbytes 8-bit weights"
     if not 1 <= settings.batch_edits <= 8:
-        problems["batch_edits"] = "Kontext edits per call must be between 1 and 8"
+        problems["batch_edits"] = "Sheet edits per call must be between 1 and 8"
     if not 0 <= settings.first_block_cache < 1:
         problems["first_block_cache"] = "the first-block cache threshold must be between 0 and 1 (0 = off)"
     return problems
@@ -190,19 +191,23 @@ def check_supported(settings: SpeedSettings, gpu: GpuInfo) -> None:
 
 
 _DEFAULTS = {f.name: f.default for f in fields(SpeedSettings)}
+FAMILY_SETTINGS = ("fuse_qkv", "compile", "quantize", "group_offload", "batch_edits", "first_block_cache")
 
 
-def resolve_speed(request: SpeedRequest, gpu: GpuInfo, tiny: bool = False, memory_mode: str = "auto") -> SpeedSettings:
+def resolve_speed(request: SpeedRequest, gpu: GpuInfo, tiny: bool = False, memory_mode: str = "auto",
+                  family=None, architecture: str = "flux1-dev") -> SpeedSettings:
     """Auto (or off), then the user's explicit flags, minus what this machine cannot run, said in words.
 
-    A memory mode that names a quantized base (8bit, nf4, fp8) decides the base weights: the speed
-    setting's quantization (and fused QKV, which cannot concatenate quantized weights) step aside."""
+    Auto sizes the GPU for `architecture`'s memory (engines/memory); a `family` (engines/family) drops
+    the settings not known to work on it. A memory mode that names a quantized base (8bit, nf4, fp8)
+    decides the base weights: the speed setting's quantization (and fused QKV, which cannot
+    concatenate quantized weights) step aside."""
     if request.mode == "off":
         base = replace(OFF, reason="Speed settings off (--speed off).")
     elif tiny:
         base = replace(OFF, reason="Speed settings off for the tiny model (nothing to speed up).")
     else:
-        base = auto_speed(gpu)
+        base = auto_speed(gpu, _inference_needs(architecture) if architecture != "flux1-dev" else None)
     explicit = request.explicit()
     for name in ("quantize", "group_offload"):
         if explicit.get(name) in ("none", "off"):
@@ -216,6 +221,10 @@ def resolve_speed(request: SpeedRequest, gpu: GpuInfo, tiny: bool = False, memor
     for name, why in unsupported(settings, gpu).items():
         settings = replace(settings, **{name: _DEFAULTS[name]})
         notes.append(f"Skipped {name.replace('_', ' ')}: {why}.")
+    for name in FAMILY_SETTINGS:
+        if family is not None and name not in family.speed_settings and getattr(settings, name) != _DEFAULTS[name]:
+            settings = replace(settings, **{name: _DEFAULTS[name]})
+            notes.append(f"Skipped {name.replace('_', ' ')}: not tested on {family.title} yet.")
     from ..memory import QUANTIZED_MODES
 
     if memory_mode in QUANTIZED_MODES and (settings.quantize or settings.fuse_qkv):
@@ -245,9 +254,11 @@ def pick_device(requested: str = "auto"):
     return torch.device("cpu")
 
 
-def describe_choice(request: SpeedRequest, device: str, memory_mode: str, tiny: bool = False) -> str:
+def describe_choice(request: SpeedRequest, device: str, memory_mode: str, tiny: bool = False, family=None,
+                    architecture: str = "flux1-dev") -> str:
     """The sentence the banner shows before any model is loaded (the engine says the same once built)."""
-    return resolve_speed(request, gpu_info(pick_device(device)), tiny=tiny, memory_mode=memory_mode).reason
+    return resolve_speed(request, gpu_info(pick_device(device)), tiny=tiny, memory_mode=memory_mode, family=family,
+                         architecture=architecture).reason
 
 
 def gpu_info(device) -> GpuInfo:

@@ -16,13 +16,14 @@ from pathlib import Path
 
 from ...config import ENGINES, Settings
 from ...engines.hub import is_repo_id
-from ...engines.local import DEV_HUB_ID, KONTEXT_CLASS, KONTEXT_HUB_ID, pipeline_class
+from ...engines.family import KLEIN, KLEIN_4B
+from ...engines.local import BUILT_IN, DEV_HUB_ID, KONTEXT_CLASS, KONTEXT_HUB_ID, model_flavour, pipeline_class
 from ...errors import InvalidInput
 from ...store import atomic_write_json
 
 FILE_NAME = "setup.json"
 FIELDS = ("engine", "model", "kontext_model", "destination")
-LABELS = {"engine": "Engine", "model": "FLUX.1-dev model", "kontext_model": "FLUX.1 Kontext model",
+LABELS = {"engine": "Engine", "model": "Model", "kontext_model": "Second model (FLUX.1 Kontext, or Klein's other flavour)",
           "destination": "Replicate destination"}
 FLAG_NAMES = {"engine": "--engine", "model": "--model", "kontext_model": "--kontext-model",
               "destination": "LORA_STUDIO_REPLICATE_DESTINATION"}
@@ -156,17 +157,25 @@ def check(choice: EngineChoice, need_models: bool = True) -> EngineChoice:
     engine = (choice.engine or "").strip().lower()
     if engine not in ENGINES:
         raise InvalidInput(f"Choose the engine: {', '.join(ENGINES)}.")
-    model, kontext = _model_ref(choice.model, "FLUX.1-dev model"), _model_ref(choice.kontext_model, "Kontext model")
+    model, kontext = _model_ref(choice.model, "model"), _model_ref(choice.kontext_model, "second model")
     destination = (choice.destination or "").strip()
     if destination and not DESTINATION.match(destination):
         raise InvalidInput("The Replicate destination is owner/name, in lowercase letters, digits, '-', '_' or '.'.")
     if need_models and engine == "local":
         if not model:
-            raise InvalidInput(f"The local engine needs a FLUX.1-dev model: a local folder or a hub id such as "
-                               f"{DEV_HUB_ID}.")
+            raise InvalidInput(f"The local engine needs a FLUX.1-dev model or a FLUX.2 [klein] one: a local folder or a "
+                               f"hub id such as {KLEIN_4B} (open, no token needed) or {DEV_HUB_ID}.")
         if pipeline_class(model) == KONTEXT_CLASS:
             raise InvalidInput(f"{model} is FLUX.1 Kontext: put it in the Kontext field and choose {DEV_HUB_ID} "
                                "(or its folder) as the FLUX.1-dev model.")
+        own = model_flavour(model)
+        if kontext and own is not None and own.family is KLEIN:
+            second = model_flavour(kontext)
+            if second is not None and (second.family is not KLEIN or second.distilled == own.distilled):
+                other = "base" if own.distilled else "distilled"
+                raise InvalidInput(f"{kontext} is {second.describe()}; beside {model} the second model is FLUX.2 "
+                                   f"[klein]'s {other} checkpoint (leave it blank to use the one on disk).")
+            return EngineChoice(engine, model, kontext, destination)
         kind = pipeline_class(kontext) if kontext else None
         if kontext and kind is not None and kind != KONTEXT_CLASS:
             raise InvalidInput(f"{kontext} is not a FLUX.1 Kontext model (its model_index.json names {kind}); "
@@ -181,7 +190,7 @@ def _model_ref(value: str, what: str) -> str:
         return ""
     if len(value) > MAX_MODEL or not value.isprintable():
         raise InvalidInput(f"The {what} is a hub id (owner/name) or a folder path, up to {MAX_MODEL} characters.")
-    if is_repo_id(value) and not Path(value).is_dir():
+    if (is_repo_id(value) or value in BUILT_IN) and not Path(value).is_dir():  # a hub id, or a test model built in code
         return value
     folder = Path(value).expanduser()
     if not folder.is_absolute():

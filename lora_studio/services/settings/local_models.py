@@ -33,6 +33,7 @@ from ...typed_json import from_json_or_none
 from ..job_params import DownloadParams
 
 KIND = "download"
+DEFAULT_MODEL = family.KLEIN_4B  # the first-run offer (config.LOCAL_DEFAULT, what `--engine local` loads)
 HEADROOM = 0.95  # as the memory planner: a plan must fit 95% of the GPU
 PLAN_RESOLUTION = 512
 
@@ -172,9 +173,12 @@ class Rate:
 class ModelsService:
     def __init__(self, store: Store, jobs: JobQueue, device: str = "auto",
                  free_space: Callable[[Path], int] = hub.free_bytes,
-                 gpu_bytes: Callable[[], int | None] | None = None) -> None:
-        """`free_space` and `gpu_bytes` are the seams to the machine (disk and GPU), given in tests."""
+                 gpu_bytes: Callable[[], int | None] | None = None,
+                 on_ready: Callable[[str], str] | None = None) -> None:
+        """`free_space` and `gpu_bytes` are the seams to the machine (disk and GPU), given in tests;
+        `on_ready(model)` switches the app to a model the first-run offer downloaded (a sentence back)."""
         self.store, self.jobs, self.device = store, jobs, device
+        self.on_ready = on_ready
         self.free_space = free_space
         self._gpu_bytes = gpu_bytes
         self._listed: dict[str, hub.RepoFiles] = {}
@@ -283,10 +287,14 @@ class ModelsService:
                              + (f"; take {best.title}." if best else "; use the Replicate engine."))
 
     # ---- downloads -------------------------------------------------------------------------
-    def start_download(self, model: str, join: bool = False) -> JobView:
+    def start_download(self, model: str, join: bool = False, transformer_only: bool | None = None,
+                       then_use: str | None = None) -> JobView:
         """Queue a download after the checks that need no byte of it: the id, access, the free space.
         A download of it whose process is gone is taken over (its bytes are kept). `join` (the CLI): a
-        download this process runs, or the last one stopped, is the one followed to the end."""
+        download this process runs, or the last one stopped, is the one followed to the end.
+        `transformer_only` fetches only `transformer/` (a Klein base beside its distilled sibling shares the
+        sibling's encoders); `then_use` names the model the app switches to once this download and every
+        other one with the same `then_use` are done (the first-run offer)."""
         model = _model_text(model)
         if Path(model).expanduser().is_dir():
             raise UserError(f"{Path(model).name} is a folder here: it needs no download (choose it as the model).")
@@ -312,16 +320,59 @@ class ModelsService:
         try:
             entry = next((e for e in CATALOGUE if e.repo_id == model), None)
             layout = entry.layout if entry else "diffusers"
-            repo = self.listing(model, refresh=True, transformer_only=True if entry and entry.kontext else None,
-                                layout=layout)
+            if transformer_only:  # not the catalogue's listing of this repo: not cached as it
+                repo = hub.list_repo(model, transformer_only=True)
+            else:
+                repo = self.listing(model, refresh=True, transformer_only=True if entry and entry.kontext else None,
+                                    layout=layout)
             kept = bytes_kept(repo)
             self._check_space(repo, kept)
-            params = DownloadParams(repo.repo_id, repo.commit, repo.is_kontext or bool(entry and entry.kontext),
-                                    repo.total, layout)
-            return self.jobs.submit(KIND, params, title=f"Download {repo.repo_id}")
+            params = DownloadParams(repo.repo_id, repo.commit,
+                                    repo.is_kontext or bool(entry and entry.kontext) or bool(transformer_only),
+                                    repo.total, layout, then_use=then_use or None)
+            what = " (its transformer)" if transformer_only else ""
+            return self.jobs.submit(KIND, params, title=f"Download {repo.repo_id}{what}")
         finally:
             with self._lock:
                 self._starting.discard(model)
+
+    # ---- the first-run offer: FLUX.2 [klein] 4B, no token -------------------------------------
+    def default_offer(self) -> str:
+        """The first-run card's line: FLUX.2 [klein] 4B, open, its download size and GPU memory, counted
+        from the model (its bf16 weights as the repos hold them; the memory planner's needs)."""
+        from ...engines.memory import download_bytes, estimated_need_gb
+
+        known = family.checkpoint(DEFAULT_MODEL)
+        size = download_bytes(known.architecture) + download_bytes(known.architecture, transformer_only=True)
+        low, usual = (estimated_need_gb(mode, PLAN_RESOLUTION, architecture=known.architecture)
+                      for mode in ("lowvram", "checkpointing"))
+        return (f"**{known.title} — no token needed** ({known.licence}): about {size / 1e9:.0f} GB to download with "
+                f"its base checkpoint (what LoRAs train on); a LoRA trains at {PLAN_RESOLUTION} px in "
+                f"{low:.0f}–{usual:.0f} GB of GPU memory, and a picture takes 4 steps. The button downloads both "
+                "and switches the app to it when they are on disk.")
+
+    def start_default(self) -> tuple[list[JobView], str]:
+        """Download FLUX.2 [klein] 4B (whole) and its base (its transformer only: the encoders are shared),
+        skipping what is on disk or on its way; switch to it when both are there (`on_ready`)."""
+        jobs, waiting = [], []
+        for repo_id, transformer_only in ((DEFAULT_MODEL, False), (family.checkpoint(DEFAULT_MODEL).sibling, True)):
+            running = [j for j in self.jobs.list(KIND) if j.params.get("repo_id") == repo_id and not j.done]
+            if running:
+                waiting.append(running[0])
+            elif not hub.in_cache(repo_id):
+                jobs.append(self.start_download(repo_id, transformer_only=transformer_only, then_use=DEFAULT_MODEL))
+        if not jobs and not waiting:
+            return [], self._ready(DEFAULT_MODEL)
+        names = ", ".join(j.params["repo_id"] for j in jobs + waiting)
+        return jobs + waiting, (f"Downloading {names} (progress under Settings → Models); the app switches to "
+                                f"{DEFAULT_MODEL} when {'they are' if len(jobs + waiting) > 1 else 'it is'} on disk.")
+
+    def _ready(self, model: str, finishing: str | None = None) -> str:
+        """A `then_use` download finished (`finishing`, its job): switch when no other one for it is still
+        on its way."""
+        if any(j.params.get("then_use") == model and not j.done and j.id != finishing for j in self.jobs.list(KIND)):
+            return ""
+        return self.on_ready(model) if self.on_ready is not None else f"{model} is on disk: choose it in Settings → Engine."
 
     def _check_space(self, repo: hub.RepoFiles, kept: int) -> None:
         need, free = max(0, repo.total - kept), self.free_space(hub.cache_root())
@@ -386,8 +437,13 @@ class ModelsService:
         finally:
             self._live.pop(reporter.job_id, None)
         self._listed.pop(repo_id, None)
-        return {"summary": f"{repo_id} is on disk ({byte_text(repo.total)}). Choose it as the model to use it.",
-                "repo_id": repo_id, "bytes": repo.total}
+        summary = f"{repo_id} is on disk ({byte_text(repo.total)}). Choose it as the model to use it."
+        if params.then_use == DEFAULT_MODEL:  # the first-run offer: switch to it
+            switched = self._ready(params.then_use, finishing=reporter.job_id)
+            if switched:
+                summary = f"{repo_id} is on disk ({byte_text(repo.total)}). {switched}"
+                reporter.log(switched)
+        return {"summary": summary, "repo_id": repo_id, "bytes": repo.total}
 
     # ---- the Hugging Face token --------------------------------------------------------------
     def token_status(self) -> TokenState:

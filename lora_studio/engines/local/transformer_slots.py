@@ -1,18 +1,18 @@
-"""FLUX.1-Kontext-dev as its own transformer, swapped under FLUX.1-dev's encoders and VAE.
+"""Transformers that take turns under one set of text encoders and VAE, and reading one alone.
 
-Kontext-dev has FLUX.1-dev's architecture but its own 12 B transformer weights, trained to edit an
-image; its T5, CLIP and VAE are FLUX.1-dev's. So only its `transformer/` is ever loaded, and the two
-transformers take turns in the one pipeline: the idle one waits in CPU memory when the host has room
-for it (the next swap is a copy to the GPU), otherwise it is dropped and read again from disk.
+FLUX.1-Kontext-dev has FLUX.1-dev's architecture but its own 12 B transformer weights, trained to edit
+an image; its T5, CLIP and VAE are FLUX.1-dev's. FLUX.2 [klein]'s base and distilled checkpoints
+likewise share Qwen3 and the VAE and differ in their transformers. So only the second model's
+`transformer/` is ever loaded, and the transformers take turns in the one pipeline: the idle one
+waits in CPU memory when the host has room for it (the next swap is a copy to the GPU), otherwise it
+is dropped and read again from disk. Which role each job runs is model_choice.py's.
 
-A model is recognised as Kontext by its `model_index.json` (`_class_name` FluxKontextPipeline), never
-by its name. The tiny and wide test configs carry random weights: one transformer serves both there.
-
-LoRAs are peft adapters inside a transformer's layers, so they stay on FLUX.1-dev's transformer while
-Kontext runs (the sheet uses none) and are active again when it swaps back.
+LoRAs are peft adapters inside a transformer's layers, so they stay on their transformer while the
+other runs, and are active again when it swaps back.
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Callable
 
 import psutil
@@ -20,22 +20,24 @@ import torch
 
 from ...sizes import GB
 from ..base import EngineError
-from .model_kind import KONTEXT_CLASS, KONTEXT_HUB_ID, KontextChoice, choose, is_kontext, pipeline_class
+from ..family import FLUX1, Family
 
 HOST_RAM_HEADROOM = 4 * 1024**3  # left free for the OS, the app and the next image's buffers
 
 
-def load_transformer(model_id: str, dtype: torch.dtype, quantization_config=None) -> torch.nn.Module:
-    """Only `transformer/` of a model (FLUX.1-Kontext-dev): its encoders and VAE are never read."""
-    from diffusers import FluxTransformer2DModel
+def load_transformer(model_id: str, dtype: torch.dtype, quantization_config=None, family: Family = FLUX1,
+                     what: str = "FLUX.1 Kontext's transformer") -> torch.nn.Module:
+    """Only `transformer/` of a model (FLUX.1-Kontext-dev, a Klein sibling): its encoders and VAE are never read."""
+    import diffusers
 
+    cls = getattr(diffusers, family.transformer_class)
     kwargs = {"quantization_config": quantization_config} if quantization_config is not None else {}
     try:
-        return FluxTransformer2DModel.from_pretrained(model_id, subfolder="transformer", dtype=dtype, **kwargs)
+        return cls.from_pretrained(model_id, subfolder="transformer", dtype=dtype, **kwargs)
     except (OSError, ValueError) as exc:
         from ..hub import load_failure_text  # a token, the licence or a download: the fix in words
 
-        raise EngineError(f"FLUX.1 Kontext's transformer: {load_failure_text(model_id, exc)}") from None
+        raise EngineError(f"{what}: {load_failure_text(model_id, exc)}") from None
 
 
 def module_bytes(module: torch.nn.Module) -> int:
@@ -49,7 +51,7 @@ def fits_in_host_ram(nbytes: int) -> bool:
 
 
 class TransformerSlots:
-    """The two transformers and which one the pipeline runs.
+    """The transformers by role ("dev"/"kontext", "distilled"/"base") and which one the pipeline runs.
 
     `load(role)` reads a transformer from disk (the caller's loader, with the base's quantization);
     `prepare(module)` applies the speed settings to a freshly loaded one and puts it on the device.
@@ -60,7 +62,7 @@ class TransformerSlots:
         self._load, self._prepare, self.device = load, prepare, device
         self.modules: dict[str, torch.nn.Module] = {}
         self.active: str | None = None
-        self.loads = {"dev": 0, "kontext": 0}  # disk reads per role (tests and the bench read them)
+        self.loads: Counter[str] = Counter()  # disk reads per role (tests and the bench read them)
         self.dropped: str | None = None  # the role last dropped for lack of host RAM
         self.note = ""
 
@@ -126,5 +128,4 @@ def refuse(sentence: str) -> None:
         raise EngineError(sentence)
 
 
-__all__ = ["KONTEXT_CLASS", "KONTEXT_HUB_ID", "KontextChoice", "TransformerSlots", "choose", "is_kontext",
-           "pipeline_class", "fits_in_host_ram", "module_bytes"]
+__all__ = ["TransformerSlots", "load_transformer", "fits_in_host_ram", "module_bytes", "refuse"]
