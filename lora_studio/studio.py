@@ -85,7 +85,8 @@ class Studio:
         self.tester = TesterService(self.store, self.jobs, self.characters, self.library, self.engine, size,
                                     costs=self.costs, engine_limits=self.limits)
         self.generator = GenerateService(self.store, self.jobs, self.library, self.engine, size,
-                                         settings.tasks_file, costs=self.costs, engine_limits=self.limits)
+                                         settings.tasks_file, costs=self.costs, engine_limits=self.limits,
+                                         drawing=self.drawing_defaults)
         self.publish = PublishService(self.store, self.jobs, self.library)
         self.hub_imports = HubImports(self.store, self.jobs, self.library)
         self.captions = CaptionService(self.store, self.jobs, self.characters, tiny=settings.is_tiny,
@@ -175,6 +176,24 @@ class Studio:
         from .engines.local import RANDOM_WEIGHTS
 
         return self.settings.local_model in RANDOM_WEIGHTS
+
+    def drawing_defaults(self):
+        """The family key and the steps and guidance pictures use, without building the engine (the page
+        asks on load; the first job loads the model): a distilled Klein draws in 4 steps without CFG."""
+        from .engines.base import defaults_of, family_of
+
+        if self._engine is not None:
+            return family_of(self._engine).key, defaults_of(self._engine)
+        from .engines.family import FLUX1
+
+        if self.settings.engine != "local":
+            return FLUX1.key, FLUX1.base_defaults
+        from .engines.local import RANDOM_WEIGHTS, choose, model_family
+
+        model = self.settings.local_model
+        family = model_family(model)
+        pairing = choose(model, self.settings.kontext_model, random_weights=model in RANDOM_WEIGHTS)
+        return family.key, family.defaults(pairing.pictures == "distilled")
 
     def engine_description(self) -> str:
         if self._engine is not None:

@@ -132,6 +132,6 @@ def test_the_banner_names_a_model_folder_without_its_path(tmp_path):
         assert "your model folder FLUX.1-dev" in config
         assert str(tmp_path) not in config and "/private/models" not in config
         page = Browser(url)
-        [banner, _] = page.outputs("engine_banner")
+        banner = page.outputs("engine_banner")[0]
         assert "your model folder FLUX.1-dev" in banner and str(tmp_path) not in banner
         page.close()

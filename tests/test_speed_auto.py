@@ -23,7 +23,7 @@ def test_h100_gets_the_full_fast_path():
     assert (chosen.compile, chosen.quantize, chosen.fuse_qkv, chosen.group_offload) == (True, "fp8", True, None)
     assert chosen.batch_edits == 3 and chosen.first_block_cache == 0 and chosen.hotswap_rank == 96
     assert chosen.reason.startswith("Auto speed for NVIDIA H100 80GB HBM3 (79 of 79 GB free, compute 9.0): "
-                                    "regional compile with LoRA hot-swap + fp8 base + fused QKV + 3 Kontext edits")
+                                    "regional compile with LoRA hot-swap + fp8 base + fused QKV + 3 sheet edits")
     assert "fp8 because compute 8.9+ has fp8 matmuls" in chosen.reason
     assert chosen.reason.endswith("first-block cache off (it changes images).")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from ..engines.base import Engine, GenerateRequest, defaults_of, family_of, replicate_lora_scale
+from ..engines.base import Defaults, Engine, GenerateRequest, defaults_of, family_of, replicate_lora_scale
 from ..images import save_png
 from ..jobs import JobQueue, JobReporter, JobView, UserError
 from ..store import Store, atomic_write_json
@@ -179,13 +179,15 @@ def load_tasks(path: Path | None) -> dict[str, Task]:
 class GenerateService:
     def __init__(self, store: Store, jobs: JobQueue, library: LibraryService, engine: Callable[[], Engine],
                  image_size: int, tasks_file: Path | None, costs: CostService | None = None,
-                 engine_limits: limits.EngineLimits | None = None, family: str | None = None) -> None:
+                 engine_limits: limits.EngineLimits | None = None, family: str | None = None,
+                 drawing: Callable[[], tuple[str, Defaults]] | None = None) -> None:
         self.store, self.jobs, self.library = store, jobs, library
         self.costs = costs or CostService(store.root, paid=False)
         self._engine = engine
         self.image_size = image_size
         self.limits = engine_limits or limits.LOCAL
         self.family = family  # None: the engine's own (FLUX.1 or FLUX.2 [klein], switched in Settings)
+        self._drawing = drawing  # the family key and defaults without building the engine (Studio's)
         self.tasks_file = tasks_file or store.root / "tasks.json"
         jobs.register(JOB_KIND, self._run, params=GenerateParams)
 
@@ -194,9 +196,12 @@ class GenerateService:
         guidance are the engine's checkpoint's (a distilled Klein draws in 4 steps without CFG)."""
         if self.family is not None:
             return fit_form(family_defaults(self.family), self.limits, self.image_size)
-        engine = self._engine()
-        drawn = defaults_of(engine)
-        defaults = replace(family_defaults(family_of(engine).key), steps=drawn.steps, guidance=drawn.guidance)
+        if self._drawing is not None:
+            key, drawn = self._drawing()
+        else:
+            engine = self._engine()
+            key, drawn = family_of(engine).key, defaults_of(engine)
+        defaults = replace(family_defaults(key), steps=drawn.steps, guidance=drawn.guidance)
         return fit_form(defaults, self.limits, self.image_size)
 
     def tasks(self) -> dict[str, Task]:
