@@ -89,3 +89,24 @@ def reset_pipe(pipe) -> None:
     for name in ("transformer", "vae", "text_encoder", "text_encoder_2"):
         getattr(pipe, name).eval().requires_grad_(False)
     assert not any("lora" in name for name, _ in transformer.named_parameters())
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for the test: tiny matrices gain nothing from threads, two threads fighting other
+    processes on a shared 2-core machine make each step many times slower, and forked workers then sum
+    floats in the parent's order (bit-equal results)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def klein_repo_folders(tmp_path_factory):
+    """The tiny Klein saved once per session as the fake hub's repos ({distilled: folder})."""
+    from tests.fake_hub import klein_folders
+
+    return klein_folders(tmp_path_factory.mktemp("klein-repos"))

@@ -32,6 +32,7 @@ import base64
 import hashlib
 import json
 import threading
+from contextlib import contextmanager
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -563,3 +564,13 @@ def add_klein_repos(hub: FakeHub, folders: dict[bool, Path]) -> None:
     """Serve the tiny Klein under the four real FLUX.2 [klein] ids (the 9 B ids with the same tiny weights)."""
     for repo_id, (distilled, gated) in KLEIN_REPOS.items():
         hub.add_repo(repo_id, folders[distilled], gated=gated)
+
+
+@contextmanager
+def klein_hub(folders: dict[bool, Path], monkeypatch, hf_home: Path):
+    """A fake hub serving the four Klein ids (open 4 B, gated 9 B), huggingface_hub pointed at it with its
+    cache under `hf_home`; `hub.env` is that environment, for a subprocess."""
+    with FakeHub() as fake:
+        add_klein_repos(fake, folders)
+        fake.env = point_client_at(monkeypatch, fake.url, hf_home)
+        yield fake

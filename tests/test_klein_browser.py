@@ -10,7 +10,7 @@ import pytest
 
 from lora_studio.engines.family import KLEIN_4B
 from tests.app_server import running_app
-from tests.fake_hub import FakeHub, add_klein_repos, klein_folders, point_client_at
+from tests.fake_hub import klein_folders, klein_hub
 from tests.test_browser import WAIT, browser, settle  # noqa: F401 (browser is a fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -19,9 +19,7 @@ LONG = WAIT * 20  # a sheet or a training on a shared 2-core machine
 
 @pytest.fixture
 def hub(tmp_path, monkeypatch):
-    with FakeHub() as fake:
-        add_klein_repos(fake, klein_folders(tmp_path / "repos"))
-        point_client_at(monkeypatch, fake.url, tmp_path / "hf-home")
+    with klein_hub(klein_folders(tmp_path / "repos"), monkeypatch, tmp_path / "hf-home") as fake:
         yield fake
 
 

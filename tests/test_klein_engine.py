@@ -18,23 +18,18 @@ from lora_studio.engines.local.model_manager import ModelManager
 from lora_studio.engines.speed.settings import SpeedSettings
 from tests.conftest import noise_image
 from tests.lora_factory import make_lora, make_tiny_lora
+from tests.which_weights import checksum as base_checksum, checksums_that_ran
 
 SIDE = 64
 REFERENCE = noise_image(5, size=SIDE)
 KLEIN_TARGETS = ["attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "attn.to_qkv_mlp_proj"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def checksum(module: torch.nn.Module) -> float:
-    with torch.no_grad():
-        return float(sum(p.double().sum() for name, p in module.named_parameters() if "lora_" not in name))
+    return base_checksum(module, with_lora=False)
 
 
 @pytest.fixture(scope="module")
@@ -47,18 +42,7 @@ def ran(action) -> list[float]:
     """The weight checksums of the Klein transformers that ran inside `action`, in order."""
     from diffusers import Flux2Transformer2DModel
 
-    seen = []
-
-    def record(module, *_):
-        if isinstance(module, Flux2Transformer2DModel):
-            seen.append(checksum(module))
-
-    hook = torch.nn.modules.module.register_module_forward_pre_hook(record)
-    try:
-        action()
-    finally:
-        hook.remove()
-    return seen
+    return checksums_that_ran(action, Flux2Transformer2DModel, with_lora=False)
 
 
 def only(seen: list[float]) -> float:

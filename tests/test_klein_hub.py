@@ -6,20 +6,13 @@ import pytest
 
 from lora_studio.engines.family import KLEIN, KLEIN_4B, KLEIN_9B, KLEIN_BASE_4B, flavour_for
 from lora_studio.errors import StudioError
-from tests.fake_hub import FakeHub, add_klein_repos, klein_folders, point_client_at
-
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    return klein_folders(tmp_path_factory.mktemp("klein-repos"))
+from tests.fake_hub import klein_hub
 
 
 @pytest.fixture
-def hub(folders, tmp_path, monkeypatch):
-    with FakeHub() as fake:
-        add_klein_repos(fake, folders)
+def hub(klein_repo_folders, tmp_path, monkeypatch):
+    with klein_hub(klein_repo_folders, monkeypatch, tmp_path / "hf-home") as fake:
         fake.add_token("hf_with_access", "ada", access={KLEIN_9B})
-        fake.env = point_client_at(monkeypatch, fake.url, tmp_path / "hf-home")
         yield fake
 
 

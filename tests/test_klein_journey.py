@@ -19,23 +19,16 @@ from PIL import Image
 
 from lora_studio.engines.family import KLEIN_4B, KLEIN_BASE_4B
 from tests.app_server import running_app
-from tests.fake_hub import FakeHub, add_klein_repos, klein_folders, point_client_at
+from tests.fake_hub import klein_hub
 from tests.test_app_e2e import wait_job
 
 pytestmark = pytest.mark.slow
 SIDE = 64
 
 
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    return klein_folders(tmp_path_factory.mktemp("klein-repos"))
-
-
 @pytest.fixture
-def hub(folders, tmp_path, monkeypatch):
-    with FakeHub() as fake:
-        add_klein_repos(fake, folders)
-        point_client_at(monkeypatch, fake.url, tmp_path / "hf-home")
+def hub(klein_repo_folders, tmp_path, monkeypatch):
+    with klein_hub(klein_repo_folders, monkeypatch, tmp_path / "hf-home") as fake:
         yield fake
 
 

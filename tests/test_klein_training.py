@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from diffusers import Flux2KleinPipeline
 from diffusers.loaders.lora_conversion_utils import _convert_kohya_flux2_lora_to_diffusers
 from safetensors.torch import load_file
 
@@ -24,12 +23,7 @@ from tests.test_training import TRIGGER, ScriptedReporter, request
 PROMPT = f"{TRIGGER}, portrait photo"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from lora_studio.engines.base import EditRequest, EngineError, GenerateRequest, 
 from lora_studio.engines.local.engine import LocalEngine
 from lora_studio.engines.local.model_manager import ModelManager
 from tests.conftest import noise_image
+from tests.which_weights import checksum, checksums_that_ran
 from tests.lora_factory import make_tiny_lora
 
 Folders = namedtuple("Folders", "dev kontext")
@@ -43,26 +44,13 @@ def folders(tmp_path_factory):
     return Folders(str(dev), str(kontext))
 
 
-def checksum(module: torch.nn.Module) -> float:
-    with torch.no_grad():
-        return float(sum(p.double().sum() for p in module.parameters()))
 
 
 def ran(action) -> float:
     """The weight checksum of the Flux transformer that actually ran inside `action` (whichever it was)."""
     from diffusers import FluxTransformer2DModel
 
-    seen = []
-
-    def record(module, *_):
-        if isinstance(module, FluxTransformer2DModel):
-            seen.append(checksum(module))
-
-    hook = torch.nn.modules.module.register_module_forward_pre_hook(record)
-    try:
-        action()
-    finally:
-        hook.remove()
+    seen = checksums_that_ran(action, FluxTransformer2DModel)
     assert seen and len(set(seen)) == 1, "one transformer per job"
     return seen[0]
 

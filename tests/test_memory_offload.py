@@ -20,12 +20,7 @@ from lora_studio.training.lease import PipelineLease
 SIDE, TOKENS, WIDTH = 4, 5, 32
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

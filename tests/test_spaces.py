@@ -123,13 +123,6 @@ class ForkedCalls:
         return call
 
 
-@pytest.fixture
-def one_thread():
-    """Same thread count in the parent and the forked workers, so float sums agree to the bit."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make_dataset(folder: Path) -> Path:
@@ -141,7 +134,7 @@ def make_dataset(folder: Path) -> Path:
 
 
 @pytest.mark.slow  # forked worker processes
-def test_chunked_training_in_forked_workers_equals_one_run(tmp_path, one_thread, monkeypatch):
+def test_chunked_training_in_forked_workers_equals_one_run(tmp_path, one_torch_thread, monkeypatch):
     from lora_studio.engines.local.engine import make_local_engine
     from lora_studio.training.trainer import train_on_manager
 
@@ -178,7 +171,7 @@ def test_chunked_training_in_forked_workers_equals_one_run(tmp_path, one_thread,
         assert torch.equal(a[key], b[key]), key
 
 
-def test_a_stop_between_chunks_keeps_the_checkpoint(tmp_path, one_thread, monkeypatch):
+def test_a_stop_between_chunks_keeps_the_checkpoint(tmp_path, one_torch_thread, monkeypatch):
     from lora_studio.engines.local.engine import make_local_engine
     from lora_studio.progress import Canceled
 
