@@ -15,7 +15,7 @@ from PIL import Image
 
 from . import gpu_calls
 from .config import Settings
-from .engines.base import Engine
+from .engines.base import Defaults, Engine, defaults_of, family_of
 from .engines.flight import at_once
 from .engines.hub import recover_token_file
 from .jobs import JobQueue, JobView, UserError
@@ -177,11 +177,9 @@ class Studio:
 
         return self.settings.local_model in RANDOM_WEIGHTS
 
-    def drawing_defaults(self):
+    def drawing_defaults(self) -> tuple[str, Defaults]:
         """The family key and the steps and guidance pictures use, without building the engine (the page
         asks on load; the first job loads the model): a distilled Klein draws in 4 steps without CFG."""
-        from .engines.base import defaults_of, family_of
-
         if self._engine is not None:
             return family_of(self._engine).key, defaults_of(self._engine)
         from .engines.family import FLUX1

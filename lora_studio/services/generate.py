@@ -179,14 +179,13 @@ def load_tasks(path: Path | None) -> dict[str, Task]:
 class GenerateService:
     def __init__(self, store: Store, jobs: JobQueue, library: LibraryService, engine: Callable[[], Engine],
                  image_size: int, tasks_file: Path | None, costs: CostService | None = None,
-                 engine_limits: limits.EngineLimits | None = None, family: str | None = None,
+                 engine_limits: limits.EngineLimits | None = None,
                  drawing: Callable[[], tuple[str, Defaults]] | None = None) -> None:
         self.store, self.jobs, self.library = store, jobs, library
         self.costs = costs or CostService(store.root, paid=False)
         self._engine = engine
         self.image_size = image_size
         self.limits = engine_limits or limits.LOCAL
-        self.family = family  # None: the engine's own (FLUX.1 or FLUX.2 [klein], switched in Settings)
         self._drawing = drawing  # the family key and defaults without building the engine (Studio's)
         self.tasks_file = tasks_file or store.root / "tasks.json"
         jobs.register(JOB_KIND, self._run, params=GenerateParams)
@@ -194,8 +193,6 @@ class GenerateService:
     def form(self) -> GenerateForm:
         """Sizes, steps and guidance this engine offers for its family, with their defaults: steps and
         guidance are the engine's checkpoint's (a distilled Klein draws in 4 steps without CFG)."""
-        if self.family is not None:
-            return fit_form(family_defaults(self.family), self.limits, self.image_size)
         if self._drawing is not None:
             key, drawn = self._drawing()
         else:
