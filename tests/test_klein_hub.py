@@ -62,3 +62,21 @@ def test_klein_9b_asks_for_a_token_first(hub, studio, models):
     models.login("hf_with_access")
     done = studio.jobs.wait(models.start_download(KLEIN_9B).id, timeout=120)
     assert done.status == "succeeded", done.error
+
+
+def test_the_first_run_button_takes_over_a_download_whose_process_died(hub, studio, models):
+    """A Klein download left 'running' by a process that died while this app ran is not waited on forever:
+    the first-run button takes it over (same job, its bytes kept) and queues the base beside it."""
+    from lora_studio.job_holders import FOLDER
+    from lora_studio.services.job_params import DownloadParams
+    from lora_studio.typed_json import to_json
+
+    dead = "0" * 32  # a process that died and left its unlocked lock file behind
+    (studio.store.root / "jobs" / FOLDER / f"{dead}.lock").write_text("1\n")
+    left = studio.store.insert("jobs", dict(kind="download", status="running", holder=dead, title="Download",
+                                            params=to_json(DownloadParams(KLEIN_4B, then_use=KLEIN_4B))))
+    assert studio.jobs.orphaned(left["id"])
+    jobs, sentence = models.start_default()
+    assert [j.params["repo_id"] for j in jobs] == [KLEIN_4B, KLEIN_BASE_4B] and jobs[0].id == left["id"]
+    assert all(studio.jobs.wait(j.id, timeout=120).status == "succeeded" for j in jobs)
+    assert "Downloading" in sentence

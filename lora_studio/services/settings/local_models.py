@@ -245,8 +245,7 @@ class ModelsService:
         if not hub.is_repo_id(model):
             raise UserError(f"{model!r} is not a Hugging Face model id (owner/name).")
         with self._lock:  # the check and the claim in one step: simultaneous starts make one job
-            same = [j for j in self.jobs.list(KIND)
-                    if getattr(from_json_or_none(DownloadParams, j.params), "repo_id", None) == model]
+            same = self._downloads_of(model)
             for job in (j for j in same if j.status in (QUEUED, RUNNING)):
                 if self.jobs.orphaned(job.id):
                     return self.jobs.resume(job.id)  # its process is gone: taken over here, its bytes kept
@@ -300,16 +299,22 @@ class ModelsService:
         skipping what is on disk or on its way; switch to it when both are there (`on_ready`)."""
         jobs, waiting = [], []
         for repo_id, transformer_only in ((DEFAULT_MODEL, False), (family.checkpoint(DEFAULT_MODEL).sibling, True)):
-            running = [j for j in self.jobs.list(KIND) if j.params.get("repo_id") == repo_id and not j.done]
-            if running:
-                waiting.append(running[0])
-            elif not hub.in_cache(repo_id):
+            live = [j for j in self._downloads_of(repo_id)
+                    if j.status in (QUEUED, RUNNING) and not self.jobs.orphaned(j.id)]
+            if live:
+                waiting.append(live[0])
+            elif not hub.in_cache(repo_id):  # a download whose process is gone is taken over there
                 jobs.append(self.start_download(repo_id, transformer_only=transformer_only, then_use=DEFAULT_MODEL))
         if not jobs and not waiting:
             return [], self._ready(DEFAULT_MODEL)
         names = ", ".join(j.params["repo_id"] for j in jobs + waiting)
         return jobs + waiting, (f"Downloading {names} (progress under Settings → Models); the app switches to "
                                 f"{DEFAULT_MODEL} when {'they are' if len(jobs + waiting) > 1 else 'it is'} on disk.")
+
+    def _downloads_of(self, repo_id: str) -> list[JobView]:
+        """Every download job of `repo_id`, oldest first (a damaged record is nobody's)."""
+        return [j for j in self.jobs.list(KIND)
+                if getattr(from_json_or_none(DownloadParams, j.params), "repo_id", None) == repo_id]
 
     def _ready(self, model: str, finishing: str | None = None) -> str:
         """A `then_use` download finished (`finishing`, its job): switch when no other one for it is still
