@@ -155,9 +155,12 @@ class JobReporter:
 
     def _worded(self, fields: dict[str, Any]) -> dict[str, Any]:
         """The progress message as a record keeps it (once per write, not per call: a download reports
-        every chunk)."""
+        every chunk). Once a stop is asked the record keeps saying "Stopping…" until the job ends: a
+        progress line queued before the stop must not write over it."""
         if "message" not in fields:
             return dict(fields)
+        if self.cancel_requested:
+            return {k: v for k, v in fields.items() if k != "message"}
         return {**fields, "message": self._queue.for_strangers(self.job_id, fields["message"], LINE_CHARS)}
 
     def close(self) -> None:

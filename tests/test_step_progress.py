@@ -113,6 +113,39 @@ def test_the_reporter_shows_steps_after_the_services_words_within_each_images_sh
     assert seen[2][1].startswith("0/4 variations done · step 2/4 · ") and "s/step" in seen[2][1]
 
 
+def test_a_progress_line_queued_before_a_stop_does_not_write_over_stopping(tmp_path):
+    """A download blocked in a read keeps its last progress pending (written a moment later); a stop in
+    between must still read "Stopping…" in the record (the page and a Ctrl-C'd CLI show it)."""
+    import threading
+
+    store = Store(tmp_path)
+    queue = JobQueue(store)
+    queued, go, seen = threading.Event(), threading.Event(), {}
+
+    def download_like(params, reporter):
+        reporter.progress(0.4, "40 MB of 100 MB")
+        reporter.flush()
+        reporter.progress(0.5, "50 MB of 100 MB")  # pending: within the flush interval
+        queued.set()
+        go.wait(10)
+        reporter.flush()  # the late write lands after the stop
+        seen.update(store.get("jobs", reporter.job_id))
+        reporter.check_cancel()
+        return {}
+
+    queue.register("d", download_like)
+    queue.start()
+    try:
+        job = queue.submit("d", {})
+        assert queued.wait(10)
+        assert queue.cancel(job.id).message == "Stopping…"
+        go.set()
+        assert queue.wait(job.id, 30).status == "canceled"
+    finally:
+        queue.stop()
+    assert seen["message"] == "Stopping…" and seen["progress"] == 0.5  # the fraction still moves
+
+
 def test_a_stop_lands_at_the_next_step_and_fast_steps_write_the_store_a_few_times_a_second(tmp_path):
     store = Store(tmp_path)
     queue = JobQueue(store)
